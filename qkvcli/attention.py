@@ -1,0 +1,301 @@
+"""Scaled dot-product attention as a few named numpy functions.
+
+One pipeline: multi-head, grouped-query, masks, biases, cross-attention,
+cosine similarity and sigmoid weights are all parameters of `run`.
+
+>>> import numpy as np
+>>> from .problem import Problem, Options, resolve
+>>> t = run(resolve(Problem({"Q": np.eye(2), "K": np.eye(2), "V": np.eye(2)}), Options()))
+>>> t["weights"].round(4).tolist()
+[[0.6698, 0.3302], [0.3302, 0.6698]]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from .errors import ComputeError
+from .trace import AXES, Stage, Trace
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .problem import Resolved
+
+
+def split_heads(a: np.ndarray, h: int) -> np.ndarray:
+    """(B, n, h·d) → (B, h, n, d): head i holds columns i·d … (i+1)·d − 1."""
+    B, n, hd = a.shape
+    return a.reshape(B, n, h, hd // h).swapaxes(1, 2)  # (B, h, n, d)
+
+
+def merge_heads(a: np.ndarray) -> np.ndarray:
+    """(B, h, n, d) → (B, n, h·d): the heads side by side."""
+    B, h, n, d = a.shape
+    return a.swapaxes(1, 2).reshape(B, n, h * d)  # (B, n, h·d)
+
+
+def cosine(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """cos(q_i, k_j) for every pair: (…, n, d), (…, m, d) → (…, n, m)."""
+    import numpy as np
+
+    for name, a in (("Q", q), ("K", k)):
+        norms = np.linalg.norm(a, axis=-1)  # (…, rows)
+        if np.any(norms == 0):
+            row = int(np.argwhere(norms == 0)[0][-1]) + 1
+            raise ComputeError(f"{name} row {row} is all zeros: its cosine similarity is undefined")
+    qn = q / np.linalg.norm(q, axis=-1, keepdims=True)  # (…, n, d)
+    kn = k / np.linalg.norm(k, axis=-1, keepdims=True)  # (…, m, d)
+    return qn @ kn.swapaxes(-1, -2)  # (…, n, m)
+
+
+def softmax_rows(x: np.ndarray, allowed: np.ndarray | None, empty: str) -> np.ndarray:
+    """Softmax over the last axis, max-subtracted, masked entries excluded.
+
+    A row with no allowed entry has no softmax: ``empty`` says what to do —
+    ``error`` raises, ``nan`` / ``zero`` / ``uniform`` fill the row.
+    """
+    import numpy as np
+
+    if allowed is None:
+        allowed = np.ones(x.shape, dtype=bool)
+    allowed = np.broadcast_to(allowed, x.shape)
+    live = allowed.any(axis=-1, keepdims=True)  # (…, n, 1)
+    if not live.all() and empty == "error":
+        where = _place(np.argwhere(~live[..., 0])[0])
+        raise ComputeError(
+            f"every key is masked for {where}: its softmax is undefined "
+            "(--empty-rows nan|zero|uniform picks what frameworks do)"
+        )
+    safe = np.where(allowed, x, -np.inf)  # (…, n, m)
+    top = np.max(safe, axis=-1, keepdims=True, initial=-np.inf)  # (…, n, 1)
+    top = np.where(live, top, 0.0)
+    e = np.where(allowed, np.exp(safe - top), 0.0)  # (…, n, m)
+    total = e.sum(axis=-1, keepdims=True)  # (…, n, 1)
+    w = e / np.where(live, total, 1.0)  # (…, n, m)
+    if not live.all():
+        fill = {"nan": np.nan, "zero": 0.0, "uniform": 1.0 / x.shape[-1]}[empty]
+        w = np.where(live, w, fill)
+    return w
+
+
+def sigmoid(x: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """Element-wise logistic weights, 0 where masked (rows need not sum to 1)."""
+    import numpy as np
+
+    w = np.exp(-np.logaddexp(0.0, -x))  # σ(x) without overflow
+    return w if allowed is None else np.where(allowed, w, 0.0)
+
+
+def _place(index: np.ndarray) -> str:
+    """Name a (B, h, n) index the way people do: 1-based, batch/head only if >0."""
+    b, h, i = (int(v) for v in index)
+    parts = [f"query row {i + 1}"]
+    if h:
+        parts.append(f"head {h + 1}")
+    if b:
+        parts.append(f"batch item {b + 1}")
+    return ", ".join(parts)
+
+
+def run(r: Resolved) -> Trace:
+    """Compute every stage of attention for a resolved problem."""
+    import numpy as np
+
+    o = r.options
+    a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
+    h, g = r.heads, r.kv_heads
+
+    def project(name: str, src: str) -> np.ndarray:
+        if name in a:
+            return a[name]  # given directly: (B, rows, d)
+        out = a[src] @ a[f"W_{name}"]  # (B, rows, d_model) @ (d_model, d) → (B, rows, d)
+        return out + a[f"b_{name}"] if f"b_{name}" in a else out
+
+    kv_src = "X_kv" if "X_kv" in a else "X"
+    Q = project("Q", "X")  # (B, n, h·dk)
+    K = project("K", kv_src)  # (B, m, g·dk)
+    V = project("V", kv_src)  # (B, m, g·dv)
+    q = split_heads(Q, h)  # (B, h, n, dk)
+    k = np.repeat(split_heads(K, g), h // g, axis=1)  # (B, h, m, dk): GQA shares K heads
+    v = np.repeat(split_heads(V, g), h // g, axis=1)  # (B, h, m, dv)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if o.similarity == "cosine":
+            scores = cosine(q, k)  # (B, h, n, m)
+        else:
+            scores = q @ k.swapaxes(-1, -2)  # (B, h, n, m)
+    _finite(scores, "scores", "Q·Kᵀ")
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = scores * (r.scale / o.temperature)  # (B, h, n, m)
+        if r.bias is not None:
+            scaled = scaled + r.bias  # additive mask / ALiBi-style bias
+    allowed = r.allowed
+    if r.bias is not None:
+        allowed = np.isfinite(scaled) if allowed is None else (allowed & np.isfinite(scaled))
+    else:
+        _finite(scaled, "scaled", "scores × scale")
+    masked = None
+    if allowed is not None:
+        masked = np.where(allowed, scaled, -np.inf)  # (B, h, n, m)
+    logits = scaled if masked is None else masked
+    if o.normalize == "sigmoid":
+        weights = sigmoid(logits, allowed)  # (B, h, n, m)
+    else:
+        weights = softmax_rows(logits, allowed, o.empty_rows)  # (B, h, n, m)
+    heads_out = weights @ v  # (B, h, n, dv)
+    concat = merge_heads(heads_out)  # (B, n, h·dv)
+    output = concat
+    if "W_O" in a:
+        output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
+        if "b_O" in a:
+            output = output + a["b_O"]
+    arrays = {"Q": Q, "K": K, "V": V, "scores": scores, "scaled": scaled, "masked": masked}
+    arrays |= {"weights": weights, "head_outputs": heads_out, "concat": concat, "output": output}
+    return _trace(r, arrays)
+
+
+def _finite(x: np.ndarray, name: str, what: str) -> None:
+    import numpy as np
+
+    if not np.all(np.isfinite(x)):
+        b, hh, i, j = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
+        raise ComputeError(
+            f"{what} overflows float range at {name}[{i + 1},{j + 1}]"
+            + (f" (head {hh + 1})" if hh else "")
+            + (f" (batch item {b + 1})" if b else "")
+            + ": the inputs are too large"
+        )
+
+
+def scale_text(r: Resolved) -> str:
+    """How the scale was chosen, e.g. ``1/√3``.
+
+    The exact value is in ``meta['scale']``.
+    """
+    s = r.options.scale
+    if s == "sqrt":
+        return f"1/{sqrt_text(r.d_head)}"
+    if s == "none":
+        return "1"
+    return f"{s:g}"
+
+
+def formulas(r: Resolved) -> dict[str, str]:
+    """The formula of every stage, in the user's layout and names."""
+    o, a = r.options, r.arrays
+    cols = o.layout == "columns"
+    wt = "ᵀ" if o.weights_layout == "out-in" and not cols else ""
+    kv = "X_kv" if "X_kv" in a else "X"
+    f: dict[str, str] = {}
+    for n, src in (("Q", "X"), ("K", kv), ("V", kv)):
+        if n in a:
+            f[n] = f"{n} (given)"
+        else:
+            f[n] = f"{n} = W_{n}·{src}" if cols else f"{n} = {src}·W_{n}{wt}"
+            if f"b_{n}" in a:
+                f[n] += f" + b_{n}"
+    sim = "cos(Q, K)" if o.similarity == "cosine" else ("Qᵀ·K" if cols else "Q·Kᵀ")
+    f["scores"] = f"scores = {sim}"
+    factor = scale_text(r)
+    scaled = "scores" if factor == "1" else f"scores × {factor}"
+    if o.temperature != 1:
+        scaled += f" / {o.temperature:g}"
+    if r.bias is not None:
+        scaled += " + attn_bias"
+    f["scaled"] = f"scaled = {scaled}"
+    f["masked"] = "masked = scaled, −∞ where the mask blocks"
+    src = "masked" if r.allowed is not None or r.bias is not None else "scaled"
+    f["weights"] = f"weights = {o.normalize}({src}) per row"
+    f["head_outputs"] = "head_outputs = weights·V per head"
+    f["concat"] = "concat = [head_1 … head_h]" if r.multihead else "concat = weights·V"
+    if "W_O" in a:
+        out = "W_O·concat" if cols else f"concat·W_O{wt}"
+        f["output"] = f"output = {out}" + (" + b_O" if "b_O" in a else "")
+    else:
+        f["output"] = "output = V·weightsᵀ" if cols else "output = weights·V"
+    return f
+
+
+def _trace(r: Resolved, arrays: dict[str, np.ndarray | None]) -> Trace:
+    """Keep the stages this run has, in public shape and the user's layout."""
+    cols = r.options.layout == "columns"
+    masked = r.allowed is not None or r.bias is not None
+    keep = ["Q", "K", "V", "scores", "scaled"] + (["masked"] if masked else []) + ["weights"]
+    if r.multihead:
+        keep += ["head_outputs", "concat"]
+    elif "W_O" in r.arrays:
+        keep += ["concat"]
+    keep += ["output"]
+    f = formulas(r)
+    stages: dict[str, Stage] = {}
+    for name in keep:
+        x = arrays[name]
+        assert x is not None
+        per_head = name in ("scores", "scaled", "masked", "weights", "head_outputs")
+        if per_head and not r.multihead:
+            x = x[:, 0]
+        if not r.batched:
+            x = x[0]
+        rows, cols_ax = AXES[name]
+        if cols and "features" in (rows, cols_ax):
+            x = x.swapaxes(-1, -2)
+            rows, cols_ax = cols_ax, rows
+        stages[name] = Stage(name, f[name], x, per_head and r.multihead, rows, cols_ax)
+    return Trace(
+        stages=stages,
+        meta=meta(r, stages),
+        tokens=r.problem.tokens,
+        kv_tokens=r.problem.kv_tokens
+        if r.problem.kv_tokens is not None
+        else (r.problem.tokens if not r.cross else None),
+        batched=r.batched,
+        heads=r.heads,
+    )
+
+
+def meta(r: Resolved, stages: dict[str, Stage]) -> dict[str, Any]:
+    """What the run assumed, for JSON output and table captions."""
+    o = r.options
+    mask = o.mask or r.problem.mask_kind
+    given = [
+        k
+        for k in ("mask", "key_padding_mask", "valid_lens", "attn_bias")
+        if k in r.problem.matrices
+    ]
+    d_model = r.arrays["X"].shape[-1] if "X" in r.arrays else None
+    return {
+        "input": r.problem.origin,
+        "keys": dict(r.problem.sources),
+        "layout": o.layout,
+        "weights_layout": o.weights_layout,
+        "n_queries": r.n,
+        "n_keys": r.m,
+        "d_model": d_model,
+        "d_k": r.d_head,
+        "d_v": r.dv_head,
+        "heads": r.heads,
+        "kv_heads": r.kv_heads,
+        "batch": r.B if r.batched else None,
+        "scale": r.scale,
+        "scale_rule": scale_text(r) if o.scale in ("sqrt", "none") else "given",
+        "temperature": o.temperature,
+        "similarity": o.similarity,
+        "normalize": o.normalize,
+        "mask": ([mask] if mask else []) + given,
+        "mask_polarity": o.mask_polarity,
+        "empty_rows": o.empty_rows,
+        "dtype": o.dtype,
+        "shapes": {name: list(s.array.shape) for name, s in stages.items()},
+        "stages": list(stages),
+    }
+
+
+def sqrt_text(d: int) -> str:
+    """√d, written as an integer when d is a perfect square.
+
+    >>> sqrt_text(4), sqrt_text(3)
+    ('2', '√3')
+    """
+    root = math.isqrt(d)
+    return str(root) if root * root == d else f"√{d}"

@@ -1,0 +1,211 @@
+"""The ``qkv`` command line: parse options, call the core, pick a renderer.
+
+Every error the user can cause ends here as one line, ``qkv: error: …``, on
+stderr with exit code 2. numpy and rich are imported only inside commands,
+so ``qkv --version`` and ``qkv --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, QkvError
+
+
+class QkvGroup(TyperGroup):
+    """Maps every exception to one stderr line and an exit code, in one place."""
+
+    def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(
+                args=args, prog_name=prog_name or "qkv", standalone_mode=False, **extra
+            )
+        except QkvError as e:
+            _fail(str(e), e.exit_code)
+        except (KeyboardInterrupt, typer.Abort):
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _quiet_pipe()
+        except Exception as e:
+            if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click usage errors
+                cmd = getattr(getattr(e, "ctx", None), "command_path", "qkv")
+                _fail(f"{e.format_message()} (see '{cmd} --help')", EXIT_USAGE)
+            raise
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"qkv: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _quiet_pipe() -> None:
+    """The reader went away (``qkv … | head``): stop without a word."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
+app = typer.Typer(
+    cls=QkvGroup,
+    name="qkv",
+    help="qkv: see every stage of an attention computation.\n\n"
+    "Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input.",
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"qkv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """qkv: see every stage of an attention computation.
+
+    \b
+    Example:
+      qkv compute samples/worked_example.json --trace
+
+    Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input.
+    """
+
+
+CSV = "Matrices from CSV files (one matrix per file; '-' = stdin)"
+HOW = "How to compute"
+OUT = "Output"
+
+
+@app.command()
+def compute(
+    input: Annotated[
+        str | None, typer.Argument(help="JSON problem file, or - for stdin.", show_default=False)
+    ] = None,
+    x: Annotated[
+        str | None, typer.Option("--x", help="X (tokens × d_model).", rich_help_panel=CSV)
+    ] = None,
+    wq: Annotated[
+        str | None, typer.Option("--wq", help="W_Q (d_model × d_k).", rich_help_panel=CSV)
+    ] = None,
+    wk: Annotated[
+        str | None, typer.Option("--wk", help="W_K (d_model × d_k).", rich_help_panel=CSV)
+    ] = None,
+    wv: Annotated[
+        str | None, typer.Option("--wv", help="W_V (d_model × d_v).", rich_help_panel=CSV)
+    ] = None,
+    q: Annotated[
+        str | None, typer.Option("--q", help="Q given directly.", rich_help_panel=CSV)
+    ] = None,
+    k: Annotated[
+        str | None, typer.Option("--k", help="K given directly.", rich_help_panel=CSV)
+    ] = None,
+    v: Annotated[
+        str | None, typer.Option("--v", help="V given directly.", rich_help_panel=CSV)
+    ] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(help="sqrt (1/√d_k, the default), none, or a number.", rich_help_panel=HOW),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            help="rows (tokens are rows, Q = X·W_Q; default) or columns (Q = W_Q·X).",
+            rich_help_panel=HOW,
+        ),
+    ] = None,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Show every stage.", rich_help_panel=OUT)
+    ] = False,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Show this stage (repeatable): Q K V scores scaled masked weights head_outputs concat output.",
+            rich_help_panel=OUT,
+        ),
+    ] = None,
+    precision: Annotated[
+        int, typer.Option(min=0, max=17, help="Decimals in tables.", rich_help_panel=OUT)
+    ] = 4,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="table, json, csv or tsv.", rich_help_panel=OUT)
+    ] = "table",
+) -> None:
+    """Compute scaled dot-product attention and show its stages.
+
+    The JSON holds X, W_Q, W_K, W_V (or Q, K, V) and optional tokens.
+    Spellings such as w_query, Wq, WQ are accepted; the output says which
+    key was read. Options on the command line win over the file.
+
+    \b
+    Examples:
+      qkv compute samples/worked_example.json --trace
+      qkv compute samples/worked_example.json --format json
+      qkv compute --x samples/csv/X.csv --wq samples/csv/W_Q.csv \\
+          --wk samples/csv/W_K.csv --wv samples/csv/W_V.csv
+      cat samples/qkv_direct.json | qkv compute - --stage weights -f csv
+    """
+    from .attention import run
+    from .loaders import load
+    from .problem import Options, resolve
+
+    files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v}
+    problem, settings = load(input, files)
+    cli_settings = {"scale": scale, "layout": layout}
+    options = Options().merged(settings).merged(cli_settings)
+    result = run(resolve(problem, options))
+    _emit(result, format, stage, trace, precision)
+
+
+def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precision: int) -> None:
+    """Write a trace in the chosen format to stdout."""
+    from .errors import OptionError
+
+    formats = ("table", "json", "csv", "tsv")
+    if format not in formats:
+        raise OptionError(f"--format must be one of {', '.join(formats)}, not {format!r}")
+    if format in ("csv", "tsv"):
+        names = stage or ["output"]
+        if len(names) != 1:
+            raise OptionError(f"--format {format} writes one stage; choose one with --stage")
+        from .render.machine import to_delimited
+
+        (chosen,) = result.select(names)
+        sys.stdout.write(to_delimited(chosen.array, "," if format == "csv" else "\t"))
+        return
+    if format == "json":
+        from .render.machine import to_json
+
+        sys.stdout.write(to_json(result, result.select(stage)))
+        return
+    from .render.tables import make_console, render
+
+    names = stage or ([] if trace else ["weights", "output"])
+    render(result, result.select(names), make_console(), precision)
+
+
+def main() -> None:
+    """Entry point of the ``qkv`` script."""
+    app()

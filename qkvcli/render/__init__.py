@@ -1,0 +1,1 @@
+"""Writers for a `Trace`: rich tables (``tables``) and plain machine formats (``machine``)."""

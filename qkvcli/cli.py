@@ -60,8 +60,6 @@ def _quiet_pipe() -> None:
 app = typer.Typer(
     cls=QkvGroup,
     name="qkv",
-    help="qkv: see every stage of an attention computation.\n\n"
-    "Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input.",
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,

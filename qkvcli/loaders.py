@@ -275,8 +275,13 @@ def _torch_state_dict(
 
 def _where(name: str, origin: str, path: tuple[int, ...], depth: int) -> str:
     """``origin: W_Q row 2, column 3`` from an index path into a ``depth``-D nested list."""
+    return f"{origin}: {name} {_pos(path, depth)}"
+
+
+def _pos(path: tuple[int, ...], depth: int) -> str:
+    """``row 2, column 3``: an index path named by the axes of a ``depth``-D list."""
     words = _AXIS_WORDS.get(depth, ("index",) * depth)[: len(path)]
-    return f"{origin}: {name} " + ", ".join(f"{w} {i + 1}" for w, i in zip(words, path))
+    return ", ".join(f"{w} {i + 1}" for w, i in zip(words, path))
 
 
 _AXIS_WORDS = {1: ("value",), 2: ("row", "column"), 3: ("matrix", "row", "column"),
@@ -299,7 +304,8 @@ def to_array(value: Any, key: str, origin: str, canon: str = "X") -> np.ndarray:
     ndims = NDIMS.get(canon, (2, 3))
     flags = canon in ("mask", "key_padding_mask")
     neg_inf = canon == "attn_bias"
-    if isinstance(value, list) or (isinstance(value, (int, float)) and 0 in ndims):
+    if isinstance(value, list) and len(value) * _width(value) > FAST_CELLS:
+        # Large inputs skip the cell-by-cell walk unless numpy finds a problem.
         try:
             a = np.array(value)
         except (ValueError, OverflowError):
@@ -316,6 +322,15 @@ def to_array(value: Any, key: str, origin: str, canon: str = "X") -> np.ndarray:
             f"{origin}: {key} must be {want}, not {_DIM_WORDS.get(depth, f'{depth}-D')}"
         )
     return np.array(_numbers(value, neg_inf), dtype=np.float64)
+
+
+FAST_CELLS = 50_000  # above this many cells, trust numpy's conversion first
+
+
+def _width(value: list) -> int:
+    """Cells per row of a nested list, guessed from its first row."""
+    first = value[0] if value else None
+    return len(first) if isinstance(first, list) else 1
 
 
 _DIM_WORDS = {0: "a number", 1: "a list of numbers", 2: "a matrix (a list of rows)",
@@ -350,10 +365,9 @@ def _walk(
                 if n != lens[0]:
                     depth = len(path) + 1 + depths[0]
                     row = _where(key, origin, (*path, i), depth)
-                    what = "values" if depths[0] == 1 else "entries"
-                    raise InputError(
-                        f"{row} has {n} {what} but {_where(key, origin, (*path, 0), depth).split(': ', 1)[1]} has {lens[0]}"
-                    )
+                    what = ("value" if n == 1 else "values") if depths[0] == 1 else "entries"
+                    first = _pos((*path, 0), depth)
+                    raise InputError(f"{row} has {n} {what} but {first} has {lens[0]}")
         return depths[0] + 1
     ok = isinstance(value, (int, float)) and (flags or not isinstance(value, bool))
     if isinstance(value, bool) and flags:
@@ -408,20 +422,24 @@ def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray,
             cells = next(csv.reader(io.StringIO(line), delimiter=delim))
         rows.append((lineno, [c.strip() for c in cells]))
     decimal_comma = delim in ("\t", ";")
-    if not all(_is_number(c, decimal_comma) for c in rows[0][1]) and len(rows) > 1:
+
+    def numeric(cells: list[str]) -> bool:
+        return all(_is_number(c, decimal_comma) for c in cells)
+
+    # A first column of labels (tokens) when no row starts with a number.
+    labelled = all(len(r) > 1 and not _is_number(r[0], decimal_comma) for _, r in rows)
+    if not numeric(rows[0][1][1 if labelled else 0 :]) and len(rows) > 1:
         rows = rows[1:]  # a header row
-    labels = None
-    if all(not _is_number(r[0], decimal_comma) for _, r in rows) and all(
-        len(r) > 1 for _, r in rows
-    ):
-        labels = [r[0] for _, r in rows]
+    labels = [r[0] for _, r in rows] if labelled else None
+    if labelled:
         rows = [(ln, r[1:]) for ln, r in rows]
     width = len(rows[0][1])
     values = []
     for lineno, cells in rows:
         if len(cells) != width:
+            count = f"{len(cells)} value" + ("" if len(cells) == 1 else "s")
             raise InputError(
-                f"{origin}: line {lineno} has {len(cells)} values but line {rows[0][0]} has {width}"
+                f"{origin}: line {lineno} has {count} but line {rows[0][0]} has {width}"
             )
         row = []
         for col, cell in enumerate(cells, 1):

@@ -203,7 +203,7 @@ def _weight(p: Problem, name: str, o: Options, d_in: int | None, src: str) -> np
         if not fits:
             shape = shape_str(blocks[0].shape)
             what = "rows" if o.layout == "columns" else "columns"
-            msg = f"{name} is {shape} but {src} has {d_in} {what}"
+            msg = f"{label(p, name)} is {shape} but {label(p, src)} has {d_in} {what}"
             if o.layout == "columns":
                 msg += f" (layout columns: {name} must be d_k×{d_in})"
             elif out_in:
@@ -221,7 +221,7 @@ def _bias(p: Problem, name: str, width: int, of: str) -> np.ndarray | None:
         return None
     b = b.reshape(-1)  # per-head lists are joined
     if b.shape[0] != width:
-        raise ShapeError(f"{name} has {b.shape[0]} values but {of} has {width} columns")
+        raise ShapeError(f"{label(p, name)} has {b.shape[0]} values but {of} has {width} columns")
     return b
 
 
@@ -233,9 +233,28 @@ def _direct(p: Problem, name: str, o: Options) -> np.ndarray | None:
     return _t(a) if o.layout == "columns" else a
 
 
-def resolve(p: Problem, o: Options) -> Resolved:
-    """Check shapes and bring ``p`` to canonical form; see the module docstring."""
+def label(p: Problem, name: str) -> str:
+    """A matrix's name as the user wrote it: ``W_Q (w_query)``.
 
+    >>> label(Problem({}, sources={"W_Q": "w_query"}), "W_Q")
+    'W_Q (w_query)'
+    """
+    source = p.sources.get(name, name)
+    return name if source == name else f"{name} ({source})"
+
+
+def resolve(p: Problem, o: Options) -> Resolved:
+    """Check shapes and bring ``p`` to canonical form; see the module docstring.
+
+    Shape errors are prefixed with the input's name.
+    """
+    try:
+        return _resolve(p, o)
+    except ShapeError as e:
+        raise ShapeError(f"{p.origin}: {e}") from None
+
+
+def _resolve(p: Problem, o: Options) -> Resolved:
     o = validate_options(o)
     mats = p.matrices
     for name in ("Q", "K", "V"):
@@ -323,7 +342,7 @@ def resolve(p: Problem, o: Options) -> Resolved:
         width = heads * dv_head
         if w_o.shape[0] != width:
             user = p.matrices["W_O"].shape
-            msg = f"W_O is {shape_str(user)} but concat has {width} columns"
+            msg = f"{label(p, 'W_O')} is {shape_str(user)} but concat has {width} columns"
             if w_o.shape[1] == width:
                 msg += ": did you mean its transpose?"
             raise ShapeError(msg)

@@ -9,7 +9,10 @@ import math
 
 
 def matmul(a, b):
-    return [[sum(a[i][t] * b[t][j] for t in range(len(b))) for j in range(len(b[0]))] for i in range(len(a))]
+    return [
+        [sum(a[i][t] * b[t][j] for t in range(len(b))) for j in range(len(b[0]))]
+        for i in range(len(a))
+    ]
 
 
 def transpose(a):
@@ -60,14 +63,24 @@ def attention(Q, K, V, *, scale=None, heads=1, kv_heads=None, allowed=None, bias
                 scores[i][j] = dot
         scaled = [[s * scale / temperature + (bias[i][j] if bias else 0.0) for j, s in enumerate(row)]
                   for i, row in enumerate(scores)]  # fmt: skip
-        ok = [[(allowed[i][j] if allowed else True) and scaled[i][j] != -math.inf for j in range(m)] for i in range(n)]
+        ok = [
+            [(allowed[i][j] if allowed else True) and scaled[i][j] != -math.inf for j in range(m)]
+            for i in range(n)
+        ]
         if normalize == "sigmoid":
             weights = [[1 / (1 + math.exp(-s)) if ok[i][j] else 0.0 for j, s in enumerate(row)]
                        for i, row in enumerate(scaled)]  # fmt: skip
         else:
             weights = [softmax(row, ok[i]) for i, row in enumerate(scaled)]
-        head_out = [[sum(weights[i][j] * v[j][t] for j in range(m)) for t in range(dv)] for i in range(n)]
-        for key, val in (("scores", scores), ("scaled", scaled), ("weights", weights), ("head_outputs", head_out)):
+        head_out = [
+            [sum(weights[i][j] * v[j][t] for j in range(m)) for t in range(dv)] for i in range(n)
+        ]
+        for key, val in (
+            ("scores", scores),
+            ("scaled", scaled),
+            ("weights", weights),
+            ("head_outputs", head_out),
+        ):
             out[key].append(val)
     concat = [sum((out["head_outputs"][h][i] for h in range(heads)), []) for i in range(n)]
     out["concat"] = concat

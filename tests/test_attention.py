@@ -32,7 +32,12 @@ def test_worked_example_stages():
     assert t["K"].tolist() == [[0, 1, 1], [4, 4, 0], [2, 3, 1]]
     assert t["V"].tolist() == [[1, 2, 3], [2, 8, 0], [2, 6, 3]]
     assert t["scores"].tolist() == [[2, 4, 4], [4, 16, 12], [4, 12, 10]]
-    np.testing.assert_allclose(t["scaled"], np.array([[2, 4, 4], [4, 16, 12], [4, 12, 10]]) / math.sqrt(3), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        t["scaled"],
+        np.array([[2, 4, 4], [4, 16, 12], [4, 12, 10]]) / math.sqrt(3),
+        rtol=0,
+        atol=1e-15,
+    )
     # Row 1 by hand: e^(2/√3), e^(4/√3), e^(4/√3) normalised.
     e = [math.exp(2 / math.sqrt(3)), math.exp(4 / math.sqrt(3)), math.exp(4 / math.sqrt(3))]
     assert t["weights"][0].tolist() == pytest.approx([x / sum(e) for x in e], abs=1e-15)
@@ -53,7 +58,13 @@ def test_unscaled_matches_the_article():
 
 def test_columns_layout_is_the_transpose():
     rows = compute(X=X, W_Q=W_Q, W_K=W_K, W_V=W_V)
-    cols = compute(Options(layout="columns"), X=np.array(X).T, W_Q=np.array(W_Q).T, W_K=np.array(W_K).T, W_V=np.array(W_V).T)
+    cols = compute(
+        Options(layout="columns"),
+        X=np.array(X).T,
+        W_Q=np.array(W_Q).T,
+        W_K=np.array(W_K).T,
+        W_V=np.array(W_V).T,
+    )
     for name in ("Q", "K", "V", "output"):
         np.testing.assert_array_equal(cols[name], rows[name].T)
     np.testing.assert_array_equal(cols["weights"], rows["weights"])
@@ -90,7 +101,9 @@ def test_pipeline_matches_slow_reference(qkv):
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**32 - 1))
 def test_projection_matches_slow_reference(n, d_model, dk, seed):
     rng = np.random.default_rng(seed)
-    x, wq, wk, wv = (rng.normal(size=s) for s in ((n, d_model), (d_model, dk), (d_model, dk), (d_model, dk + 1)))
+    x, wq, wk, wv = (
+        rng.normal(size=s) for s in ((n, d_model), (d_model, dk), (d_model, dk), (d_model, dk + 1))
+    )
     t = compute(X=x, W_Q=wq, W_K=wk, W_V=wv)
     Q, K, V = (reference.matmul(x.tolist(), w.tolist()) for w in (wq, wk, wv))
     ref = reference.attention(Q, K, V)
@@ -109,7 +122,9 @@ def test_weights_rows_sum_to_one(qkv):
 @settings(max_examples=100, deadline=None)
 @given(arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 6)), elements=finite), finite)
 def test_softmax_ignores_a_constant_added_to_a_row(scores, c):
-    np.testing.assert_allclose(softmax_rows(scores + c, None, "error"), softmax_rows(scores, None, "error"), atol=1e-12)
+    np.testing.assert_allclose(
+        softmax_rows(scores + c, None, "error"), softmax_rows(scores, None, "error"), atol=1e-12
+    )
 
 
 @settings(max_examples=60, deadline=None)

@@ -61,7 +61,9 @@ def stage_table(
     rows, cols = matrix.shape
     row_labels = labels(trace, stage.rows, rows)
     col_labels = labels(trace, stage.cols, cols)
-    table = Table(title=Text(title), title_justify="left", header_style="bold")
+    table = Table(
+        title=Text(title), title_justify="left", header_style="bold", min_width=len(title)
+    )
     table.add_column("", style="bold", no_wrap=True)
     for label in col_labels:
         table.add_column(Text(label), justify="right", no_wrap=True)

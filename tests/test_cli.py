@@ -1,0 +1,418 @@
+"""The command line: exact output, messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import reference
+from qkvcli.cli import app
+
+runner = CliRunner()
+GOLDEN = Path(__file__).parent / "golden"
+WORKED = "samples/worked_example.json"
+GOOD = {
+    "X": [[1, 0], [0, 1]],
+    "W_Q": [[1, 0], [0, 1]],
+    "W_K": [[1, 0], [0, 1]],
+    "W_V": [[1, 2], [3, 4]],
+}
+
+
+def qkv(*args: str, input: str | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+def with_(**changes) -> str:
+    return json.dumps(GOOD | changes)
+
+
+def test_trace_table_matches_golden():
+    result = qkv("compute", WORKED, "--trace")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout == (GOLDEN / "worked_example_trace.txt").read_text(encoding="utf-8")
+
+
+def test_default_shows_weights_and_output_only():
+    out = qkv("compute", WORKED).stdout
+    assert "weights = softmax(scaled) per row (3×3)" in out
+    assert "output = weights·V (3×3)" in out
+    assert "scores" not in out.split("\n", 2)[2]
+    assert "W_Q ← w_query" in out
+
+
+def test_trace_titles_carry_formula_shape_and_scale():
+    out = qkv("compute", WORKED, "--trace").stdout
+    for title in ("Q = X·W_Q (3×3)", "K = X·W_K (3×3)", "V = X·W_V (3×3)", "scores = Q·Kᵀ (3×3)",
+                  "scaled = scores × 1/√3 (3×3)", "weights = softmax(scaled) per row (3×3)", "output = weights·V (3×3)"):  # fmt: skip
+        assert title in out
+    assert "scale 1/√3 = 0.57735" in out
+    assert "│ x2 │ 4.0000 │ 16.0000 │ 12.0000 │" in out  # scores row 2, labelled by token
+
+
+def test_json_round_trips_and_matches_reference():
+    result = qkv("compute", WORKED, "--format", "json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    X = [[1, 0, 1, 0], [0, 2, 0, 2], [1, 1, 1, 1]]
+    W = {"Q": [[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 1]], "K": [[0, 0, 1], [1, 1, 0], [0, 1, 0], [1, 1, 0]],
+         "V": [[0, 2, 0], [0, 3, 0], [1, 0, 3], [1, 1, 0]]}  # fmt: skip
+    Q, K, V = (reference.matmul(X, W[n]) for n in "QKV")
+    ref = reference.attention(Q, K, V)
+    assert doc["Q"] == Q and doc["K"] == K and doc["V"] == V
+    for name in ("scores", "scaled", "weights"):
+        np.testing.assert_allclose(doc[name], ref[name][0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(doc["output"], ref["output"], rtol=0, atol=1e-12)
+    assert list(doc) == ["meta", "Q", "K", "V", "scores", "scaled", "weights", "output"]
+    meta = doc["meta"]
+    assert meta["scale"] == 1 / math.sqrt(3)
+    assert meta["d_k"] == 3 and meta["layout"] == "rows"
+    assert meta["keys"]["W_Q"] == "w_query"
+    assert meta["shapes"]["weights"] == [3, 3]
+
+
+def test_json_values_are_full_precision():
+    doc = json.loads(qkv("compute", WORKED, "-f", "json", "--stage", "weights").stdout)
+    e = [math.exp(2 / math.sqrt(3)), math.exp(4 / math.sqrt(3)), math.exp(4 / math.sqrt(3))]
+    assert doc["weights"][0] == pytest.approx([x / sum(e) for x in e], rel=1e-15)
+    assert list(doc) == ["meta", "weights"]
+
+
+def test_csv_and_tsv_print_one_stage_plainly():
+    out = qkv("compute", WORKED, "--format", "csv", "--stage", "scores").stdout
+    assert out == "2.0,4.0,4.0\n4.0,16.0,12.0\n4.0,12.0,10.0\n"
+    out = qkv("compute", WORKED, "--format", "tsv").stdout  # default stage: output
+    rows = [[float(c) for c in line.split("\t")] for line in out.splitlines()]
+    assert rows[0] == pytest.approx([1.8638742, 6.3193710, 1.7041887], abs=1e-7)
+    assert "\x1b" not in out
+
+
+def test_stdin_and_q_k_v_direct():
+    text = json.dumps({"Q": [[1, 0]], "K": [[1, 0], [0, 1]], "V": [[1], [0]]})
+    out = qkv("compute", "-", "--stage", "weights", "-f", "csv", input=text).stdout
+    e = math.exp(1 / math.sqrt(2))
+    assert [float(c) for c in out.split(",")] == pytest.approx(
+        [e / (e + 1), 1 / (e + 1)], abs=1e-15
+    )
+
+
+def test_csv_inputs_match_json():
+    csv_out = qkv("compute", "--x", "samples/csv/X.csv", "--wq", "samples/csv/W_Q.csv", "--wk",
+                  "samples/csv/W_K.csv", "--wv", "samples/csv/W_V.csv", "-f", "json").stdout  # fmt: skip
+    json_out = qkv("compute", WORKED, "-f", "json").stdout
+    a, b = json.loads(csv_out), json.loads(json_out)
+    for name in ("Q", "K", "V", "scores", "weights", "output"):
+        assert a[name] == b[name]
+    assert a["meta"]["tokens"] == ["x1", "x2", "x3"]
+
+
+def test_csv_option_overrides_one_matrix_of_the_json(tmp_path):
+    (tmp_path / "wv.csv").write_text("1,0,0\n0,1,0\n0,0,1\n0,0,0\n")
+    doc = json.loads(qkv("compute", WORKED, "--wv", str(tmp_path / "wv.csv"), "-f", "json").stdout)
+    assert doc["V"] == [[1, 0, 1], [0, 2, 0], [1, 1, 1]]
+    assert doc["meta"]["keys"]["W_V"] == str(tmp_path / "wv.csv")
+    assert doc["meta"]["keys"]["W_Q"] == "w_query"
+
+
+def test_scale_and_layout_options_win_over_the_file():
+    doc = json.loads(
+        qkv("compute", "samples/dk_ne_dv.json", "--scale", "none", "-f", "json").stdout
+    )
+    assert doc["scaled"] == doc["scores"] and doc["meta"]["scale"] == 1.0
+    doc = json.loads(
+        qkv("compute", "-", "--scale", "0.5", "-f", "json", input=with_(scale="none")).stdout
+    )
+    assert doc["meta"]["scale"] == 0.5
+
+
+def test_columns_layout_from_the_command_line():
+    cols = {k: [list(c) for c in zip(*v)] for k, v in GOOD.items()}
+    a = json.loads(qkv("compute", "-", "-f", "json", input=json.dumps(GOOD)).stdout)
+    b = json.loads(
+        qkv("compute", "-", "-f", "json", "--layout", "columns", input=json.dumps(cols)).stdout
+    )
+    assert b["output"] == [list(c) for c in zip(*a["output"])]
+    assert b["weights"] == a["weights"]
+
+
+def test_key_spellings():
+    for spelling in ("W_Q", "w_q", "Wq", "WQ", "w_query"):
+        text = json.dumps(
+            {"X": GOOD["X"], spelling: GOOD["W_Q"], "wk": GOOD["W_K"], "W_value": GOOD["W_V"]}
+        )
+        doc = json.loads(qkv("compute", "-", "-f", "json", input=text).stdout)
+        assert doc["meta"]["keys"]["W_Q"] == spelling
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["compute", "missing.json"], None, "missing.json: no such file"),
+        (["compute", "samples"], None, "samples: is a directory, not a file"),
+        (
+            ["compute", "-"],
+            '{"X": [[1, 2]],\n "W_Q": [[1]] "W_K": 1}',
+            "<stdin>: invalid JSON at line 2, column 15: Expecting ',' delimiter",
+        ),
+        (
+            ["compute", "-"],
+            "[1, 2]",
+            "<stdin>: the top level must be an object with keys such as X, W_Q, W_K, W_V",
+        ),
+        (
+            ["compute", "-"],
+            json.dumps({"X": GOOD["X"], "W_Q": GOOD["W_Q"], "W_K": GOOD["W_K"]}),
+            "<stdin>: missing matrix: W_V (or V)",
+        ),
+        (
+            ["compute", "-"],
+            json.dumps({"Q": [[1]], "K": [[1]]}),
+            "<stdin>: missing matrix: W_V (or V)",
+        ),
+        (
+            ["compute", "-"],
+            json.dumps({"W_Q": [[1]], "W_K": [[1]], "W_V": [[1]]}),
+            "<stdin>: missing matrix: X (W_Q, W_K, W_V project the rows of X)",
+        ),
+        (
+            ["compute", "-"],
+            with_(X=[[1, 0], [0, 1, 2]]),
+            "<stdin>: X row 2 has 3 values but row 1 has 2",
+        ),
+        (
+            ["compute", "-"],
+            with_(W_K=[[1, 0], ["a", 1]]),
+            '<stdin>: W_K row 2, column 1: "a" is not a number',
+        ),
+        (
+            ["compute", "-"],
+            with_(W_K=[[1, 0], [None, 1]]),
+            "<stdin>: W_K row 2, column 1: null is not a number",
+        ),
+        (
+            ["compute", "-"],
+            with_(W_K=[[1, 0], [True, 1]]),
+            "<stdin>: W_K row 2, column 1: true is not a number",
+        ),
+        (
+            ["compute", "-"],
+            '{"X": [[1, NaN], [0, 1]], "W_Q": [[1]], "W_K": [[1]], "W_V": [[1]]}',
+            "<stdin>: X row 1, column 2 is nan: qkv needs finite numbers",
+        ),
+        (
+            ["compute", "-"],
+            '{"X": [[1, 0], [0, Infinity]], "W_Q": [[1]], "W_K": [[1]], "W_V": [[1]]}',
+            "<stdin>: X row 2, column 2 is inf: qkv needs finite numbers",
+        ),
+        (["compute", "-"], with_(X=[]), "<stdin>: X is empty"),
+        (["compute", "-"], with_(X=[[]]), "<stdin>: X row 1 is empty"),
+        (
+            ["compute", "-"],
+            with_(X=[1, 2]),
+            "<stdin>: X must be a matrix (a list of rows) or a list of matrices, not a list of numbers",
+        ),
+        (
+            ["compute", "-"],
+            with_(W_Q=[[1, 0, 0], [0, 1, 0]], X=[[1, 0, 0], [0, 1, 0]]),
+            "<stdin>: W_Q is 2×3 but X has 3 columns: did you mean its transpose?",
+        ),
+        (["compute", "-"], with_(W_Q=[[1, 0, 0]]), "<stdin>: W_Q is 1×3 but X has 2 columns"),
+        (["compute", "-"], with_(wq=[[1], [0]]), "<stdin>: keys 'W_Q' and 'wq' both give W_Q"),
+        (
+            ["compute", "-"],
+            with_(W_K=[[1], [0]]),
+            "<stdin>: Q is 2×2 but K is 2×1: Q·Kᵀ needs Q and K to have the same number of columns",
+        ),
+        (
+            ["compute", "-"],
+            json.dumps({"Q": [[1]], "K": [[1], [2]], "V": [[1]]}),
+            "<stdin>: K has 2 rows but V has 1: every key needs one value",
+        ),
+        (
+            ["compute", "-"],
+            with_(tokens=["a"]),
+            "<stdin>: tokens has 1 labels but there are 2 queries",
+        ),
+        (
+            ["compute", "-"],
+            with_(W_Z=[[1]]),
+            "<stdin>: unknown key 'W_Z' (expected X, W_Q, W_K, W_V, or Q, K, V; see qkv compute --help)",
+        ),
+        (
+            ["compute", "-"],
+            with_(scale="big"),
+            "<stdin>: scale: scale must be sqrt, none or a number, not 'big'",
+        ),
+        (
+            ["compute", "-"],
+            with_(layout="diagonal"),
+            "<stdin>: layout: layout must be one of rows, columns, not 'diagonal'",
+        ),
+        (
+            ["compute", "-", "--scale", "-1"],
+            json.dumps(GOOD),
+            "scale must be a positive finite number, not '-1'",
+        ),
+        (
+            ["compute", "-", "--layout", "row"],
+            json.dumps(GOOD),
+            "layout must be one of rows, columns, not 'row'",
+        ),
+        (
+            ["compute", "-", "--format", "xml"],
+            json.dumps(GOOD),
+            "--format must be one of table, json, csv, tsv, not 'xml'",
+        ),
+        (
+            ["compute", "-", "--stage", "softmax"],
+            json.dumps(GOOD),
+            "no stage 'softmax' in this run; stages: Q, K, V, scores, scaled, weights, output",
+        ),
+        (
+            ["compute", "-", "-f", "csv", "--stage", "Q", "--stage", "K"],
+            json.dumps(GOOD),
+            "--format csv writes one stage; choose one with --stage",
+        ),
+        (
+            ["compute"],
+            None,
+            "no input: give a JSON file (or - for stdin), or CSV files with --x/--wq/--wk/--wv or --q/--k/--v",
+        ),
+        (
+            ["compute", "-", "--x", "-"],
+            json.dumps(GOOD),
+            "only one input can be read from stdin (-), not X and input",
+        ),
+        (["compute", "--bogus"], None, "No such option: --bogus (see 'qkv compute --help')"),
+        (
+            ["compute", "x.json", "--precision", "x"],
+            None,
+            "Invalid value for '--precision': Input should be a valid integer, unable to parse string as an integer (see 'qkv compute --help')",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, stdin, message):
+    result = qkv(*args, input=stdin)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"qkv: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1,2\n3,x\n", "{f}: line 2, column 2: 'x' is not a number"),
+        ("1,2\n3\n", "{f}: line 2 has 1 value but line 1 has 2"),
+        ("1,2\n3,nan\n", "{f}: line 2, column 2 is 'nan': qkv needs finite numbers"),
+        ("\n# nothing\n", "{f}: holds no numbers (X is empty)"),
+    ],
+)
+def test_bad_csv(tmp_path, content, message):
+    f = tmp_path / "X.csv"
+    f.write_text(content)
+    result = qkv(
+        "compute",
+        "--x",
+        str(f),
+        "--wq",
+        "samples/csv/W_Q.csv",
+        "--wk",
+        "samples/csv/W_K.csv",
+        "--wv",
+        "samples/csv/W_V.csv",
+    )
+    assert result.exit_code == 2
+    assert result.stderr == "qkv: error: " + message.format(f=f) + "\n"
+
+
+def test_csv_shape_error_names_the_files(tmp_path):
+    f = tmp_path / "X.csv"
+    f.write_text("1,2,3\n")
+    result = qkv(
+        "compute",
+        "--x",
+        str(f),
+        "--wq",
+        "samples/csv/W_Q.csv",
+        "--wk",
+        "samples/csv/W_K.csv",
+        "--wv",
+        "samples/csv/W_V.csv",
+    )
+    assert result.exit_code == 2
+    assert f"W_Q (samples/csv/W_Q.csv) is 4×3 but X ({f}) has 3 columns" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_csv_delimiters_headers_and_decimal_commas(tmp_path):
+    for text in ("a;b\n1,5;2\n3;4\n", "1.5\t2\n3\t4\n", "1.5 2\n3 4\n", "\ufeff1.5,2\r\n3,4\r\n"):
+        f = tmp_path / "Q.csv"
+        f.write_text(text, encoding="utf-8")
+        result = qkv(
+            "compute", "--q", str(f), "--k", str(f), "--v", str(f), "-f", "csv", "--stage", "Q"
+        )
+        assert result.stdout == "1.5,2.0\n3.0,4.0\n", text
+
+
+def test_non_utf8_file(tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_bytes(b'{"X": "\xff"}')
+    result = qkv("compute", str(f))
+    assert result.stderr == f"qkv: error: {f}: not UTF-8 text (byte 0xff at offset 7)\n"
+    assert result.exit_code == 2
+
+
+def test_version_and_help():
+    assert qkv("--version").stdout.startswith("qkv ")
+    for cmd in (["--help"], ["compute", "--help"]):
+        result = qkv(*cmd)
+        assert result.exit_code == 0
+        assert "qkv compute samples/worked_example.json" in result.stdout
+    assert (
+        "Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input."
+        in qkv("--help").stdout
+    )
+
+
+def test_every_command_has_help_with_an_example():
+    from typer.main import get_command
+
+    group = get_command(app)
+    for name, command in group.commands.items():
+        assert command.help, name
+        assert "qkv " + name in command.help, name
+
+
+def run_python(code: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_fast_paths_import_neither_numpy_nor_rich(flag):
+    code = (
+        "import sys\nfrom qkvcli.cli import main\nsys.argv = ['qkv', '" + flag + "']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'rich'}))"
+    )
+    assert run_python(code).splitlines()[-1] == "LOADED []"
+
+
+def test_python_dash_m():
+    out = subprocess.run(
+        [sys.executable, "-m", "qkvcli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("qkv ")
+
+
+def test_no_color_and_not_a_terminal_mean_no_escape_codes():
+    assert "\x1b[" not in qkv("compute", WORKED, "--trace").stdout

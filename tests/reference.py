@@ -82,7 +82,7 @@ def attention(Q, K, V, *, scale=None, heads=1, kv_heads=None, allowed=None, bias
             ("head_outputs", head_out),
         ):
             out[key].append(val)
-    concat = [sum((out["head_outputs"][h][i] for h in range(heads)), []) for i in range(n)]
+    concat = [[x for h in range(heads) for x in out["head_outputs"][h][i]] for i in range(n)]
     out["concat"] = concat
     out["output"] = project(concat, W_O, b_O) if W_O is not None else concat
     return out

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
 from qkvcli.attention import run, softmax_rows
 from qkvcli.problem import Options, Problem, resolve
 
@@ -20,7 +20,8 @@ W_K = [[0, 0, 1], [1, 1, 0], [0, 1, 0], [1, 1, 0]]
 W_V = [[0, 2, 0], [0, 3, 0], [1, 0, 3], [1, 1, 0]]
 
 
-def compute(options=Options(), **mats):
+def compute(options=None, **mats):
+    options = options or Options()
     problem = Problem({k: np.asarray(v, dtype=float) for k, v in mats.items()})
     return run(resolve(problem, options))
 

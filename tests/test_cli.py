@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reference
 from typer.testing import CliRunner
 
-import reference
 from qkvcli.cli import app
 
 runner = CliRunner()

@@ -488,7 +488,7 @@ def load(path: str | None, files: dict[str, str] | None = None) -> tuple[Problem
         problem, settings = load_json(path)
     else:
         problem, settings = (
-            Problem(matrices={}, origin=", ".join(display(v) for v in files.values())),
+            Problem(matrices={}, origin="CSV input"),
             {},
         )
     for canon, csv_path in files.items():

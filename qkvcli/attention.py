@@ -100,7 +100,17 @@ def _place(index: np.ndarray) -> str:
 
 
 def run(r: Resolved) -> Trace:
-    """Compute every stage of attention for a resolved problem."""
+    """Compute every stage of attention for a resolved problem.
+
+    Overflow is never a warning: it is reported as a `ComputeError` naming the stage.
+    """
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        return _run(r)
+
+
+def _run(r: Resolved) -> Trace:
     import numpy as np
 
     o = r.options
@@ -117,19 +127,19 @@ def run(r: Resolved) -> Trace:
     Q = project("Q", "X")  # (B, n, h·dk)
     K = project("K", kv_src)  # (B, m, g·dk)
     V = project("V", kv_src)  # (B, m, g·dv)
+    for name, x in (("Q", Q), ("K", K), ("V", V)):
+        _finite(x, name, f"the projection {name}")
     q = split_heads(Q, h)  # (B, h, n, dk)
     k = np.repeat(split_heads(K, g), h // g, axis=1)  # (B, h, m, dk): GQA shares K heads
     v = np.repeat(split_heads(V, g), h // g, axis=1)  # (B, h, m, dv)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if o.similarity == "cosine":
-            scores = cosine(q, k)  # (B, h, n, m)
-        else:
-            scores = q @ k.swapaxes(-1, -2)  # (B, h, n, m)
+    if o.similarity == "cosine":
+        scores = cosine(q, k)  # (B, h, n, m)
+    else:
+        scores = q @ k.swapaxes(-1, -2)  # (B, h, n, m)
     _finite(scores, "scores", "Q·Kᵀ")
-    with np.errstate(over="ignore", invalid="ignore"):
-        scaled = scores * (r.scale / o.temperature)  # (B, h, n, m)
-        if r.bias is not None:
-            scaled = scaled + r.bias  # additive mask / ALiBi-style bias
+    scaled = scores * (r.scale / o.temperature)  # (B, h, n, m)
+    if r.bias is not None:
+        scaled = scaled + r.bias  # additive mask / ALiBi-style bias
     allowed = r.allowed
     if r.bias is not None:
         allowed = np.isfinite(scaled) if allowed is None else (allowed & np.isfinite(scaled))
@@ -150,22 +160,25 @@ def run(r: Resolved) -> Trace:
         output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
         if "b_O" in a:
             output = output + a["b_O"]
+    _finite(output, "output", "the output")
     arrays = {"Q": Q, "K": K, "V": V, "scores": scores, "scaled": scaled, "masked": masked}
     arrays |= {"weights": weights, "head_outputs": heads_out, "concat": concat, "output": output}
     return _trace(r, arrays)
 
 
 def _finite(x: np.ndarray, name: str, what: str) -> None:
+    """Raise `ComputeError` at the first infinite or NaN cell of a stage."""
     import numpy as np
 
-    if not np.all(np.isfinite(x)):
-        b, hh, i, j = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
-        raise ComputeError(
-            f"{what} overflows float range at {name}[{i + 1},{j + 1}]"
-            + (f" (head {hh + 1})" if hh else "")
-            + (f" (batch item {b + 1})" if b else "")
-            + ": the inputs are too large"
-        )
+    bad = ~np.isfinite(x)
+    if bad.any():
+        *lead, i, j = (int(v) for v in np.argwhere(bad)[0])
+        where = f"{name}[{i + 1},{j + 1}]"
+        if len(lead) == 2 and lead[1]:
+            where += f" (head {lead[1] + 1})"
+        if lead and lead[0]:
+            where += f" (batch item {lead[0] + 1})"
+        raise ComputeError(f"{what} overflows the float range at {where}: the inputs are too large")
 
 
 def scale_text(r: Resolved) -> str:

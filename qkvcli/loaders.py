@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -93,24 +94,51 @@ def squash(key: str) -> str:
     return re.sub(r"[\s_.\-]", "", key).lower()
 
 
-def read_text(path: str) -> str:
-    """The text of ``path`` (``-`` = stdin), as UTF-8 with or without a BOM."""
+MAX_TEXT_BYTES = 512 * 2**20  # a text input larger than this is refused (use .npy)
+
+
+def read_bytes(path: str, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of ``path`` (``-`` = stdin), refusing devices and inputs over ``limit``.
+
+    The size is checked before anything large is read.
+    """
+    import stat
+
+    name = display(path)
     try:
         if path == "-":
-            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+            stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+            if stream is None:
+                return sys.stdin.read().encode("utf-8")
+            data = stream.read(limit + 1)
         else:
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
+                raise InputError(f"{name}: is a directory, not a file")
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                raise InputError(f"{name}: is a device or socket, not a file")
+            if stat.S_ISREG(mode) and os.stat(path).st_size > limit:
+                raise InputError(
+                    f"{name}: is larger than {limit // 2**20} MiB; give big matrices as .npy"
+                )
             with open(path, "rb") as fh:
-                data = fh.read()
+                data = fh.read(limit + 1)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{name}: no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a file") from None
+        raise InputError(f"{name}: is a directory, not a file") from None
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError(f"{name}: permission denied") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    if isinstance(data, str):
-        return data.removeprefix("\ufeff")
+        raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise InputError(f"{name}: is larger than {limit // 2**20} MiB; give big matrices as .npy")
+    return data
+
+
+def read_text(path: str) -> str:
+    """The text of ``path`` (``-`` = stdin), as UTF-8 with or without a BOM."""
+    data = read_bytes(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -74,8 +74,14 @@ def mutated(draw, text: str) -> str:
         op = draw(st.sampled_from(["delete", "insert", "replace"]))
         c = draw(
             st.sampled_from(
-                list('[]{},:"0123456789.-eE abNnIfty\\\n')
-                + ["NaN", "Infinity", "1e400", "null", "true"]
+                [
+                    *list('[]{},:"0123456789.-eE abNnIfty\\\n'),
+                    "NaN",
+                    "Infinity",
+                    "1e400",
+                    "null",
+                    "true",
+                ]
             )
         )
         if op == "delete" and i < len(chars):

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, QkvError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, QkvError
 
 
 class QkvGroup(TyperGroup):
@@ -22,11 +22,17 @@ class QkvGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        argv = list(sys.argv[1:] if args is None else args)
+        end = argv.index("--") if "--" in argv else len(argv)
+        debug = "--debug" in argv[:end]  # accepted anywhere before --
+        argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
         try:
             rv = super().main(
-                args=args, prog_name=prog_name or "qkv", standalone_mode=False, **extra
+                args=argv, prog_name=prog_name or "qkv", standalone_mode=False, **extra
             )
         except QkvError as e:
+            if debug:
+                raise
             _fail(str(e), e.exit_code)
         except (KeyboardInterrupt, typer.Abort):
             _fail("interrupted", EXIT_INTERRUPTED)
@@ -36,7 +42,13 @@ class QkvGroup(TyperGroup):
             if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click usage errors
                 cmd = getattr(getattr(e, "ctx", None), "command_path", "qkv")
                 _fail(f"{e.format_message()} (see '{cmd} --help')", EXIT_USAGE)
-            raise
+            if debug:
+                raise
+            _fail(
+                f"internal error: {type(e).__name__}: {e} — this is a bug in qkv; "
+                "run again with --debug for the traceback and please report it",
+                EXIT_INTERNAL,
+            )
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -88,7 +100,9 @@ def root(
     Example:
       qkv compute samples/worked_example.json --trace
 
-    Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input.
+    Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input,
+    70 an internal error (a bug: please report it). Add --debug anywhere to
+    see the traceback of an error.
     """
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # a bug in qkv (sysexits EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
 
 

@@ -416,3 +416,25 @@ def test_python_dash_m():
 
 def test_no_color_and_not_a_terminal_mean_no_escape_codes():
     assert "\x1b[" not in qkv("compute", WORKED, "--trace").stdout
+
+
+def test_debug_shows_the_traceback_anywhere_on_the_line():
+    for args in (["--debug", "compute", "missing.json"], ["compute", "missing.json", "--debug"]):
+        result = qkv(*args)
+        assert type(result.exception).__name__ == "InputError"
+        assert str(result.exception) == "missing.json: no such file"
+
+
+def test_a_bug_is_one_line_with_exit_70(monkeypatch):
+    import qkvcli.attention
+
+    def broken(r):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(qkvcli.attention, "run", broken)
+    result = qkv("compute", WORKED)
+    assert result.exit_code == 70
+    assert result.stderr == (
+        "qkv: error: internal error: ZeroDivisionError: division by zero — this is a bug in qkv; "
+        "run again with --debug for the traceback and please report it\n"
+    )

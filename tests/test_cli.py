@@ -377,7 +377,7 @@ def test_version_and_help():
         assert result.exit_code == 0
         assert "qkv compute samples/worked_example.json" in result.stdout
     assert (
-        "Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input."
+        "Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input,"
         in qkv("--help").stdout
     )
 

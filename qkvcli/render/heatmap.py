@@ -14,6 +14,7 @@ without (the glyph ramp ``" ░▒▓█"`` shows the level). Files saved with
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,11 +49,10 @@ class Shades:
     hi: float
 
     def level(self, v: float) -> int:
-        """The bin of ``v``; values outside [lo, hi] go to the nearest end."""
+        """The bin of ``v``, by the same edges the legend prints; outside [lo, hi]: the nearest end."""
         if self.hi <= self.lo:
             return len(RAMP) // 2
-        t = (v - self.lo) / (self.hi - self.lo)
-        return min(max(int(t * len(RAMP)), 0), len(RAMP) - 1)
+        return bisect.bisect_right(self.edges()[1:-1], v)
 
     def edges(self) -> list[float]:
         """The bin boundaries, lowest first: ``len(RAMP) + 1`` values."""
@@ -88,29 +88,43 @@ def _swatch(level: int, text: str) -> Text:
     return Text(text, style=f"{colour} on {colour}")
 
 
-def legend(stage: Stage, shades: Shades, precision: int, has_masked: bool) -> Text:
-    """One line mapping each shade to its range of values, e.g. ``▒▒ 0.4–0.6``."""
+def legend(
+    stage: Stage, shades: Shades, precision: int, has_masked: bool, width: int
+) -> list[Text]:
+    """Lines mapping each shade to its range of values, e.g. ``[▒▒] 0.4–0.6``, wrapped at ``width``."""
     from rich.text import Text
 
     what = "weight" if stage.name == "weights" else stage.name
-    line = Text(f"shade = {what}: ")
+    entries: list[Text] = []
+
+    def entry(level: int, label: str) -> None:
+        piece = Text("[")
+        piece.append_text(_swatch(level, RAMP[level] * PAD))
+        piece.append(f"] {label}")
+        entries.append(piece)
+
     if shades.hi <= shades.lo:
-        mid = len(RAMP) // 2
-        line.append("[")
-        line.append_text(_swatch(mid, RAMP[mid] * PAD))
-        line.append("]")
-        line.append(f" all {_edge(shades.lo, precision)}" if math.isfinite(shades.lo) else " none")
+        value = _edge(shades.lo, precision) if math.isfinite(shades.lo) else "none"
+        entry(len(RAMP) // 2, f"all {value}")
     else:
         e = [_edge(v, precision) for v in shades.edges()]
         for i in range(len(RAMP)):
-            if i:
-                line.append("  ")
-            line.append("[")
-            line.append_text(_swatch(i, RAMP[i] * PAD))
-            line.append(f"] {e[i]}–{e[i + 1]}")
+            entry(i, f"{e[i]}–{e[i + 1]}")
     if has_masked:
-        line.append(f"   {MASKED} masked (weight 0)" if stage.name == "weights" else "   −∞ masked")
-    return line
+        entries.append(
+            Text(f"{MASKED} masked (weight 0)" if stage.name == "weights" else "−∞ masked")
+        )
+    prefix = f"shade = {what}: "
+    lines = [Text(prefix)]
+    fresh = True  # no entry on the last line yet
+    for piece in entries:
+        if not fresh and lines[-1].cell_len + 2 + piece.cell_len > width:
+            lines.append(Text(" " * len(prefix)))
+            fresh = True
+        lines[-1].append("" if fresh else "  ")
+        lines[-1].append_text(piece)
+        fresh = False
+    return lines
 
 
 def cell_texts(matrix: np.ndarray, blocked: np.ndarray | None, precision: int) -> list[list[str]]:
@@ -144,6 +158,7 @@ def grid(
     head = Text(" " * (label_w + 1))
     for j, c in enumerate(cols):
         head.append((" " if j else "") + _center(c, cell_w), style="bold")
+    head.rstrip()
     lines = [head]
     for i, r in enumerate(rows):
         line = Text()
@@ -239,7 +254,7 @@ def heatmap_lines(trace: Trace, stage: Stage, precision: int, width: int) -> lis
     masked = bool(blocked is not None and blocked.any()) or bool(
         np.isneginf(stage.array).any() and stage.name != "weights"
     )
-    lines.append(legend(stage, shades, precision, masked))
+    lines += legend(stage, shades, precision, masked, width)
     return lines
 
 

@@ -422,3 +422,33 @@ def test_failed_write_from_the_command_line(tmp_path, monkeypatch):
     assert r.exit_code == 2
     assert r.stderr == f"qkv: error: --svg {target}: cannot write: No space left on device\n"
     assert os.listdir(tmp_path) == []
+
+
+def test_without_tokens_rows_are_q_and_columns_k(tmp_path):
+    path = _write(tmp_path, {"Q": [[1, 0], [0, 1]], "K": [[1, 0], [0, 1]], "V": [[1], [2]]})
+    r = qkv("compute", path, "--heatmap", "--top", "1")
+    assert r.exit_code == 0, r.output
+    # softmax([1, 0] / √2) by hand
+    big = 1 / (1 + math.exp(-1 / math.sqrt(2)))
+    assert f"q1 ▓▓{big:.4f}▓▓ ░░{1 - big:.4f}░░\n" in r.stdout
+    assert "top 1 key per query" in r.stdout
+    assert f"q2  entropy {ref_entropy([big, 1 - big]):.4f} bits" in r.stdout
+    assert f"  1. k2  {big:.4f}  " in r.stdout
+
+
+@pytest.mark.parametrize("fill", ["nan", "uniform"])
+def test_fully_masked_row_in_the_token_view(tmp_path, fill):
+    doc = {"tokens": ["a", "b"], "Q": [[1, 0], [0, 1]], "K": [[1, 0], [0, 1]], "V": [[1], [2]],
+           "mask": [[0, 0], [1, 1]], "empty_rows": fill}  # fmt: skip
+    r = qkv("compute", _write(tmp_path, doc), "--heatmap", "--tokens-view")
+    assert r.exit_code == 0, r.output
+    if fill == "nan":
+        assert "a     NaN        NaN   \n" in r.stdout
+        assert "\na  no weights: every key is masked\nb  entropy" in r.stdout
+    else:
+        assert "a ▒▒0.5000▒▒ ▒▒0.5000▒▒\n" in r.stdout
+        assert (
+            "\na  entropy 1.0000 bits (uniform over 2 keys: 1.0000)\n"
+            "  every key is masked: weights filled by --empty-rows uniform\n"
+            "  1. a  0.5000  ██████████\n  2. b  0.5000  ██████████\n"
+        ) in r.stdout

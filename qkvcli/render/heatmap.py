@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import shape_str
-from .tables import fmt, labels, matrices
+from .tables import fmt, matrices
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,6 +73,19 @@ def shades_for(stage: Stage) -> Shades:
     if finite.size == 0:
         return Shades(0.0, 0.0)
     return Shades(float(finite.min()), float(finite.max()))
+
+
+def token_labels(trace: Trace, axis: str, count: int) -> list[str]:
+    """Tokens for queries and keys; without tokens ``q1 q2 …`` and ``k1 k2 …``.
+
+    >>> from ..trace import Trace
+    >>> token_labels(Trace({}, {}), "keys", 2)
+    ['k1', 'k2']
+    """
+    names = {"queries": trace.tokens, "keys": trace.kv_tokens}.get(axis)
+    if names is not None and len(names) == count:
+        return list(names)
+    return [f"{axis[0]}{i}" for i in range(1, count + 1)]
 
 
 def _edge(v: float, precision: int) -> str:
@@ -236,8 +249,8 @@ def heatmap_lines(trace: Trace, stage: Stage, precision: int, width: int) -> lis
     blocked = blocked_cells(stage.array, ok) if stage.name == "weights" else None
     parts = matrices(stage, trace)
     n, m = stage.shape
-    rows = labels(trace, stage.rows, n)
-    cols = labels(trace, stage.cols, m)
+    rows = token_labels(trace, stage.rows, n)
+    cols = token_labels(trace, stage.cols, m)
     all_cells = []
     for idx, (_, matrix) in zip(np.ndindex(*stage.array.shape[:-2]), parts):
         all_cells.append(cell_texts(matrix, None if blocked is None else blocked[idx], precision))

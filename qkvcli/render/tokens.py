@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .tables import fmt, labels, matrices
+from .heatmap import token_labels
+from .tables import fmt, matrices
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,10 +46,12 @@ def query_block(
     precision: int,
     softmax: bool,
     width: int = 0,
+    filled: str | None = None,
 ) -> list[Text]:
     """The lines for one query: its entropy, its top keys ranked with bars, its masked keys.
 
-    ``width`` pads the query label so the entropies of every query line up.
+    ``width`` pads the query label so the entropies of every query line up;
+    ``filled`` names the ``--empty-rows`` rule that filled a fully masked row.
     """
     from rich.cells import cell_len
     from rich.text import Text
@@ -74,8 +77,12 @@ def query_block(
     else:
         head.append("  entropy: none (sigmoid weights do not sum to 1)", style="dim")
     lines = [head]
+    if filled:
+        lines.append(
+            Text(f"  every key is masked: weights filled by --empty-rows {filled}", style="dim")
+        )
     shown = order[:top]
-    key_w = max(cell_len(keys[j]) for j in shown)
+    key_w = max(cell_len(k) for k in keys)
     for rank, j in enumerate(shown, 1):
         line = Text(f"  {rank:>{len(str(len(shown)))}}. ")
         line.append(keys[j] + " " * (key_w - cell_len(keys[j])), style="bold")
@@ -98,15 +105,20 @@ def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
     from ..focus import allowed, blocked_cells
 
     stage = trace.stages["weights"]
-    blocked = blocked_cells(stage.array, allowed(trace))
+    ok = allowed(trace)
+    blocked = blocked_cells(stage.array, ok)
+    empty = None if ok is None else ~ok.any(axis=-1)  # ([B,] [h,] n): rows with no key
     n, m = stage.shape
-    queries = labels(trace, "queries", n)
-    keys = labels(trace, "keys", m)
+    queries = token_labels(trace, "queries", n)
+    keys = token_labels(trace, "keys", m)
     softmax = trace.meta["normalize"] == "softmax"
     shown = min(top, m)
     width = max(cell_len(q) for q in queries)
     lines = [
-        Text(f"top {shown} keys per query (weights, heaviest first)", style="bold"),
+        Text(
+            f"top {shown} key{'s' if shown > 1 else ''} per query (weights, heaviest first)",
+            style="bold",
+        ),
         Text(
             "entropy in bits: 0 = all weight on one key; log₂(keys) = spread evenly",
             style="dim",
@@ -116,8 +128,9 @@ def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
         if suffix:
             lines += [Text(), Text(suffix, style="italic")]
         for i, q in enumerate(queries):
-            row = matrix[i]
-            lines += query_block(q, row, blocked[idx][i], keys, top, precision, softmax, width)
+            filled = trace.meta["empty_rows"] if empty is not None and empty[idx][i] else None
+            row, no = matrix[i], blocked[idx][i]
+            lines += query_block(q, row, no, keys, top, precision, softmax, width, filled)
     return lines
 
 

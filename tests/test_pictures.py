@@ -346,16 +346,24 @@ class _Spans(HTMLParser):
         super().__init__()
         self.styles: list[str] = []
         self.pieces: list[tuple[str, str]] = []
+        self.tags: list[str] = []
+        self.title = ""
 
     def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
         if tag == "span":
             self.styles.append(dict(attrs).get("style", ""))
 
     def handle_endtag(self, tag):
+        if tag in self.tags:  # close it and anything left open inside it (void tags)
+            del self.tags[len(self.tags) - 1 - self.tags[::-1].index(tag) :]
         if tag == "span":
             self.styles.pop()
 
     def handle_data(self, data):
+        if self.tags[-1:] == ["title"]:
+            self.title = data
+            return
         self.pieces.append((data, self.styles[-1] if self.styles else ""))
 
 
@@ -365,6 +373,7 @@ def test_html_holds_what_was_drawn_with_values_and_shades(tmp_path):
     assert r.exit_code == 0, r.output
     page = _Spans()
     page.feed(target.read_text(encoding="utf-8"))
+    assert page.title == "qkv compute causal_two_heads.json"
     text = "".join(d for d, _ in page.pieces)
     assert r.stdout in text
     styles = {d: s for d, s in page.pieces}

@@ -86,18 +86,17 @@ def write_atomic(path: str, text: str, option: str) -> None:
 
 def content_width(console: Console) -> int:
     """The widest line recorded so far, in cells (at least 20)."""
-    from rich.segment import Segment
+    from rich.cells import cell_len
 
-    with console._record_buffer_lock:
-        segments = list(console._record_buffer)
-    widest = max(
-        (Segment.get_line_length(line) for line in Segment.split_lines(segments)), default=0
-    )
-    return max(widest, 20)
+    text = console.export_text(clear=False)
+    return max([20] + [cell_len(line) for line in text.splitlines()])
 
 
 def export(console: Console, kind: str, title: str) -> str:
     """The recording as an SVG or HTML document, as wide as its widest line."""
+    import html
+
+    from rich.console import CONSOLE_HTML_FORMAT
     from rich.terminal_theme import SVG_EXPORT_THEME
 
     width = console.width
@@ -105,7 +104,11 @@ def export(console: Console, kind: str, title: str) -> str:
     try:
         if kind == "svg":
             return console.export_svg(title=title, theme=SVG_EXPORT_THEME, clear=False)
-        return console.export_html(theme=SVG_EXPORT_THEME, inline_styles=True, clear=False)
+        named = html.escape(title).replace("{", "{{").replace("}", "}}")
+        page = CONSOLE_HTML_FORMAT.replace("<head>\n", f"<head>\n<title>{named}</title>\n", 1)
+        return console.export_html(
+            theme=SVG_EXPORT_THEME, inline_styles=True, clear=False, code_format=page
+        )
     finally:
         console.width = width
 

@@ -212,7 +212,7 @@ def compute(
     if pictures.wanted:
         if format != "table":
             raise OptionError(
-                f"--heatmap, --tokens-view, --svg and --html draw; not with --format {format}"
+                f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
             )
         show(result, pictures, stage, trace, precision)
         return

@@ -271,7 +271,7 @@ def test_sigmoid_weights_have_no_entropy(tmp_path):
         (["--heatmap", "--stage", "Q"],
          "--heatmap draws scores, scaled, masked, weights (queries × keys); Q is queries × features"),
         (["--heatmap", "-f", "json"],
-         "--heatmap, --tokens-view, --svg and --html draw; not with --format json"),
+         "--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not json"),
         (["--heatmap", "--stage", "masked"],
          "no 'masked' in this run; stages: Q, K, V, scores, scaled, weights, output"),
         (["--svg", "no/such/dir/r.svg"], "--svg no/such/dir/r.svg: directory no/such/dir does not exist"),

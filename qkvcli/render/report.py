@@ -1,8 +1,9 @@
 """Pictures of a run on the terminal, and the same drawing saved as SVG or HTML.
 
-The console records what it prints; `save` exports that recording and writes
-it atomically (a temporary file in the target's directory, then `os.replace`),
-so a failed write never leaves a partial file nor clobbers the old one.
+`show` draws on a console that records what it prints, then `export` turns
+the recording into SVG or HTML and `write_atomic` writes it (a temporary file
+in the target's directory, then `os.replace`), so a failed write never leaves
+a partial file nor clobbers the old one.
 
 >>> Pictures(heatmap=True).wanted, Pictures().wanted
 (True, False)

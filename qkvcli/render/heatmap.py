@@ -71,7 +71,7 @@ def shades_for(stage: Stage) -> Shades:
         return Shades(0.0, 1.0)
     finite = stage.array[np.isfinite(stage.array)]
     if finite.size == 0:
-        return Shades(0.0, 0.0)
+        return Shades(math.nan, math.nan)
     return Shades(float(finite.min()), float(finite.max()))
 
 
@@ -116,9 +116,10 @@ def legend(
         piece.append(f"] {label}")
         entries.append(piece)
 
-    if shades.hi <= shades.lo:
-        value = _edge(shades.lo, precision) if math.isfinite(shades.lo) else "none"
-        entry(len(RAMP) // 2, f"all {value}")
+    if math.isnan(shades.lo):
+        pass  # no finite value to shade
+    elif shades.hi <= shades.lo:
+        entry(len(RAMP) // 2, f"all {_edge(shades.lo, precision)}")
     else:
         e = [_edge(v, precision) for v in shades.edges()]
         for i in range(len(RAMP)):

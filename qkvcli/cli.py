@@ -109,6 +109,7 @@ def root(
 CSV = "Matrices from CSV files (one matrix per file; '-' = stdin)"
 HOW = "How to compute"
 OUT = "Output"
+PIC = "Pictures"
 
 
 @app.command()
@@ -164,6 +165,34 @@ def compute(
     format: Annotated[
         str, typer.Option("--format", "-f", help="table, json, csv or tsv.", rich_help_panel=OUT)
     ] = "table",
+    heatmap: Annotated[
+        bool,
+        typer.Option(
+            "--heatmap",
+            help="Draw weights as a shaded grid (--stage scores etc. for others).",
+            rich_help_panel=PIC,
+        ),
+    ] = False,
+    tokens_view: Annotated[
+        bool,
+        typer.Option(
+            "--tokens-view", help="Rank the keys each query attends to.", rich_help_panel=PIC
+        ),
+    ] = False,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Keys per query in the token view (implies --tokens-view; default 5).",
+            rich_help_panel=PIC,
+        ),
+    ] = None,
+    svg: Annotated[
+        str | None, typer.Option(help="Save the drawing as SVG.", rich_help_panel=PIC)
+    ] = None,
+    html: Annotated[
+        str | None, typer.Option(help="Save the drawing as HTML.", rich_help_panel=PIC)
+    ] = None,
 ) -> None:
     """Compute scaled dot-product attention and show its stages.
 
@@ -178,16 +207,27 @@ def compute(
       qkv compute --x samples/csv/X.csv --wq samples/csv/W_Q.csv \\
           --wk samples/csv/W_K.csv --wv samples/csv/W_V.csv
       cat samples/qkv_direct.json | qkv compute - --stage weights -f csv
+      qkv compute samples/worked_example.json --heatmap --tokens-view --svg report.svg
     """
     from .attention import run
+    from .errors import OptionError
     from .loaders import load
     from .problem import Options, resolve
+    from .render.report import Pictures, show
 
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v}
     problem, settings = load(input, files)
     cli_settings = {"scale": scale, "layout": layout}
     options = Options().merged(settings).merged(cli_settings)
     result = run(resolve(problem, options))
+    pictures = Pictures(heatmap, tokens_view, top, svg, html)
+    if pictures.wanted:
+        if format != "table":
+            raise OptionError(
+                f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
+            )
+        show(result, pictures, stage, trace, precision)
+        return
     _emit(result, format, stage, trace, precision)
 
 

@@ -1,0 +1,184 @@
+"""Pictures of a run on the terminal, and the same drawing saved as SVG or HTML.
+
+`show` draws on a console that records what it prints, then `export` turns
+the recording into SVG or HTML and `write_atomic` writes it (a temporary file
+in the target's directory, then `os.replace`), so a failed write never leaves
+a partial file nor clobbers the old one.
+
+>>> Pictures(heatmap=True).wanted, Pictures().wanted
+(True, False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import OptionError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..trace import Trace
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """What to draw and where to save it, as given on the command line."""
+
+    heatmap: bool = False
+    tokens_view: bool = False
+    top: int | None = None
+    svg: str | None = None
+    html: str | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """True when any picture option was given."""
+        return bool(self.heatmap or self.tokens_view or self.top or self.svg or self.html)
+
+
+def check_target(path: str, option: str) -> None:
+    """Fail early, before drawing, when ``path`` cannot be written.
+
+    >>> check_target("/no/such/dir/r.svg", "--svg")
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.OptionError: --svg /no/such/dir/r.svg: directory /no/such/dir does not exist
+    """
+    folder = os.path.dirname(path) or "."
+    if not path or os.path.isdir(path):
+        raise OptionError(f"{option} {path!r}: needs a file name")
+    if not os.path.isdir(folder):
+        raise OptionError(f"{option} {path}: directory {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OptionError(f"{option} {path}: directory {folder} is not writable")
+
+
+def write_atomic(path: str, text: str, option: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all; raise `OptionError` naming the file."""
+    import tempfile
+
+    folder = os.path.dirname(path) or "."
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".qkv-", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise OptionError(f"{option} {path}: cannot write: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def content_width(console: Console) -> int:
+    """The widest line recorded so far, in cells (at least 20)."""
+    from rich.cells import cell_len
+
+    text = console.export_text(clear=False)
+    return max([20] + [cell_len(line) for line in text.splitlines()])
+
+
+def export(console: Console, kind: str, title: str) -> str:
+    """The recording as an SVG or HTML document, as wide as its widest line."""
+    import html
+
+    from rich.console import CONSOLE_HTML_FORMAT
+    from rich.terminal_theme import SVG_EXPORT_THEME
+
+    width = console.width
+    console.width = content_width(console)
+    try:
+        if kind == "svg":
+            return console.export_svg(title=title, theme=SVG_EXPORT_THEME, clear=False)
+        named = html.escape(title).replace("{", "{{").replace("}", "}}")
+        page = CONSOLE_HTML_FORMAT.replace("<head>\n", f"<head>\n<title>{named}</title>\n", 1)
+        return console.export_html(
+            theme=SVG_EXPORT_THEME, inline_styles=True, clear=False, code_format=page
+        )
+    finally:
+        console.width = width
+
+
+def picture_header(text: str, keys: dict[str, str]) -> list[str]:
+    """The table header in short lines, naming only the keys read under another name.
+
+    >>> picture_header("f.json: 3 queries; scale 1\\nread X ← X, W_Q ← w_query", {"X": "X", "W_Q": "w_query"})
+    ['f.json: 3 queries', 'scale 1', 'read W_Q ← w_query']
+    """
+    out: list[str] = []
+    for line in text.split("\n"):
+        if line.startswith("read "):
+            renamed = [f"{canon} ← {key}" for canon, key in keys.items() if canon != key]
+            out += ["read " + ", ".join(renamed)] if renamed else []
+        else:
+            out += line.split("; ")
+    return out
+
+
+def draw(
+    trace: Trace,
+    pictures: Pictures,
+    console: Console,
+    stages: list[str] | None,
+    every: bool,
+    precision: int,
+) -> None:
+    """Print the header, then the heatmaps and the token view asked for (tables if neither)."""
+    from rich.text import Text
+
+    from .heatmap import draw_heatmaps, heatmap_stages
+    from .tables import header, render
+    from .tokens import DEFAULT_TOP, draw_token_view
+
+    token_view = pictures.tokens_view or pictures.top is not None
+    if not (pictures.heatmap or token_view):
+        render(
+            trace,
+            trace.select(stages or ([] if every else ["weights", "output"])),
+            console,
+            precision,
+        )
+        return
+    chosen = heatmap_stages(trace, stages, every) if pictures.heatmap else []
+    for line in picture_header(header(trace), trace.meta["keys"]):
+        console.print(Text(line), soft_wrap=True)
+    draw_heatmaps(trace, chosen, console, precision)
+    if token_view:
+        draw_token_view(trace, console, pictures.top or DEFAULT_TOP, precision)
+
+
+def show(
+    trace: Trace,
+    pictures: Pictures,
+    stages: list[str] | None,
+    every: bool,
+    precision: int,
+    console: Console | None = None,
+) -> None:
+    """Draw on the terminal (or ``console``) and save the drawing to the files asked for."""
+    from .tables import make_console
+
+    targets = [(p, kind) for p, kind in ((pictures.svg, "svg"), (pictures.html, "html")) if p]
+    for path, kind in targets:
+        check_target(path, f"--{kind}")
+    console = console or make_console()
+    console.record = bool(targets)
+    draw(trace, pictures, console, stages, every, precision)
+    title = f"qkv compute {os.path.basename(trace.meta['input'])}"
+    for path, kind in targets:
+        write_atomic(path, export(console, kind, title), f"--{kind}")

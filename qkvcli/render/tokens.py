@@ -1,0 +1,141 @@
+"""The token view: for each query, the keys it attends to most, with bars and entropy.
+
+Bars are drawn with block glyphs (eighths of a cell), so they read the same
+with and without colour; a weight of 1 fills `BAR` cells.
+
+>>> bar(1.0), bar(0.5), bar(0.0625), bar(0.0)
+('████████████████████', '██████████', '█▎', '')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from .heatmap import token_labels
+from .tables import fmt, matrices
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+    from rich.text import Text
+
+    from ..trace import Trace
+
+BAR = 20  # cells for a weight of 1
+EIGHTHS = " ▏▎▍▌▋▊▉"
+BAR_STYLE = "#21918c"
+DEFAULT_TOP = 5
+
+
+def bar(w: float) -> str:
+    """A horizontal bar of ``w × BAR`` cells, to the nearest eighth of a cell."""
+    if not math.isfinite(w) or w <= 0:
+        return ""
+    eighths = round(min(w, 1.0) * BAR * 8)
+    full, rest = divmod(eighths, 8)
+    return "█" * full + (EIGHTHS[rest] if rest else "")
+
+
+def query_block(
+    query: str,
+    row: np.ndarray,
+    blocked: np.ndarray | None,
+    keys: list[str],
+    top: int,
+    precision: int,
+    softmax: bool,
+    width: int = 0,
+    filled: str | None = None,
+) -> list[Text]:
+    """The lines for one query: its entropy, its top keys ranked with bars, its masked keys.
+
+    ``width`` pads the query label so the entropies of every query line up;
+    ``filled`` names the ``--empty-rows`` rule that filled a fully masked row.
+    """
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    from ..focus import entropy_bits, ranked
+
+    order = ranked(row, blocked)
+    masked = [keys[j] for j in range(len(keys)) if blocked is not None and blocked[j]]
+    head = Text()
+    head.append(query, style="bold")
+    head.pad_right(width - cell_len(query))
+    if not order:
+        head.append("  no weights: every key is masked", style="dim")
+        return [head]
+    if softmax:
+        h = entropy_bits(row[order])
+        most = math.log2(len(order))
+        head.append(
+            f"  entropy {fmt(h, precision)} bits"
+            f" (uniform over {len(order)} key{'s' if len(order) > 1 else ''}: {fmt(most, precision)})",
+            style="dim",
+        )
+    else:
+        head.append("  entropy: none (sigmoid weights do not sum to 1)", style="dim")
+    lines = [head]
+    if filled:
+        lines.append(
+            Text(f"  every key is masked: weights filled by --empty-rows {filled}", style="dim")
+        )
+    shown = order[:top]
+    key_w = max(cell_len(k) for k in keys)
+    for rank, j in enumerate(shown, 1):
+        line = Text(f"  {rank:>{len(str(len(shown)))}}. ")
+        line.append(keys[j] + " " * (key_w - cell_len(keys[j])), style="bold")
+        line.append(f"  {fmt(float(row[j]), precision)}  ")
+        line.append(bar(float(row[j])), style=BAR_STYLE)
+        lines.append(line)
+    if len(order) > len(shown):
+        lines.append(Text(f"  … {len(order) - len(shown)} more", style="dim"))
+    if masked:
+        lines.append(Text(f"  masked: {', '.join(masked)}", style="dim"))
+    return lines
+
+
+def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
+    """The token view of every head and batch item."""
+    import numpy as np
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    from ..focus import allowed, blocked_cells
+
+    stage = trace.stages["weights"]
+    ok = allowed(trace)
+    blocked = blocked_cells(stage.array, ok)
+    empty = None if ok is None else ~ok.any(axis=-1)  # ([B,] [h,] n): rows with no key
+    n, m = stage.shape
+    queries = token_labels(trace, "queries", n)
+    keys = token_labels(trace, "keys", m)
+    softmax = trace.meta["normalize"] == "softmax"
+    shown = min(top, m)
+    width = max(cell_len(q) for q in queries)
+    lines = [
+        Text(
+            f"top {shown} key{'s' if shown > 1 else ''} per query (weights, heaviest first)",
+            style="bold",
+        ),
+        Text(
+            "entropy in bits: 0 = all weight on one key; log₂(keys) = spread evenly",
+            style="dim",
+        ),
+    ]
+    for idx, (suffix, matrix) in zip(np.ndindex(*stage.array.shape[:-2]), matrices(stage, trace)):
+        if suffix:
+            lines += [Text(), Text(suffix, style="italic")]
+        for i, q in enumerate(queries):
+            filled = trace.meta["empty_rows"] if empty is not None and empty[idx][i] else None
+            row, no = matrix[i], blocked[idx][i]
+            lines += query_block(q, row, no, keys, top, precision, softmax, width, filled)
+    return lines
+
+
+def draw_token_view(trace: Trace, console: Console, top: int, precision: int) -> None:
+    """Print the token view after a blank line."""
+    console.print()
+    for line in token_view_lines(trace, top, precision):
+        console.print(line, soft_wrap=True)

@@ -218,3 +218,47 @@ def test_in_out_weights_equal_pytorch_out_in_weights():
         W_O=sd["out_proj.weight"].T, b_O=sd["out_proj.bias"],
     )  # fmt: skip
     np.testing.assert_allclose(t["output"], out.numpy(), **TOL)
+
+
+# ---------------------------------------------------------------- the samples themselves
+
+
+def sample(name: str):
+    from qkvcli.loaders import load_json
+
+    problem, settings = load_json(f"samples/{name}.json")
+    return problem, run(resolve(problem, Options().merged(settings)))
+
+
+def test_torch_state_dict_sample_matches_the_module_it_describes():
+    _, t = sample("torch_state_dict")
+    with open("samples/torch_state_dict.json") as fh:
+        doc = json.load(fh)
+    mha = torch.nn.MultiheadAttention(4, 2, batch_first=True, dtype=torch.float64).eval()
+    keys = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+    mha.load_state_dict({k: torch.tensor(doc[k], dtype=torch.float64) for k in keys})
+    x = torch.tensor([doc["X"]], dtype=torch.float64)
+    padding = torch.tensor([doc["key_padding_mask"]], dtype=torch.bool)
+    with torch.no_grad():
+        out, w = mha(x, x, x, key_padding_mask=padding, average_attn_weights=False)
+    np.testing.assert_allclose(t["output"], out.numpy()[0], **TOL)
+    np.testing.assert_allclose(t["weights"], w.numpy()[0], **TOL)
+
+
+def test_sdpa_samples_match():
+    _, gqa = sample("grouped_query")
+    q, k, v = (torch.tensor(gqa[n]) for n in ("Q", "K", "V"))
+    split = lambda a, h: a.reshape(a.shape[0], h, -1).transpose(0, 1)[None]  # noqa: E731
+    out = F.scaled_dot_product_attention(split(q, 4), split(k, 2), split(v, 2), enable_gqa=True)
+    np.testing.assert_allclose(gqa["head_outputs"], out.numpy()[0], **TOL)
+
+    _, causal = sample("causal")
+    q, k, v = (torch.tensor(causal[n])[None] for n in ("Q", "K", "V"))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    np.testing.assert_allclose(causal["output"], out.numpy()[0], **TOL)
+
+    problem, alibi = sample("alibi")
+    q, k, v = (torch.tensor(alibi[n])[None] for n in ("Q", "K", "V"))
+    bias = torch.from_numpy(problem.matrices["attn_bias"])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    np.testing.assert_allclose(alibi["output"], out.numpy()[0], **TOL)

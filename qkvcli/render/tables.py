@@ -119,9 +119,10 @@ def header(trace: Trace) -> str:
     if m["temperature"] != 1:
         extras.append(f"temperature {m['temperature']:g}")
     if m["mask"]:
-        extras.append(
-            f"mask {', '.join(m['mask'])} (polarity: 1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
-        )
+        masks = f"masks: {', '.join(m['mask'])}"
+        if {"mask", "key_padding_mask"} & set(m["mask"]):
+            masks += f" (1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
+        extras.append(masks)
     if m["empty_rows"] != "error":
         extras.append(f"fully masked rows → {m['empty_rows']}")
     if m["dtype"] != "float64":

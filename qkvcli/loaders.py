@@ -427,8 +427,14 @@ def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray,
         rows.append((lineno, [c.strip() for c in cells]))
     decimal_comma = delim in ("\t", ";")
     neg_inf = name == "attn_bias"
-    if not all(_is_number(c, decimal_comma, neg_inf) for c in rows[0][1]) and len(rows) > 1:
-        rows = rows[1:]  # a header row
+    head = rows[0][1]
+    labelled = all(_is_number(c, decimal_comma, neg_inf) for c in head[1:]) and len(head) > 1
+    if (
+        not all(_is_number(c, decimal_comma, neg_inf) for c in head)
+        and len(rows) > 1
+        and not labelled
+    ):
+        rows = rows[1:]  # a header row (a label followed by numbers is a row)
     labels = None
     if all(not _is_number(r[0], decimal_comma, neg_inf) for _, r in rows) and all(
         len(r) > 1 for _, r in rows
@@ -488,8 +494,7 @@ def mask_option(text: str) -> tuple[str | None, str | None]:
     if text == "-" or os.path.exists(text):
         return None, text
     raise OptionError(
-        f"--mask must be {' or '.join(MASK_KINDS)} or a CSV file of 0/1, "
-        f"not {text!r} (no such file)"
+        f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r} (no such file)"
     )
 
 

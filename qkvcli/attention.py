@@ -232,7 +232,8 @@ def formulas(r: Resolved) -> dict[str, str]:
     f["scaled"] = f"scaled = {scaled}"
     f["masked"] = "masked = scaled, −∞ where the mask blocks"
     src = "masked" if r.allowed is not None or r.bias is not None else "scaled"
-    f["weights"] = f"weights = {o.normalize}({src}) per row"
+    per = "per entry" if o.normalize == "sigmoid" else "per row"
+    f["weights"] = f"weights = {o.normalize}({src}) {per}"
     f["head_outputs"] = "head_outputs = weights·V per head"
     f["concat"] = "concat = [head_1 … head_h]" if r.multihead else "concat = weights·V"
     if "W_O" in a:

@@ -334,3 +334,21 @@ def test_torch_weights_refuse_in_out():
     p.torch_key = "in_proj_weight"
     with pytest.raises(OptionError, match="in_proj_weight holds PyTorch"):
         resolve(p, Options(weights_layout="in-out"))
+
+
+def test_columns_layout_with_heads_w_o_biases_and_memory_is_the_transpose():
+    rng = np.random.default_rng(4)
+    x, mem = rng.normal(size=(3, 4)), rng.normal(size=(5, 2))
+    w = {
+        "W_Q": rng.normal(size=(4, 6)),
+        "W_K": rng.normal(size=(2, 6)),
+        "W_V": rng.normal(size=(2, 4)),
+    }
+    extra = {"b_Q": rng.normal(size=6), "b_V": rng.normal(size=4), "W_O": rng.normal(size=(4, 3))}
+    mask = rows_with_one(rng, 3, 5).astype(float)
+    rows = compute(Options(heads=2), X=x, X_kv=mem, mask=mask, **w, **extra)
+    flipped = {k: (v.T if v.ndim == 2 else v) for k, v in (w | extra).items()}
+    cols = compute(Options(heads=2, layout="columns"), X=x.T, X_kv=mem.T, mask=mask, **flipped)
+    np.testing.assert_allclose(cols["weights"], rows["weights"], **TOL)
+    np.testing.assert_allclose(cols["head_outputs"], rows["head_outputs"].swapaxes(-1, -2), **TOL)
+    np.testing.assert_allclose(cols["output"], rows["output"].T, **TOL)

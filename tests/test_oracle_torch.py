@@ -138,7 +138,7 @@ def mha_case(seed: int):
         doc["memory"] = mem.tolist() if batched else mem[0].tolist()
     kwargs = {}
     allowed = np.ones((B, h, n, m), dtype=bool)
-    which = rng.integers(0, 4)
+    which = rng.integers(0, 5)
     if which in (1, 3):  # key_padding_mask: True = padding, blocked
         keep = some_true(rng, (B, m), 0.7)
         kwargs["key_padding_mask"] = t64(~keep if batched else ~keep[0])
@@ -154,6 +154,12 @@ def mha_case(seed: int):
         kwargs["attn_mask"] = t64(torch_mask)
         doc["mask"] = (~keep).astype(int).tolist()
         allowed &= keep
+    if which == 4:  # a float attn_mask is added to the scaled scores: qkv's attn_bias
+        bias = rng.normal(size=(n, m))
+        bias[~some_true(rng, (n, m), 0.7)] = -np.inf
+        kwargs["attn_mask"] = t64(bias)
+        doc["attn_bias"] = [[v if np.isfinite(v) else "-inf" for v in row] for row in bias]
+        allowed &= np.isfinite(bias)
     doc["mask_polarity"] = "block"
     live = allowed.any(-1).all()
     query = t64(x if batched else x[0])

@@ -43,8 +43,11 @@ def cosine(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     for name, a in (("Q", q), ("K", k)):
         norms = np.linalg.norm(a, axis=-1)  # (…, rows)
         if np.any(norms == 0):
-            row = int(np.argwhere(norms == 0)[0][-1]) + 1
-            raise ComputeError(f"{name} row {row} is all zeros: its cosine similarity is undefined")
+            index = np.argwhere(norms == 0)[0]
+            head = f" in head {index[-2] + 1}" if a.ndim == 4 and a.shape[1] > 1 else ""
+            raise ComputeError(
+                f"{name} row {index[-1] + 1}{head} is all zeros: its cosine similarity is undefined"
+            )
     qn = q / np.linalg.norm(q, axis=-1, keepdims=True)  # (…, n, d)
     kn = k / np.linalg.norm(k, axis=-1, keepdims=True)  # (…, m, d)
     return qn @ kn.swapaxes(-1, -2)  # (…, n, m)
@@ -138,13 +141,13 @@ def _run(r: Resolved) -> Trace:
         scores = q @ k.swapaxes(-1, -2)  # (B, h, n, m)
     _finite(scores, "scores", "Q·Kᵀ")
     scaled = scores * (r.scale / o.temperature)  # (B, h, n, m)
-    if r.bias is not None:
-        scaled = scaled + r.bias  # additive mask / ALiBi-style bias
+    _finite(scaled, "scaled", "scores × scale")
     allowed = r.allowed
     if r.bias is not None:
-        allowed = np.isfinite(scaled) if allowed is None else (allowed & np.isfinite(scaled))
-    else:
-        _finite(scaled, "scaled", "scores × scale")
+        open_ = r.bias != -np.inf  # (B|1, h|1, n, m): −∞ in the bias blocks
+        scaled = scaled + r.bias  # (B, h, n, m) additive mask / ALiBi-style bias
+        _finite(np.where(open_, scaled, 0.0), "scaled", "scores × scale + attn_bias")
+        allowed = open_ if allowed is None else (allowed & open_)
     masked = None
     if allowed is not None:
         masked = np.where(allowed, scaled, -np.inf)  # (B, h, n, m)
@@ -152,6 +155,8 @@ def _run(r: Resolved) -> Trace:
     if o.normalize == "sigmoid":
         weights = sigmoid(logits, allowed)  # (B, h, n, m)
     else:
+        if allowed is not None and o.empty_rows == "error":
+            _no_empty_rows(r, np.broadcast_to(allowed, logits.shape))
         weights = softmax_rows(logits, allowed, o.empty_rows)  # (B, h, n, m)
     heads_out = weights @ v  # (B, h, n, dv)
     concat = merge_heads(heads_out)  # (B, n, h·dv)
@@ -160,10 +165,35 @@ def _run(r: Resolved) -> Trace:
         output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
         if "b_O" in a:
             output = output + a["b_O"]
-    _finite(output, "output", "the output")
+    if o.empty_rows == "nan":  # NaN rows were asked for; only overflow is an error
+        _finite(
+            np.nan_to_num(output, nan=0.0, posinf=np.inf, neginf=-np.inf), "output", "the output"
+        )
+    else:
+        _finite(output, "output", "the output")
     arrays = {"Q": Q, "K": K, "V": V, "scores": scores, "scaled": scaled, "masked": masked}
     arrays |= {"weights": weights, "head_outputs": heads_out, "concat": concat, "output": output}
     return _trace(r, arrays)
+
+
+def _no_empty_rows(r: Resolved, allowed: np.ndarray) -> None:
+    """Raise `ComputeError` naming the first query row whose every key is masked."""
+    import numpy as np
+
+    empty = ~allowed.any(axis=-1)  # (B, h, n)
+    if not empty.any():
+        return
+    b, hh, i = (int(v) for v in np.argwhere(empty)[0])
+    tokens = r.problem.tokens
+    where = f"query row {i + 1}" + (f" ({tokens[i]})" if tokens else "")
+    if r.multihead:
+        where += f", head {hh + 1}"
+    if r.batched:
+        where += f", batch item {b + 1}"
+    raise ComputeError(
+        f"every key is masked for {where}: softmax over no keys is undefined "
+        "(--empty-rows nan|zero|uniform fills such rows as frameworks do)"
+    )
 
 
 def _finite(x: np.ndarray, name: str, what: str) -> None:
@@ -219,12 +249,15 @@ def formulas(r: Resolved) -> dict[str, str]:
     f["scaled"] = f"scaled = {scaled}"
     f["masked"] = "masked = scaled, −∞ where the mask blocks"
     src = "masked" if r.allowed is not None or r.bias is not None else "scaled"
-    f["weights"] = f"weights = {o.normalize}({src}) per row"
+    per = "per entry" if o.normalize == "sigmoid" else "per row"
+    f["weights"] = f"weights = {o.normalize}({src}) {per}"
     f["head_outputs"] = "head_outputs = weights·V per head"
     f["concat"] = "concat = [head_1 … head_h]" if r.multihead else "concat = weights·V"
     if "W_O" in a:
         out = "W_O·concat" if cols else f"concat·W_O{wt}"
         f["output"] = f"output = {out}" + (" + b_O" if "b_O" in a else "")
+    elif r.multihead:
+        f["output"] = "output = concat"
     else:
         f["output"] = "output = V·weightsᵀ" if cols else "output = weights·V"
     return f
@@ -269,13 +302,9 @@ def _trace(r: Resolved, arrays: dict[str, np.ndarray | None]) -> Trace:
 
 def meta(r: Resolved, stages: dict[str, Stage]) -> dict[str, Any]:
     """What the run assumed, for JSON output and table captions."""
+    from .problem import mask_sources
+
     o = r.options
-    mask = o.mask or r.problem.mask_kind
-    given = [
-        k
-        for k in ("mask", "key_padding_mask", "valid_lens", "attn_bias")
-        if k in r.problem.matrices
-    ]
     d_model = r.arrays["X"].shape[-1] if "X" in r.arrays else None
     return {
         "input": r.problem.origin,
@@ -295,7 +324,7 @@ def meta(r: Resolved, stages: dict[str, Stage]) -> dict[str, Any]:
         "temperature": o.temperature,
         "similarity": o.similarity,
         "normalize": o.normalize,
-        "mask": ([mask] if mask else []) + given,
+        "mask": mask_sources(r.problem, o),
         "mask_polarity": o.mask_polarity,
         "empty_rows": o.empty_rows,
         "dtype": o.dtype,

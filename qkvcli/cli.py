@@ -108,6 +108,7 @@ def root(
 
 CSV = "Matrices from CSV files (one matrix per file; '-' = stdin)"
 HOW = "How to compute"
+MASKS = "Masks"
 OUT = "Output"
 PIC = "Pictures"
 
@@ -138,9 +139,110 @@ def compute(
     v: Annotated[
         str | None, typer.Option("--v", help="V given directly.", rich_help_panel=CSV)
     ] = None,
+    x_kv: Annotated[
+        str | None,
+        typer.Option(
+            "--x-kv",
+            "--memory",
+            help="X_kv: keys and values come from this sequence (cross-attention).",
+            rich_help_panel=CSV,
+        ),
+    ] = None,
+    wo: Annotated[
+        str | None,
+        typer.Option("--wo", help="W_O (h·d_v × d_out): output = concat·W_O.", rich_help_panel=CSV),
+    ] = None,
+    bq: Annotated[
+        str | None, typer.Option("--bq", help="b_Q (one row).", rich_help_panel=CSV)
+    ] = None,
+    bk: Annotated[
+        str | None, typer.Option("--bk", help="b_K (one row).", rich_help_panel=CSV)
+    ] = None,
+    bv: Annotated[
+        str | None, typer.Option("--bv", help="b_V (one row).", rich_help_panel=CSV)
+    ] = None,
+    bo: Annotated[
+        str | None, typer.Option("--bo", help="b_O (one row).", rich_help_panel=CSV)
+    ] = None,
+    tokens: Annotated[
+        str | None,
+        typer.Option(help="Query labels, e.g. the,cat,sat.", rich_help_panel=CSV),
+    ] = None,
+    kv_tokens: Annotated[
+        str | None,
+        typer.Option(help="Key labels when keys come from --x-kv.", rich_help_panel=CSV),
+    ] = None,
     scale: Annotated[
         str | None,
         typer.Option(help="sqrt (1/√d_k, the default), none, or a number.", rich_help_panel=HOW),
+    ] = None,
+    heads: Annotated[
+        int | None,
+        typer.Option(
+            help="Attention heads h: Q, K, V split into h column blocks.", rich_help_panel=HOW
+        ),
+    ] = None,
+    kv_heads: Annotated[
+        int | None,
+        typer.Option(
+            help="K/V heads for grouped-query attention (divides --heads; 1 = multi-query).",
+            rich_help_panel=HOW,
+        ),
+    ] = None,
+    weights_layout: Annotated[
+        str | None,
+        typer.Option(
+            help="in-out (W is d_model × d_k; default) or out-in (PyTorch nn.Linear: Q = X·Wᵀ + b).",
+            rich_help_panel=HOW,
+        ),
+    ] = None,
+    similarity: Annotated[
+        str | None,
+        typer.Option(help="dot (default) or cosine.", rich_help_panel=HOW),
+    ] = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option(help="softmax (default) or sigmoid.", rich_help_panel=HOW),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Divide the scaled scores by T (default 1).", rich_help_panel=HOW),
+    ] = None,
+    mask: Annotated[
+        str | None,
+        typer.Option(
+            help="causal, causal-lower-right, or a CSV file of 0/1 (queries × keys).",
+            rich_help_panel=MASKS,
+        ),
+    ] = None,
+    mask_polarity: Annotated[
+        str | None,
+        typer.Option(
+            help="attend (1 = may attend; default) or block (1/True = blocked, as in "
+            "PyTorch nn.MultiheadAttention).",
+            rich_help_panel=MASKS,
+        ),
+    ] = None,
+    valid_lens: Annotated[
+        str | None,
+        typer.Option(
+            help="Keys each item may attend to, e.g. 2,3 (one per batch item) or 1,2;2,3.",
+            rich_help_panel=MASKS,
+        ),
+    ] = None,
+    attn_bias: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV added to the scaled scores (-inf blocks), e.g. ALiBi.",
+            rich_help_panel=MASKS,
+        ),
+    ] = None,
+    empty_rows: Annotated[
+        str | None,
+        typer.Option(
+            help="A query row with every key masked: error (default), nan, zero or uniform.",
+            rich_help_panel=MASKS,
+        ),
     ] = None,
     layout: Annotated[
         str | None,
@@ -207,17 +309,25 @@ def compute(
       qkv compute --x samples/csv/X.csv --wq samples/csv/W_Q.csv \\
           --wk samples/csv/W_K.csv --wv samples/csv/W_V.csv
       cat samples/qkv_direct.json | qkv compute - --stage weights -f csv
+      qkv compute samples/multihead.json --heads 2 --mask causal --trace
       qkv compute samples/worked_example.json --heatmap --tokens-view --svg report.svg
     """
     from .attention import run
     from .errors import OptionError
-    from .loaders import load
+    from .loaders import load, mask_option
     from .problem import Options, resolve
     from .render.report import Pictures, show
 
-    files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v}
-    problem, settings = load(input, files)
-    cli_settings = {"scale": scale, "layout": layout}
+    mask_kind, mask_csv = mask_option(mask) if mask is not None else (None, None)
+    files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v, "X_kv": x_kv,
+             "W_O": wo, "b_Q": bq, "b_K": bk, "b_V": bv, "b_O": bo, "mask": mask_csv,
+             "attn_bias": attn_bias}  # fmt: skip
+    inline = {"valid_lens": valid_lens, "tokens": tokens, "kv_tokens": kv_tokens}
+    problem, settings = load(input, files, inline)
+    cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
+                    "weights_layout": weights_layout, "similarity": similarity,
+                    "normalize": normalize, "temperature": temperature, "mask": mask_kind,
+                    "mask_polarity": mask_polarity, "empty_rows": empty_rows}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
     result = run(resolve(problem, options))
     pictures = Pictures(heatmap, tokens_view, top, svg, html)

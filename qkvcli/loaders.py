@@ -94,6 +94,20 @@ def squash(key: str) -> str:
     return re.sub(r"[\s_.\-]", "", key).lower()
 
 
+def torch_key(key: str) -> str | None:
+    """The PyTorch state-dict key ``key`` names, module prefix and all, or None.
+
+    >>> torch_key("layers.0.self_attn.in_proj_weight"), torch_key("W_Q")
+    ('in_proj_weight', None)
+    """
+    parts = key.split(".")
+    for i in range(len(parts)):  # drop module prefixes one at a time
+        name = TORCH_KEYS.get(squash(".".join(parts[i:])))
+        if name is not None:
+            return name
+    return None
+
+
 MAX_TEXT_BYTES = 512 * 2**20  # a text input larger than this is refused (use .npy)
 
 
@@ -175,8 +189,11 @@ def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, A
     torch: dict[str, tuple[str, Any]] = {}
     for key, value in doc.items():
         sq = squash(key)
-        if sq in TORCH_KEYS:
-            torch[TORCH_KEYS[sq]] = (key, value)
+        tkey = torch_key(key)
+        if tkey is not None:
+            if tkey in torch:
+                raise InputError(f"{origin}: keys {torch[tkey][0]!r} and {key!r} both give {tkey}")
+            torch[tkey] = (key, value)
             continue
         if key.startswith("_") or sq in IGNORED:
             continue
@@ -265,6 +282,7 @@ def _torch_state_dict(
             f"{origin}: PyTorch keys such as {next(iter(torch))!r} hold (out, in) weights but weights_layout is in-out"
         )
     settings["weights_layout"] = "out-in"
+    problem.torch_key = next(iter(torch.values()))[0]
     for canon in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
         if canon in found:
             raise InputError(f"{origin}: both {found[canon][0]!r} and PyTorch weights give {canon}")
@@ -425,7 +443,7 @@ def load_csv(path: str, name: str) -> tuple[np.ndarray, list[str] | None]:
 
 
 def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray, list[str] | None]:
-    """Parse CSV text; see `load_csv`.
+    """Parse CSV text; see `load_csv`. An ``attn_bias`` may hold ``-inf`` (blocked).
 
     >>> a, labels = parse_csv("q;k\\n1,5;2\\n3;4\\n", "m.csv")
     >>> a.tolist(), labels
@@ -450,12 +468,13 @@ def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray,
             cells = next(csv.reader(io.StringIO(line), delimiter=delim))
         rows.append((lineno, [c.strip() for c in cells]))
     decimal_comma = delim in ("\t", ";")
+    neg_inf = name == "attn_bias"
 
     def numeric(cells: list[str]) -> bool:
-        return all(_is_number(c, decimal_comma) for c in cells)
+        return all(_is_number(c, decimal_comma, neg_inf) for c in cells)
 
     # A first column of labels (tokens) when no row starts with a number.
-    labelled = all(len(r) > 1 and not _is_number(r[0], decimal_comma) for _, r in rows)
+    labelled = all(len(r) > 1 and not _is_number(r[0], decimal_comma, neg_inf) for _, r in rows)
     if not numeric(rows[0][1][1 if labelled else 0 :]) and len(rows) > 1:
         rows = rows[1:]  # a header row
     labels = [r[0] for _, r in rows] if labelled else None
@@ -472,13 +491,13 @@ def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray,
         row = []
         for col, cell in enumerate(cells, 1):
             try:
-                v = float(cell.replace(",", ".") if decimal_comma else cell)
+                v = _float(cell, decimal_comma, neg_inf)
             except ValueError:
                 shown = cell if len(cell) <= 40 else cell[:37] + "…"
                 raise InputError(
                     f"{origin}: line {lineno}, column {col}: {shown!r} is not a number"
                 ) from None
-            if not math.isfinite(v):
+            if not math.isfinite(v) and not (neg_inf and v == -math.inf):
                 raise InputError(
                     f"{origin}: line {lineno}, column {col} is {cell!r}: qkv needs finite numbers"
                 )
@@ -487,20 +506,85 @@ def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray,
     return np.array(values, dtype=np.float64), labels
 
 
-def _is_number(cell: str, decimal_comma: bool) -> bool:
+def _float(cell: str, decimal_comma: bool, neg_inf: bool = False) -> float:
+    """A CSV cell as a number; ``-inf`` / ``−∞`` only where ``neg_inf`` (attn_bias)."""
+    if neg_inf and cell.strip().lower() in _NEG_INF:
+        return -math.inf
+    return float(cell.replace(",", ".") if decimal_comma else cell)
+
+
+def _is_number(cell: str, decimal_comma: bool, neg_inf: bool = False) -> bool:
     try:
-        float(cell.replace(",", ".") if decimal_comma else cell)
+        _float(cell, decimal_comma, neg_inf)
     except ValueError:
         return False
     return True
 
 
-def load(path: str | None, files: dict[str, str] | None = None) -> tuple[Problem, dict[str, Any]]:
+def mask_option(text: str) -> tuple[str | None, str | None]:
+    """Split a ``--mask`` value into a mask kind or a CSV path.
+
+    >>> mask_option("causal")
+    ('causal', None)
+    """
+    import os
+
+    if text in MASK_KINDS:
+        return text, None
+    if text == "-" or os.path.exists(text):
+        return None, text
+    raise OptionError(
+        f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r} (no such file)"
+    )
+
+
+def parse_lens(text: str, option: str = "--valid-lens") -> np.ndarray:
+    """Whole numbers from an option: ``"2,3"`` is one per item, ``"1,2;2,3"`` a matrix.
+
+    >>> parse_lens("2,3").tolist(), parse_lens("1,2; 2,2").tolist()
+    ([2.0, 3.0], [[1.0, 2.0], [2.0, 2.0]])
+    """
+    import numpy as np
+
+    rows = []
+    for part in text.split(";"):
+        row = []
+        for cell in part.replace(" ", ",").split(","):
+            if not cell:
+                continue
+            try:
+                row.append(float(cell))
+            except ValueError:
+                raise OptionError(f"{option}: {cell!r} is not a number") from None
+        rows.append(row)
+    if not rows[0] or any(len(r) != len(rows[0]) for r in rows):
+        raise OptionError(f"{option} must be numbers such as 2,3 (or rows 1,2;2,3), not {text!r}")
+    return np.array(rows[0] if len(rows) == 1 else rows, dtype=np.float64)
+
+
+def parse_tokens(text: str, option: str = "--tokens") -> list[str]:
+    """Token labels from an option: comma-separated, or separated by spaces.
+
+    >>> parse_tokens("the,cat,sat"), parse_tokens("the cat sat")
+    (['the', 'cat', 'sat'], ['the', 'cat', 'sat'])
+    """
+    words = [w.strip() for w in (text.split(",") if "," in text else text.split())]
+    if not words or not all(words):
+        raise OptionError(f"{option} must be labels such as a,b,c, not {text!r}")
+    return words
+
+
+def load(
+    path: str | None,
+    files: dict[str, str] | None = None,
+    inline: dict[str, Any] | None = None,
+) -> tuple[Problem, dict[str, Any]]:
     """A problem from a JSON file (or none) with matrices from CSV files on top.
 
     ``files`` maps a canonical name (``"W_Q"``) to a CSV path; each replaces
     that matrix of the JSON input. Row labels in the first column of X's CSV
-    become the tokens when the JSON has none.
+    become the tokens when the JSON has none. ``inline`` holds values typed
+    as options (``valid_lens``, ``tokens``, ``kv_tokens``); they win too.
     """
     files = {k: v for k, v in (files or {}).items() if v is not None}
     stdin_users = [k for k, v in files.items() if v == "-"] + (["input"] if path == "-" else [])
@@ -529,7 +613,18 @@ def load(path: str | None, files: dict[str, str] | None = None) -> tuple[Problem
         if rival in problem.matrices and rival not in files:
             del problem.matrices[rival]  # the option wins over the file's way to this matrix
             problem.sources.pop(rival, None)
-        if canon == "X" and row_labels and problem.tokens is None:
-            problem.tokens = row_labels
-            problem.sources["tokens"] = f"{display(csv_path)} (first column)"
+        if canon == "mask":
+            problem.mask_kind = None  # the option's mask replaces the file's
+        for who, attr in (("X", "tokens"), ("X_kv", "kv_tokens")):
+            if canon == who and row_labels and getattr(problem, attr) is None:
+                setattr(problem, attr, row_labels)
+                problem.sources[attr] = f"{display(csv_path)} (first column)"
+    for name, value in (inline or {}).items():
+        if value is None:
+            continue
+        if name in ("tokens", "kv_tokens"):
+            setattr(problem, name, parse_tokens(value, "--" + name.replace("_", "-")))
+        else:
+            problem.matrices[name] = parse_lens(value, "--" + name.replace("_", "-"))
+        problem.sources[name] = "--" + name.replace("_", "-")
     return problem, settings

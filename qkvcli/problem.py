@@ -53,6 +53,7 @@ class Problem:
     sources: dict[str, str] = field(default_factory=dict)
     origin: str = "<input>"
     mask_kind: str | None = None  # "causal" | "causal-lower-right" when given by name
+    torch_key: str | None = None  # a PyTorch state-dict key read: weights are (out, in)
 
 
 @dataclass(frozen=True)
@@ -188,16 +189,20 @@ def _with_batch(a: np.ndarray, name: str) -> np.ndarray:
 
 
 def _weight(p: Problem, name: str, o: Options, d_in: int | None, src: str) -> np.ndarray | None:
-    """W as d_in × d_out (in-out), per-head lists joined side by side."""
+    """W as d_in × d_out (in-out), per-head lists joined.
+
+    Per-head W_Q/W_K/W_V blocks sit side by side (head i = column block i);
+    per-head W_O blocks are stacked (head i's output = row block i).
+    """
     w = p.matrices.get(name)
     if w is None:
         return None
     import numpy as np
 
     out_in = o.weights_layout == "out-in" or o.layout == "columns"
-    blocks = list(w) if w.ndim == 3 else [w]
     if w.ndim not in (2, 3):
         raise ShapeError(f"{name} must be a matrix or a list of per-head matrices, not {w.ndim}-D")
+    blocks = list(w) if w.ndim == 3 else [w]
     if d_in is not None:
         fits = blocks[0].shape[1 if out_in else 0] == d_in
         if not fits:
@@ -209,10 +214,18 @@ def _weight(p: Problem, name: str, o: Options, d_in: int | None, src: str) -> np
             elif out_in:
                 msg += f" (weights layout out-in: {name} must be d_k×{d_in})"
             if blocks[0].shape[0 if out_in else 1] == d_in:
-                hint = "--weights-layout in-out" if o.weights_layout == "out-in" else None
-                msg += f": did you mean {hint or 'its transpose'}?"
+                msg += ": did you mean " + _transpose_hint(o)
             raise ShapeError(msg)
-    return np.concatenate([b.T if out_in else b for b in blocks], axis=-1)
+    axis = 0 if name == "W_O" else -1
+    return np.concatenate([b.T if out_in else b for b in blocks], axis=axis)
+
+
+def _transpose_hint(o: Options) -> str:
+    """What to try when a W fits only transposed."""
+    if o.layout == "columns":
+        return "its transpose?"
+    other = "in-out" if o.weights_layout == "out-in" else "out-in"
+    return f"its transpose (--weights-layout {other})?"
 
 
 def _bias(p: Problem, name: str, width: int, of: str) -> np.ndarray | None:
@@ -251,6 +264,8 @@ def resolve(p: Problem, o: Options) -> Resolved:
     try:
         return _resolve(p, o)
     except ShapeError as e:
+        if p.origin == Problem.origin:
+            raise
         raise ShapeError(f"{p.origin}: {e}") from None
 
 
@@ -275,10 +290,18 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     rows_word = "rows" if o.layout == "rows" else "columns"
     cols_word = "columns" if o.layout == "rows" else "rows"
 
+    if p.torch_key is not None and o.weights_layout != "out-in":
+        raise OptionError(
+            f"{p.torch_key} holds PyTorch (out, in) weights: weights_layout must be out-in, "
+            f"not {o.weights_layout}"
+        )
+
     def project(n: str, src: np.ndarray | None, src_name: str) -> tuple[int, ...]:
         """Record W_n/b_n (or n itself) and return the shape n will have."""
         direct = _direct(p, n, o)
         if direct is not None:
+            if f"b_{n}" in mats:
+                raise ShapeError(f"b_{n} is given but W_{n} is missing ({n} is given directly)")
             arrays[n] = direct
             return direct.shape
         assert src is not None
@@ -342,9 +365,13 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         width = heads * dv_head
         if w_o.shape[0] != width:
             user = p.matrices["W_O"].shape
-            msg = f"{label(p, 'W_O')} is {shape_str(user)} but concat has {width} columns"
-            if w_o.shape[1] == width:
-                msg += ": did you mean its transpose?"
+            need = "columns" if o.weights_layout == "out-in" or o.layout == "columns" else "rows"
+            msg = (
+                f"{label(p, 'W_O')} is {shape_str(user)} but concat has {width} {cols_word} "
+                f"(heads × d_v = {heads}×{dv_head}): W_O needs {width} {need}"
+            )
+            if p.matrices["W_O"].ndim == 2 and w_o.shape[1] == width:
+                msg += "; did you mean " + _transpose_hint(o)
             raise ShapeError(msg)
         arrays["W_O"] = w_o
         b_o = _bias(p, "b_O", w_o.shape[1], "W_O")
@@ -393,13 +420,13 @@ def _allowed(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> np.ndarr
     import numpy as np
 
     parts: list[np.ndarray] = []
-    kind = o.mask or p.mask_kind
+    kind = mask_kind(p, o)
     if kind == "causal":
         parts.append(np.tri(n, m, 0, dtype=bool)[None, None])  # key j ≤ query i
     elif kind == "causal-lower-right":
         parts.append(np.tri(n, m, m - n, dtype=bool)[None, None])  # aligned to the last key
     block = o.mask_polarity == "block"
-    if "mask" in p.matrices:
+    if "mask" in p.matrices and o.mask is None:  # a mask option replaces the file's mask
         grid = _grid(p.matrices["mask"], "mask", B, h, n, m)
         _check_binary(grid, "mask")
         parts.append((grid == 0) if block else (grid != 0))
@@ -424,6 +451,24 @@ def _allowed(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> np.ndarr
     return out
 
 
+def mask_kind(p: Problem, o: Options) -> str | None:
+    """The named mask in force: the option's, else the file's.
+
+    >>> mask_kind(Problem({}, mask_kind="causal"), Options())
+    'causal'
+    """
+    return o.mask or p.mask_kind
+
+
+def mask_sources(p: Problem, o: Options) -> list[str]:
+    """Every mask in force, by name, e.g. ``['causal', 'valid_lens']``."""
+    kind = mask_kind(p, o)
+    given = [k for k in ("mask", "key_padding_mask", "valid_lens", "attn_bias") if k in p.matrices]
+    if o.mask is not None and "mask" in given:
+        given.remove("mask")
+    return ([kind] if kind else []) + given
+
+
 def _check_binary(a: np.ndarray, name: str) -> None:
     import numpy as np
 
@@ -444,7 +489,7 @@ def _valid_lens(vl: np.ndarray, B: int, n: int, m: int) -> np.ndarray:
     vl = vl.astype(int)
     if vl.ndim == 0:
         lens = np.broadcast_to(vl, (1, n))
-    elif vl.ndim == 1 and B > 1 and vl.shape[0] == B:
+    elif vl.ndim == 1 and vl.shape[0] == B:  # one length per batch item (d2l), first
         lens = np.broadcast_to(vl[:, None], (B, n))
     elif vl.ndim == 1 and vl.shape[0] == n:
         lens = vl[None]

@@ -222,7 +222,7 @@ def test_key_spellings():
         (
             ["compute", "-"],
             with_(W_Q=[[1, 0, 0], [0, 1, 0]], X=[[1, 0, 0], [0, 1, 0]]),
-            "<stdin>: W_Q is 2×3 but X has 3 columns: did you mean its transpose?",
+            "<stdin>: W_Q is 2×3 but X has 3 columns: did you mean its transpose (--weights-layout out-in)?",
         ),
         (["compute", "-"], with_(W_Q=[[1, 0, 0]]), "<stdin>: W_Q is 1×3 but X has 2 columns"),
         (["compute", "-"], with_(wq=[[1], [0]]), "<stdin>: keys 'W_Q' and 'wq' both give W_Q"),
@@ -291,7 +291,11 @@ def test_key_spellings():
             json.dumps(GOOD),
             "only one input can be read from stdin (-), not X and input",
         ),
-        (["compute", "--bogus"], None, "No such option: --bogus (see 'qkv compute --help')"),
+        (
+            ["compute", "--bogus"],
+            None,
+            "No such option: --bogus (Possible options: --bo) (see 'qkv compute --help')",
+        ),
         (
             ["compute", "x.json", "--precision", "x"],
             None,

@@ -51,9 +51,7 @@ def _shade(v: float) -> str:
     return f"{fg} on #{r:02x}{g:02x}{b:02x}"
 
 
-def stage_table(
-    trace: Trace, stage: Stage, matrix: np.ndarray, title: str, precision: int
-) -> Table:
+def stage_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) -> Table:
     """One matrix of a stage as a table; weights get a heatmap and a Σ column."""
     from rich.table import Table
     from rich.text import Text
@@ -61,9 +59,7 @@ def stage_table(
     rows, cols = matrix.shape
     row_labels = labels(trace, stage.rows, rows)
     col_labels = labels(trace, stage.cols, cols)
-    table = Table(
-        title=Text(title), title_justify="left", header_style="bold", min_width=len(title)
-    )
+    table = Table(header_style="bold")
     table.add_column("", style="bold", no_wrap=True)
     for label in col_labels:
         table.add_column(Text(label), justify="right", no_wrap=True)
@@ -121,9 +117,10 @@ def header(trace: Trace) -> str:
     if m["temperature"] != 1:
         extras.append(f"temperature {m['temperature']:g}")
     if m["mask"]:
-        extras.append(
-            f"mask {', '.join(m['mask'])} (polarity: 1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
-        )
+        masks = f"masks: {', '.join(m['mask'])}"
+        if {"mask", "key_padding_mask"} & set(m["mask"]):
+            masks += f" (1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
+        extras.append(masks)
     if m["empty_rows"] != "error":
         extras.append(f"fully masked rows → {m['empty_rows']}")
     if m["dtype"] != "float64":
@@ -148,8 +145,9 @@ def render(trace: Trace, stages: list[Stage], console: Console, precision: int =
             name = stage.name + (f" [{suffix}]" if suffix else "")
             formula = f"{name} = {label[1]}" if len(label) == 2 else f"{name}: {stage.formula}"
             title = f"{formula} ({shape_str(matrix.shape)})"
-            table = stage_table(trace, stage, matrix, title, precision)
+            table = stage_table(trace, stage, matrix, precision)
             console.print()
+            console.print(Text(title, style="italic"), soft_wrap=True)  # never wrapped or cut
             need = Measurement.get(console, console.options, table).maximum
             _print_wide(console, table, need)
 

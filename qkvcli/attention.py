@@ -99,13 +99,30 @@ def _place(index: np.ndarray) -> str:
     return ", ".join(parts)
 
 
-def run(r: Resolved) -> Trace:
-    """Compute every stage of attention for a resolved problem."""
+def run(r: Resolved, given: dict[str, np.ndarray] | None = None) -> Trace:
+    """Compute every stage of attention for a resolved problem.
+
+    ``given`` maps stage names to arrays in the internal shape (Q: (B, n, h·d),
+    per-head stages: (B, h, n, m)) that replace the computed ones, so later
+    stages follow from them (``check`` follows a student's own values through).
+    """
     import numpy as np
 
     o = r.options
-    a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
+    if o.exact:
+        from .exact import exact_array, exact_scale
+
+        a = {k: exact_array(v) for k, v in r.arrays.items()}
+    else:
+        a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
     h, g = r.heads, r.kv_heads
+    given = given or {}
+    shown: dict[str, Any] = {"masked": None}
+
+    def stage(name: str, x: np.ndarray) -> np.ndarray:
+        """Record a stage (or its given replacement); later stages use it rounded if asked."""
+        shown[name] = x = given.get(name, x)
+        return x if o.round_to is None or name in given else np.round(x, o.round_to)
 
     def project(name: str, src: str) -> np.ndarray:
         if name in a:
@@ -114,50 +131,82 @@ def run(r: Resolved) -> Trace:
         return out + a[f"b_{name}"] if f"b_{name}" in a else out
 
     kv_src = "X_kv" if "X_kv" in a else "X"
-    Q = project("Q", "X")  # (B, n, h·dk)
-    K = project("K", kv_src)  # (B, m, g·dk)
-    V = project("V", kv_src)  # (B, m, g·dv)
+    Q = stage("Q", project("Q", "X"))  # (B, n, h·dk)
+    K = stage("K", project("K", kv_src))  # (B, m, g·dk)
+    V = stage("V", project("V", kv_src))  # (B, m, g·dv)
     q = split_heads(Q, h)  # (B, h, n, dk)
     k = np.repeat(split_heads(K, g), h // g, axis=1)  # (B, h, m, dk): GQA shares K heads
     v = np.repeat(split_heads(V, g), h // g, axis=1)  # (B, h, m, dv)
+    _fits(o, q, k)
     with np.errstate(over="ignore", invalid="ignore"):
         if o.similarity == "cosine":
             scores = cosine(q, k)  # (B, h, n, m)
+        elif o.scores_rule == "QK":
+            scores = q @ k  # (B, h, n, dk) @ (B, h, dk=m, …): the mistake K for Kᵀ
+        elif o.scores_rule == "KQt":
+            scores = k @ q.swapaxes(-1, -2)  # (B, h, m=n, n): the mistake (Q·Kᵀ)ᵀ
         else:
             scores = q @ k.swapaxes(-1, -2)  # (B, h, n, m)
+    scores = stage("scores", scores)
     _finite(scores, "scores", "Q·Kᵀ")
+    factor = exact_scale(r) if o.exact else r.scale / o.temperature
     with np.errstate(over="ignore", invalid="ignore"):
-        scaled = scores * (r.scale / o.temperature)  # (B, h, n, m)
+        scaled = scores * factor  # (B, h, n, m)
         if r.bias is not None:
             scaled = scaled + r.bias  # additive mask / ALiBi-style bias
+    scaled = stage("scaled", scaled)
     allowed = r.allowed
     if r.bias is not None:
-        allowed = np.isfinite(scaled) if allowed is None else (allowed & np.isfinite(scaled))
+        finite = np.isfinite(_real(scaled))
+        allowed = finite if allowed is None else (allowed & finite)
     else:
         _finite(scaled, "scaled", "scores × scale")
     masked = None
     if allowed is not None:
-        masked = np.where(allowed, scaled, -np.inf)  # (B, h, n, m)
-    logits = scaled if masked is None else masked
-    if o.normalize == "sigmoid":
+        masked = stage("masked", np.where(allowed, scaled, -np.inf))  # (B, h, n, m)
+    logits = _real(scaled if masked is None else masked)
+    if o.skip_softmax:
+        weights = logits if allowed is None else np.where(allowed, logits, 0.0)  # the mistake
+    elif o.softmax_axis == "queries":
+        cols = None if allowed is None else np.broadcast_to(allowed, logits.shape).swapaxes(-1, -2)
+        weights = softmax_rows(logits.swapaxes(-1, -2), cols, o.empty_rows).swapaxes(-1, -2)
+    elif o.normalize == "sigmoid":
         weights = sigmoid(logits, allowed)  # (B, h, n, m)
     else:
         weights = softmax_rows(logits, allowed, o.empty_rows)  # (B, h, n, m)
-    heads_out = weights @ v  # (B, h, n, dv)
-    concat = merge_heads(heads_out)  # (B, n, h·dv)
+    weights = stage("weights", weights)
+    if o.weights_transposed:
+        heads_out = weights.swapaxes(-1, -2) @ v  # (B, h, m=n, n) @ (B, h, m, dv): the mistake
+    else:
+        heads_out = weights @ v  # (B, h, n, dv)
+    heads_out = stage("head_outputs", heads_out)
+    concat = stage("concat", merge_heads(heads_out))  # (B, n, h·dv)
     output = concat
     if "W_O" in a:
         output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
         if "b_O" in a:
             output = output + a["b_O"]
-    arrays = {"Q": Q, "K": K, "V": V, "scores": scores, "scaled": scaled, "masked": masked}
-    arrays |= {"weights": weights, "head_outputs": heads_out, "concat": concat, "output": output}
-    return _trace(r, arrays)
+    return _trace(r, shown | {"output": output if "W_O" in a else shown["concat"]})
+
+
+def _real(x: np.ndarray) -> np.ndarray:
+    """Floats for the functions that need them (exact runs carry fractions)."""
+    return x.astype(float) if x.dtype == object else x
+
+
+def _fits(o: Any, q: np.ndarray, k: np.ndarray) -> None:
+    """Check the shapes a mistake variant needs (a correct run always fits)."""
+    n, m, dk = q.shape[-2], k.shape[-2], q.shape[-1]
+    if o.scores_rule == "QK" and dk != m:
+        raise ComputeError(f"Q·K needs d_k ({dk}) to equal the number of keys ({m})")
+    if (o.scores_rule == "KQt" or o.weights_transposed) and n != m:
+        raise ComputeError(f"this variant needs as many queries ({n}) as keys ({m})")
 
 
 def _finite(x: np.ndarray, name: str, what: str) -> None:
     import numpy as np
 
+    x = _real(x)
     if not np.all(np.isfinite(x)):
         b, hh, i, j = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
         raise ComputeError(

@@ -136,6 +136,12 @@ def compute(
             rich_help_panel=HOW,
         ),
     ] = None,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact", help="Fractions for linear stages, the scale as a surd.", rich_help_panel=HOW
+        ),
+    ] = False,
     trace: Annotated[
         bool, typer.Option("--trace", help="Show every stage.", rich_help_panel=OUT)
     ] = False,
@@ -150,7 +156,10 @@ def compute(
         int, typer.Option(min=0, max=17, help="Decimals in tables.", rich_help_panel=OUT)
     ] = 4,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="table, json, csv or tsv.", rich_help_panel=OUT)
+        str,
+        typer.Option(
+            "--format", "-f", help="table, json, csv, tsv, markdown or latex.", rich_help_panel=OUT
+        ),
     ] = "table",
 ) -> None:
     """Compute scaled dot-product attention and show its stages.
@@ -173,7 +182,7 @@ def compute(
 
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v}
     problem, settings = load(input, files)
-    cli_settings = {"scale": scale, "layout": layout}
+    cli_settings = {"scale": scale, "layout": layout, "exact": exact or None}
     options = Options().merged(settings).merged(cli_settings)
     result = run(resolve(problem, options))
     _emit(result, format, stage, trace, precision)
@@ -183,9 +192,15 @@ def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precis
     """Write a trace in the chosen format to stdout."""
     from .errors import OptionError
 
-    formats = ("table", "json", "csv", "tsv")
+    formats = ("table", "json", "csv", "tsv", "markdown", "latex")
     if format not in formats:
         raise OptionError(f"--format must be one of {', '.join(formats)}, not {format!r}")
+    if format in ("markdown", "latex"):
+        from .render import writeup
+
+        write = writeup.to_markdown if format == "markdown" else writeup.to_latex
+        sys.stdout.write(write(result, result.select(stage), precision))
+        return
     if format in ("csv", "tsv"):
         names = stage or ["output"]
         if len(names) != 1:
@@ -204,6 +219,11 @@ def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precis
 
     names = stage or ([] if trace else ["weights", "output"])
     render(result, result.select(names), make_console(), precision)
+
+
+from .cli_homework import register  # noqa: E402  (check, explain, new)
+
+register(app)
 
 
 def main() -> None:

@@ -164,6 +164,8 @@ def run(r: Resolved, given: dict[str, np.ndarray] | None = None) -> Trace:
     masked = None
     if allowed is not None:
         masked = stage("masked", np.where(allowed, scaled, -np.inf))  # (B, h, n, m)
+        if "masked" in given:
+            allowed = np.isfinite(_real(masked))  # a given masked stage says what is masked
     logits = _real(scaled if masked is None else masked)
     if o.skip_softmax:
         weights = logits if allowed is None else np.where(allowed, logits, 0.0)  # the mistake

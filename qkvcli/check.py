@@ -279,29 +279,6 @@ def to_internal(r: Resolved, name: str, public: np.ndarray) -> np.ndarray:
     return a
 
 
-def follow(r: Resolved, answers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each stage as it follows from the student's own earlier stages.
-
-    ``answers`` maps stage names to float arrays in public shape, NaN = blank;
-    blanks are filled with what follows from the stages before them.
-    """
-    import numpy as np
-
-    from .attention import run
-
-    basis: dict[str, np.ndarray] = {}
-    t = run(r)
-    expected: dict[str, np.ndarray] = {}
-    for name in t.stages:
-        expected[name] = t[name]
-        if name in answers:
-            mine = answers[name]
-            merged = np.where(np.isnan(mine), t[name], mine)
-            basis[name] = to_internal(r, name, merged)
-            t = run(r, given=basis)
-    return expected
-
-
 # ---------------------------------------------------------------- marking
 
 
@@ -326,7 +303,8 @@ class Finding:
     mistake: str | None = None  # key in mistakes.MISTAKES
     label: str | None = None
     astray: str | None = None  # first stage where the mistake's computation departs
-    also: list[str] = field(default_factory=list)
+    also: list[str] = field(default_factory=list)  # other mistakes that fit as well
+    more: list[str] = field(default_factory=list)  # later stages the same mistake explains
 
 
 @dataclass
@@ -368,18 +346,6 @@ def sheet_arrays(sheet: Sheet, trace: Trace) -> dict[str, np.ndarray]:
     return arrays
 
 
-def values(cells: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The float values of answer grids, NaN for blanks."""
-    import numpy as np
-
-    out = {}
-    for name, grid in cells.items():
-        out[name] = np.array(
-            [math.nan if w is None else w.value for w in grid.reshape(-1)], dtype=float
-        ).reshape(grid.shape)
-    return out
-
-
 def grade(
     problem: Problem,
     options: Options,
@@ -387,7 +353,15 @@ def grade(
     tolerance: float | None = None,
     diagnose: bool = True,
 ) -> Report:
-    """Mark ``sheet`` against ``problem``: verdict per cell, follow-through, diagnosis."""
+    """Mark ``sheet`` against ``problem``: verdict per cell, follow-through, diagnosis.
+
+    Stages are marked in pipeline order. Each is compared with the truth and
+    with what follows from the student's own earlier stages (blanks filled
+    from the stages before them). What the student carries forward is the
+    unrounded value their written one stands for: the true or followed-through
+    value when it agrees, the diagnosed mistake's value when one reproduces
+    it, else the number as written.
+    """
     import numpy as np
 
     from .attention import run
@@ -396,80 +370,106 @@ def grade(
     r = resolve(problem, options)
     truth = run(r)
     grids = sheet_arrays(sheet, truth)
-    mine = values(grids)
-    expected = follow(r, mine)
+    tried = list(_variants(problem, options, r)) if diagnose else []
+    basis: dict[str, np.ndarray] = {}
     cells: list[Cell] = []
+    findings: list[Finding] = []
     blank = 0
     troubled: list[str] = []  # stages so far with a cell that is not right
     for name in truth.stages:
         if name not in grids:
             continue
-        for idx in np.ndindex(*grids[name].shape):
-            w = grids[name][idx]
+        grid = grids[name]
+        expected = np.asarray(run(r, given=basis)[name], dtype=float) if basis else truth[name]
+        carried = np.array(expected, dtype=float)
+        wrong: list[tuple[tuple[int, ...], Written]] = []
+        for idx in np.ndindex(*grid.shape):
+            w = grid[idx]
             if w is None:
                 blank += 1
                 continue
-            correct, exp = float(truth[name][idx]), float(expected[name][idx])
-            if agrees(w, correct, tolerance):
+            correct, exp = float(truth[name][idx]), float(expected[idx])
+            if agrees(w, exp, tolerance):
+                late = not agrees(w, correct, tolerance) and troubled
+                verdict = "consistent" if late else "right"
+                cells.append(
+                    Cell(name, idx, w, correct, exp, verdict, troubled[-1] if late else None)
+                )
+            elif agrees(w, correct, tolerance):
                 cells.append(Cell(name, idx, w, correct, exp, "right"))
-            elif agrees(w, exp, tolerance) and troubled:
-                cells.append(Cell(name, idx, w, correct, exp, "consistent", troubled[-1]))
-            elif agrees(w, exp, tolerance):
-                cells.append(Cell(name, idx, w, correct, exp, "right"))
+                carried[idx] = correct
             else:
                 cells.append(Cell(name, idx, w, correct, exp, "wrong"))
+                carried[idx] = w.value
+                wrong.append((idx, w))
+        if wrong:
+            finding = Finding(name)
+            fit = _diagnose(r, truth, tried, basis, name, grid, finding, tolerance)
+            same = [f for f in findings if f.mistake and f.label == finding.label]
+            if fit is not None and same:
+                same[0].more.append(name)  # one slip seen in parallel stages (Q, K, V)
+            else:
+                findings.append(finding)
+            if fit is not None:  # every given cell agrees with the mistake: carry its values
+                given = np.array([w is not None for w in grid.reshape(-1)]).reshape(grid.shape)
+                carried = np.where(given, fit, carried)
         if any(c.stage == name and c.verdict != "right" for c in cells):
             troubled.append(name)
-    origins = [s for s in truth.stages if any(c.stage == s and c.verdict == "wrong" for c in cells)]
-    findings = [Finding(s) for s in origins]
-    if diagnose and origins:
-        _diagnose(problem, options, r, truth, grids, mine, findings, tolerance)
+        basis[name] = to_internal(r, name, carried)
     return Report(sheet.origin, problem.origin, cells, findings, blank, truth)
 
 
-def _diagnose(
-    problem: Problem,
-    options: Options,
-    r: Resolved,
-    truth: Trace,
-    grids: dict[str, np.ndarray],
-    mine: dict[str, np.ndarray],
-    findings: list[Finding],
-    tolerance: float | None,
-) -> None:
-    """Name, for each stage with wrong cells, the first listed mistake that reproduces it."""
-    import numpy as np
-
-    from .attention import run
+def _variants(problem: Problem, options: Options, r: Resolved) -> list[tuple[Any, Resolved]]:
+    """Every mistake variant that applies, resolved (those that do not fit are left out)."""
     from .mistakes import variants
     from .problem import resolve
 
+    out = []
     for v in variants(problem, options, r):
-        open_ = [f for f in findings if f.mistake is None or len(f.also) < 3]
-        if not open_:
-            break
         try:
-            rv = resolve(v.problem, v.options)
-            expected = follow(rv, {k: a for k, a in mine.items()})
+            out.append((v, resolve(v.problem, v.options)))
+        except QkvError:
+            continue
+    return out
+
+
+def _diagnose(
+    r: Resolved,
+    truth: Trace,
+    tried: list[tuple[Any, Resolved]],
+    basis: dict[str, np.ndarray],
+    name: str,
+    grid: np.ndarray,
+    finding: Finding,
+    tolerance: float | None,
+) -> np.ndarray | None:
+    """Name the first listed mistake that reproduces stage ``name`` from the student's earlier
+    stages; return its values of that stage (None when no mistake fits)."""
+    import numpy as np
+
+    from .attention import run
+
+    fit = None
+    for v, rv in tried:
+        try:
+            t = run(rv, given=basis)
         except (QkvError, ValueError, FloatingPointError):
             continue
-        for f in open_:
-            got = expected.get(f.stage)
-            if got is None and f.stage == "masked":
-                got = expected.get("scaled")
-            if got is None or got.shape != grids[f.stage].shape:
-                continue
-            fits = all(
-                w is None or agrees(w, float(got[idx]), tolerance)
-                for idx, w in np.ndenumerate(grids[f.stage])
-            )
-            if not fits:
-                continue
-            if f.mistake is None:
-                f.mistake, f.label = v.key, v.label
-                f.astray = _astray(truth, run(rv), f.stage)
-            elif v.label not in f.also and v.label != f.label:
-                f.also.append(v.label)
+        stage = t.stages.get(name) or (t.stages.get("scaled") if name == "masked" else None)
+        if stage is None or stage.array.shape != grid.shape:
+            continue
+        got = np.asarray(stage.array, dtype=float)
+        if not all(
+            w is None or agrees(w, float(got[idx]), tolerance) for idx, w in np.ndenumerate(grid)
+        ):
+            continue
+        if fit is None:
+            fit = got
+            finding.mistake, finding.label = v.key, v.label
+            finding.astray = _astray(truth, run(rv), name)
+        elif v.label != finding.label and len(finding.also) < 3:
+            finding.also.append(v.label)
+    return fit
 
 
 def _astray(truth: Trace, wrong: Trace, limit: str) -> str:

@@ -65,12 +65,17 @@ def practice(spec: Spec) -> dict[str, Any]:
         return out
 
     dk, dv = spec.heads * spec.d_k, spec.heads * (spec.d_v or spec.d_k)
+    for _ in range(500):  # draw until no softmax row is all but one-hot
+        x = matrix(spec.tokens, spec.d_model, 2)
+        wq, wk = matrix(spec.d_model, dk, 1), matrix(spec.d_model, dk, 1)
+        if _spread(x, wq, wk, spec) <= 3:
+            break
     doc: dict[str, Any] = {
         "_about": f"practice problem: qkv new {_args(spec)}",
         "tokens": [f"x{i}" for i in range(1, spec.tokens + 1)],
-        "X": matrix(spec.tokens, spec.d_model, 2),
-        "W_Q": matrix(spec.d_model, dk, 1),
-        "W_K": matrix(spec.d_model, dk, 1),
+        "X": x,
+        "W_Q": wq,
+        "W_K": wk,
         "W_V": matrix(spec.d_model, dv, 1),
     }
     if spec.heads > 1:
@@ -80,6 +85,24 @@ def practice(spec: Spec) -> dict[str, Any]:
     if spec.mask:
         doc["mask"] = spec.mask
     return doc
+
+
+def _spread(x: list[list[int]], wq: list[list[int]], wk: list[list[int]], spec: Spec) -> float:
+    """The widest range of scaled scores in any row of any head (3 keeps weights readable)."""
+
+    def mul(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
+        return [[sum(r[t] * b[t][j] for t in range(len(b))) for j in range(len(b[0]))] for r in a]
+
+    q, k = mul(x, wq), mul(x, wk)
+    scale = 1 / math.sqrt(spec.d_k) if spec.scale == "sqrt" else 1.0
+    widest = 0.0
+    for h in range(spec.heads):
+        cols = range(h * spec.d_k, (h + 1) * spec.d_k)
+        for i, qi in enumerate(q):
+            keys = k[: i + 1] if spec.mask else k
+            row = [sum(qi[c] * kj[c] for c in cols) * scale for kj in keys]
+            widest = max(widest, max(row) - min(row))
+    return widest
 
 
 def _args(spec: Spec) -> str:

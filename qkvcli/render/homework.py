@@ -70,7 +70,8 @@ def finding_lines(report: Report) -> list[str]:
         where = f"the first stage that went astray is {f.astray}"
         if f.astray not in given:
             where += " (not in your answers)"
-        lines.append(f"{f.stage}: your values match a common mistake: {f.label}; {where}.")
+        stages = f.stage + (f" (and {', '.join(f.more)})" if f.more else "")
+        lines.append(f"{stages}: your values match a common mistake: {f.label}; {where}.")
         if f.also:
             lines.append(f"  (these fit as well: {'; '.join(f.also)})")
     return lines
@@ -160,7 +161,7 @@ def gradebook_csv(reports: list[Report]) -> str:
 
 def _finding(f: Finding) -> dict[str, Any]:
     return {"stage": f.stage, "mistake": f.mistake, "label": f.label, "astray": f.astray,
-            "also": f.also}  # fmt: skip
+            "also": f.also, "same_in": f.more}  # fmt: skip
 
 
 def report_dict(report: Report) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def render_report(report: Report, console: Console, precision: int = 4) -> None:
             Text(mark + verdict_text(c)),
         )
     console.print()
-    console.print(table)
+    _print(console, table)
     lines = finding_lines(report)
     if lines:
         console.print()
@@ -106,10 +106,12 @@ def render_report(report: Report, console: Console, precision: int = 4) -> None:
             console.print(Text(line), soft_wrap=True)
 
 
-def _diagnosis_short(report: Report) -> str:
+def _diagnosis_short(report: Report, labels: bool = False) -> str:
+    """``scaled: no-scaling; output: weights-transposed`` (full labels when asked)."""
     parts = []
     for f in report.findings:
-        parts.append(f"{f.stage}: {f.label}" if f.mistake else f"{f.stage}: not a common mistake")
+        what = (f.label if labels else f.mistake) if f.mistake else "not a listed mistake"
+        parts.append(f"{f.stage}: {what}")
     return "; ".join(parts)
 
 
@@ -122,7 +124,7 @@ def render_gradebook(reports: list[Report], console: Console) -> None:
     for title, justify in (("file", "left"), ("right", "right"), ("consistent", "right"),
                            ("wrong", "right"), ("blank", "right"), ("score", "right"),
                            ("first wrong", "left"), ("diagnosis", "left")):  # fmt: skip
-        table.add_column(title, justify=justify)  # type: ignore[arg-type]
+        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in reports:
         table.add_row(
             Text(r.answers),
@@ -134,7 +136,17 @@ def render_gradebook(reports: list[Report], console: Console) -> None:
             r.first_wrong or "",
             Text(_diagnosis_short(r)),
         )
-    console.print(table)
+    _print(console, table)
+
+
+def _print(console: Console, table: Any) -> None:
+    """Print a table at its natural width, wider than the terminal if need be."""
+    from rich.measure import Measurement
+
+    from .tables import _print_wide
+
+    wide = console.options.update(max_width=10_000)
+    _print_wide(console, table, Measurement.get(console, wide, table).maximum)
 
 
 def score(r: Report) -> str:
@@ -155,7 +167,7 @@ def gradebook_csv(reports: list[Report]) -> str:
         first = r.findings[0] if r.findings else None
         w.writerow([r.answers, r.count("right"), r.count("consistent"), r.count("wrong"),
                     r.blank, score(r), r.first_wrong or "", (first.mistake or "") if first else "",
-                    _diagnosis_short(r)])  # fmt: skip
+                    _diagnosis_short(r, labels=True)])  # fmt: skip
     return out.getvalue()
 
 

@@ -140,14 +140,17 @@ def explain(
         raise OptionError(
             f"{name} is {shape_str((rows, cols))}: {name}[{i + 1},{j + 1}] is outside it"
         )
-    if r.options.layout == "columns" and "features" in (stage.rows, stage.cols):
-        i, j = j, i  # explain in rows layout: the token is the row
     fmt = Numbers(precision)
     c = Cell(r, t, b, h)
     where = [f"head {h + 1}"] if per_head and r.multihead else []
     where += [f"batch item {b + 1}"] if r.batched else []
     intro = f"{name}[{i + 1},{j + 1}]" + (f" ({', '.join(where)})" if where else "")
     lines = [f"{intro}: rows and columns count from 1; {_axes(t, name, i, j)}."]
+    if r.options.layout == "columns" and "features" in (stage.rows, stage.cols):
+        i, j = j, i  # the working is written in rows form: the token is the row
+        lines.append(
+            f"(layout columns: worked in rows form, where this cell is {name}[{i + 1},{j + 1}])"
+        )
     lines += _explain(c, name, i, j, fmt)
     return lines
 
@@ -157,7 +160,7 @@ def _axes(t: Trace, name: str, i: int, j: int) -> str:
 
     def label(axis: str, k: int) -> str:
         names = {"queries": t.tokens, "keys": t.kv_tokens}.get(axis)
-        word = {"queries": "query", "keys": "key", "features": "column"}[axis]
+        word = {"queries": "query", "keys": "key", "features": "feature"}[axis]
         token = f" ({names[k]})" if names and k < len(names) else ""
         return f"{word} {k + 1}{token}"
 
@@ -187,12 +190,18 @@ def _projection(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     src = "X" if name == "Q" or "X_kv" not in r.arrays else "X_kv"
     x = _exact_row(r, r.arrays[src][c.b][i])
     w = _exact_row(r, r.arrays[f"W_{name}"][:, j])
-    which = "row" if r.options.weights_layout == "out-in" else "column"
+    which = _w_axis(r)
     line = f"{name}[{i + 1},{j + 1}] = {src.lower()}{sub(i)} · ({which} {j + 1} of W_{name})"
     line += f" = {dot_terms(x, w, fmt)}"
     if f"b_{name}" in r.arrays:
         line += f" + {fmt.factor(_exact_row(r, r.arrays[f'b_{name}'])[j])}"
     return [f"{line} = {fmt.approx(value)}"]
+
+
+def _w_axis(r: Resolved) -> str:
+    """Which line of W the user sees: a column (in-out) or a row (out-in, columns layout)."""
+    o = r.options
+    return "row" if o.weights_layout == "out-in" or o.layout == "columns" else "column"
 
 
 def _exact_row(r: Resolved, a: np.ndarray) -> list[Any]:
@@ -379,7 +388,7 @@ def _output(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     row = list(c.internal["concat"][c.b][i])
     w = _exact_row(r, r.arrays["W_O"][:, j])
     value = c.internal["output"][c.b][i, j]
-    line = f"output[{i + 1},{j + 1}] = concat{sub(i)} · (column {j + 1} of W_O) = {dot_terms(row, w, fmt)}"
+    line = f"output[{i + 1},{j + 1}] = concat{sub(i)} · ({_w_axis(r)} {j + 1} of W_O) = {dot_terms(row, w, fmt)}"
     if "b_O" in r.arrays:
         line += f" + {fmt.factor(_exact_row(r, r.arrays['b_O'])[j])}"
     return [f"{line} = {fmt(value)}"]

@@ -338,3 +338,26 @@ def test_every_homework_command_has_help():
     for cmd in ("check", "explain", "new"):
         r = qkv(cmd, "--help")
         assert r.exit_code == 0 and "Examples:" in r.stdout
+
+
+def test_compute_exact_json_and_csv_are_floats():
+    exact = json.loads(qkv("compute", WORKED, "--exact", "-f", "json", "--trace").stdout)
+    plain = json.loads(qkv("compute", WORKED, "-f", "json", "--trace").stdout)
+    for name in ("Q", "scores", "scaled", "weights", "output"):
+        for a, b in zip(exact[name], plain[name]):
+            assert a == pytest.approx(b, rel=1e-14)
+    r = qkv("compute", WORKED, "--exact", "-f", "csv", "--stage", "scores")
+    assert r.stdout == "2.0,4.0,4.0\n4.0,16.0,12.0\n4.0,12.0,10.0\n"
+
+
+def test_explain_columns_layout(tmp_path):
+    f = tmp_path / "cols.json"
+    X = [[1, 0, 1], [0, 2, 1], [1, 0, 1], [0, 2, 1]]  # the worked example, tokens as columns
+    W_Q = [[1, 1, 0, 0], [0, 0, 0, 1], [1, 0, 1, 1]]
+    f.write_text(json.dumps({"layout": "columns", "X": X, "W_Q": W_Q, "W_K": W_Q, "W_V": W_Q}))
+    r = qkv("explain", str(f), "Q[3,2]")
+    assert r.stdout == (
+        "Q[3,2]: rows and columns count from 1; row = feature 3, column = query 2.\n"
+        "(layout columns: worked in rows form, where this cell is Q[2,3])\n"
+        "Q[2,3] = x₂ · (row 3 of W_Q) = 0·1 + 2·0 + 0·1 + 2·1 = 2\n"
+    )

@@ -73,9 +73,9 @@ def check(
 
     \b
     Examples:
-      qkv check samples/worked_example.json samples/homework/unscaled.json
-      qkv check samples/worked_example.json --stage-file weights=w.csv
-      qkv check samples/worked_example.json samples/homework/*.json -f csv
+      qkv check samples/worked_example.json samples/homework/worked/article_code.json
+      qkv check samples/worked_example.json --stage-file weights=samples/homework/worked/weights.csv
+      qkv check samples/worked_example.json samples/homework/worked/*.json -f csv
     """
     from .check import grade, load_answers
     from .errors import OptionError

@@ -279,3 +279,23 @@ def test_answers_of_the_wrong_shape():
         match=r"s\.json: weights is 1×2 but this problem's weights is 3×3 \(queries × keys\)",
     ):
         grade(p, o, bad)
+
+
+def test_causal_mask_aligned_to_the_wrong_end():
+    """More keys than queries: the right mask is aligned to the last key (lower right)."""
+    Q = np.array([[1.0, 2.0], [0.0, 1.0]])
+    K = np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 3.0]])
+    V = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    top_left = np.tri(2, 3, 0, dtype=bool)  # the slip: query i sees keys 1…i
+    scaled = np.where(top_left, Q @ K.T / math.sqrt(2), -np.inf)
+    weights = softmax(scaled, 1)
+    stages = {"weights": weights, "output": weights @ V}
+    p = Problem({"Q": Q, "K": K, "V": V}, origin="cross.json")
+    report = grade(p, Options(mask="causal-lower-right"), sheet(stages, ["weights", "output"]))
+    (finding,) = report.findings
+    assert (finding.stage, finding.mistake, finding.astray) == (
+        "weights",
+        "causal-misaligned",
+        "masked",
+    )
+    assert finding.label == "causal mask aligned to the first key instead"

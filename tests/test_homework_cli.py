@@ -26,16 +26,16 @@ def qkv(*args: str):
 
 
 def test_check_all_right_exits_0():
-    r = qkv("check", WORKED, f"{HW}/right.json")
+    r = qkv("check", WORKED, f"{HW}/worked/right.json")
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[0] == (
-        "samples/homework/right.json for samples/worked_example.json: 36 right, 0 wrong"
+        "samples/homework/worked/right.json for samples/worked_example.json: 36 right, 0 wrong"
     )
     assert "│ weights │ [2,3] │  0.09 │  0.0903 │ ✓ right │" in r.stdout
 
 
 def test_check_names_the_mistake_and_exits_1():
-    r = qkv("check", WORKED, f"{HW}/divided_by_dk.json")
+    r = qkv("check", WORKED, f"{HW}/worked/divided_by_dk.json")
     assert r.exit_code == 1
     assert r.stdout.endswith(
         "Diagnosis:\n"
@@ -47,7 +47,7 @@ def test_check_names_the_mistake_and_exits_1():
 
 def test_check_the_articles_code():
     """The worked example's code (shared/seeds/004): no scaling, then weightsᵀ·V."""
-    r = qkv("check", WORKED, f"{HW}/article_code.json", "-f", "json")
+    r = qkv("check", WORKED, f"{HW}/worked/article_code.json", "-f", "json")
     assert r.exit_code == 1
     doc = json.loads(r.stdout)
     (rep,) = doc["reports"]
@@ -64,7 +64,7 @@ def test_check_the_articles_code():
 
 
 def test_check_follow_through_in_json():
-    r = qkv("check", WORKED, f"{HW}/softmax_columns.json", "-f", "json")
+    r = qkv("check", WORKED, f"{HW}/worked/softmax_columns.json", "-f", "json")
     rep = json.loads(r.stdout)["reports"][0]
     out = [c for c in rep["cells"] if c["stage"] == "output"]
     assert {c["verdict"] for c in out} == {"consistent"}
@@ -73,32 +73,36 @@ def test_check_follow_through_in_json():
 
 
 def test_gradebook_csv_one_row_per_file():
-    files = sorted(f"{HW}/{n}" for n in ("right.json", "article_code.json", "divided_by_dk.json"))
+    files = sorted(
+        f"{HW}/worked/{n}" for n in ("right.json", "article_code.json", "divided_by_dk.json")
+    )
     r = qkv("check", WORKED, *files, "--format", "csv")
     assert r.exit_code == 1
     assert r.stdout == (
         "file,right,consistent,wrong,blank,score,first_wrong,mistake,diagnosis\n"
-        "samples/homework/article_code.json,9,0,18,0,33%,weights,no-scaling,"
+        "samples/homework/worked/article_code.json,9,0,18,0,33%,weights,no-scaling,"
         "weights: no scaling (the scores were not divided by √d_k); "
         "output: output computed as weightsᵀ·V instead of weights·V\n"
-        "samples/homework/divided_by_dk.json,0,0,9,0,0%,output,divided-by-dk,"
+        "samples/homework/worked/divided_by_dk.json,0,0,9,0,0%,output,divided-by-dk,"
         "output: divided by d_k = 3 instead of √d_k = √3\n"
-        "samples/homework/right.json,36,0,0,0,100%,,,\n"
+        "samples/homework/worked/right.json,36,0,0,0,100%,,,\n"
     )
 
 
 def test_gradebook_table():
-    r = qkv("check", WORKED, f"{HW}/right.json", f"{HW}/divided_by_dk.json")
+    r = qkv("check", WORKED, f"{HW}/worked/right.json", f"{HW}/worked/divided_by_dk.json")
     assert r.exit_code == 1
     assert "Gradebook for samples/worked_example.json" in r.stdout
-    assert re.search(r"│ samples/homework/right.json +│ +36 │ +0 │ +0 │ +0 │ +100% │", r.stdout)
+    assert re.search(
+        r"│ samples/homework/worked/right.json +│ +36 │ +0 │ +0 │ +0 │ +100% │", r.stdout
+    )
 
 
 def test_stage_file_csv_with_a_blank():
-    r = qkv("check", WORKED, "--stage-file", f"weights={HW}/weights.csv")
+    r = qkv("check", WORKED, "--stage-file", f"weights={HW}/worked/weights.csv")
     assert r.exit_code == 0
     assert r.stdout.splitlines()[0] == (
-        "samples/homework/weights.csv for samples/worked_example.json: 8 right, 0 wrong, 1 blank"
+        "samples/homework/worked/weights.csv for samples/worked_example.json: 8 right, 0 wrong, 1 blank"
     )
 
 
@@ -125,7 +129,7 @@ def test_tolerance_option(tmp_path):
             "qkv: error: --stage-file attn=x.csv: unknown stage 'attn' (stages: Q K V scores scaled masked weights head_outputs concat output)\n",
         ),
         (
-            [f"{HW}/right.json", "-f", "xml"],
+            [f"{HW}/worked/right.json", "-f", "xml"],
             "qkv: error: --format must be one of table, json, csv, not 'xml'\n",
         ),
     ],
@@ -317,7 +321,7 @@ def test_compute_rejects_unknown_format():
 
 
 def test_check_two_heads_sample():
-    r = qkv("check", f"{HW}/two_heads.json", f"{HW}/two_heads_sqrt_d_model.json", "-f", "json")
+    r = qkv("check", f"{HW}/two_heads.json", f"{HW}/two_heads/sqrt_d_model.json", "-f", "json")
     assert r.exit_code == 1
     (rep,) = json.loads(r.stdout)["reports"]
     (d,) = rep["diagnosis"]

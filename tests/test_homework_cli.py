@@ -365,3 +365,25 @@ def test_explain_columns_layout(tmp_path):
         "(layout columns: worked in rows form, where this cell is Q[2,3])\n"
         "Q[2,3] = x₂ · (row 3 of W_Q) = 0·1 + 2·0 + 0·1 + 2·1 = 2\n"
     )
+
+
+def test_readme_homework_examples_are_real_output():
+    """Every plain `$ qkv …` block of the README's homework section prints what it shows."""
+    import glob
+    import shlex
+    from pathlib import Path
+
+    text = Path("README.md").read_text()
+    section = text.split("<!-- section: homework -->")[1].split("\n## ")[0]
+    blocks = re.findall(r"```console\n\$ (.*?)\n(.*?)```", section, re.S)
+    checked = 0
+    for command, shown in blocks:
+        if any(ch in command for ch in "|;&") or not command.startswith("qkv "):
+            continue
+        args = [
+            a for w in shlex.split(command)[1:] for a in (sorted(glob.glob(w)) if "*" in w else [w])
+        ]
+        r = qkv(*args)
+        assert r.stdout == shown, command
+        checked += 1
+    assert checked >= 8

@@ -370,7 +370,7 @@ def grade(
     r = resolve(problem, options)
     truth = run(r)
     grids = sheet_arrays(sheet, truth)
-    tried = list(_variants(problem, options, r)) if diagnose else []
+    tried: list[tuple[Any, Resolved]] | None = None  # the mistake variants, made when needed
     basis: dict[str, np.ndarray] = {}
     cells: list[Cell] = []
     findings: list[Finding] = []
@@ -404,6 +404,8 @@ def grade(
                 wrong.append((idx, w))
         if wrong:
             finding = Finding(name)
+            if tried is None:
+                tried = _variants(problem, options, r) if diagnose else []
             fit = _diagnose(r, truth, tried, basis, name, grid, finding, tolerance)
             same = [f for f in findings if f.mistake and f.label == finding.label]
             if fit is not None and same:

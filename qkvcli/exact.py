@@ -205,12 +205,3 @@ def exact_scale(r: Resolved) -> Fraction | Surd:
         s = exact(float(o.scale))
     t = exact(float(o.temperature))
     return s / t
-
-
-def cell_text(v: Any, precision: int) -> str:
-    """A table cell of an exact run: fractions and surds exactly, floats as usual."""
-    if is_exact(v):
-        return text(v)
-    from .render.tables import fmt
-
-    return fmt(float(v), precision)

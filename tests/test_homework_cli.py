@@ -387,3 +387,20 @@ def test_readme_homework_examples_are_real_output():
         assert r.stdout == shown, command
         checked += 1
     assert checked >= 8
+
+
+def test_stage_file_in_compute_csv_form_for_two_heads(tmp_path):
+    """A per-head stage as `qkv compute --format csv` writes it: a head column, then the row."""
+    problem = f"{HW}/two_heads.json"
+    written = qkv("compute", problem, "-f", "csv", "--stage", "weights").stdout
+    assert written.splitlines()[3].startswith("2,1.0,0.0,0.0")
+    f = tmp_path / "w.csv"
+    f.write_text(written)
+    assert qkv("check", problem, "--stage-file", f"weights={f}").stdout.startswith(
+        f"{f} for {problem}: 18 right, 0 wrong\n"
+    )
+    f.write_text("\n".join(written.splitlines()[:3]))
+    r = qkv("check", problem, "--stage-file", f"weights={f}")
+    assert r.stderr == (
+        f"qkv: error: {f}: weights is 3×4 but this problem's weights is 2×3×3 (heads × queries × keys)\n"
+    )

@@ -58,7 +58,8 @@ def stage_table(
     from rich.table import Table
     from rich.text import Text
 
-    from ..exact import cell_text as exact_text
+    from ..exact import is_exact
+    from ..exact import text as exact_text
 
     rows, cols = matrix.shape
     row_labels = labels(trace, stage.rows, rows)
@@ -73,7 +74,7 @@ def stage_table(
     for label, row in zip(row_labels, matrix):
         cells: list[Any] = []
         for v in row:
-            text = fmt(float(v), precision) if matrix.dtype != object else exact_text(v, precision)
+            text = exact_text(v) if is_exact(v) else fmt(float(v), precision)
             cells.append(Text(text, style=_shade(float(v)) if weights else ""))
         if weights:
             cells.append(Text(fmt(float(row.sum()), precision)))

@@ -34,6 +34,24 @@ if TYPE_CHECKING:
     from .trace import Trace
 
 PER_HEAD = ("scores", "scaled", "masked", "weights", "head_outputs")
+#: The stages each stage is computed from directly.
+INPUTS = {"Q": (), "K": (), "V": (), "scores": ("Q", "K"), "scaled": ("scores",),
+          "masked": ("scaled",), "weights": ("masked", "scaled"), "head_outputs": ("weights", "V"),
+          "concat": ("head_outputs", "weights", "V"), "output": ("concat", "weights", "V")}  # fmt: skip
+
+
+def upstream(stage: str) -> set[str]:
+    """Every stage ``stage`` depends on.
+
+    >>> sorted(upstream("scaled"))
+    ['K', 'Q', 'scores']
+    """
+    out: set[str] = set()
+    for s in INPUTS[stage]:
+        out |= {s} | upstream(s)
+    return out
+
+
 MASKED_WORDS = ("-inf", "−∞", "-∞", "-infinity", "masked")
 VERDICTS = ("right", "consistent", "wrong")
 
@@ -390,11 +408,11 @@ def grade(
                 continue
             correct, exp = float(truth[name][idx]), float(expected[idx])
             if agrees(w, exp, tolerance):
-                late = not agrees(w, correct, tolerance) and troubled
-                verdict = "consistent" if late else "right"
-                cells.append(
-                    Cell(name, idx, w, correct, exp, verdict, troubled[-1] if late else None)
-                )
+                causes = [s for s in troubled if s in upstream(name)]
+                if causes and not agrees(w, correct, tolerance):
+                    cells.append(Cell(name, idx, w, correct, exp, "consistent", causes[-1]))
+                else:
+                    cells.append(Cell(name, idx, w, correct, exp, "right"))
             elif agrees(w, correct, tolerance):
                 cells.append(Cell(name, idx, w, correct, exp, "right"))
                 carried[idx] = correct

@@ -299,3 +299,16 @@ def test_causal_mask_aligned_to_the_wrong_end():
         "masked",
     )
     assert finding.label == "causal mask aligned to the first key instead"
+
+
+def test_consistent_names_the_stage_it_follows_from():
+    stages, (p, o) = plant(SQUARE, 1, None)
+    K = stages["K"].copy()
+    K[0, 0] += 1  # a slip in K …
+    V = stages["V"].copy()
+    V[2, 1] += 1  # … and an unrelated one in V
+    slipped = dict(stages, K=K, V=V, scores=stages["Q"] @ K.T)
+    report = grade(p, o, sheet(slipped, ["K", "V", "scores"]))
+    assert [f.stage for f in report.findings] == ["K", "V"]
+    follows = {c.basis for c in report.cells if c.verdict == "consistent"}
+    assert follows == {"K"}

@@ -112,9 +112,11 @@ def run(r: Resolved, given: dict[str, np.ndarray] | None = None) -> Trace:
     if o.exact:
         from .exact import exact_array, exact_scale
 
-        a = {k: exact_array(v) for k, v in r.arrays.items()}
+        a = {k: exact_array(v) for k, v in r.arrays.items()}  # fractions, as written
+        factor: Any = exact_scale(r)  # 1/√d_k kept as a surd
     else:
         a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
+        factor = r.scale / o.temperature
     h, g = r.heads, r.kv_heads
     given = given or {}
     shown: dict[str, Any] = {"masked": None}
@@ -149,7 +151,6 @@ def run(r: Resolved, given: dict[str, np.ndarray] | None = None) -> Trace:
             scores = q @ k.swapaxes(-1, -2)  # (B, h, n, m)
     scores = stage("scores", scores)
     _finite(scores, "scores", "Q·Kᵀ")
-    factor = exact_scale(r) if o.exact else r.scale / o.temperature
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = scores * factor  # (B, h, n, m)
         if r.bias is not None:

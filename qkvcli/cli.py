@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .cli_homework import register
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, QkvError
 
 
@@ -221,9 +222,7 @@ def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precis
     render(result, result.select(names), make_console(), precision)
 
 
-from .cli_homework import register  # noqa: E402  (check, explain, new)
-
-register(app)
+register(app)  # qkv check, explain, new
 
 
 def main() -> None:

@@ -175,3 +175,26 @@ def test_bad_cells_are_named():
         explain(p, Options(heads=3), "scores[1,1]")
     with pytest.raises(OptionError, match="--head 4: this problem has 3 head"):
         explain(p, Options(heads=3), "scores[1,1]", head=4)
+
+
+def test_sigmoid_temperature_bias_and_batch():
+    """Batch item 2: q₂ = (0, 2), k₁ = (1, 0); scaled = 0·(1/√2)/2 + 0.5; σ(0.5) = 0.6225 by hand."""
+    p = Problem(
+        {
+            "Q": np.array([[[1.0, 0], [0, 1]], [[1, 1], [0, 2]]]),
+            "K": np.array([[[1.0, 0], [0, 1]], [[1, 0], [1, 1]]]),
+            "V": np.array([[[1.0, 2], [3, 4]], [[0, 1], [1, 0]]]),
+            "attn_bias": np.array([[0.0, -1], [0.5, 0]]),
+        }
+    )
+    o = Options(normalize="sigmoid", temperature=2.0)
+    lines = explain(p, o, "weights[2,1]", item=2)
+    assert lines == [
+        "weights[2,1] (batch item 2): rows and columns count from 1; row = query 2, column = key 1.",
+        "scores[2,1] = q₂·k₁ = 0·1 + 2·0 = 0",
+        "scaled[2,1] = scores[2,1] × 1/√2 / 2 = 0 × 0.3536 + attn_bias[2,1] (0.5000) = 0.5000",
+        "masked[2,1] = scaled[2,1] = 0.5000 (query 2 may attend key 1)",
+        f"weights[2,1] = σ(masked[2,1]) = 1 / (1 + e^{{−0.5000}}) = {1 / (1 + math.exp(-0.5)):.4f}",
+    ]
+    with pytest.raises(OptionError, match="--item 3: this problem has 2 batch item"):
+        explain(p, o, "weights[2,1]", item=3)

@@ -102,23 +102,39 @@ def _place(index: np.ndarray) -> str:
     return ", ".join(parts)
 
 
-def run(r: Resolved) -> Trace:
+def run(r: Resolved, given: dict[str, np.ndarray] | None = None) -> Trace:
     """Compute every stage of attention for a resolved problem.
 
+    ``given`` maps stage names to arrays in the internal shape (Q: (B, n, h·d),
+    per-head stages: (B, h, n, m)) that replace the computed ones, so later
+    stages follow from them (``check`` follows a student's own values through).
     Overflow is never a warning: it is reported as a `ComputeError` naming the stage.
     """
     import numpy as np
 
     with np.errstate(all="ignore"):
-        return _run(r)
+        return _run(r, given or {})
 
 
-def _run(r: Resolved) -> Trace:
+def _run(r: Resolved, given: dict[str, np.ndarray]) -> Trace:
     import numpy as np
 
     o = r.options
-    a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
+    if o.exact:
+        from .exact import exact_array, exact_scale
+
+        a = {k: exact_array(v) for k, v in r.arrays.items()}  # fractions, as written
+        factor: Any = exact_scale(r)  # 1/√d_k kept as a surd
+    else:
+        a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
+        factor = r.scale / o.temperature
     h, g = r.heads, r.kv_heads
+    shown: dict[str, Any] = {"masked": None}
+
+    def stage(name: str, x: np.ndarray) -> np.ndarray:
+        """Record a stage (or its given replacement); later stages use it rounded if asked."""
+        shown[name] = x = given.get(name, x)
+        return x if o.round_to is None or name in given else np.round(x, o.round_to)
 
     def project(name: str, src: str) -> np.ndarray:
         if name in a:
@@ -127,53 +143,82 @@ def _run(r: Resolved) -> Trace:
         return out + a[f"b_{name}"] if f"b_{name}" in a else out
 
     kv_src = "X_kv" if "X_kv" in a else "X"
-    Q = project("Q", "X")  # (B, n, h·dk)
-    K = project("K", kv_src)  # (B, m, g·dk)
-    V = project("V", kv_src)  # (B, m, g·dv)
+    Q = stage("Q", project("Q", "X"))  # (B, n, h·dk)
+    K = stage("K", project("K", kv_src))  # (B, m, g·dk)
+    V = stage("V", project("V", kv_src))  # (B, m, g·dv)
     for name, x in (("Q", Q), ("K", K), ("V", V)):
         _finite(x, name, f"the projection {name}")
     q = split_heads(Q, h)  # (B, h, n, dk)
     k = np.repeat(split_heads(K, g), h // g, axis=1)  # (B, h, m, dk): GQA shares K heads
     v = np.repeat(split_heads(V, g), h // g, axis=1)  # (B, h, m, dv)
+    _fits(o, q, k)
     if o.similarity == "cosine":
         scores = cosine(q, k)  # (B, h, n, m)
+    elif o.scores_rule == "QK":
+        scores = q @ k  # (B, h, n, dk) @ (B, h, dk=m, …): the mistake K for Kᵀ
+    elif o.scores_rule == "KQt":
+        scores = k @ q.swapaxes(-1, -2)  # (B, h, m=n, n): the mistake (Q·Kᵀ)ᵀ
     else:
         scores = q @ k.swapaxes(-1, -2)  # (B, h, n, m)
+    scores = stage("scores", scores)
     _finite(scores, "scores", "Q·Kᵀ")
-    scaled = scores * (r.scale / o.temperature)  # (B, h, n, m)
+    scaled = scores * factor  # (B, h, n, m)
     _finite(scaled, "scaled", "scores × scale")
     allowed = r.allowed
     if r.bias is not None:
         open_ = r.bias != -np.inf  # (B|1, h|1, n, m): −∞ in the bias blocks
         scaled = scaled + r.bias  # (B, h, n, m) additive mask / ALiBi-style bias
-        _finite(np.where(open_, scaled, 0.0), "scaled", "scores × scale + attn_bias")
+        _finite(np.where(open_, _real(scaled), 0.0), "scaled", "scores × scale + attn_bias")
         allowed = open_ if allowed is None else (allowed & open_)
+    scaled = stage("scaled", scaled)
     masked = None
     if allowed is not None:
-        masked = np.where(allowed, scaled, -np.inf)  # (B, h, n, m)
-    logits = scaled if masked is None else masked
-    if o.normalize == "sigmoid":
+        masked = stage("masked", np.where(allowed, scaled, -np.inf))  # (B, h, n, m)
+        if "masked" in given:
+            allowed = np.isfinite(_real(masked))  # a given masked stage says what is masked
+    logits = _real(scaled if masked is None else masked)
+    if o.skip_softmax:
+        weights = logits if allowed is None else np.where(allowed, logits, 0.0)  # the mistake
+    elif o.softmax_axis == "queries":
+        cols = None if allowed is None else np.broadcast_to(allowed, logits.shape).swapaxes(-1, -2)
+        weights = softmax_rows(logits.swapaxes(-1, -2), cols, o.empty_rows).swapaxes(-1, -2)
+    elif o.normalize == "sigmoid":
         weights = sigmoid(logits, allowed)  # (B, h, n, m)
     else:
         if allowed is not None and o.empty_rows == "error":
             _no_empty_rows(r, np.broadcast_to(allowed, logits.shape))
         weights = softmax_rows(logits, allowed, o.empty_rows)  # (B, h, n, m)
-    heads_out = weights @ v  # (B, h, n, dv)
-    concat = merge_heads(heads_out)  # (B, n, h·dv)
+    weights = stage("weights", weights)
+    if o.weights_transposed:
+        heads_out = weights.swapaxes(-1, -2) @ v  # (B, h, m=n, n) @ (B, h, m, dv): the mistake
+    else:
+        heads_out = weights @ v  # (B, h, n, dv)
+    heads_out = stage("head_outputs", heads_out)
+    concat = stage("concat", merge_heads(heads_out))  # (B, n, h·dv)
     output = concat
     if "W_O" in a:
         output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
         if "b_O" in a:
             output = output + a["b_O"]
+    out = _real(output)
     if o.empty_rows == "nan":  # NaN rows were asked for; only overflow is an error
-        _finite(
-            np.nan_to_num(output, nan=0.0, posinf=np.inf, neginf=-np.inf), "output", "the output"
-        )
-    else:
-        _finite(output, "output", "the output")
-    arrays = {"Q": Q, "K": K, "V": V, "scores": scores, "scaled": scaled, "masked": masked}
-    arrays |= {"weights": weights, "head_outputs": heads_out, "concat": concat, "output": output}
-    return _trace(r, arrays)
+        out = np.nan_to_num(out, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    _finite(out, "output", "the output")
+    return _trace(r, shown | {"output": output if "W_O" in a else shown["concat"]})
+
+
+def _real(x: np.ndarray) -> np.ndarray:
+    """Floats for the functions that need them (exact runs carry fractions)."""
+    return x.astype(float) if x.dtype == object else x
+
+
+def _fits(o: Any, q: np.ndarray, k: np.ndarray) -> None:
+    """Check the shapes a mistake variant needs (a correct run always fits)."""
+    n, m, dk = q.shape[-2], k.shape[-2], q.shape[-1]
+    if o.scores_rule == "QK" and dk != m:
+        raise ComputeError(f"Q·K needs d_k ({dk}) to equal the number of keys ({m})")
+    if (o.scores_rule == "KQt" or o.weights_transposed) and n != m:
+        raise ComputeError(f"this variant needs as many queries ({n}) as keys ({m})")
 
 
 def _no_empty_rows(r: Resolved, allowed: np.ndarray) -> None:
@@ -200,7 +245,7 @@ def _finite(x: np.ndarray, name: str, what: str) -> None:
     """Raise `ComputeError` at the first infinite or NaN cell of a stage."""
     import numpy as np
 
-    bad = ~np.isfinite(x)
+    bad = ~np.isfinite(_real(x))
     if bad.any():
         *lead, i, j = (int(v) for v in np.argwhere(bad)[0])
         where = f"{name}[{i + 1},{j + 1}]"

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .cli_homework import register
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, QkvError
 
 
@@ -251,6 +252,12 @@ def compute(
             rich_help_panel=HOW,
         ),
     ] = None,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact", help="Fractions for linear stages, the scale as a surd.", rich_help_panel=HOW
+        ),
+    ] = False,
     trace: Annotated[
         bool, typer.Option("--trace", help="Show every stage.", rich_help_panel=OUT)
     ] = False,
@@ -265,7 +272,10 @@ def compute(
         int, typer.Option(min=0, max=17, help="Decimals in tables.", rich_help_panel=OUT)
     ] = 4,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="table, json, csv or tsv.", rich_help_panel=OUT)
+        str,
+        typer.Option(
+            "--format", "-f", help="table, json, csv, tsv, markdown or latex.", rich_help_panel=OUT
+        ),
     ] = "table",
     heatmap: Annotated[
         bool,
@@ -327,7 +337,8 @@ def compute(
     cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
                     "weights_layout": weights_layout, "similarity": similarity,
                     "normalize": normalize, "temperature": temperature, "mask": mask_kind,
-                    "mask_polarity": mask_polarity, "empty_rows": empty_rows}  # fmt: skip
+                    "mask_polarity": mask_polarity, "empty_rows": empty_rows,
+                    "exact": exact or None}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
     result = run(resolve(problem, options))
     pictures = Pictures(heatmap, tokens_view, top, svg, html)
@@ -345,9 +356,15 @@ def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precis
     """Write a trace in the chosen format to stdout."""
     from .errors import OptionError
 
-    formats = ("table", "json", "csv", "tsv")
+    formats = ("table", "json", "csv", "tsv", "markdown", "latex")
     if format not in formats:
         raise OptionError(f"--format must be one of {', '.join(formats)}, not {format!r}")
+    if format in ("markdown", "latex"):
+        from .render import writeup
+
+        write = writeup.to_markdown if format == "markdown" else writeup.to_latex
+        sys.stdout.write(write(result, result.select(stage), precision))
+        return
     if format in ("csv", "tsv"):
         names = stage or ["output"]
         if len(names) != 1:
@@ -366,6 +383,9 @@ def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precis
 
     names = stage or ([] if trace else ["weights", "output"])
     render(result, result.select(names), make_console(), precision)
+
+
+register(app)  # qkv check, explain, new
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ EMPTY_ROWS = ("error", "nan", "zero", "uniform")
 SIMILARITIES = ("dot", "cosine")
 NORMALIZERS = ("softmax", "sigmoid")
 DTYPES = ("float64", "float32")
+SCORES_RULES = ("QKt", "QK", "KQt")
+SOFTMAX_AXES = ("keys", "queries")
 
 #: Every matrix a problem can hold, by its canonical name.
 MATRICES = (
@@ -75,6 +77,14 @@ class Options:
     normalize: str = "softmax"
     temperature: float = 1.0
     dtype: str = "float64"
+    # Exact arithmetic (exact.py) and the variants that reproduce common mistakes
+    # (mistakes.py); a correct run leaves these at their defaults.
+    exact: bool = False  # fractions for the linear stages, the scale kept as a surd
+    scores_rule: str = "QKt"  # Q·Kᵀ; "QK" = K not transposed; "KQt" = (Q·Kᵀ)ᵀ
+    softmax_axis: str = "keys"  # "queries" = softmax down each column
+    skip_softmax: bool = False  # weights = the (masked) scaled scores themselves
+    weights_transposed: bool = False  # head output = weightsᵀ·V
+    round_to: int | None = None  # round each intermediate stage to this many decimals
 
     def merged(self, settings: dict[str, Any]) -> Options:
         """These options with ``settings`` (already validated values) on top."""
@@ -163,6 +173,12 @@ def validate_options(o: Options) -> Options:
     choice("similarity", o.similarity, SIMILARITIES)
     choice("normalize", o.normalize, NORMALIZERS)
     choice("dtype", o.dtype, DTYPES)
+    choice("scores_rule", o.scores_rule, SCORES_RULES)
+    choice("softmax_axis", o.softmax_axis, SOFTMAX_AXES)
+    if o.exact and o.similarity != "dot":
+        raise OptionError("exact arithmetic works with dot-product similarity, not cosine")
+    if o.round_to is not None and (isinstance(o.round_to, bool) or not isinstance(o.round_to, int)):
+        raise OptionError(f"round_to must be a whole number, not {o.round_to!r}")
     if o.mask is not None:
         choice("mask", o.mask, MASK_KINDS)
     for name in ("heads", "kv_heads"):

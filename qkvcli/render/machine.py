@@ -32,8 +32,9 @@ def to_json(trace: Trace, stages: list[Stage]) -> str:
         "meta": trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
     }
     for s in stages:
-        values = s.array.astype(np.float64).tolist()
-        doc[s.name] = values if np.all(np.isfinite(s.array)) else _plain(values)
+        a = s.array.astype(np.float64)  # exact runs hold fractions: written as floats
+        values = a.tolist()
+        doc[s.name] = values if np.all(np.isfinite(a)) else _plain(values)
     return json.dumps(doc, allow_nan=False, ensure_ascii=False) + "\n"
 
 

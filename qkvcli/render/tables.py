@@ -56,6 +56,9 @@ def stage_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) 
     from rich.table import Table
     from rich.text import Text
 
+    from ..exact import is_exact
+    from ..exact import text as exact_text
+
     rows, cols = matrix.shape
     row_labels = labels(trace, stage.rows, rows)
     col_labels = labels(trace, stage.cols, cols)
@@ -69,7 +72,7 @@ def stage_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) 
     for label, row in zip(row_labels, matrix):
         cells: list[Any] = []
         for v in row:
-            text = fmt(float(v), precision)
+            text = exact_text(v) if is_exact(v) else fmt(float(v), precision)
             cells.append(Text(text, style=_shade(float(v)) if weights else ""))
         if weights:
             cells.append(Text(fmt(float(row.sum()), precision)))

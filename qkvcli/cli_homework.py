@@ -1,0 +1,214 @@
+"""Homework commands: ``qkv check``, ``qkv explain`` and ``qkv new``.
+
+Registered on the app by `register`; the work is done in the core modules
+``check``, ``explain``, ``generate`` and ``mistakes``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .errors import EXIT_MISMATCH
+
+OUT = "Output"
+
+
+def _stage_files(items: list[str] | None) -> dict[str, str]:
+    from .errors import OptionError
+
+    files: dict[str, str] = {}
+    for item in items or []:
+        stage, sep, path = item.partition("=")
+        if not sep or not stage or not path:
+            raise OptionError(f"--stage-file {item!r}: write it as STAGE=FILE, e.g. weights=w.csv")
+        files[stage.strip()] = path.strip()
+    return files
+
+
+def check(
+    problem: Annotated[str, typer.Argument(help="JSON problem file.", show_default=False)],
+    answers: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="JSON answer files keyed by stage names (null = blank).", show_default=False
+        ),
+    ] = None,
+    stage_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage-file",
+            help="One stage's answers from CSV: STAGE=FILE, e.g. weights=w.csv (repeatable).",
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Right when within this absolute distance (default: by rounding)."
+        ),
+    ] = None,
+    precision: Annotated[
+        int,
+        typer.Option(min=0, max=17, help="Decimals of the correct values.", rich_help_panel=OUT),
+    ] = 4,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="table, json or csv (csv: the gradebook).", rich_help_panel=OUT
+        ),
+    ] = "table",
+) -> None:
+    """Mark a hand computation: every given cell right or wrong beside the correct value.
+
+    A value written with k decimals is right when it agrees with the true
+    value rounded to k decimals, one unit in the last place of slack (none for
+    whole numbers or when the true value has no more decimals). A stage that
+    is wrong only because an earlier one was is marked "consistent with your
+    <stage>"; a wrong stage is recomputed under the common mistakes and the
+    one that reproduces it is named. Several answer files give a gradebook.
+
+    Exit codes: 0 every given cell right, 1 something wrong, 2 bad input.
+
+    \b
+    Examples:
+      qkv check samples/worked_example.json samples/homework/worked/article_code.json
+      qkv check samples/worked_example.json --stage-file weights=samples/homework/worked/weights.csv
+      qkv check samples/worked_example.json samples/homework/worked/*.json -f csv
+    """
+    from .check import grade, load_answers
+    from .errors import OptionError
+    from .loaders import load
+    from .problem import Options
+
+    formats = ("table", "json", "csv")
+    if format not in formats:
+        raise OptionError(f"--format must be one of {', '.join(formats)}, not {format!r}")
+    files = _stage_files(stage_file)
+    paths = list(answers or [])
+    if files and len(paths) > 1:
+        raise OptionError("--stage-file adds to one answer file, not to several")
+    if not paths and not files:
+        raise OptionError("no answers: give an answer file or --stage-file STAGE=FILE")
+    prob, settings = load(problem)
+    options = Options().merged(settings)
+    sheets = [load_answers(p, files) for p in paths] if paths else [load_answers(None, files)]
+    reports = [grade(prob, options, s, tolerance) for s in sheets]
+    if format == "json":
+        from .render.homework import reports_json
+
+        sys.stdout.write(reports_json(prob.origin, reports))
+    elif format == "csv":
+        from .render.homework import gradebook_csv
+
+        sys.stdout.write(gradebook_csv(reports))
+    else:
+        from .render.homework import render_gradebook, render_report
+        from .render.tables import make_console
+
+        console = make_console()
+        if len(reports) == 1:
+            render_report(reports[0], console, precision)
+        else:
+            render_gradebook(reports, console)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(EXIT_MISMATCH)
+
+
+def explain(
+    problem: Annotated[str, typer.Argument(help="JSON problem file.", show_default=False)],
+    cell: Annotated[
+        str,
+        typer.Argument(help="STAGE[ROW,COLUMN], 1-based, e.g. scores[2,3].", show_default=False),
+    ],
+    head: Annotated[
+        int | None, typer.Option(min=1, help="Head (1-based) for per-head stages.")
+    ] = None,
+    item: Annotated[int | None, typer.Option(min=1, help="Batch item (1-based).")] = None,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Fractions, the scale as a surd, e-powers.")
+    ] = False,
+    precision: Annotated[int, typer.Option(min=0, max=17, help="Decimals shown.")] = 4,
+) -> None:
+    """Write out the arithmetic behind one cell, with the actual numbers.
+
+    Rows and columns count from 1, as people write them by hand: scores[2,3]
+    is query 2 against key 3.
+
+    \b
+    Examples:
+      qkv explain samples/worked_example.json 'scores[2,3]'
+      qkv explain samples/worked_example.json 'weights[1,2]' --exact
+      qkv explain samples/homework/two_heads.json 'weights[2,1]' --head 2
+    """
+    from .explain import explain as explain_cell
+    from .loaders import load
+    from .problem import Options
+
+    prob, settings = load(problem)
+    options = Options().merged(settings).merged({"exact": exact or None})
+    for line in explain_cell(prob, options, cell, head, item, precision):
+        print(line)
+
+
+def new(
+    seed: Annotated[int, typer.Option(help="Same seed, same problem.")] = 0,
+    tokens: Annotated[int, typer.Option(help="Number of tokens (rows of X).")] = 3,
+    d_model: Annotated[int, typer.Option("--d-model", help="Columns of X.")] = 4,
+    d_k: Annotated[int, typer.Option("--d-k", help="d_k per head (4: the scale is 1/2).")] = 4,
+    d_v: Annotated[int | None, typer.Option("--d-v", help="d_v per head (default d_k).")] = None,
+    heads: Annotated[int, typer.Option(help="Number of heads.")] = 1,
+    scale: Annotated[str, typer.Option(help="sqrt (1/√d_k) or none.")] = "sqrt",
+    mask: Annotated[str | None, typer.Option(help="causal, or no mask.")] = None,
+    negative: Annotated[
+        bool, typer.Option("--negative", help="Allow −1 among the entries.")
+    ] = False,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write the problem here (default stdout).")
+    ] = None,
+    answers: Annotated[
+        str | None, typer.Option(help="Also write the answer key here, in the check format.")
+    ] = None,
+    precision: Annotated[int, typer.Option(min=0, max=17, help="Decimals in the key.")] = 4,
+) -> None:
+    """Write a practice problem with friendly numbers (small whole entries).
+
+    \b
+    Examples:
+      qkv new --seed 3 -o problem.json --answers key.json
+      qkv new --seed 3 --heads 2 --d-k 2 --mask causal
+    """
+    from .attention import run
+    from .generate import Spec, answer_key, practice, to_json
+    from .loaders import parse_json
+    from .problem import Options, resolve
+
+    spec = Spec(seed, tokens, d_model, d_k, d_v, heads, scale, mask, negative)
+    doc = practice(spec)
+    text = to_json(doc)
+    _write(output, text)
+    if answers:
+        prob, settings = parse_json(text, output or "<new>")
+        trace = run(resolve(prob, Options().merged(settings)))
+        _write(answers, to_json(answer_key(trace), precision))
+
+
+def _write(path: str | None, text: str) -> None:
+    from .errors import InputError
+
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add the homework commands to the ``qkv`` app."""
+    app.command()(check)
+    app.command()(explain)
+    app.command()(new)

@@ -1,0 +1,394 @@
+"""Write out the arithmetic behind one cell of one stage, with the actual numbers.
+
+Cells are named as people write them by hand, 1-based: ``scores[2,3]`` is
+row 2, column 3. The explanation walks the cell's own chain — the dot product
+``q₂·k₃ = 2·4 + 2·4 + 2·0 = 16``, the scaling, ``e^{…}/Σ e^{…}`` with its
+terms, the weighted sum of the rows of V.
+
+>>> parse_cell("weights[1, 2]")
+('weights', 0, 1)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import OptionError, shape_str
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .problem import Options, Problem, Resolved
+    from .trace import Trace
+
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+_CELL = re.compile(r"^\s*([A-Za-z_]+)\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]\s*$")
+
+
+def parse_cell(text: str) -> tuple[str, int, int]:
+    """``"scores[2,3]"`` → ``("scores", 1, 2)`` (0-based inside, 1-based as written)."""
+    m = _CELL.match(text)
+    if not m:
+        raise OptionError(
+            f"cell {text!r} is not of the form STAGE[ROW,COLUMN], e.g. scores[2,3] (1-based)"
+        )
+    row, col = int(m[2]), int(m[3])
+    if row < 1 or col < 1:
+        raise OptionError(f"cell {text!r}: rows and columns count from 1")
+    return m[1], row - 1, col - 1
+
+
+def sub(i: int) -> str:
+    """A 0-based index as a 1-based subscript: ``sub(1)`` → ``'₂'``."""
+    return str(i + 1).translate(_SUB)
+
+
+class Numbers:
+    """How numbers are written: exact values as such, whole numbers bare, others fixed."""
+
+    def __init__(self, precision: int) -> None:
+        self.precision = precision
+
+    def __call__(self, v: Any) -> str:
+        from .exact import is_exact, text
+
+        if is_exact(v):
+            return text(v)
+        v = float(v)
+        if math.isinf(v):
+            return "−∞" if v < 0 else "∞"
+        if v == int(v) and abs(v) < 1e15:
+            return str(int(v)).replace("-", "−")
+        return f"{v:.{self.precision}f}".replace("-", "−")
+
+    def factor(self, v: Any) -> str:
+        """A number as a factor in a product: negatives in parentheses."""
+        s = self(v)
+        return f"({s})" if s.startswith("−") else s
+
+    def big(self, v: float) -> str:
+        """An e-power's value, 6 significant digits."""
+        return f"{v:.6g}"
+
+    def approx(self, v: Any) -> str:
+        """An exact value with its decimal beside it when it is not a whole number."""
+        from .exact import is_exact
+
+        s = self(v)
+        if is_exact(v) and float(v) != int(float(v)):
+            return f"{s} ≈ {float(v):.{self.precision}f}"
+        return s
+
+
+def dot_terms(a: list[Any], b: list[Any], fmt: Numbers) -> str:
+    """``2·4 + 2·4 + 2·0``."""
+    return " + ".join(f"{fmt.factor(x)}·{fmt.factor(y)}" for x, y in zip(a, b))
+
+
+class Cell:
+    """The canonical (rows-layout) arrays of one batch item and head of a run."""
+
+    def __init__(self, r: Resolved, t: Trace, item: int, head: int) -> None:
+        from .check import to_internal
+
+        self.r, self.t, self.b, self.h = r, t, item, head
+        self.group = head // (r.heads // r.kv_heads)
+        self.internal = {name: to_internal(r, name, t[name]) for name in t.stages}
+
+    def head_cols(self, name: str, width: int, group: bool) -> np.ndarray:
+        """The columns of Q/K/V that belong to this head (K and V by its K/V group)."""
+        a = self.internal[name][self.b]  # (rows, h·d)
+        k = self.group if group else self.h
+        return a[:, k * width : (k + 1) * width]
+
+    def stage(self, name: str) -> np.ndarray:
+        """A per-head stage of this item and head: (n, m) or (n, dv)."""
+        return self.internal[name][self.b, self.h]
+
+
+def explain(
+    problem: Problem,
+    options: Options,
+    cell: str,
+    head: int | None = None,
+    item: int | None = None,
+    precision: int = 4,
+) -> list[str]:
+    """The lines explaining ``cell`` (e.g. ``"scores[2,3]"``); ``head``/``item`` are 1-based."""
+    from .attention import run
+    from .problem import resolve
+
+    name, i, j = parse_cell(cell)
+    r = resolve(problem, options)
+    t = run(r)
+    if name not in t.stages:
+        raise OptionError(f"no stage {name!r} in this problem; stages: {', '.join(t.stages)}")
+    stage = t.stages[name]
+    per_head = name in ("scores", "scaled", "masked", "weights", "head_outputs")
+    if per_head and r.multihead and head is None:
+        raise OptionError(f"{name} is computed per head: give --head 1…{r.heads}")
+    h = (head or 1) - 1
+    if not 0 <= h < r.heads:
+        raise OptionError(f"--head {head}: this problem has {r.heads} head(s)")
+    b = (item or 1) - 1
+    if not 0 <= b < r.B:
+        raise OptionError(f"--item {item}: this problem has {r.B} batch item(s)")
+    rows, cols = stage.shape
+    if i >= rows or j >= cols:
+        raise OptionError(
+            f"{name} is {shape_str((rows, cols))}: {name}[{i + 1},{j + 1}] is outside it"
+        )
+    fmt = Numbers(precision)
+    c = Cell(r, t, b, h)
+    where = [f"head {h + 1}"] if per_head and r.multihead else []
+    where += [f"batch item {b + 1}"] if r.batched else []
+    intro = f"{name}[{i + 1},{j + 1}]" + (f" ({', '.join(where)})" if where else "")
+    lines = [f"{intro}: rows and columns count from 1; {_axes(t, name, i, j)}."]
+    if r.options.layout == "columns" and "features" in (stage.rows, stage.cols):
+        i, j = j, i  # the working is written in rows form: the token is the row
+        lines.append(
+            f"(layout columns: worked in rows form, where this cell is {name}[{i + 1},{j + 1}])"
+        )
+    lines += _explain(c, name, i, j, fmt)
+    return lines
+
+
+def _axes(t: Trace, name: str, i: int, j: int) -> str:
+    s = t.stages[name]
+
+    def label(axis: str, k: int) -> str:
+        names = {"queries": t.tokens, "keys": t.kv_tokens}.get(axis)
+        word = {"queries": "query", "keys": "key", "features": "feature"}[axis]
+        token = f" ({names[k]})" if names and k < len(names) else ""
+        return f"{word} {k + 1}{token}"
+
+    return f"row = {label(s.rows, i)}, column = {label(s.cols, j)}"
+
+
+def _explain(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    return {
+        "Q": _projection,
+        "K": _projection,
+        "V": _projection,
+        "scores": _scores,
+        "scaled": _scaled,
+        "masked": _masked,
+        "weights": _weights,
+        "head_outputs": _weighted_sum,
+        "concat": _concat,
+        "output": _output,
+    }[name](c, name, i, j, fmt)
+
+
+def _projection(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    r = c.r
+    value = c.internal[name][c.b][i, j]
+    if f"W_{name}" not in r.arrays:
+        return [f"{name}[{i + 1},{j + 1}] = {fmt.approx(value)} ({name} is given directly)"]
+    src = "X" if name == "Q" or "X_kv" not in r.arrays else "X_kv"
+    x = _exact_row(r, r.arrays[src][c.b][i])
+    w = _exact_row(r, r.arrays[f"W_{name}"][:, j])
+    which = _w_axis(r)
+    line = f"{name}[{i + 1},{j + 1}] = {src.lower()}{sub(i)} · ({which} {j + 1} of W_{name})"
+    line += f" = {dot_terms(x, w, fmt)}"
+    if f"b_{name}" in r.arrays:
+        line += f" + {fmt.factor(_exact_row(r, r.arrays[f'b_{name}'])[j])}"
+    return [f"{line} = {fmt.approx(value)}"]
+
+
+def _w_axis(r: Resolved) -> str:
+    """Which line of W the user sees: a column (in-out) or a row (out-in, columns layout)."""
+    o = r.options
+    return "row" if o.weights_layout == "out-in" or o.layout == "columns" else "column"
+
+
+def _exact_row(r: Resolved, a: np.ndarray) -> list[Any]:
+    """Input numbers as the run used them: fractions in an exact run."""
+    if r.options.exact:
+        from .exact import exact
+
+        return [exact(float(v)) for v in a]
+    return [float(v) for v in a]
+
+
+def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    r = c.r
+    q = list(c.head_cols("Q", r.d_head, False)[i])
+    k = list(c.head_cols("K", r.d_head, True)[j])
+    value = c.stage("scores")[i, j]
+    cols = ""
+    if r.multihead:
+        lo = c.h * r.d_head
+        cols = f" (head {c.h + 1} uses {_span(lo, r.d_head)} of Q"
+        kv = c.group * r.d_head
+        cols += f" and {_span(kv, r.d_head)} of K)" if r.kv_heads != r.heads else " and K)"
+    if r.options.similarity == "cosine":
+        dot = sum(float(a) * float(b) for a, b in zip(q, k))
+        nq = math.sqrt(sum(float(a) ** 2 for a in q))
+        nk = math.sqrt(sum(float(b) ** 2 for b in k))
+        return [
+            f"scores[{i + 1},{j + 1}] = cos(q{sub(i)}, k{sub(j)}) = q{sub(i)}·k{sub(j)} / (|q{sub(i)}|·|k{sub(j)}|)"
+            f" = ({dot_terms(q, k, fmt)}) / ({fmt(nq)}·{fmt(nk)}) = {fmt(dot)} / {fmt(nq * nk)}"
+            f" = {fmt(value)}{cols}"
+        ]
+    return [
+        f"scores[{i + 1},{j + 1}] = q{sub(i)}·k{sub(j)} = {dot_terms(q, k, fmt)}"
+        f" = {fmt.approx(value)}{cols}"
+    ]
+
+
+def _span(lo: int, width: int) -> str:
+    """``columns 3–4`` or ``column 3`` (1-based)."""
+    return f"column {lo + 1}" if width == 1 else f"columns {lo + 1}–{lo + width}"
+
+
+def _scale_words(c: Cell, fmt: Numbers) -> tuple[str, Any]:
+    """The scale as written (``1/√3``) and its value (exact in an exact run)."""
+    from .attention import scale_text
+
+    r = c.r
+    o = r.options
+    if o.exact:
+        from .exact import exact_scale
+
+        value: Any = exact_scale(r)
+    else:
+        value = r.scale / o.temperature
+    words = scale_text(r)
+    if o.temperature != 1:
+        words = f"{words} / {o.temperature:g}"
+    return words, value
+
+
+def _scaled(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    lines = _scores(c, "scores", i, j, fmt)
+    r = c.r
+    s = c.stage("scores")[i, j]
+    words, factor = _scale_words(c, fmt)
+    value = c.stage("scaled")[i, j]
+    line = f"scaled[{i + 1},{j + 1}] = scores[{i + 1},{j + 1}] × {words} = {fmt.factor(s)} × {fmt(factor)}"
+    if r.bias is not None:
+        bias = float(r.bias[min(c.b, r.bias.shape[0] - 1), min(c.h, r.bias.shape[1] - 1), i, j])
+        line += f" + attn_bias[{i + 1},{j + 1}] ({fmt(bias)})"
+    lines.append(f"{line} = {fmt.approx(value)}")
+    return lines
+
+
+def _allowed(c: Cell, i: int, j: int) -> bool:
+    r = c.r
+    ok = True
+    if r.allowed is not None:
+        a = r.allowed
+        ok = bool(a[min(c.b, a.shape[0] - 1), min(c.h, a.shape[1] - 1), i, j])
+    return ok and math.isfinite(float(c.stage("scaled")[i, j]))
+
+
+def _masked(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    lines = _scaled(c, "scaled", i, j, fmt)
+    if _allowed(c, i, j):
+        lines.append(
+            f"masked[{i + 1},{j + 1}] = scaled[{i + 1},{j + 1}] = {fmt.approx(c.stage('scaled')[i, j])}"
+            f" (query {i + 1} may attend key {j + 1})"
+        )
+    else:
+        lines.append(
+            f"masked[{i + 1},{j + 1}] = −∞ (the mask blocks key {j + 1} for query {i + 1})"
+        )
+    return lines
+
+
+def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    masked = "masked" in c.t.stages
+    lines = (_masked if masked else _scaled)(c, name, i, j, fmt)
+    src = "masked" if masked else "scaled"
+    row = c.stage(src)[i]
+    w = float(c.stage("weights")[i, j])
+    cell = f"weights[{i + 1},{j + 1}]"
+    if c.r.options.normalize == "sigmoid":
+        x = row[j]
+        if not math.isfinite(float(x)):
+            lines.append(f"{cell} = 0: key {j + 1} is masked, so it gets no weight")
+        else:
+            lines.append(
+                f"{cell} = σ({src}[{i + 1},{j + 1}]) = 1 / (1 + e^{{{fmt(-x)}}}) = {fmt(w)}"
+            )
+        return lines
+    live = [k for k in range(len(row)) if math.isfinite(float(row[k]))]
+    if j not in live:
+        lines.append(f"{cell} = 0: key {j + 1} is masked, so it gets no weight")
+        return lines
+    if not live:
+        lines.append(f"{cell}: every key is masked in row {i + 1}")
+        return lines
+    powers = [f"e^{{{fmt(row[k])}}}" for k in live]
+    exps = [math.exp(float(row[k])) for k in live]
+    total = sum(exps)
+    mine = math.exp(float(row[j]))
+    lines.append(
+        f"{cell} = e^{{{src}[{i + 1},{j + 1}]}} / Σₖ e^{{{src}[{i + 1},k]}}"
+        + _left_out([k for k in range(len(row)) if k not in live])
+    )
+    lines.append(f"  = e^{{{fmt(row[j])}}} / ({' + '.join(powers)})")
+    lines.append(
+        f"  = {fmt.big(mine)} / ({' + '.join(fmt.big(e) for e in exps)}) = {fmt.big(mine)} / {fmt.big(total)}"
+    )
+    lines.append(f"  = {fmt(w)}")
+    return lines
+
+
+def _left_out(dead: list[int]) -> str:
+    """`` (keys 2, 3 masked, left out)`` or nothing."""
+    if not dead:
+        return ""
+    word = "key" if len(dead) == 1 else "keys"
+    return f" ({word} {', '.join(str(k + 1) for k in dead)} masked, left out)"
+
+
+def _weighted_sum(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    r = c.r
+    weights = c.stage("weights")[i]
+    v = c.head_cols("V", r.dv_head, True)[:, j]
+    if name == "head_outputs":
+        value = c.stage("head_outputs")[i, j]
+    else:
+        value = c.internal[name][c.b][i, j]
+    target = f"{name}[{i + 1},{j + 1}]"
+    lines = [f"weights[{i + 1},·] = ({', '.join(fmt(w) for w in weights)})"]
+    if r.multihead:
+        lo = c.group * r.dv_head
+        lines.append(f"head {c.h + 1} uses {_span(lo, r.dv_head)} of V")
+    lines.append(
+        f"{target} = Σⱼ weights[{i + 1},j]·V[j,{j + 1}] = {dot_terms(list(weights), list(v), fmt)}"
+        f" = {fmt(value)}"
+    )
+    return lines
+
+
+def _concat(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    r = c.r
+    h, jj = divmod(j, r.dv_head)
+    inner = Cell(r, c.t, c.b, h)
+    value = c.internal["concat"][c.b][i, j]
+    lines = [
+        f"concat[{i + 1},{j + 1}] = head_outputs[head {h + 1}][{i + 1},{jj + 1}] = {fmt(value)}"
+        f" (column {j + 1} of concat is column {jj + 1} of head {h + 1})"
+    ]
+    return lines + _weighted_sum(inner, "head_outputs", i, jj, fmt)
+
+
+def _output(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    r = c.r
+    if "W_O" not in r.arrays:
+        if r.multihead:
+            last = f"output[{i + 1},{j + 1}] = concat[{i + 1},{j + 1}]"
+            return [*_concat(c, "concat", i, j, fmt), last]
+        return _weighted_sum(c, "output", i, j, fmt)
+    row = list(c.internal["concat"][c.b][i])
+    w = _exact_row(r, r.arrays["W_O"][:, j])
+    value = c.internal["output"][c.b][i, j]
+    line = f"output[{i + 1},{j + 1}] = concat{sub(i)} · ({_w_axis(r)} {j + 1} of W_O) = {dot_terms(row, w, fmt)}"
+    if "b_O" in r.arrays:
+        line += f" + {fmt.factor(_exact_row(r, r.arrays['b_O'])[j])}"
+    return [f"{line} = {fmt(value)}"]

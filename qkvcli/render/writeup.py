@@ -1,0 +1,132 @@
+"""The whole traced solution as Markdown or as a LaTeX document (bmatrix), ready to paste.
+
+Plain text, no rich. Exact runs (``--exact``) show fractions and surds.
+
+>>> tex_formula("scaled = scores × 1/√3")
+'\\\\text{scaled} = \\\\text{scores} \\\\times 1 / \\\\sqrt{3}'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..trace import Stage, Trace
+
+_TOKEN = re.compile(r"[A-Za-z]+(?:_[A-Za-z0-9]+)*|√\d+|−∞|\d+(?:\.\d+)?|\S")
+_SYMBOLS = {"·": r"\cdot", "ᵀ": r"^{\top}", "×": r"\times", "…": r"\ldots", "−": "-",
+            "Σ": r"\Sigma", "∞": r"\infty"}  # fmt: skip
+
+
+def tex_formula(formula: str) -> str:
+    """A stage formula (``scores = Q·Kᵀ``) in LaTeX math."""
+    out: list[str] = []
+    for tok in _TOKEN.findall(formula):
+        if tok.startswith("√"):
+            out.append(rf"\sqrt{{{tok[1:]}}}")
+        elif tok == "−∞":
+            out.append(r"-\infty")
+        elif tok in _SYMBOLS:
+            out.append(_SYMBOLS[tok])
+        elif re.fullmatch(r"[A-Z](?:_[A-Za-z0-9]+)?", tok):
+            base, _, low = tok.partition("_")
+            out.append(f"{base}_{{{low}}}" if low else base)
+        elif re.fullmatch(r"[A-Za-z_0-9]+", tok) and not tok.isdigit():
+            if out and out[-1].startswith(r"\text{"):
+                out[-1] = out[-1][:-1] + " " + tok.replace("_", r"\_") + "}"
+            else:
+                out.append(r"\text{" + tok.replace("_", r"\_") + "}")
+        else:
+            out.append(tok)
+    return " ".join(out)
+
+
+def _cell(v: Any, precision: int, tex: bool) -> str:
+    from ..exact import is_exact, latex, text
+    from .tables import fmt
+
+    if is_exact(v):
+        return latex(v) if tex else text(v)
+    s = fmt(float(v), precision)
+    if tex:
+        return s.replace("−∞", r"-\infty").replace("NaN", r"\text{NaN}")
+    return s
+
+
+def _title(stage: Stage, suffix: str) -> tuple[str, str]:
+    """The stage name with its batch/head suffix, and the right-hand side of its formula."""
+    name = stage.name + (f" [{suffix}]" if suffix else "")
+    _, _, rhs = stage.formula.partition(" = ")
+    return name, rhs if rhs else stage.formula
+
+
+def to_markdown(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
+    """Markdown: a heading and a table per matrix, token labels on rows and columns."""
+    from ..errors import shape_str
+    from .tables import header, labels, matrices
+
+    out = ["# Attention, step by step", ""]
+    out += [line + "  " for line in header(trace).splitlines()]
+    for stage in stages:
+        for suffix, matrix in matrices(stage, trace):
+            name, rhs = _title(stage, suffix)
+            out += ["", f"## {name} = {rhs} ({shape_str(matrix.shape)})", ""]
+            cols = labels(trace, stage.cols, matrix.shape[1])
+            rows = labels(trace, stage.rows, matrix.shape[0])
+            out.append("| | " + " | ".join(_md(c) for c in cols) + " |")
+            out.append("|---|" + "---:|" * len(cols))
+            for label, row in zip(rows, matrix):
+                cells = [_cell(v, precision, False) for v in row]
+                out.append(f"| **{_md(label)}** | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def _tex_text(text: str) -> str:
+    """Plain text for a LaTeX paragraph: specials escaped, symbols in math."""
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}"}  # fmt: skip
+    out = "".join(specials.get(ch, ch) for ch in text)
+    for sym, tex in (("×", r"$\times$"), ("√", r"$\surd$"), ("←", r"$\leftarrow$"),
+                     ("·", r"$\cdot$"), ("ᵀ", r"$^\top$"), ("−", "-"), ("∞", r"$\infty$")):  # fmt: skip
+        out = out.replace(sym, tex)
+    return out
+
+
+def to_latex(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
+    """A complete LaTeX document: one displayed equation with a bmatrix per matrix."""
+    from .tables import header, matrices
+
+    out = [
+        r"\documentclass{article}",
+        r"\usepackage{amsmath}",
+        r"\setcounter{MaxMatrixCols}{30}",
+        r"\begin{document}",
+        r"\section*{Attention, step by step}",
+        "",
+    ]
+    out += [_tex_text(line) + r"\\" for line in header(trace).splitlines()]
+    if trace.tokens:
+        out.append("Rows are the queries " + _tex_text(", ".join(trace.tokens)) + r".\\")
+    for stage in stages:
+        for suffix, matrix in matrices(stage, trace):
+            _, rhs = _title(stage, suffix)
+            head = tex_formula(stage.name)
+            if suffix:
+                head += r"^{(\text{" + _tex_text(suffix) + "})}"
+            rows = [" & ".join(_cell(v, precision, True) for v in row) for row in matrix]
+            out += [
+                "",
+                r"\[",
+                f"{head} = {tex_formula(rhs)} =",
+                r"\begin{bmatrix}",
+                " \\\\\n".join(rows),
+                r"\end{bmatrix}",
+                r"\]",
+            ]
+    out += ["", r"\end{document}"]
+    return "\n".join(out) + "\n"

@@ -15,7 +15,14 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .cli_homework import register
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, QkvError
+from .errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    OutputError,
+    QkvError,
+)
 
 
 class QkvGroup(TyperGroup):
@@ -52,6 +59,17 @@ class QkvGroup(TyperGroup):
             )
         sys.exit(rv if isinstance(rv, int) else 0)
 
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a closed pipe is caught here, before typer's own handler."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_pipe()
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise OutputError(f"cannot write the output: {e.strerror or e}") from None
+
 
 def _fail(message: str, code: int) -> None:
     print(f"qkv: error: {message}", file=sys.stderr)
@@ -59,7 +77,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def _quiet_pipe() -> None:
-    """The reader went away (``qkv … | head``): stop without a word."""
+    """The reader went away (``qkv … | head``): stop without a word, exit 141 as SIGPIPE would."""
     import os
 
     try:
@@ -67,7 +85,7 @@ def _quiet_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    sys.exit(0)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 app = typer.Typer(

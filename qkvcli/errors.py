@@ -13,6 +13,7 @@ EXIT_MISMATCH = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # a bug in qkv (sysexits EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (128 + SIGPIPE)
 
 
 class QkvError(Exception):
@@ -31,6 +32,10 @@ class ShapeError(QkvError):
 
 class OptionError(QkvError):
     """An option or setting that is out of range or contradicts another."""
+
+
+class OutputError(QkvError):
+    """Output that cannot be written: a full disk, a read-only directory, a closed stream."""
 
 
 class ComputeError(QkvError):

@@ -172,7 +172,11 @@ def make_console(file: Any = None, width: int | None = None, color: bool | None 
     """A console for stdout (or ``file``); colour off when NO_COLOR is set or not a terminal."""
     from rich.console import Console
 
+    class QuietPipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError  # the CLI ends quietly, with its own exit code
+
     kwargs: dict[str, Any] = {"file": file, "width": width, "highlight": False, "emoji": False}
     if color is False:
         kwargs["color_system"] = None
-    return Console(**kwargs)
+    return QuietPipeConsole(**kwargs)

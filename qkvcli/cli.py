@@ -20,6 +20,13 @@ from .errors import EXIT_INTERRUPTED, EXIT_USAGE, QkvError
 class QkvGroup(TyperGroup):
     """Maps every exception to one stderr line and an exit code, in one place."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from .coercion import install
+
+        for command in (self, *self.commands.values()):
+            install(command)  # plain option types without pydantic: fast start-up
+
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
         try:

@@ -38,16 +38,18 @@ def merge_heads(a: np.ndarray) -> np.ndarray:
 
 def cosine(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     """cos(q_i, k_j) for every pair: (…, n, d), (…, m, d) → (…, n, m)."""
+    return unit_rows(q, "Q") @ unit_rows(k, "K").swapaxes(-1, -2)  # (…, n, m)
+
+
+def unit_rows(a: np.ndarray, name: str) -> np.ndarray:
+    """Each row divided by its length; a zero row has no direction (`ComputeError`)."""
     import numpy as np
 
-    for name, a in (("Q", q), ("K", k)):
-        norms = np.linalg.norm(a, axis=-1)  # (…, rows)
-        if np.any(norms == 0):
-            row = int(np.argwhere(norms == 0)[0][-1]) + 1
-            raise ComputeError(f"{name} row {row} is all zeros: its cosine similarity is undefined")
-    qn = q / np.linalg.norm(q, axis=-1, keepdims=True)  # (…, n, d)
-    kn = k / np.linalg.norm(k, axis=-1, keepdims=True)  # (…, m, d)
-    return qn @ kn.swapaxes(-1, -2)  # (…, n, m)
+    norms = np.linalg.norm(a, axis=-1, keepdims=True)  # (…, rows, 1)
+    if np.any(norms == 0):
+        row = int(np.argwhere(norms[..., 0] == 0)[0][-1]) + 1
+        raise ComputeError(f"{name} row {row} is all zeros: its cosine similarity is undefined")
+    return a / norms  # (…, rows, d)
 
 
 def softmax_rows(x: np.ndarray, allowed: np.ndarray | None, empty: str) -> np.ndarray:
@@ -104,19 +106,8 @@ def run(r: Resolved) -> Trace:
     import numpy as np
 
     o = r.options
-    a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
     h, g = r.heads, r.kv_heads
-
-    def project(name: str, src: str) -> np.ndarray:
-        if name in a:
-            return a[name]  # given directly: (B, rows, d)
-        out = a[src] @ a[f"W_{name}"]  # (B, rows, d_model) @ (d_model, d) → (B, rows, d)
-        return out + a[f"b_{name}"] if f"b_{name}" in a else out
-
-    kv_src = "X_kv" if "X_kv" in a else "X"
-    Q = project("Q", "X")  # (B, n, h·dk)
-    K = project("K", kv_src)  # (B, m, g·dk)
-    V = project("V", kv_src)  # (B, m, g·dv)
+    a, Q, K, V = project(r)
     q = split_heads(Q, h)  # (B, h, n, dk)
     k = np.repeat(split_heads(K, g), h // g, axis=1)  # (B, h, m, dk): GQA shares K heads
     v = np.repeat(split_heads(V, g), h // g, axis=1)  # (B, h, m, dv)
@@ -144,15 +135,35 @@ def run(r: Resolved) -> Trace:
     else:
         weights = softmax_rows(logits, allowed, o.empty_rows)  # (B, h, n, m)
     heads_out = weights @ v  # (B, h, n, dv)
+    concat, output = combine(heads_out, a)
+    arrays = {"Q": Q, "K": K, "V": V, "scores": scores, "scaled": scaled, "masked": masked}
+    arrays |= {"weights": weights, "head_outputs": heads_out, "concat": concat, "output": output}
+    return _trace(r, arrays)
+
+
+def project(r: Resolved) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays in the run's dtype, and Q (B, n, h·dk), K (B, m, g·dk), V (B, m, g·dv)."""
+    a = {k: v.astype(r.options.dtype) for k, v in r.arrays.items()}
+
+    def one(name: str, src: str) -> np.ndarray:
+        if name in a:
+            return a[name]  # given directly: (B, rows, d)
+        out = a[src] @ a[f"W_{name}"]  # (B, rows, d_model) @ (d_model, d) → (B, rows, d)
+        return out + a[f"b_{name}"] if f"b_{name}" in a else out
+
+    kv_src = "X_kv" if "X_kv" in a else "X"
+    return a, one("Q", "X"), one("K", kv_src), one("V", kv_src)
+
+
+def combine(heads_out: np.ndarray, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """concat (B, n, h·dv) of the heads, and the output: concat·W_O + b_O when W_O is given."""
     concat = merge_heads(heads_out)  # (B, n, h·dv)
     output = concat
     if "W_O" in a:
         output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
         if "b_O" in a:
             output = output + a["b_O"]
-    arrays = {"Q": Q, "K": K, "V": V, "scores": scores, "scaled": scaled, "masked": masked}
-    arrays |= {"weights": weights, "head_outputs": heads_out, "concat": concat, "output": output}
-    return _trace(r, arrays)
+    return concat, output
 
 
 def _finite(x: np.ndarray, name: str, what: str) -> None:
@@ -227,11 +238,11 @@ def _trace(r: Resolved, arrays: dict[str, np.ndarray | None]) -> Trace:
     elif "W_O" in r.arrays:
         keep += ["concat"]
     keep += ["output"]
+    keep = [name for name in keep if arrays.get(name) is not None]  # streaming has no n×n stages
     f = formulas(r)
     stages: dict[str, Stage] = {}
     for name in keep:
         x = arrays[name]
-        assert x is not None
         per_head = name in ("scores", "scaled", "masked", "weights", "head_outputs")
         if per_head and not r.multihead:
             x = x[:, 0]

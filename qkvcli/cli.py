@@ -8,6 +8,8 @@ so ``qkv --version`` and ``qkv --help`` stay fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -104,6 +106,7 @@ def root(
 CSV = "Matrices from CSV files (one matrix per file; '-' = stdin)"
 HOW = "How to compute"
 OUT = "Output"
+BIG = "Large inputs"
 
 
 @app.command()
@@ -157,8 +160,32 @@ def compute(
         int, typer.Option(min=0, max=17, help="Decimals in tables.", rich_help_panel=OUT)
     ] = 4,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="table, json, csv or tsv.", rich_help_panel=OUT)
+        str,
+        typer.Option("--format", "-f", help="table, json, csv, tsv or npz.", rich_help_panel=OUT),
     ] = "table",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file (needed for npz).", rich_help_panel=OUT
+        ),
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Show every row and column of big tables.", rich_help_panel=OUT
+        ),
+    ] = False,
+    dtype: Annotated[
+        str | None, typer.Option(help="float64 (default) or float32.", rich_help_panel=BIG)
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Compute in blocks, without the n×n stages (chosen on its own for long inputs).",
+            rich_help_panel=BIG,
+        ),
+    ] = False,
 ) -> None:
     """Compute scaled dot-product attention and show its stages.
 
@@ -174,43 +201,104 @@ def compute(
           --wk samples/csv/W_K.csv --wv samples/csv/W_V.csv
       cat samples/qkv_direct.json | qkv compute - --stage weights -f csv
     """
-    from .attention import run
     from .loaders import load
     from .problem import Options, resolve
 
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v}
+    _check_format(format, output)
     problem, settings = load(input, files)
-    cli_settings = {"scale": scale, "layout": layout}
+    cli_settings = {"scale": scale, "layout": layout, "dtype": dtype}
     options = Options().merged(settings).merged(cli_settings)
-    result = run(resolve(problem, options))
-    _emit(result, format, stage, trace, precision)
+    result = _evaluate(resolve(problem, options), format, stage, trace, stream)
+    _emit(result, format, stage, trace, precision, output, full)
 
 
-def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precision: int) -> None:
-    """Write a trace in the chosen format to stdout."""
+FORMATS = ("table", "json", "csv", "tsv", "npz")
+
+
+def _check_format(format: str, output: str | None) -> None:
     from .errors import OptionError
 
-    formats = ("table", "json", "csv", "tsv")
-    if format not in formats:
-        raise OptionError(f"--format must be one of {', '.join(formats)}, not {format!r}")
-    if format in ("csv", "tsv"):
-        names = stage or ["output"]
-        if len(names) != 1:
-            raise OptionError(f"--format {format} writes one stage; choose one with --stage")
-        from .render.machine import to_delimited
+    if format not in FORMATS:
+        raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    if format == "npz" and output is None:
+        raise OptionError("--format npz writes a file: give it with --output FILE")
 
-        (chosen,) = result.select(names)
-        sys.stdout.write(to_delimited(chosen.array, "," if format == "csv" else "\t"))
+
+def _evaluate(
+    resolved: Any, format: str, stage: list[str] | None, trace: bool, stream: bool
+) -> Any:
+    """Run the full pipeline, or stream it when the n×n stages are large and not asked for."""
+    from .plan import all_stages, plan
+
+    asked = all_stages() if trace else stage or (["output"] if format in ("csv", "tsv") else None)
+    how = plan(resolved, asked, stream)
+    if how.note:
+        print(f"qkv: note: {how.note}", file=sys.stderr)
+    if not how.stream:
+        from .attention import run
+
+        return run(resolved)
+    from .render.progress import progress
+    from .stream import run as run_streaming
+
+    with progress(resolved) as tick:
+        return run_streaming(resolved, progress=tick)
+
+
+def _emit(
+    result: Any,
+    format: str,
+    stage: list[str] | None,
+    trace: bool,
+    precision: int,
+    output: str | None = None,
+    full: bool = False,
+) -> None:
+    """Write a trace in the chosen format to stdout (or ``output``)."""
+    from .errors import OptionError
+
+    if format == "npz":
+        from .render.machine import to_npz
+
+        to_npz(result, result.select(stage), output or "")
         return
-    if format == "json":
-        from .render.machine import to_json
+    with _opened(output) as out:
+        if format in ("csv", "tsv"):
+            names = stage or ["output"]
+            if len(names) != 1:
+                raise OptionError(f"--format {format} writes one stage; choose one with --stage")
+            from .render.machine import to_delimited
 
-        sys.stdout.write(to_json(result, result.select(stage)))
+            (chosen,) = result.select(names)
+            out.write(to_delimited(chosen.array, "," if format == "csv" else "\t"))
+            return
+        if format == "json":
+            from .render.machine import to_json
+
+            out.write(to_json(result, result.select(stage)))
+            return
+        from .render.tables import make_console, render
+
+        defaults = [] if trace else [n for n in ("weights", "output") if n in result.stages]
+        console = make_console(None if output is None else out)
+        render(result, result.select(stage or defaults), console, precision, full=full)
+
+
+@contextmanager
+def _opened(path: str | None) -> Iterator[Any]:
+    """stdout, or the file ``path`` opened for writing (a one-line error if it cannot be)."""
+    if path is None:
+        yield sys.stdout
         return
-    from .render.tables import make_console, render
+    from .errors import OptionError
 
-    names = stage or ([] if trace else ["weights", "output"])
-    render(result, result.select(names), make_console(), precision)
+    try:
+        fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+    except OSError as e:
+        raise OptionError(f"--output {path}: cannot write: {e.strerror or e}") from None
+    with fh:
+        yield fh
 
 
 def main() -> None:

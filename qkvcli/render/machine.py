@@ -1,4 +1,4 @@
-"""Plain machine formats: JSON (every stage, full precision) and CSV/TSV (one stage).
+"""Plain machine formats: JSON (every stage, full precision), CSV/TSV (one stage), NPZ.
 
 No colour, no markup. Floats are written with ``repr`` so they round-trip
 exactly; masked (−∞) and undefined (NaN) cells are ``null`` in JSON.
@@ -49,3 +49,24 @@ def to_delimited(array: Any, sep: str) -> str:
             cells = [str(i + 1) for i in idx] + [repr(float(v)) for v in row]
             lines.append(sep.join(cells))
     return "\n".join(lines) + "\n"
+
+
+def to_npz(trace: Trace, stages: list[Stage], path: str) -> None:
+    """Write the chosen stages to an ``.npz`` file, each under its stage name.
+
+    Streamed runs add ``row_max`` and ``row_sum`` (per query row); ``meta``
+    holds the run's settings as JSON text (no pickles: ``np.load`` reads it
+    with ``allow_pickle=False``).
+    """
+    import numpy as np
+
+    from ..errors import OptionError
+
+    arrays = {s.name: s.array for s in stages} | dict(trace.stats)
+    meta = trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
+    arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
+    try:
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    except OSError as e:
+        raise OptionError(f"--output {path}: cannot write: {e.strerror or e}") from None

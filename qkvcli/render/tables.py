@@ -51,32 +51,123 @@ def _shade(v: float) -> str:
     return f"{fg} on #{r:02x}{g:02x}{b:02x}"
 
 
+#: Tables with more rows than this show their first and last rows around a ⋮ row (unless --full).
+MAX_ROWS = 20
+#: Rows shown at each end of a summarised table.
+EDGE_ROWS = 8
+
+
+def pick(count: int, keep: int) -> list[int | None]:
+    """Indices to show of ``count``: all, or the first and last around a gap (None).
+
+    >>> pick(3, 4), pick(10, 4)
+    ([0, 1, 2], [0, 1, None, 8, 9])
+    """
+    if count <= keep:
+        return list(range(count))
+    head = (keep + 1) // 2
+    return [*range(head), None, *range(count - (keep - head), count)]
+
+
+def fit_columns(widths: list[int], room: int, sep: int = 3) -> list[int | None]:
+    """Columns to show from both ends so their widths (each plus ``sep``) fit in ``room``.
+
+    Always at least the first and the last; None marks the … gap.
+
+    >>> fit_columns([4, 4, 4, 4], 100), fit_columns([4, 4, 4, 4, 4], 18)
+    ([0, 1, 2, 3], [0, None, 4])
+    """
+    count = len(widths)
+    if sum(w + sep for w in widths) <= room:
+        return list(range(count))
+    room -= 1 + sep  # the … column
+    left, right, used = [], [], 0
+    lo, hi = 0, count - 1
+    while lo <= hi:
+        side = lo if len(left) <= len(right) else hi
+        need = widths[side] + sep
+        if used + need > room and left and right:
+            break
+        used += need
+        if side == lo:
+            left.append(lo)
+            lo += 1
+        else:
+            right.append(hi)
+            hi -= 1
+    if lo > hi:
+        return list(range(count))
+    return [*left, None, *reversed(right)]
+
+
 def stage_table(
-    trace: Trace, stage: Stage, matrix: np.ndarray, title: str, precision: int
-) -> Table:
-    """One matrix of a stage as a table; weights get a heatmap and a Σ column."""
+    trace: Trace,
+    stage: Stage,
+    matrix: np.ndarray,
+    title: str,
+    precision: int,
+    width: int | None = None,
+) -> tuple[Table, str | None]:
+    """One matrix of a stage as a table; weights get a heatmap and a Σ column.
+
+    With ``width`` a big matrix is summarised to its corners (rows beyond
+    `MAX_ROWS`, columns beyond what fits in ``width``); the second value then
+    says what is shown. Without it every cell is drawn.
+    """
     from rich.table import Table
     from rich.text import Text
 
     rows, cols = matrix.shape
     row_labels = labels(trace, stage.rows, rows)
     col_labels = labels(trace, stage.cols, cols)
+    weights = stage.name == "weights"
+    shown_rows: list[int | None] = list(range(rows))
+    if width is not None:
+        shown_rows = pick(rows, 2 * EDGE_ROWS) if rows > MAX_ROWS else shown_rows
+    real_rows = [i for i in shown_rows if i is not None]
+    # Format only the cells that can be shown: at most `width` // 4 columns from each end.
+    near = list(range(cols))
+    if width is not None and cols > width // 2:
+        near = [*range(width // 4), *range(cols - width // 4, cols)]
+    text = {j: [fmt(float(matrix[i, j]), precision) for i in real_rows] for j in near}
+    shown_cols: list[int | None] = near
+    note = None
+    if width is not None:
+        label_w = max((len(row_labels[i]) for i in real_rows), default=1)
+        sums = [len(fmt(float(matrix[i].sum()), precision)) for i in real_rows] if weights else []
+        widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
+        # Each column takes its text, a space either side and a border; the table a left border.
+        picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
+        shown_cols = [None if k is None else near[k] for k in picked]
+        if len(near) < cols and None not in shown_cols:
+            shown_cols = [*near[: len(near) // 2], None, *near[len(near) // 2 :]]
+        if None in shown_rows or None in shown_cols:
+            r_n, c_n = len(real_rows), len([j for j in shown_cols if j is not None])
+            note = f"{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns (--full shows all)"
     table = Table(title=Text(title), title_justify="left", header_style="bold")
     table.add_column("", style="bold", no_wrap=True)
-    for label in col_labels:
-        table.add_column(Text(label), justify="right", no_wrap=True)
-    weights = stage.name == "weights"
+    for j in shown_cols:
+        table.add_column(Text("…" if j is None else col_labels[j]), justify="right", no_wrap=True)
     if weights:
         table.add_column("Σ", justify="right", style="dim", no_wrap=True)
-    for label, row in zip(row_labels, matrix):
+    position = {i: k for k, i in enumerate(real_rows)}
+    for i in shown_rows:
+        if i is None:
+            table.add_row(
+                Text("⋮"), *(Text("⋮") for _ in shown_cols), *([Text("⋮")] if weights else [])
+            )
+            continue
         cells: list[Any] = []
-        for v in row:
-            text = fmt(float(v), precision)
-            cells.append(Text(text, style=_shade(float(v)) if weights else ""))
+        for j in shown_cols:
+            if j is None:
+                cells.append(Text("…"))
+                continue
+            v = float(matrix[i, j])
+            cells.append(Text(text[j][position[i]], style=_shade(v) if weights else ""))
         if weights:
-            cells.append(Text(fmt(float(row.sum()), precision)))
-        table.add_row(Text(label), *cells)
-    return table
+            cells.append(Text(fmt(float(matrix[i].sum()), precision)))
+        table.add_row(Text(row_labels[i]), *cells)
+    return table, note
 
 
 def matrices(stage: Stage, trace: Trace) -> list[tuple[str, np.ndarray]]:
@@ -134,8 +225,13 @@ def header(trace: Trace) -> str:
     return "\n".join(lines)
 
 
-def render(trace: Trace, stages: list[Stage], console: Console, precision: int = 4) -> None:
-    """Print the header and one table per matrix of each stage."""
+def render(
+    trace: Trace, stages: list[Stage], console: Console, precision: int = 4, full: bool = False
+) -> None:
+    """Print the header and one table per matrix of each stage.
+
+    Big matrices are summarised to their corners unless ``full``.
+    """
     from rich.measure import Measurement
     from rich.text import Text
 
@@ -146,10 +242,13 @@ def render(trace: Trace, stages: list[Stage], console: Console, precision: int =
             name = stage.name + (f" [{suffix}]" if suffix else "")
             formula = f"{name} = {label[1]}" if len(label) == 2 else f"{name}: {stage.formula}"
             title = f"{formula} ({shape_str(matrix.shape)})"
-            table = stage_table(trace, stage, matrix, title, precision)
+            width = None if full else console.width
+            table, note = stage_table(trace, stage, matrix, title, precision, width)
             console.print()
             need = Measurement.get(console, console.options, table).maximum
             _print_wide(console, table, need)
+            if note:
+                console.print(Text(note, style="dim"), soft_wrap=True)
 
 
 def _print_wide(console: Console, renderable: Any, need: int) -> None:

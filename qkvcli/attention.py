@@ -143,7 +143,7 @@ def run(r: Resolved) -> Trace:
 
 def project(r: Resolved) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """The arrays in the run's dtype, and Q (B, n, h·dk), K (B, m, g·dk), V (B, m, g·dv)."""
-    a = {k: v.astype(r.options.dtype) for k, v in r.arrays.items()}
+    a = {k: v.astype(r.options.dtype, copy=False) for k, v in r.arrays.items()}
 
     def one(name: str, src: str) -> np.ndarray:
         if name in a:

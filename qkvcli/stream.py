@@ -2,11 +2,11 @@
 
 A second way to evaluate the same resolved problem as `attention.run`: the
 same projections, heads, masks, bias, scale, similarity and normaliser, but
-the scores are made one block of queries × keys at a time and folded into a
-running row maximum, normaliser and weighted sum of values (the "online
-softmax" of FlashAttention). It yields the stages that are not n×n — Q, K, V,
-head_outputs, concat, output — plus, per query row, the maximum of the logits
-and the normaliser Σ exp(logit − max) (`Trace.stats`).
+the logits are made one block of queries × keys at a time and folded into a
+running weighted sum of values and its normaliser (the "online softmax" of
+FlashAttention). It yields the stages that are not n×n — Q, K, V,
+head_outputs, concat, output — plus, per query row, the log of the softmax
+normaliser, log Σⱼ exp(logitᵢⱼ) (``Trace.stats["row_logsumexp"]``).
 
 >>> import numpy as np
 >>> from .problem import Problem, Options, resolve
@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     from .problem import Resolved
     from .trace import Trace
 
-#: Elements in one block of scores (16 MiB in float64): big enough for fast
-#: matrix products, small enough that memory stays O(n·d).
-BLOCK = 2**21
-#: Keys per block; longer key sequences are folded in with the online softmax.
-KEY_BLOCK = 4096
+#: Elements in one block of logits (2 MiB in float64): big enough for fast
+#: matrix products, small enough to stay in cache and keep memory O(n·d).
+BLOCK = 2**18
+#: Keys per block; longer key sequences are folded in block by block.
+KEY_BLOCK = 1024
 
 Progress = Callable[[int, int], None]
 
@@ -43,7 +43,7 @@ def blocks(n: int, m: int, block: int = BLOCK) -> tuple[int, int]:
     """Queries and keys per block for an n×m problem.
 
     >>> blocks(8192, 8192), blocks(10, 3)
-    ((512, 4096), (10, 3))
+    ((256, 1024), (10, 3))
     """
     bk = max(1, min(m, KEY_BLOCK))
     return max(1, min(n, block // bk)), bk
@@ -69,31 +69,29 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
         _check_overflow(r, q, k, c)
     B, n, dv = r.B, r.n, r.dv_head
     heads_out = np.empty((B, h, n, dv), dtype=o.dtype)  # (B, h, n, dv)
-    row_max = np.empty((B, h, n), dtype=o.dtype)  # (B, h, n)
-    row_sum = np.empty((B, h, n), dtype=o.dtype)  # (B, h, n)
+    lse = np.empty((B, h, n), dtype=o.dtype)  # (B, h, n)
     total, done = B * h * n, 0
+
+    def tick(rows: int) -> None:
+        nonlocal done
+        done += rows
+        if progress is not None:
+            progress(done, total)
+
     for b in range(B):
         for hh in range(h):
             kv = hh // (h // g)  # GQA: query heads share key/value heads
-            qh = np.ascontiguousarray(q[b if q.shape[0] > 1 else 0, hh]) * q.dtype.type(c)
-            kh = np.ascontiguousarray(k[b if k.shape[0] > 1 else 0, kv])  # (m, dk)
+            qh = q[b if q.shape[0] > 1 else 0, hh]  # (n, dk)
+            kh = k[b if k.shape[0] > 1 else 0, kv]  # (m, dk)
             vh = v[b if v.shape[0] > 1 else 0, kv]  # (m, dv)
-
-            def tick(rows: int) -> None:
-                nonlocal done
-                done += rows
-                if progress is not None:
-                    progress(done, total)
-
-            out = attend_head(r, b, hh, qh, kh, vh, block, tick)
-            heads_out[b, hh], row_max[b, hh], row_sum[b, hh] = out
+            lse[b, hh] = attend_head(r, b, hh, qh, kh, vh, c, heads_out[b, hh], block, tick)
             if o.normalize == "softmax":
-                _empty_rows(r, b, hh, row_max[b, hh], vh, heads_out[b, hh])
+                _empty_rows(r, b, hh, lse[b, hh], vh, heads_out[b, hh])
     concat, output = combine(heads_out, a)
     arrays = {"Q": Q, "K": K, "V": V, "head_outputs": heads_out, "concat": concat}
     trace = _trace(r, arrays | {"output": output})
     if o.normalize == "softmax":
-        trace.stats = _public({"row_max": row_max, "row_sum": row_sum}, r)
+        trace.stats = _public({"row_logsumexp": lse}, r)
     return trace
 
 
@@ -101,76 +99,127 @@ def attend_head(
     r: Resolved,
     b: int,
     hh: int,
-    q: np.ndarray,  # (n, dk), already × scale / temperature
+    q: np.ndarray,  # (n, dk)
     k: np.ndarray,  # (m, dk)
     v: np.ndarray,  # (m, dv)
+    c: float,
+    out: np.ndarray,  # (n, dv), filled with the head's output
     block: int = BLOCK,
     tick: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One head of one batch item: output (n, dv), row max (n,), normaliser (n,).
+) -> np.ndarray:
+    """One head of batch item ``b``: fill ``out`` and return log Σⱼ exp(logitᵢⱼ) per row (n,).
 
-    For sigmoid weights the rows are not normalised: max and normaliser are NaN.
+    Softmax rows are shifted by a bound on their largest logit, ‖c·qᵢ‖·maxⱼ‖kⱼ‖
+    (Cauchy–Schwarz), folded into the product as an extra column; a row whose
+    shifted sum is too small to trust is done again with its exact running
+    maximum, as are all rows when a bias is added. Sigmoid rows are not
+    normalised: their value is NaN.
     """
     import numpy as np
 
-    n, m, dv = q.shape[0], k.shape[0], v.shape[1]
-    dt = q.dtype
-    sigmoid = r.options.normalize == "sigmoid"
+    n, m, dk, dv = q.shape[0], k.shape[0], q.shape[1], v.shape[1]
+    dt = np.dtype(r.options.dtype)
     bq, bk = blocks(n, m, block)
-    va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): V and a column of ones
-    va[:, :dv], va[:, dv] = v, 1.0  # p·[V | 1] gives the weighted sum and Σp at once
-    out = np.empty((n, dv), dtype=dt)  # (n, dv)
-    top = np.empty(n, dtype=dt)  # (n,)
-    norm = np.empty(n, dtype=dt)  # (n,)
+    qa = np.empty((n, dk + 1), dtype=dt)  # (n, dk + 1): c·q and −shift
+    qa[:, :dk] = q
+    qa[:, :dk] *= dt.type(c)
+    ka = np.empty((m, dk + 1), dtype=dt)  # (m, dk + 1): k and 1
+    ka[:, :dk], ka[:, dk] = k, 1.0
+    va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): v and 1, so p·[v | 1] also sums p
+    va[:, :dv], va[:, dv] = v, 1.0
+    kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
+    shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
+    qa[:, dk] = -shift
+    lse = np.empty(n, dtype=dt)  # (n,)
     buf = np.empty((bq, bk), dtype=dt)  # (bq, bk): one block of logits, reused
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"
+    if mode == "bound" and r.bias is not None:
+        mode = "exact"  # a bias can lift a logit above the bound
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for i0 in range(0, n, bq):
-            i1 = min(n, i0 + bq)
-            rows = slice(i0, i1)
-            mx = np.full(i1 - i0, -np.inf, dtype=dt)  # (bq,) running max
-            acc = np.zeros((i1 - i0, dv + 1), dtype=dt)  # (bq, dv + 1) Σ p·[V | 1]
-            for j0 in range(0, m, bk):
-                j1 = min(m, j0 + bk)
-                cols = slice(j0, j1)
-                s = buf[: i1 - i0, : j1 - j0]  # (bq, bk)
-                np.matmul(q[rows], k[cols].T, out=s)  # scaled scores
-                allowed = _tile(r.allowed, b, hh, rows, cols)
-                if r.bias is not None:
-                    s += _tile(r.bias, b, hh, rows, cols)
-                    finite = np.isfinite(s)
-                    allowed = finite if allowed is None else (allowed & finite)
-                if allowed is not None:
-                    np.copyto(s, -np.inf, where=~allowed)
-                if sigmoid:
-                    np.logaddexp(0.0, -s, out=s)
-                    np.negative(s, out=s)
-                    np.exp(s, out=s)  # σ(s), 0 where masked
-                    acc += s @ va[cols]
-                    continue
-                new = np.maximum(mx, s.max(axis=1))  # (bq,)
-                shift = np.where(new == -np.inf, 0.0, new)  # a fully masked block adds 0
-                s -= shift[:, None]
-                np.exp(s, out=s)  # p = exp(logit − running max)
-                acc *= np.exp(mx - shift)[:, None]  # rescale what came before
-                acc += s @ va[cols]  # (bq, dv + 1)
-                mx = new
-            if sigmoid:
-                out[rows], top[rows], norm[rows] = acc[:, :dv], np.nan, np.nan
+            rows = slice(i0, min(n, i0 + bq))
+            acc, top = _fold(r, b, hh, qa, ka, va, rows, bk, buf, mode)
+            if mode == "bound":
+                top = -qa[rows, dk]
+                low = np.flatnonzero(~(acc[:, dv] > TINY[dt.name]))  # shifted too far to trust
+                if len(low):
+                    fix = np.arange(rows.start, rows.stop)[low]
+                    acc[low], top[low] = _fold(r, b, hh, qa, ka, va, fix, bk, buf, "exact")
+            total = acc[:, dv]  # (bq,)
+            if mode == "sigmoid":
+                out[rows], lse[rows] = acc[:, :dv], np.nan
             else:
-                total = acc[:, dv]  # (bq,)
                 out[rows] = acc[:, :dv] / np.where(total > 0, total, 1.0)[:, None]
-                top[rows], norm[rows] = mx, total
+                lse[rows] = top + np.log(total)
             if tick is not None:
-                tick(i1 - i0)
-    return out, top, norm
+                tick(rows.stop - rows.start)
+    return lse
 
 
-def _tile(a: np.ndarray | None, b: int, hh: int, rows: slice, cols: slice) -> np.ndarray | None:
+#: Shifted row sums below this are redone with the exact maximum (their terms may underflow).
+TINY = {"float64": 1e-200, "float32": 1e-20}
+
+
+def _fold(
+    r: Resolved,
+    b: int,
+    hh: int,
+    qa: np.ndarray,  # (n, dk + 1)
+    ka: np.ndarray,  # (m, dk + 1)
+    va: np.ndarray,  # (m, dv + 1)
+    rows: slice | np.ndarray,
+    bk: int,
+    buf: np.ndarray,  # (≥ rows, bk)
+    mode: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σⱼ p·[v | 1] over every key block for these rows, and the shift used.
+
+    ``bound``: p = exp(logit − shift) with the shift in the last column of
+    ``qa``; ``exact``: the online softmax with a running maximum (which is
+    returned); ``sigmoid``: p = σ(logit).
+    """
+    import numpy as np
+
+    dk = qa.shape[1] - 1
+    q = qa[rows] if mode == "bound" else qa[rows, :dk]  # (bq, dk [+ 1])
+    k = ka if mode == "bound" else ka[:, :dk]  # (m, dk [+ 1])
+    count, m = q.shape[0], ka.shape[0]
+    acc = np.zeros((count, va.shape[1]), dtype=qa.dtype)  # (bq, dv + 1)
+    top = np.full(count, -np.inf, dtype=qa.dtype)  # (bq,) running max (exact mode)
+    for j0 in range(0, m, bk):
+        cols = slice(j0, min(m, j0 + bk))
+        s = buf[:count, : cols.stop - j0]  # (bq, bk)
+        np.matmul(q, k[cols].T, out=s)  # logits (minus the shift in bound mode)
+        allowed = _tile(r.allowed, b, hh, rows, cols)
+        if r.bias is not None:
+            s += _tile(r.bias, b, hh, rows, cols)
+            finite = np.isfinite(s)
+            allowed = finite if allowed is None else (allowed & finite)
+        if allowed is not None:
+            np.copyto(s, -np.inf, where=~allowed)
+        if mode == "sigmoid":
+            np.logaddexp(0.0, -s, out=s)
+            np.negative(s, out=s)
+        elif mode == "exact":
+            new = np.maximum(top, s.max(axis=1))  # (bq,)
+            shift = np.where(new == -np.inf, 0.0, new)  # a fully masked block adds 0
+            s -= shift[:, None]
+            acc *= np.exp(top - shift)[:, None]  # rescale what came before
+            top = new
+        np.exp(s, out=s)  # p
+        acc += s @ va[cols]  # (bq, dv + 1)
+    return acc, top
+
+
+def _tile(
+    a: np.ndarray | None, b: int, hh: int, rows: slice | np.ndarray, cols: slice
+) -> np.ndarray | None:
     """The block of a (B|1, h|1, n|1, m|1) mask or bias that meets these rows and columns."""
     if a is None:
         return None
     a = a[b if a.shape[0] > 1 else 0, hh if a.shape[1] > 1 else 0]
-    return a[rows if a.shape[0] > 1 else slice(None), cols if a.shape[1] > 1 else slice(None)]
+    a = a[rows] if a.shape[0] > 1 else a  # (rows|1, m|1)
+    return a[:, cols] if a.shape[1] > 1 else a
 
 
 def _bounded(q: np.ndarray, k: np.ndarray, c: float) -> bool:
@@ -224,12 +273,12 @@ def _where(message: str, b: int, hh: int) -> str:
 
 
 def _empty_rows(
-    r: Resolved, b: int, hh: int, top: np.ndarray, v: np.ndarray, out: np.ndarray
+    r: Resolved, b: int, hh: int, lse: np.ndarray, v: np.ndarray, out: np.ndarray
 ) -> None:
-    """Rows where every key is masked: raise, or fill as ``--empty-rows`` says."""
+    """Rows where every key is masked (log-sum −∞): raise, or fill as ``--empty-rows`` says."""
     import numpy as np
 
-    dead = top == -np.inf  # (n,)
+    dead = lse == -np.inf  # (n,)
     if not dead.any():
         return
     if r.options.empty_rows == "error":

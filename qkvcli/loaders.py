@@ -307,12 +307,12 @@ def to_array(value: Any, key: str, origin: str, canon: str = "X") -> np.ndarray:
     given = isinstance(value, np.ndarray)
     if given or isinstance(value, list) or (isinstance(value, (int, float)) and 0 in ndims):
         try:
-            a = np.array(value)
+            a = value if given else np.array(value)
         except (ValueError, OverflowError):
             a = None
         ok_kinds = "iuf" + ("b" if flags else "")
         if a is not None and a.dtype.kind in ok_kinds and a.ndim in ndims and a.size:
-            a = a.astype(np.float64)
+            a = a.astype(np.float64, copy=False)
             if np.all(np.isfinite(a)) or (neg_inf and not np.any(np.isnan(a) | (a == np.inf))):
                 return a
     if given:

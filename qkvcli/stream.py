@@ -18,10 +18,14 @@ normaliser, log Σⱼ exp(logitᵢⱼ) (``Trace.stats["row_logsumexp"]``).
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .attention import _finite, _place, _trace, combine, project, split_heads, unit_rows
+from .blas import single_threaded
 from .errors import ComputeError
 
 if TYPE_CHECKING:
@@ -70,23 +74,26 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
     B, n, dv = r.B, r.n, r.dv_head
     heads_out = np.empty((B, h, n, dv), dtype=o.dtype)  # (B, h, n, dv)
     lse = np.empty((B, h, n), dtype=o.dtype)  # (B, h, n)
-    total, done = B * h * n, 0
+    total, done, lock = B * h * n, 0, threading.Lock()
 
     def tick(rows: int) -> None:
         nonlocal done
-        done += rows
-        if progress is not None:
-            progress(done, total)
+        with lock:
+            done += rows
+            if progress is not None:
+                progress(done, total)
 
-    for b in range(B):
-        for hh in range(h):
-            kv = hh // (h // g)  # GQA: query heads share key/value heads
-            qh = q[b if q.shape[0] > 1 else 0, hh]  # (n, dk)
-            kh = k[b if k.shape[0] > 1 else 0, kv]  # (m, dk)
-            vh = v[b if v.shape[0] > 1 else 0, kv]  # (m, dv)
-            lse[b, hh] = attend_head(r, b, hh, qh, kh, vh, c, heads_out[b, hh], block, tick)
-            if o.normalize == "softmax":
-                _empty_rows(r, b, hh, lse[b, hh], vh, heads_out[b, hh])
+    with single_threaded() as ok, ThreadPoolExecutor(_workers() if ok else 1) as pool:
+        for b in range(B):
+            for hh in range(h):
+                kv = hh // (h // g)  # GQA: query heads share key/value heads
+                qh = q[b if q.shape[0] > 1 else 0, hh]  # (n, dk)
+                kh = k[b if k.shape[0] > 1 else 0, kv]  # (m, dk)
+                vh = v[b if v.shape[0] > 1 else 0, kv]  # (m, dv)
+                out = heads_out[b, hh]  # (n, dv)
+                lse[b, hh] = attend_head(r, b, hh, qh, kh, vh, c, out, block, tick, pool)
+                if o.normalize == "softmax":
+                    _empty_rows(r, b, hh, lse[b, hh], vh, out)
     concat, output = combine(heads_out, a)
     arrays = {"Q": Q, "K": K, "V": V, "head_outputs": heads_out, "concat": concat}
     trace = _trace(r, arrays | {"output": output})
@@ -106,6 +113,7 @@ def attend_head(
     out: np.ndarray,  # (n, dv), filled with the head's output
     block: int = BLOCK,
     tick: Callable[[int], None] | None = None,
+    pool: Executor | None = None,
 ) -> np.ndarray:
     """One head of batch item ``b``: fill ``out`` and return log Σⱼ exp(logitᵢⱼ) per row (n,).
 
@@ -113,7 +121,7 @@ def attend_head(
     (Cauchy–Schwarz), folded into the product as an extra column; a row whose
     shifted sum is too small to trust is done again with its exact running
     maximum, as are all rows when a bias is added. Sigmoid rows are not
-    normalised: their value is NaN.
+    normalised: their value is NaN. Blocks of rows go to ``pool`` when given.
     """
     import numpy as np
 
@@ -131,13 +139,14 @@ def attend_head(
     shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
     qa[:, dk] = -shift
     lse = np.empty(n, dtype=dt)  # (n,)
-    buf = np.empty((bq, bk), dtype=dt)  # (bq, bk): one block of logits, reused
     mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"
     if mode == "bound" and r.bias is not None:
         mode = "exact"  # a bias can lift a logit above the bound
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        for i0 in range(0, n, bq):
-            rows = slice(i0, min(n, i0 + bq))
+
+    def rows_from(i0: int) -> None:
+        rows = slice(i0, min(n, i0 + bq))
+        buf = np.empty((rows.stop - i0, bk), dtype=dt)  # (bq, bk): one block of logits, reused
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             acc, top = _fold(r, b, hh, qa, ka, va, rows, bk, buf, mode)
             if mode == "bound":
                 top = -qa[rows, dk]
@@ -151,8 +160,15 @@ def attend_head(
             else:
                 out[rows] = acc[:, :dv] / np.where(total > 0, total, 1.0)[:, None]
                 lse[rows] = top + np.log(total)
-            if tick is not None:
-                tick(rows.stop - rows.start)
+        if tick is not None:
+            tick(rows.stop - rows.start)
+
+    starts = range(0, n, bq)
+    if pool is None:
+        for i0 in starts:
+            rows_from(i0)
+    else:
+        list(pool.map(rows_from, starts))  # blocks of rows are independent
     return lse
 
 
@@ -209,6 +225,14 @@ def _fold(
         np.exp(s, out=s)  # p
         acc += s @ va[cols]  # (bq, dv + 1)
     return acc, top
+
+
+def _workers() -> int:
+    """Threads for blocks of rows: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _tile(

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 import reference
+
 from qkvcli import attention, stream
 from qkvcli.errors import ComputeError, OptionError
 from qkvcli.plan import LARGE, plan, square_bytes
@@ -21,8 +21,9 @@ def rand(*shape):
     return RNG.standard_normal(shape)
 
 
-def both(mats, options=Options(), block=48, key_block=7, monkeypatch=None):
+def both(mats, options=None, block=48, key_block=7, monkeypatch=None):
     """The full trace and the streamed one, with blocks small enough that there are many."""
+    options = options or Options()
     r = resolve(Problem({k: np.asarray(v, dtype=float) for k, v in mats.items()}), options)
     full = attention.run(r)
     if monkeypatch is not None:

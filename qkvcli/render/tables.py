@@ -245,7 +245,8 @@ def render(
             width = None if full else console.width
             table, note = stage_table(trace, stage, matrix, title, precision, width)
             console.print()
-            need = Measurement.get(console, console.options, table).maximum
+            wide = console.options.update(max_width=10**6)  # the natural width, not clamped
+            need = Measurement.get(console, wide, table).maximum
             _print_wide(console, table, need)
             if note:
                 console.print(Text(note, style="dim"), soft_wrap=True)

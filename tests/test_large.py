@@ -291,3 +291,23 @@ def test_progress_only_on_a_terminal_and_for_long_work():
         assert callable(tick)
         tick(10, 20)
     assert "attention in blocks" in err.getvalue()
+
+
+def test_full_big_tables_are_plain_text_with_every_cell(tmp_path):
+    rng = np.random.default_rng(8)
+    path = write_npz(
+        tmp_path / "p.npz",
+        Q=rng.random((70, 2)),
+        K=rng.random((70, 2)),
+        V=rng.standard_normal((70, 64)),
+    )
+    lines = table_lines(path, "--stage", "output", "--full")
+    body = [[c.strip() for c in ln.split("│")[1:-1]] for ln in lines if ln.startswith("│")]
+    csv = run_ok("compute", path, "--stage", "output", "-f", "csv").stdout.splitlines()
+
+    def shown(x):  # 4 decimals; values too small for them in e-notation
+        return f"{x:.4e}" if 0 < abs(x) < 0.00005 else f"{x:.4f}"
+
+    want = [[str(i + 1), *(shown(float(x)) for x in row.split(","))] for i, row in enumerate(csv)]
+    assert body == [[("0.0000" if c == "-0.0000" else c) for c in row] for row in want]
+    assert lines[3] == "output = weights·V (70×64)"

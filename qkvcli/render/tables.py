@@ -33,6 +33,23 @@ def fmt(v: float, precision: int) -> str:
     return "0." + "0" * precision if text.lstrip("-") == "0." + "0" * precision else text
 
 
+def fmt_row(row: np.ndarray, precision: int) -> list[str]:
+    """`fmt` of every value of a row; fast when all of them take fixed decimals.
+
+    >>> import numpy as np
+    >>> fmt_row(np.array([-0.0, 1.5, -2e-9]), 2)
+    ['0.00', '1.50', '-2.00e-09']
+    """
+    import numpy as np
+
+    a = np.abs(row)
+    if np.all(((a >= 10.0**-precision / 2) & (a < 1e9)) | (row == 0)):
+        spec, zero = f".{precision}f", "0." + "0" * precision
+        texts = [format(v, spec) for v in (row + 0.0).tolist()]  # + 0.0 turns −0.0 into 0.0
+        return [zero if t == "-" + zero else t for t in texts]
+    return [fmt(v, precision) for v in row.tolist()]
+
+
 def labels(trace: Trace, axis: str, count: int) -> list[str]:
     """Labels for rows/columns: tokens for queries and keys, 1-based numbers otherwise."""
     names = {"queries": trace.tokens, "keys": trace.kv_tokens}.get(axis)
@@ -225,6 +242,50 @@ def header(trace: Trace) -> str:
     return "\n".join(lines)
 
 
+#: ``--full`` tables with more cells than this are drawn as plain text (rich takes seconds).
+PLAIN_CELLS = 4000
+
+
+def plain_table(trace: Trace, stage: Stage, matrix: np.ndarray, title: str, precision: int) -> str:
+    """Every cell of a matrix, in the same box lines as the rich tables, without styles.
+
+    >>> from types import SimpleNamespace
+    >>> t = SimpleNamespace(tokens=None, kv_tokens=None)
+    >>> s = SimpleNamespace(rows="queries", cols="features", name="output")
+    >>> import numpy as np
+    >>> print(plain_table(t, s, np.array([[1.0, -2.5]]), "output (1×2)", 2))
+    output (1×2)
+    ┏━━━┳━━━━━━┳━━━━━━━┓
+    ┃   ┃    1 ┃     2 ┃
+    ┡━━━╇━━━━━━╇━━━━━━━┩
+    │ 1 │ 1.00 │ -2.50 │
+    └───┴──────┴───────┘
+    """
+    rows, cols = matrix.shape
+    head = ["", *labels(trace, stage.cols, cols)]
+    body = [
+        [label, *fmt_row(row, precision)]
+        for label, row in zip(labels(trace, stage.rows, rows), matrix)
+    ]
+    if stage.name == "weights":
+        head.append("Σ")
+        for cells, row in zip(body, matrix):
+            cells.append(fmt(float(row.sum()), precision))
+    widths = [max(len(r[j]) for r in (head, *body)) for j in range(len(head))]
+
+    def line(left: str, fill: str, mid: str, right: str) -> str:
+        return left + mid.join(fill * (w + 2) for w in widths) + right
+
+    def cells(r: list[str], bar: str) -> str:
+        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        return bar + bar.join(f" {p} " for p in parts) + bar
+
+    out = [title, line("┏", "━", "┳", "┓"), cells(head, "┃"), line("┡", "━", "╇", "┩")]
+    out += [cells(r, "│") for r in body]
+    out.append(line("└", "─", "┴", "┘"))
+    return "\n".join(out)
+
+
 def render(
     trace: Trace, stages: list[Stage], console: Console, precision: int = 4, full: bool = False
 ) -> None:
@@ -242,9 +303,12 @@ def render(
             name = stage.name + (f" [{suffix}]" if suffix else "")
             formula = f"{name} = {label[1]}" if len(label) == 2 else f"{name}: {stage.formula}"
             title = f"{formula} ({shape_str(matrix.shape)})"
+            console.print()
+            if full and matrix.size > PLAIN_CELLS:
+                console.file.write(plain_table(trace, stage, matrix, title, precision) + "\n")
+                continue
             width = None if full else console.width
             table, note = stage_table(trace, stage, matrix, title, precision, width)
-            console.print()
             wide = console.options.update(max_width=10**6)  # the natural width, not clamped
             need = Measurement.get(console, wide, table).maximum
             _print_wide(console, table, need)

@@ -13,7 +13,7 @@ Every measurement runs in its own child process, so that its peak memory
               output of long inputs), Q, K, V given, one head, d = 64;
 * torch     — ``torch.nn.functional.scaled_dot_product_attention`` (if installed);
 * textbook  — numpy: scores = Q·Kᵀ/√d, softmax of every row, weights·V;
-* qkv CLI   — ``qkv compute in.npz --format npz -o out.npz`` end to end;
+* qkv CLI   — ``qkv compute in.npz -f npz -o out.npz``, end to end;
 * start-up  — ``qkv compute <3-token sample> --format json`` (and the table)
               against ``python -c "import numpy"``, whole processes, median.
 
@@ -45,7 +45,7 @@ def inputs(n: int, dtype: str):
     import numpy as np
 
     rng = np.random.default_rng(n)
-    return [rng.standard_normal((n, D)).astype(dtype) for _ in range(3)]
+    return [rng.standard_normal((n, D)).astype(dtype, copy=False) for _ in range(3)]
 
 
 def child(method: str, n: int, dtype: str, repeat: int) -> dict:
@@ -78,15 +78,25 @@ def child(method: str, n: int, dtype: str, repeat: int) -> dict:
             return w @ v
     else:
         raise SystemExit(f"unknown method {method}")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         out = once()
         times.append(time.perf_counter() - t)
         del out
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": min(times), "peak": peak, "extra": peak - before}
+    return {"seconds": min(times), "peak": peak_memory()}
+
+
+def peak_memory() -> int:
+    """This process's peak resident set in bytes (VmHWM: since exec, unlike ru_maxrss after fork)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def in_child(method: str, n: int, dtype: str, repeat: int) -> dict | None:
@@ -104,31 +114,52 @@ def best(a: dict | None, b: dict | None) -> dict | None:
     return {"seconds": min(a["seconds"], b["seconds"]), "peak": max(a["peak"], b["peak"])}
 
 
+def versions(torch: bool) -> str:
+    """numpy's (and torch's) version, asked of a child so that this process stays small."""
+    code = "import numpy; print('numpy', numpy.__version__, end='')"
+    if torch:
+        code += "; import torch; print(f', torch {torch.__version__} ({torch.get_num_threads()} threads)', end='')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+
+
 def has_torch() -> bool:
     done = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
     return done.returncode == 0
 
 
-def qkv_cli(n: int, dtype: str) -> dict:
-    """``qkv compute in.npz --format npz -o out.npz`` end to end: wall time and peak memory."""
-    import numpy as np
+WRAPPER = """
+import resource, subprocess, sys, time
+t = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)
+seconds = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(done.returncode, seconds, peak)
+"""
+MAKE_INPUT = """
+import sys, numpy as np
+rng = np.random.default_rng(int(sys.argv[2]))
+n = int(sys.argv[2])
+np.savez(sys.argv[1], **{name: rng.standard_normal((n, %d)) for name in "QKV"})
+"""
 
-    q, k, v = inputs(n, "float64")
+
+def qkv_cli(n: int, dtype: str) -> dict:
+    """``qkv compute in.npz -f npz -o out.npz`` end to end: wall time and peak memory.
+
+    Run from a small wrapper process whose RUSAGE_CHILDREN is qkv's own peak.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(src, Q=q, K=k, V=v)
-        del q, k, v
+        subprocess.run([sys.executable, "-c", MAKE_INPUT % D, str(src), str(n)], check=True)
         cmd = [sys.executable, "-m", "qkvcli", "compute", str(src), "--dtype", dtype]
         cmd += ["--format", "npz", "--output", str(dst)]
-        t = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            os.execv(sys.executable, cmd)
-        _, status, usage = os.wait4(pid, 0)
-        seconds = time.perf_counter() - t
-        if status:
+        out = subprocess.run(
+            [sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True, check=True
+        )
+        code, seconds, peak = out.stdout.split()
+        if code != "0":
             raise SystemExit(f"qkv compute failed at n={n}")
-    return {"seconds": seconds, "peak": usage.ru_maxrss * 1024}
+    return {"seconds": float(seconds), "peak": int(peak)}
 
 
 def startup(runs: int) -> list[tuple[str, float]]:
@@ -166,15 +197,10 @@ def main() -> None:
     ap.add_argument("--startup-runs", type=int, default=21)
     ap.add_argument("--no-textbook-above", type=int, default=16384)
     args = ap.parse_args()
-    import numpy as np
-
     torch = has_torch()
-    print(f"qkv benchmark: d = {D}, one head, Q K V given; numpy {np.__version__}", end="")
-    if torch:
-        import torch as t
-
-        print(f", torch {t.__version__} ({t.get_num_threads()} threads)", end="")
-    print(f"; {os.cpu_count()} CPUs")
+    print(
+        f"qkv benchmark: d = {D}, one head, Q K V given; {versions(torch)}; {os.cpu_count()} CPUs"
+    )
     print()
     print("start-up (median of", args.startup_runs, "runs, side by side)")
     rows = startup(args.startup_runs)
@@ -213,7 +239,7 @@ def main() -> None:
             line += f"  {mem(ours):>9s} {mem(theirs):>10s} {mem(book):>13s}"
             print(line, flush=True)
     print()
-    print("qkv compute in.npz --format npz -o out.npz, end to end (float64)")
+    print("qkv compute in.npz -f npz -o out.npz, whole process (float64)")
     for n in args.n:
         r = qkv_cli(n, "float64")
         print(f"  n = {n:6d}  {r['seconds']:6.2f} s  peak {r['peak'] / MiB:5.0f} MiB", flush=True)

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,8 +31,9 @@ _SYMBOLS = (
 _lock = threading.Lock()
 
 
+@functools.cache
 def _openblas() -> tuple[Any, Any] | None:
-    """The set/get thread-count functions of the OpenBLAS numpy loaded, if any."""
+    """The set/get thread-count functions of the OpenBLAS numpy loaded, if any (looked up once)."""
     import ctypes
 
     import numpy  # noqa: F401  (loads its BLAS)

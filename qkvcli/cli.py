@@ -103,7 +103,7 @@ def root(
     """
 
 
-CSV = "Matrices from CSV files (one matrix per file; '-' = stdin)"
+CSV = "Matrices from CSV or .npy files (one matrix per file; '-' = stdin)"
 HOW = "How to compute"
 OUT = "Output"
 BIG = "Large inputs"
@@ -112,7 +112,8 @@ BIG = "Large inputs"
 @app.command()
 def compute(
     input: Annotated[
-        str | None, typer.Argument(help="JSON problem file, or - for stdin.", show_default=False)
+        str | None,
+        typer.Argument(help="JSON or .npz problem file, or - for stdin.", show_default=False),
     ] = None,
     x: Annotated[
         str | None, typer.Option("--x", help="X (tokens × d_model).", rich_help_panel=CSV)
@@ -268,10 +269,10 @@ def _emit(
             names = stage or ["output"]
             if len(names) != 1:
                 raise OptionError(f"--format {format} writes one stage; choose one with --stage")
-            from .render.machine import to_delimited
+            from .render.machine import write_delimited
 
             (chosen,) = result.select(names)
-            out.write(to_delimited(chosen.array, "," if format == "csv" else "\t"))
+            write_delimited(out, chosen.array, "," if format == "csv" else "\t")
             return
         if format == "json":
             from .render.machine import to_json

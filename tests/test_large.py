@@ -311,3 +311,19 @@ def test_full_big_tables_are_plain_text_with_every_cell(tmp_path):
     want = [[str(i + 1), *(shown(float(x)) for x in row.split(","))] for i, row in enumerate(csv)]
     assert body == [[("0.0000" if c == "-0.0000" else c) for c in row] for row in want]
     assert lines[3] == "output = weights·V (70×64)"
+
+
+def test_output_file_for_text_formats(tmp_path):
+    out = tmp_path / "o.json"
+    r = run_ok("compute", SAMPLE, "-f", "json", "-o", str(out))
+    assert r.stdout == ""
+    assert json.loads(out.read_text(encoding="utf-8")) == full_json()
+    table = tmp_path / "o.txt"
+    run_ok("compute", SAMPLE, "--stage", "output", "-o", str(table))
+    assert (
+        table.read_text(encoding="utf-8") == run_ok("compute", SAMPLE, "--stage", "output").stdout
+    )
+    missing = tmp_path / "no" / "o.csv"
+    r = qkv("compute", SAMPLE, "-f", "csv", "-o", str(missing))
+    assert (r.exit_code, r.stdout) == (2, "")
+    assert r.stderr == f"qkv: error: --output {missing}: cannot write: No such file or directory\n"

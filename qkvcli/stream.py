@@ -204,9 +204,11 @@ def _fold(
     top = np.full(count, -np.inf, dtype=qa.dtype)  # (bq,) running max (exact mode)
     for j0 in range(0, m, bk):
         cols = slice(j0, min(m, j0 + bk))
+        allowed = _tile(r.allowed, b, hh, rows, cols)
+        if allowed is not None and not allowed.any():
+            continue  # every pair masked (above a causal diagonal): adds nothing
         s = buf[:count, : cols.stop - j0]  # (bq, bk)
         np.matmul(q, k[cols].T, out=s)  # logits (minus the shift in bound mode)
-        allowed = _tile(r.allowed, b, hh, rows, cols)
         if r.bias is not None:
             s += _tile(r.bias, b, hh, rows, cols)
             finite = np.isfinite(s)

@@ -221,3 +221,19 @@ def test_plan_refuses_a_square_stage_that_does_not_fit():
     )
     with pytest.raises(OptionError, match="--stream computes no 8×8 stage: drop --stage weights"):
         plan(tiny_problem(8), ["weights"], stream=True)
+
+
+def test_streamed_matches_torch_sdpa_with_gqa_and_causal_mask():
+    torch = pytest.importorskip("torch")
+    B, h, g, n, d = 2, 4, 2, 33, 8
+    q, k, v = rand(B, h, n, d), rand(B, g, n, d), rand(B, g, n, d)
+    mats = {
+        name: a.transpose(0, 2, 1, 3).reshape(B, n, -1)
+        for name, a in (("Q", q), ("K", k), ("V", v))
+    }
+    r = resolve(Problem(mats), Options(heads=h, kv_heads=g, mask="causal"))
+    got = stream.run(r, block=40)["head_outputs"]  # (B, h, n, d)
+    tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+    tk, tv = tk.repeat_interleave(h // g, dim=1), tv.repeat_interleave(h // g, dim=1)
+    want = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

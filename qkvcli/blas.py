@@ -36,14 +36,14 @@ def _openblas() -> tuple[Any, Any] | None:
     """The set/get thread-count functions of the OpenBLAS numpy loaded, if any (looked up once)."""
     import ctypes
 
-    import numpy  # noqa: F401  (loads its BLAS)
+    import numpy  # noqa: F401  (loads its BLAS; numpy's own copy is tried first)
 
     try:
         with open("/proc/self/maps") as fh:
             paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
     except OSError:
         return None
-    for path in sorted(p for p in paths if p.startswith("/")):
+    for path in sorted((p for p in paths if p.startswith("/")), key=lambda p: "numpy" not in p):
         try:
             lib = ctypes.CDLL(path)
         except OSError:

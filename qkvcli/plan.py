@@ -98,7 +98,8 @@ def plan(
     if stream or asked:
         return Plan(stream=stream or square_bytes(r) > LARGE)
     if square_bytes(r) > LARGE:
-        names = ", ".join(s for s in SQUARE if s != "masked")
+        has_masked = r.allowed is not None or r.bias is not None
+        names = ", ".join(s for s in SQUARE if s != "masked" or has_masked)
         return Plan(
             stream=True,
             note=f"the {shape} stages ({names}: {size(square_bytes(r))} each) are left out; "

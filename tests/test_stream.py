@@ -237,3 +237,15 @@ def test_streamed_matches_torch_sdpa_with_gqa_and_causal_mask():
     tk, tv = tk.repeat_interleave(h // g, dim=1), tv.repeat_interleave(h // g, dim=1)
     want = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_note_names_the_masked_stage_when_there_is_one():
+    n = 2049
+    r = resolve(
+        Problem({"Q": np.ones((n, 2)), "K": np.ones((n, 2)), "V": np.ones((n, 2))}),
+        Options(mask="causal"),
+    )
+    assert plan(r, None).note == (
+        "the 2049×2049 stages (scores, scaled, masked, weights: 32 MiB each) are left out; "
+        "name one with --stage to get it"
+    )

@@ -236,11 +236,13 @@ def _evaluate(
     how = plan(resolved, asked, stream)
     if how.note:
         print(f"qkv: note: {how.note}", file=sys.stderr)
+    from .render.progress import progress
+
     if not how.stream:
         from .attention import run
 
-        return run(resolved)
-    from .render.progress import progress
+        with progress(resolved, label="attention, every stage", steps=False):
+            return run(resolved)
     from .stream import run as run_streaming
 
     with progress(resolved) as tick:

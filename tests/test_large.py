@@ -291,6 +291,10 @@ def test_progress_only_on_a_terminal_and_for_long_work():
         assert callable(tick)
         tick(10, 20)
     assert "attention in blocks" in err.getvalue()
+    err = Terminal()
+    with progress(long, err, label="every stage", steps=False) as tick:
+        assert callable(tick)  # a pulsing bar: the full pipeline cannot say how far it is
+    assert "every stage" in err.getvalue()
 
 
 def test_full_big_tables_are_plain_text_with_every_cell(tmp_path):

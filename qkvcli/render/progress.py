@@ -19,24 +19,34 @@ RATE = 2e10
 SHOW_AFTER = 1.0
 
 
-def seconds(r: Any) -> float:
-    """A rough guess of the time a streamed run takes: two products of n×m×d per head."""
-    return r.B * r.heads * r.n * r.m * (r.d_head + r.dv_head) / RATE
+#: Seconds per (query, key) pair for the full pipeline's n×n arrays (memory traffic).
+PER_PAIR = 5e-8
+
+
+def seconds(r: Any, every_stage: bool = False) -> float:
+    """A rough guess of a run's time: two products of n×m×d per head (and the n×n arrays)."""
+    pairs = r.B * r.heads * r.n * r.m
+    return pairs * (r.d_head + r.dv_head) / RATE + (pairs * PER_PAIR if every_stage else 0.0)
 
 
 @contextmanager
-def progress(r: Any, stream: Any = None) -> Iterator[Callable[[int, int], None] | None]:
-    """Yield a ``tick(done, total)`` that draws a rich bar, or None when no bar is wanted."""
+def progress(
+    r: Any, stream: Any = None, label: str = "attention in blocks", steps: bool = True
+) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield a ``tick(done, total)`` that draws a rich bar, or None when no bar is wanted.
+
+    Without ``steps`` (work that cannot report how far it is) the bar pulses.
+    """
     err = stream or sys.stderr
-    if seconds(r) < SHOW_AFTER or not getattr(err, "isatty", lambda: False)():
+    if seconds(r, not steps) < SHOW_AFTER or not getattr(err, "isatty", lambda: False)():
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("attention in blocks"), BarColumn(), TimeRemainingColumn())
+    columns = (TextColumn(label), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(file=err), transient=True) as bar:
-        task = bar.add_task("rows", total=r.B * r.heads * r.n)
+        task = bar.add_task("rows", total=r.B * r.heads * r.n if steps else None)
 
         def tick(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)

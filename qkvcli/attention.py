@@ -38,19 +38,21 @@ def merge_heads(a: np.ndarray) -> np.ndarray:
 
 def cosine(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     """cos(q_i, k_j) for every pair: (…, n, d), (…, m, d) → (…, n, m)."""
+    return unit_rows(q, "Q") @ unit_rows(k, "K").swapaxes(-1, -2)  # (…, n, m)
+
+
+def unit_rows(a: np.ndarray, name: str) -> np.ndarray:
+    """Each row divided by its length; a zero row has no direction (`ComputeError`)."""
     import numpy as np
 
-    for name, a in (("Q", q), ("K", k)):
-        norms = np.linalg.norm(a, axis=-1)  # (…, rows)
-        if np.any(norms == 0):
-            index = np.argwhere(norms == 0)[0]
-            head = f" in head {index[-2] + 1}" if a.ndim == 4 and a.shape[1] > 1 else ""
-            raise ComputeError(
-                f"{name} row {index[-1] + 1}{head} is all zeros: its cosine similarity is undefined"
-            )
-    qn = q / np.linalg.norm(q, axis=-1, keepdims=True)  # (…, n, d)
-    kn = k / np.linalg.norm(k, axis=-1, keepdims=True)  # (…, m, d)
-    return qn @ kn.swapaxes(-1, -2)  # (…, n, m)
+    norms = np.linalg.norm(a, axis=-1, keepdims=True)  # (…, rows, 1)
+    if np.any(norms == 0):
+        index = np.argwhere(norms[..., 0] == 0)[0]
+        head = f" in head {index[-2] + 1}" if a.ndim == 4 and a.shape[1] > 1 else ""
+        raise ComputeError(
+            f"{name} row {index[-1] + 1}{head} is all zeros: its cosine similarity is undefined"
+        )
+    return a / norms  # (…, rows, d)
 
 
 def softmax_rows(x: np.ndarray, allowed: np.ndarray | None, empty: str) -> np.ndarray:
@@ -66,11 +68,7 @@ def softmax_rows(x: np.ndarray, allowed: np.ndarray | None, empty: str) -> np.nd
     allowed = np.broadcast_to(allowed, x.shape)
     live = allowed.any(axis=-1, keepdims=True)  # (…, n, 1)
     if not live.all() and empty == "error":
-        where = _place(np.argwhere(~live[..., 0])[0])
-        raise ComputeError(
-            f"every key is masked for {where}: its softmax is undefined "
-            "(--empty-rows nan|zero|uniform picks what frameworks do)"
-        )
+        raise empty_row_error(_place(np.argwhere(~live[..., 0])[0]))
     safe = np.where(allowed, x, -np.inf)  # (…, n, m)
     top = np.max(safe, axis=-1, keepdims=True, initial=-np.inf)  # (…, n, 1)
     top = np.where(live, top, 0.0)
@@ -120,15 +118,14 @@ def _run(r: Resolved, given: dict[str, np.ndarray]) -> Trace:
     import numpy as np
 
     o = r.options
+    h, g = r.heads, r.kv_heads
+    a, Q, K, V = project(r)
     if o.exact:
-        from .exact import exact_array, exact_scale
+        from .exact import exact_scale
 
-        a = {k: exact_array(v) for k, v in r.arrays.items()}  # fractions, as written
         factor: Any = exact_scale(r)  # 1/√d_k kept as a surd
     else:
-        a = {k: v.astype(o.dtype) for k, v in r.arrays.items()}
         factor = r.scale / o.temperature
-    h, g = r.heads, r.kv_heads
     shown: dict[str, Any] = {"masked": None}
 
     def stage(name: str, x: np.ndarray) -> np.ndarray:
@@ -136,16 +133,7 @@ def _run(r: Resolved, given: dict[str, np.ndarray]) -> Trace:
         shown[name] = x = given.get(name, x)
         return x if o.round_to is None or name in given else np.round(x, o.round_to)
 
-    def project(name: str, src: str) -> np.ndarray:
-        if name in a:
-            return a[name]  # given directly: (B, rows, d)
-        out = a[src] @ a[f"W_{name}"]  # (B, rows, d_model) @ (d_model, d) → (B, rows, d)
-        return out + a[f"b_{name}"] if f"b_{name}" in a else out
-
-    kv_src = "X_kv" if "X_kv" in a else "X"
-    Q = stage("Q", project("Q", "X"))  # (B, n, h·dk)
-    K = stage("K", project("K", kv_src))  # (B, m, g·dk)
-    V = stage("V", project("V", kv_src))  # (B, m, g·dv)
+    Q, K, V = stage("Q", Q), stage("K", K), stage("V", V)  # (B, n, h·dk) (B, m, g·dk) (B, m, g·dv)
     for name, x in (("Q", Q), ("K", K), ("V", V)):
         _finite(x, name, f"the projection {name}")
     q = split_heads(Q, h)  # (B, h, n, dk)
@@ -195,16 +183,47 @@ def _run(r: Resolved, given: dict[str, np.ndarray]) -> Trace:
         heads_out = weights @ v  # (B, h, n, dv)
     heads_out = stage("head_outputs", heads_out)
     concat = stage("concat", merge_heads(heads_out))  # (B, n, h·dv)
-    output = concat
-    if "W_O" in a:
-        output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
-        if "b_O" in a:
-            output = output + a["b_O"]
+    output = out_project(concat, a)  # (B, n, d_out)
     out = _real(output)
     if o.empty_rows == "nan":  # NaN rows were asked for; only overflow is an error
         out = np.nan_to_num(out, nan=0.0, posinf=np.inf, neginf=-np.inf)
     _finite(out, "output", "the output")
     return _trace(r, shown | {"output": output if "W_O" in a else shown["concat"]})
+
+
+def project(r: Resolved) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays in the run's dtype (fractions when exact), and Q (B, n, h·dk), K, V."""
+    if r.options.exact:
+        from .exact import exact_array
+
+        a = {k: exact_array(v) for k, v in r.arrays.items()}  # fractions, as written
+    else:
+        a = {k: v.astype(r.options.dtype, copy=False) for k, v in r.arrays.items()}
+
+    def one(name: str, src: str) -> np.ndarray:
+        if name in a:
+            return a[name]  # given directly: (B, rows, d)
+        out = a[src] @ a[f"W_{name}"]  # (B, rows, d_model) @ (d_model, d) → (B, rows, d)
+        return out + a[f"b_{name}"] if f"b_{name}" in a else out
+
+    kv_src = "X_kv" if "X_kv" in a else "X"
+    return a, one("Q", "X"), one("K", kv_src), one("V", kv_src)
+
+
+def combine(heads_out: np.ndarray, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """concat (B, n, h·dv) of the heads, and the output: concat·W_O + b_O when W_O is given."""
+    concat = merge_heads(heads_out)  # (B, n, h·dv)
+    return concat, out_project(concat, a)
+
+
+def out_project(concat: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
+    """The output: concat·W_O + b_O when W_O is given, else concat itself."""
+    output = concat
+    if "W_O" in a:
+        output = concat @ a["W_O"]  # (B, n, h·dv) @ (h·dv, d_out) → (B, n, d_out)
+        if "b_O" in a:
+            output = output + a["b_O"]
+    return output
 
 
 def _real(x: np.ndarray) -> np.ndarray:
@@ -226,16 +245,24 @@ def _no_empty_rows(r: Resolved, allowed: np.ndarray) -> None:
     import numpy as np
 
     empty = ~allowed.any(axis=-1)  # (B, h, n)
-    if not empty.any():
-        return
-    b, hh, i = (int(v) for v in np.argwhere(empty)[0])
+    if empty.any():
+        raise empty_row_error(where_row(r, *(int(v) for v in np.argwhere(empty)[0])))
+
+
+def where_row(r: Resolved, b: int, hh: int, i: int) -> str:
+    """``query row 2 (x2), head 1, batch item 2``: a row named as the user sees it."""
     tokens = r.problem.tokens
     where = f"query row {i + 1}" + (f" ({tokens[i]})" if tokens else "")
     if r.multihead:
         where += f", head {hh + 1}"
     if r.batched:
         where += f", batch item {b + 1}"
-    raise ComputeError(
+    return where
+
+
+def empty_row_error(where: str) -> ComputeError:
+    """The one message for a row whose every key is masked."""
+    return ComputeError(
         f"every key is masked for {where}: softmax over no keys is undefined "
         "(--empty-rows nan|zero|uniform fills such rows as frameworks do)"
     )
@@ -318,11 +345,11 @@ def _trace(r: Resolved, arrays: dict[str, np.ndarray | None]) -> Trace:
     elif "W_O" in r.arrays:
         keep += ["concat"]
     keep += ["output"]
+    keep = [name for name in keep if arrays.get(name) is not None]  # streaming has no n×n stages
     f = formulas(r)
     stages: dict[str, Stage] = {}
     for name in keep:
         x = arrays[name]
-        assert x is not None
         per_head = name in ("scores", "scaled", "masked", "weights", "head_outputs")
         if per_head and not r.multihead:
             x = x[:, 0]

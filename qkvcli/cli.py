@@ -8,6 +8,8 @@ so ``qkv --version`` and ``qkv --help`` stay fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +29,13 @@ from .errors import (
 
 class QkvGroup(TyperGroup):
     """Maps every exception to one stderr line and an exit code, in one place."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from .coercion import install
+
+        for command in (self, *self.commands.values()):
+            install(command)  # plain option types without pydantic: fast start-up
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
@@ -125,17 +134,19 @@ def root(
     """
 
 
-CSV = "Matrices from CSV files (one matrix per file; '-' = stdin)"
+CSV = "Matrices from CSV or .npy files (one matrix per file; '-' = stdin)"
 HOW = "How to compute"
 MASKS = "Masks"
 OUT = "Output"
 PIC = "Pictures"
+BIG = "Large inputs"
 
 
 @app.command()
 def compute(
     input: Annotated[
-        str | None, typer.Argument(help="JSON problem file, or - for stdin.", show_default=False)
+        str | None,
+        typer.Argument(help="JSON or .npz problem file, or - for stdin.", show_default=False),
     ] = None,
     x: Annotated[
         str | None, typer.Option("--x", help="X (tokens × d_model).", rich_help_panel=CSV)
@@ -292,9 +303,35 @@ def compute(
     format: Annotated[
         str,
         typer.Option(
-            "--format", "-f", help="table, json, csv, tsv, markdown or latex.", rich_help_panel=OUT
+            "--format",
+            "-f",
+            help="table, json, csv, tsv, markdown, latex or npz.",
+            rich_help_panel=OUT,
         ),
     ] = "table",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file (needed for npz).", rich_help_panel=OUT
+        ),
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Show every row and column of big tables.", rich_help_panel=OUT
+        ),
+    ] = False,
+    dtype: Annotated[
+        str | None, typer.Option(help="float64 (default) or float32.", rich_help_panel=BIG)
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Compute in blocks, without the n×n stages (chosen on its own for long inputs).",
+            rich_help_panel=BIG,
+        ),
+    ] = False,
     heatmap: Annotated[
         bool,
         typer.Option(
@@ -340,7 +377,6 @@ def compute(
       qkv compute samples/multihead.json --heads 2 --mask causal --trace
       qkv compute samples/worked_example.json --heatmap --tokens-view --svg report.svg
     """
-    from .attention import run
     from .errors import OptionError
     from .loaders import load, mask_option
     from .problem import Options, resolve
@@ -351,56 +387,120 @@ def compute(
              "W_O": wo, "b_Q": bq, "b_K": bk, "b_V": bv, "b_O": bo, "mask": mask_csv,
              "attn_bias": attn_bias}  # fmt: skip
     inline = {"valid_lens": valid_lens, "tokens": tokens, "kv_tokens": kv_tokens}
+    pictures = Pictures(heatmap, tokens_view, top, svg, html)
+    if pictures.wanted and format != "table":
+        raise OptionError(
+            f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
+        )
+    _check_format(format, output)
     problem, settings = load(input, files, inline)
     cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
                     "weights_layout": weights_layout, "similarity": similarity,
                     "normalize": normalize, "temperature": temperature, "mask": mask_kind,
                     "mask_polarity": mask_polarity, "empty_rows": empty_rows,
-                    "exact": exact or None}  # fmt: skip
+                    "exact": exact or None, "dtype": dtype}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
-    result = run(resolve(problem, options))
-    pictures = Pictures(heatmap, tokens_view, top, svg, html)
+    result = _evaluate(resolve(problem, options), format, stage, trace, stream)
     if pictures.wanted:
-        if format != "table":
-            raise OptionError(
-                f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
-            )
         show(result, pictures, stage, trace, precision)
         return
-    _emit(result, format, stage, trace, precision)
+    _emit(result, format, stage, trace, precision, output, full)
 
 
-def _emit(result: Any, format: str, stage: list[str] | None, trace: bool, precision: int) -> None:
-    """Write a trace in the chosen format to stdout."""
+FORMATS = ("table", "json", "csv", "tsv", "markdown", "latex", "npz")
+
+
+def _check_format(format: str, output: str | None) -> None:
     from .errors import OptionError
 
-    formats = ("table", "json", "csv", "tsv", "markdown", "latex")
-    if format not in formats:
-        raise OptionError(f"--format must be one of {', '.join(formats)}, not {format!r}")
-    if format in ("markdown", "latex"):
-        from .render import writeup
+    if format not in FORMATS:
+        raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    if format == "npz" and output is None:
+        raise OptionError("--format npz writes a file: give it with --output FILE")
+    if output is not None:
+        from .atomic import check_target
 
-        write = writeup.to_markdown if format == "markdown" else writeup.to_latex
-        sys.stdout.write(write(result, result.select(stage), precision))
+        check_target(output, "--output")
+
+
+def _evaluate(
+    resolved: Any, format: str, stage: list[str] | None, trace: bool, stream: bool
+) -> Any:
+    """Run the full pipeline, or stream it when the n×n stages are large and not asked for."""
+    from .plan import all_stages, plan
+
+    asked = all_stages() if trace else stage or (["output"] if format in ("csv", "tsv") else None)
+    how = plan(resolved, asked, stream)
+    if how.note:
+        print(f"qkv: note: {how.note}", file=sys.stderr)
+    from .render.progress import progress
+
+    if not how.stream:
+        from .attention import run
+
+        with progress(resolved, label="attention, every stage", steps=False):
+            return run(resolved)
+    from .stream import run as run_streaming
+
+    with progress(resolved) as tick:
+        return run_streaming(resolved, progress=tick)
+
+
+def _emit(
+    result: Any,
+    format: str,
+    stage: list[str] | None,
+    trace: bool,
+    precision: int,
+    output: str | None = None,
+    full: bool = False,
+) -> None:
+    """Write a trace in the chosen format to stdout (or ``output``)."""
+    from .errors import OptionError
+
+    if format == "npz":
+        from .render.machine import to_npz
+
+        to_npz(result, result.select(stage), output or "")
         return
-    if format in ("csv", "tsv"):
-        names = stage or ["output"]
-        if len(names) != 1:
-            raise OptionError(f"--format {format} writes one stage; choose one with --stage")
-        from .render.machine import to_delimited
+    with _opened(output) as out:
+        if format in ("markdown", "latex"):
+            from .render import writeup
 
-        (chosen,) = result.select(names)
-        sys.stdout.write(to_delimited(chosen.array, "," if format == "csv" else "\t"))
+            write = writeup.to_markdown if format == "markdown" else writeup.to_latex
+            out.write(write(result, result.select(stage), precision))
+            return
+        if format in ("csv", "tsv"):
+            names = stage or ["output"]
+            if len(names) != 1:
+                raise OptionError(f"--format {format} writes one stage; choose one with --stage")
+            from .render.machine import write_delimited
+
+            (chosen,) = result.select(names)
+            write_delimited(out, chosen.array, "," if format == "csv" else "\t")
+            return
+        if format == "json":
+            from .render.machine import to_json
+
+            out.write(to_json(result, result.select(stage)))
+            return
+        from .render.tables import make_console, render
+
+        defaults = [] if trace else [n for n in ("weights", "output") if n in result.stages]
+        console = make_console(None if output is None else out)
+        render(result, result.select(stage or defaults), console, precision, full=full)
+
+
+@contextmanager
+def _opened(path: str | None) -> Iterator[Any]:
+    """stdout, or ``path`` written atomically (whole or not at all)."""
+    if path is None:
+        yield sys.stdout
         return
-    if format == "json":
-        from .render.machine import to_json
+    from .atomic import atomic_file
 
-        sys.stdout.write(to_json(result, result.select(stage)))
-        return
-    from .render.tables import make_console, render
-
-    names = stage or ([] if trace else ["weights", "output"])
-    render(result, result.select(names), make_console(), precision)
+    with atomic_file(path, "--output") as fh:
+        yield fh
 
 
 register(app)  # qkv check, explain, new

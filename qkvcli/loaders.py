@@ -1,4 +1,4 @@
-"""Read problems from JSON and CSV (files or ``-`` for stdin) into a `Problem`.
+"""Read problems from JSON, CSV (files or ``-`` for stdin) and NPY/NPZ into a `Problem`.
 
 Every error names the file and the place in it: key, row, column, the text.
 
@@ -185,6 +185,11 @@ def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, A
         raise InputError(
             f"{origin}: the top level must be an object with keys such as X, W_Q, W_K, W_V"
         )
+    return parse_doc(doc, origin)
+
+
+def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]]:
+    """A `Problem` and settings from named entries (nested lists or numpy arrays)."""
     found: dict[str, tuple[str, Any]] = {}
     torch: dict[str, tuple[str, Any]] = {}
     for key, value in doc.items():
@@ -350,17 +355,20 @@ def to_array(value: Any, key: str, origin: str, canon: str = "X") -> np.ndarray:
     ndims = NDIMS.get(canon, (2, 3))
     flags = canon in ("mask", "key_padding_mask")
     neg_inf = canon == "attn_bias"
-    if isinstance(value, list) and len(value) * _width(value) > FAST_CELLS:
-        # Large inputs skip the cell-by-cell walk unless numpy finds a problem.
+    given = isinstance(value, np.ndarray)
+    if given or (isinstance(value, list) and len(value) * _width(value) > FAST_CELLS):
+        # Arrays and large inputs skip the cell-by-cell walk unless numpy finds a problem.
         try:
-            a = np.array(value)
+            a = value if given else np.array(value)
         except (ValueError, OverflowError):
             a = None
         ok_kinds = "iuf" + ("b" if flags else "")
         if a is not None and a.dtype.kind in ok_kinds and a.ndim in ndims and a.size:
-            a = a.astype(np.float64)
+            a = a.astype(np.float64, copy=False)
             if np.all(np.isfinite(a)) or (neg_inf and not np.any(np.isnan(a) | (a == np.inf))):
                 return a
+    if given:
+        value = value.tolist()  # an array from .npy/.npz: find the bad cell in its lists
     depth = _walk(value, key, origin, (), flags, neg_inf)
     if depth not in ndims:
         want = " or ".join(_DIM_WORDS[d] for d in ndims)
@@ -521,6 +529,19 @@ def _is_number(cell: str, decimal_comma: bool, neg_inf: bool = False) -> bool:
     return True
 
 
+_OPTION = {
+    "X": "x",
+    "W_Q": "wq",
+    "W_K": "wk",
+    "W_V": "wv",
+    "Q": "q",
+    "K": "k",
+    "V": "v",
+    "X_kv": "x-kv",
+    "W_O": "wo",
+}
+
+
 def mask_option(text: str) -> tuple[str | None, str | None]:
     """Split a ``--mask`` value into a mask kind or a CSV path.
 
@@ -596,7 +617,18 @@ def load(
         raise InputError(
             "no input: give a JSON file (or - for stdin), or CSV files with --x/--wq/--wk/--wv or --q/--k/--v"
         )
-    if path is not None:
+    if path is not None and path.lower().endswith(".npy"):
+        raise InputError(f"{path}: one matrix: give it with an option such as --x, --wq or --q")
+    for canon, given in files.items():
+        if given.lower().endswith(".npz"):
+            raise InputError(
+                f"{given}: holds named matrices: give it as the input file, not with --{_OPTION.get(canon, canon.lower())}"
+            )
+    if path is not None and path.lower().endswith(".npz"):
+        from .npy import load_npz
+
+        problem, settings = load_npz(path)
+    elif path is not None:
         problem, settings = load_json(path)
     else:
         problem, settings = (
@@ -604,7 +636,12 @@ def load(
             {},
         )
     for canon, csv_path in files.items():
-        array, row_labels = load_csv(csv_path, canon)
+        if csv_path.lower().endswith(".npy"):
+            from .npy import load_npy
+
+            array, row_labels = load_npy(csv_path, canon), None
+        else:
+            array, row_labels = load_csv(csv_path, canon)
         if canon in ("b_Q", "b_K", "b_V", "b_O", "valid_lens"):
             array = array.reshape(-1)
         problem.matrices[canon] = array

@@ -431,16 +431,35 @@ def _grid(a: np.ndarray, name: str, B: int, h: int, n: int, m: int) -> np.ndarra
     return np.asarray(a)
 
 
-def _allowed(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> np.ndarray | None:
-    """Which (query, key) pairs may attend, from every mask given; None = all."""
+def causal(n: int, m: int, k: int) -> np.ndarray:
+    """``np.tri(n, m, k, dtype=bool)`` (key j ≤ query i + k) as a read-only view of n + m bytes.
+
+    Row i is the same run of bytes as row i − 1, one place later, so a causal
+    mask costs no n×m memory (the streamed evaluation relies on it).
+
+    >>> import numpy as np
+    >>> causal(3, 4, 0).astype(int).tolist()
+    [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
+    >>> all((causal(n, m, k) == np.tri(n, m, k, dtype=bool)).all()
+    ...     for n in (1, 5) for m in (1, 4) for k in (-6, -1, 0, 2, 7))
+    True
+    """
     import numpy as np
 
+    line = np.arange(n + m - 1) - (n - 1) <= k  # line[t]: key − query = t − (n − 1)
+    return np.lib.stride_tricks.as_strided(
+        line[n - 1 :], shape=(n, m), strides=(-line.strides[0], line.strides[0]), writeable=False
+    )
+
+
+def _allowed(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> np.ndarray | None:
+    """Which (query, key) pairs may attend, from every mask given; None = all."""
     parts: list[np.ndarray] = []
     kind = mask_kind(p, o)
     if kind == "causal":
-        parts.append(np.tri(n, m, 0, dtype=bool)[None, None])  # key j ≤ query i
+        parts.append(causal(n, m, 0)[None, None])  # key j ≤ query i
     elif kind == "causal-lower-right":
-        parts.append(np.tri(n, m, m - n, dtype=bool)[None, None])  # aligned to the last key
+        parts.append(causal(n, m, m - n)[None, None])  # aligned to the last key
     block = o.mask_polarity == "block"
     if "mask" in p.matrices and o.mask is None:  # a mask option replaces the file's mask
         grid = _grid(p.matrices["mask"], "mask", B, h, n, m)

@@ -79,6 +79,8 @@ class Trace:
     batched: bool = False
     heads: int = 1
     notes: list[str] = field(default_factory=list)
+    #: Per query row, when streamed: ``row_logsumexp`` = log Σⱼ exp(logitᵢⱼ) (the softmax's normaliser).
+    stats: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.stages[name].array

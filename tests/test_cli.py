@@ -269,7 +269,7 @@ def test_key_spellings():
         (
             ["compute", "-", "--format", "xml"],
             json.dumps(GOOD),
-            "--format must be one of table, json, csv, tsv, markdown, latex, not 'xml'",
+            "--format must be one of table, json, csv, tsv, markdown, latex, npz, not 'xml'",
         ),
         (
             ["compute", "-", "--stage", "softmax"],

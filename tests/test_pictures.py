@@ -19,10 +19,10 @@ import pytest
 import reference
 from typer.testing import CliRunner
 
-from qkvcli.errors import OptionError
+from qkvcli.atomic import write_atomic
+from qkvcli.errors import OutputError
 from qkvcli.focus import entropy_bits, ranked
 from qkvcli.render.heatmap import PALETTE, Shades
-from qkvcli.render.report import write_atomic
 from qkvcli.render.tokens import bar
 
 X = [[1, 0, 1, 0], [0, 2, 0, 2], [1, 1, 1, 1]]
@@ -402,7 +402,7 @@ def test_atomic_write_replaces_whole_and_keeps_the_mode(tmp_path):
 
 @pytest.mark.parametrize("fails", ["replace", "fsync"])
 def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch, fails):
-    import qkvcli.render.report as report
+    import qkvcli.atomic as atomic
 
     target = tmp_path / "r.svg"
     target.write_text("old")
@@ -410,9 +410,9 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch, fai
     def boom(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, fails, boom)
+    monkeypatch.setattr(atomic.os, fails, boom)
     with pytest.raises(
-        OptionError, match=r"^--svg .*r\.svg: cannot write: No space left on device$"
+        OutputError, match=r"^--svg .*r\.svg: cannot write: No space left on device$"
     ):
         write_atomic(str(target), "new", "--svg")
     assert target.read_text() == "old"
@@ -420,12 +420,12 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch, fai
 
 
 def test_failed_write_from_the_command_line(tmp_path, monkeypatch):
-    import qkvcli.render.report as report
+    import qkvcli.atomic as atomic
 
     def boom(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     target = tmp_path / "r.svg"
     r = qkv("compute", WORKED, "--heatmap", "--svg", str(target))
     assert r.exit_code == 2

@@ -1,4 +1,4 @@
-"""Plain machine formats: JSON (every stage, full precision) and CSV/TSV (one stage).
+"""Plain machine formats: JSON (every stage, full precision), CSV/TSV (one stage), NPZ.
 
 No colour, no markup. Floats are written with ``repr`` so they round-trip
 exactly; masked (−∞) and undefined (NaN) cells are ``null`` in JSON.
@@ -9,6 +9,7 @@ exactly; masked (−∞) and undefined (NaN) cells are ``null`` in JSON.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -40,13 +41,38 @@ def to_json(trace: Trace, stages: list[Stage]) -> str:
 
 def to_delimited(array: Any, sep: str) -> str:
     """Rows of a stage as text; leading batch/head axes become 1-based index columns."""
+    out = io.StringIO()
+    write_delimited(out, array, sep)
+    return out.getvalue()
+
+
+def write_delimited(out: Any, array: Any, sep: str) -> None:
+    """`to_delimited`, written a block of rows at a time (memory stays small for long stages)."""
     import numpy as np
 
-    a = np.asarray(array, dtype=np.float64)
+    a = np.asarray(array)
     lead = a.shape[:-2]
-    lines = []
     for idx in np.ndindex(*lead):
-        for row in a[idx]:
-            cells = [str(i + 1) for i in idx] + [repr(float(v)) for v in row]
-            lines.append(sep.join(cells))
-    return "\n".join(lines) + "\n"
+        prefix = "".join(f"{i + 1}{sep}" for i in idx)
+        rows = a[idx]
+        for start in range(0, rows.shape[0], 1024):
+            block = rows[start : start + 1024].astype(np.float64).tolist()
+            out.write("".join(prefix + sep.join(map(repr, row)) + "\n" for row in block))
+
+
+def to_npz(trace: Trace, stages: list[Stage], path: str) -> None:
+    """Write the chosen stages to an ``.npz`` file, each under its stage name.
+
+    Streamed runs add ``row_max`` and ``row_sum`` (per query row); ``meta``
+    holds the run's settings as JSON text (no pickles: ``np.load`` reads it
+    with ``allow_pickle=False``).
+    """
+    import numpy as np
+
+    arrays = {s.name: s.array for s in stages} | dict(trace.stats)
+    meta = trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
+    arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
+    from ..atomic import atomic_file
+
+    with atomic_file(path, "--output", binary=True) as fh:
+        np.savez(fh, **arrays)

@@ -11,12 +11,11 @@ a partial file nor clobbers the old one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import OptionError
+from ..atomic import check_target, write_atomic
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,51 +37,6 @@ class Pictures:
     def wanted(self) -> bool:
         """True when any picture option was given."""
         return bool(self.heatmap or self.tokens_view or self.top or self.svg or self.html)
-
-
-def check_target(path: str, option: str) -> None:
-    """Fail early, before drawing, when ``path`` cannot be written.
-
-    >>> check_target("/no/such/dir/r.svg", "--svg")
-    Traceback (most recent call last):
-    ...
-    qkvcli.errors.OptionError: --svg /no/such/dir/r.svg: directory /no/such/dir does not exist
-    """
-    folder = os.path.dirname(path) or "."
-    if not path or os.path.isdir(path):
-        raise OptionError(f"{option} {path!r}: needs a file name")
-    if not os.path.isdir(folder):
-        raise OptionError(f"{option} {path}: directory {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OptionError(f"{option} {path}: directory {folder} is not writable")
-
-
-def write_atomic(path: str, text: str, option: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all; raise `OptionError` naming the file."""
-    import tempfile
-
-    folder = os.path.dirname(path) or "."
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".qkv-", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(path):
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise OptionError(f"{option} {path}: cannot write: {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def content_width(console: Console) -> int:

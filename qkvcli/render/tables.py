@@ -33,6 +33,23 @@ def fmt(v: float, precision: int) -> str:
     return "0." + "0" * precision if text.lstrip("-") == "0." + "0" * precision else text
 
 
+def fmt_row(row: np.ndarray, precision: int) -> list[str]:
+    """`fmt` of every value of a row; fast when all of them take fixed decimals.
+
+    >>> import numpy as np
+    >>> fmt_row(np.array([-0.0, 1.5, -2e-9]), 2)
+    ['0.00', '1.50', '-2.00e-09']
+    """
+    import numpy as np
+
+    a = np.abs(row)
+    if np.all(((a >= 10.0**-precision / 2) & (a < 1e9)) | (row == 0)):
+        spec, zero = f".{precision}f", "0." + "0" * precision
+        texts = [format(v, spec) for v in (row + 0.0).tolist()]  # + 0.0 turns −0.0 into 0.0
+        return [zero if t == "-" + zero else t for t in texts]
+    return [fmt(v, precision) for v in row.tolist()]
+
+
 def labels(trace: Trace, axis: str, count: int) -> list[str]:
     """Labels for rows/columns: tokens for queries and keys, 1-based numbers otherwise."""
     names = {"queries": trace.tokens, "keys": trace.kv_tokens}.get(axis)
@@ -51,8 +68,68 @@ def _shade(v: float) -> str:
     return f"{fg} on #{r:02x}{g:02x}{b:02x}"
 
 
-def stage_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) -> Table:
-    """One matrix of a stage as a table; weights get a heatmap and a Σ column."""
+#: Tables with more rows than this show their first and last rows around a ⋮ row (unless --full).
+MAX_ROWS = 20
+#: Rows shown at each end of a summarised table.
+EDGE_ROWS = 8
+
+
+def pick(count: int, keep: int) -> list[int | None]:
+    """Indices to show of ``count``: all, or the first and last around a gap (None).
+
+    >>> pick(3, 4), pick(10, 4)
+    ([0, 1, 2], [0, 1, None, 8, 9])
+    """
+    if count <= keep:
+        return list(range(count))
+    head = (keep + 1) // 2
+    return [*range(head), None, *range(count - (keep - head), count)]
+
+
+def fit_columns(widths: list[int], room: int, sep: int = 3) -> list[int | None]:
+    """Columns to show from both ends so their widths (each plus ``sep``) fit in ``room``.
+
+    Always at least the first and the last; None marks the … gap.
+
+    >>> fit_columns([4, 4, 4, 4], 100), fit_columns([4, 4, 4, 4, 4], 18)
+    ([0, 1, 2, 3], [0, None, 4])
+    """
+    count = len(widths)
+    if sum(w + sep for w in widths) <= room:
+        return list(range(count))
+    room -= 1 + sep  # the … column
+    left, right, used = [], [], 0
+    lo, hi = 0, count - 1
+    while lo <= hi:
+        side = lo if len(left) <= len(right) else hi
+        need = widths[side] + sep
+        if used + need > room and left and right:
+            break
+        used += need
+        if side == lo:
+            left.append(lo)
+            lo += 1
+        else:
+            right.append(hi)
+            hi -= 1
+    if lo > hi:
+        return list(range(count))
+    return [*left, None, *reversed(right)]
+
+
+def stage_table(
+    trace: Trace,
+    stage: Stage,
+    matrix: np.ndarray,
+    precision: int,
+    width: int | None = None,
+) -> tuple[Table, str | None]:
+    """One matrix of a stage as a table; weights get a heatmap and a Σ column.
+
+    With ``width`` a big matrix is summarised to its corners (rows beyond
+    `MAX_ROWS`, columns beyond what fits in ``width``); the second value then
+    says what is shown. Without it every cell is drawn.
+    """
     from rich.table import Table
     from rich.text import Text
 
@@ -62,22 +139,58 @@ def stage_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) 
     rows, cols = matrix.shape
     row_labels = labels(trace, stage.rows, rows)
     col_labels = labels(trace, stage.cols, cols)
+    weights = stage.name == "weights"
+    shown_rows: list[int | None] = list(range(rows))
+    if width is not None:
+        shown_rows = pick(rows, 2 * EDGE_ROWS) if rows > MAX_ROWS else shown_rows
+    real_rows = [i for i in shown_rows if i is not None]
+    # Format only the cells that can be shown: at most `width` // 4 columns from each end.
+    near = list(range(cols))
+    if width is not None and cols > width // 2:
+        near = [*range(width // 4), *range(cols - width // 4, cols)]
+
+    def cell(v: Any) -> str:
+        return exact_text(v) if is_exact(v) else fmt(float(v), precision)
+
+    text = {j: [cell(matrix[i, j]) for i in real_rows] for j in near}
+    shown_cols: list[int | None] = near
+    note = None
+    if width is not None:
+        label_w = max((len(row_labels[i]) for i in real_rows), default=1)
+        sums = [len(fmt(float(matrix[i].sum()), precision)) for i in real_rows] if weights else []
+        widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
+        # Each column takes its text, a space either side and a border; the table a left border.
+        picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
+        shown_cols = [None if k is None else near[k] for k in picked]
+        if len(near) < cols and None not in shown_cols:
+            shown_cols = [*near[: len(near) // 2], None, *near[len(near) // 2 :]]
+        if None in shown_rows or None in shown_cols:
+            r_n, c_n = len(real_rows), len([j for j in shown_cols if j is not None])
+            note = f"{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns (--full shows all)"
     table = Table(header_style="bold")
     table.add_column("", style="bold", no_wrap=True)
-    for label in col_labels:
-        table.add_column(Text(label), justify="right", no_wrap=True)
-    weights = stage.name == "weights"
+    for j in shown_cols:
+        table.add_column(Text("…" if j is None else col_labels[j]), justify="right", no_wrap=True)
     if weights:
         table.add_column("Σ", justify="right", style="dim", no_wrap=True)
-    for label, row in zip(row_labels, matrix):
+    position = {i: k for k, i in enumerate(real_rows)}
+    for i in shown_rows:
+        if i is None:
+            table.add_row(
+                Text("⋮"), *(Text("⋮") for _ in shown_cols), *([Text("⋮")] if weights else [])
+            )
+            continue
         cells: list[Any] = []
-        for v in row:
-            text = exact_text(v) if is_exact(v) else fmt(float(v), precision)
-            cells.append(Text(text, style=_shade(float(v)) if weights else ""))
+        for j in shown_cols:
+            if j is None:
+                cells.append(Text("…"))
+                continue
+            v = float(matrix[i, j])
+            cells.append(Text(text[j][position[i]], style=_shade(v) if weights else ""))
         if weights:
-            cells.append(Text(fmt(float(row.sum()), precision)))
-        table.add_row(Text(label), *cells)
-    return table
+            cells.append(Text(fmt(float(matrix[i].sum()), precision)))
+        table.add_row(Text(row_labels[i]), *cells)
+    return table, note
 
 
 def matrices(stage: Stage, trace: Trace) -> list[tuple[str, np.ndarray]]:
@@ -136,8 +249,56 @@ def header(trace: Trace) -> str:
     return "\n".join(lines)
 
 
-def render(trace: Trace, stages: list[Stage], console: Console, precision: int = 4) -> None:
-    """Print the header and one table per matrix of each stage."""
+#: ``--full`` tables with more cells than this are drawn as plain text (rich takes seconds).
+PLAIN_CELLS = 4000
+
+
+def plain_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) -> str:
+    """Every cell of a matrix, in the same box lines as the rich tables, without styles.
+
+    >>> from types import SimpleNamespace
+    >>> t = SimpleNamespace(tokens=None, kv_tokens=None)
+    >>> s = SimpleNamespace(rows="queries", cols="features", name="output")
+    >>> import numpy as np
+    >>> print(plain_table(t, s, np.array([[1.0, -2.5]]), 2))
+    ┏━━━┳━━━━━━┳━━━━━━━┓
+    ┃   ┃    1 ┃     2 ┃
+    ┡━━━╇━━━━━━╇━━━━━━━┩
+    │ 1 │ 1.00 │ -2.50 │
+    └───┴──────┴───────┘
+    """
+    rows, cols = matrix.shape
+    head = ["", *labels(trace, stage.cols, cols)]
+    body = [
+        [label, *fmt_row(row, precision)]
+        for label, row in zip(labels(trace, stage.rows, rows), matrix)
+    ]
+    if stage.name == "weights":
+        head.append("Σ")
+        for cells, row in zip(body, matrix):
+            cells.append(fmt(float(row.sum()), precision))
+    widths = [max(len(r[j]) for r in (head, *body)) for j in range(len(head))]
+
+    def line(left: str, fill: str, mid: str, right: str) -> str:
+        return left + mid.join(fill * (w + 2) for w in widths) + right
+
+    def cells(r: list[str], bar: str) -> str:
+        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        return bar + bar.join(f" {p} " for p in parts) + bar
+
+    out = [line("┏", "━", "┳", "┓"), cells(head, "┃"), line("┡", "━", "╇", "┩")]
+    out += [cells(r, "│") for r in body]
+    out.append(line("└", "─", "┴", "┘"))
+    return "\n".join(out)
+
+
+def render(
+    trace: Trace, stages: list[Stage], console: Console, precision: int = 4, full: bool = False
+) -> None:
+    """Print the header and one table per matrix of each stage.
+
+    Big matrices are summarised to their corners unless ``full``.
+    """
     from rich.measure import Measurement
     from rich.text import Text
 
@@ -148,11 +309,18 @@ def render(trace: Trace, stages: list[Stage], console: Console, precision: int =
             name = stage.name + (f" [{suffix}]" if suffix else "")
             formula = f"{name} = {label[1]}" if len(label) == 2 else f"{name}: {stage.formula}"
             title = f"{formula} ({shape_str(matrix.shape)})"
-            table = stage_table(trace, stage, matrix, precision)
             console.print()
             console.print(Text(title, style="italic"), soft_wrap=True)  # never wrapped or cut
-            need = Measurement.get(console, console.options, table).maximum
+            if full and matrix.size > PLAIN_CELLS:
+                console.file.write(plain_table(trace, stage, matrix, precision) + "\n")
+                continue
+            width = None if full else console.width
+            table, note = stage_table(trace, stage, matrix, precision, width)
+            wide = console.options.update(max_width=10**6)  # the natural width, not clamped
+            need = Measurement.get(console, wide, table).maximum
             _print_wide(console, table, need)
+            if note:
+                console.print(Text(note, style="dim"), soft_wrap=True)
 
 
 def _print_wide(console: Console, renderable: Any, need: int) -> None:

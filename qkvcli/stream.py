@@ -1,0 +1,332 @@
+"""Attention in blocks, with an online softmax: memory O(n·d), never n×n.
+
+A second way to evaluate the same resolved problem as `attention.run`: the
+same projections, heads, masks, bias, scale, similarity and normaliser, but
+the logits are made one block of queries × keys at a time and folded into a
+running weighted sum of values and its normaliser (the "online softmax" of
+FlashAttention). It yields the stages that are not n×n — Q, K, V,
+head_outputs, concat, output — plus, per query row, the log of the softmax
+normaliser, log Σⱼ exp(logitᵢⱼ) (``Trace.stats["row_logsumexp"]``).
+
+>>> import numpy as np
+>>> from .problem import Problem, Options, resolve
+>>> r = resolve(Problem({"Q": np.eye(2), "K": np.eye(2), "V": np.eye(2)}), Options())
+>>> t = run(r)
+>>> list(t.stages), t["output"].round(4).tolist()
+(['Q', 'K', 'V', 'output'], [[0.6698, 0.3302], [0.3302, 0.6698]])
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from .attention import (
+    _finite,
+    _trace,
+    combine,
+    empty_row_error,
+    project,
+    split_heads,
+    unit_rows,
+    where_row,
+)
+from .blas import single_threaded
+from .errors import ComputeError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .problem import Resolved
+    from .trace import Trace
+
+#: Elements in one block of logits (2 MiB in float64): big enough for fast
+#: matrix products, small enough to stay in cache and keep memory O(n·d).
+BLOCK = 2**18
+#: Keys per block; longer key sequences are folded in block by block.
+KEY_BLOCK = 1024
+
+Progress = Callable[[int, int], None]
+
+
+def blocks(n: int, m: int, block: int = BLOCK) -> tuple[int, int]:
+    """Queries and keys per block for an n×m problem.
+
+    >>> blocks(8192, 8192), blocks(10, 3)
+    ((256, 1024), (10, 3))
+    """
+    bk = max(1, min(m, KEY_BLOCK))
+    return max(1, min(n, block // bk)), bk
+
+
+def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Trace:
+    """The non-n×n stages of attention for ``r``, computed in blocks.
+
+    ``progress(done, total)`` is called after each block of query rows.
+    """
+    import numpy as np
+
+    o = r.options
+    h, g = r.heads, r.kv_heads
+    a, Q, K, V = project(r)
+    q = split_heads(Q, h)  # (B|1, h, n, dk)
+    k = split_heads(K, g)  # (B|1, g, m, dk)
+    v = split_heads(V, g)  # (B|1, g, m, dv)
+    if o.similarity == "cosine":
+        q, k = unit_rows(q, "Q"), unit_rows(k, "K")
+    c = r.scale / o.temperature
+    if not _bounded(q, k, c):
+        _check_overflow(r, q, k, c)
+    B, n, dv = r.B, r.n, r.dv_head
+    heads_out = np.empty((B, h, n, dv), dtype=o.dtype)  # (B, h, n, dv)
+    lse = np.empty((B, h, n), dtype=o.dtype)  # (B, h, n)
+    total, done, lock = B * h * n, 0, threading.Lock()
+
+    def tick(rows: int) -> None:
+        nonlocal done
+        with lock:
+            done += rows
+            if progress is not None:
+                progress(done, total)
+
+    with single_threaded() as ok, ThreadPoolExecutor(_workers() if ok else 1) as pool:
+        for b in range(B):
+            for hh in range(h):
+                kv = hh // (h // g)  # GQA: query heads share key/value heads
+                qh = q[b if q.shape[0] > 1 else 0, hh]  # (n, dk)
+                kh = k[b if k.shape[0] > 1 else 0, kv]  # (m, dk)
+                vh = v[b if v.shape[0] > 1 else 0, kv]  # (m, dv)
+                out = heads_out[b, hh]  # (n, dv)
+                lse[b, hh] = attend_head(r, b, hh, qh, kh, vh, c, out, block, tick, pool)
+                if o.normalize == "softmax":
+                    _empty_rows(r, b, hh, lse[b, hh], vh, out)
+    concat, output = combine(heads_out, a)
+    arrays = {"Q": Q, "K": K, "V": V, "head_outputs": heads_out, "concat": concat}
+    trace = _trace(r, arrays | {"output": output})
+    if o.normalize == "softmax":
+        trace.stats = _public({"row_logsumexp": lse}, r)
+    return trace
+
+
+def attend_head(
+    r: Resolved,
+    b: int,
+    hh: int,
+    q: np.ndarray,  # (n, dk)
+    k: np.ndarray,  # (m, dk)
+    v: np.ndarray,  # (m, dv)
+    c: float,
+    out: np.ndarray,  # (n, dv), filled with the head's output
+    block: int = BLOCK,
+    tick: Callable[[int], None] | None = None,
+    pool: Executor | None = None,
+) -> np.ndarray:
+    """One head of batch item ``b``: fill ``out`` and return log Σⱼ exp(logitᵢⱼ) per row (n,).
+
+    Softmax rows are shifted by a bound on their largest logit, ‖c·qᵢ‖·maxⱼ‖kⱼ‖
+    (Cauchy–Schwarz), folded into the product as an extra column; a row whose
+    shifted sum is too small to trust is done again with its exact running
+    maximum, as are all rows when a bias is added. Sigmoid rows are not
+    normalised: their value is NaN. Blocks of rows go to ``pool`` when given.
+    """
+    import numpy as np
+
+    n, m, dk, dv = q.shape[0], k.shape[0], q.shape[1], v.shape[1]
+    dt = np.dtype(r.options.dtype)
+    bq, bk = blocks(n, m, block)
+    qa = np.empty((n, dk + 1), dtype=dt)  # (n, dk + 1): c·q and −shift
+    qa[:, :dk] = q
+    qa[:, :dk] *= dt.type(c)
+    ka = np.empty((m, dk + 1), dtype=dt)  # (m, dk + 1): k and 1
+    ka[:, :dk], ka[:, dk] = k, 1.0
+    va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): v and 1, so p·[v | 1] also sums p
+    va[:, :dv], va[:, dv] = v, 1.0
+    kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
+    shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
+    qa[:, dk] = -shift
+    lse = np.empty(n, dtype=dt)  # (n,)
+    mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"
+    if mode == "bound" and r.bias is not None:
+        mode = "exact"  # a bias can lift a logit above the bound
+
+    def rows_from(i0: int) -> None:
+        rows = slice(i0, min(n, i0 + bq))
+        buf = np.empty((rows.stop - i0, bk), dtype=dt)  # (bq, bk): one block of logits, reused
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            acc, top = _fold(r, b, hh, qa, ka, va, rows, bk, buf, mode)
+            if mode == "bound":
+                top = -qa[rows, dk]
+                low = np.flatnonzero(~(acc[:, dv] > TINY[dt.name]))  # shifted too far to trust
+                if len(low):
+                    fix = np.arange(rows.start, rows.stop)[low]
+                    acc[low], top[low] = _fold(r, b, hh, qa, ka, va, fix, bk, buf, "exact")
+            total = acc[:, dv]  # (bq,)
+            if mode == "sigmoid":
+                out[rows], lse[rows] = acc[:, :dv], np.nan
+            else:
+                out[rows] = acc[:, :dv] / np.where(total > 0, total, 1.0)[:, None]
+                lse[rows] = top + np.log(total)
+        if tick is not None:
+            tick(rows.stop - rows.start)
+
+    starts = range(0, n, bq)
+    if pool is None:
+        for i0 in starts:
+            rows_from(i0)
+    else:
+        list(pool.map(rows_from, starts))  # blocks of rows are independent
+    return lse
+
+
+#: Shifted row sums below this are redone with the exact maximum (their terms may underflow).
+TINY = {"float64": 1e-200, "float32": 1e-20}
+
+
+def _fold(
+    r: Resolved,
+    b: int,
+    hh: int,
+    qa: np.ndarray,  # (n, dk + 1)
+    ka: np.ndarray,  # (m, dk + 1)
+    va: np.ndarray,  # (m, dv + 1)
+    rows: slice | np.ndarray,
+    bk: int,
+    buf: np.ndarray,  # (≥ rows, bk)
+    mode: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σⱼ p·[v | 1] over every key block for these rows, and the shift used.
+
+    ``bound``: p = exp(logit − shift) with the shift in the last column of
+    ``qa``; ``exact``: the online softmax with a running maximum (which is
+    returned); ``sigmoid``: p = σ(logit).
+    """
+    import numpy as np
+
+    dk = qa.shape[1] - 1
+    q = qa[rows] if mode == "bound" else qa[rows, :dk]  # (bq, dk [+ 1])
+    k = ka if mode == "bound" else ka[:, :dk]  # (m, dk [+ 1])
+    count, m = q.shape[0], ka.shape[0]
+    acc = np.zeros((count, va.shape[1]), dtype=qa.dtype)  # (bq, dv + 1)
+    top = np.full(count, -np.inf, dtype=qa.dtype)  # (bq,) running max (exact mode)
+    for j0 in range(0, m, bk):
+        cols = slice(j0, min(m, j0 + bk))
+        allowed = _tile(r.allowed, b, hh, rows, cols)
+        if allowed is not None and not allowed.any():
+            continue  # every pair masked (above a causal diagonal): adds nothing
+        s = buf[:count, : cols.stop - j0]  # (bq, bk)
+        np.matmul(q, k[cols].T, out=s)  # logits (minus the shift in bound mode)
+        if r.bias is not None:
+            s += _tile(r.bias, b, hh, rows, cols)
+            finite = np.isfinite(s)
+            allowed = finite if allowed is None else (allowed & finite)
+        if allowed is not None:
+            np.copyto(s, -np.inf, where=~allowed)
+        if mode == "sigmoid":
+            np.logaddexp(0.0, -s, out=s)
+            np.negative(s, out=s)
+        elif mode == "exact":
+            new = np.maximum(top, s.max(axis=1))  # (bq,)
+            shift = np.where(new == -np.inf, 0.0, new)  # a fully masked block adds 0
+            s -= shift[:, None]
+            acc *= np.exp(top - shift)[:, None]  # rescale what came before
+            top = new
+        np.exp(s, out=s)  # p
+        acc += s @ va[cols]  # (bq, dv + 1)
+    return acc, top
+
+
+def _workers() -> int:
+    """Threads for blocks of rows: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _tile(
+    a: np.ndarray | None, b: int, hh: int, rows: slice | np.ndarray, cols: slice
+) -> np.ndarray | None:
+    """The block of a (B|1, h|1, n|1, m|1) mask or bias that meets these rows and columns."""
+    if a is None:
+        return None
+    a = a[b if a.shape[0] > 1 else 0, hh if a.shape[1] > 1 else 0]
+    a = a[rows] if a.shape[0] > 1 else a  # (rows|1, m|1)
+    return a[:, cols] if a.shape[1] > 1 else a
+
+
+def _bounded(q: np.ndarray, k: np.ndarray, c: float) -> bool:
+    """True when no score (or scaled score) can overflow: |q·k| ≤ ‖q‖·‖k‖ (Cauchy–Schwarz)."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        qn = float(np.max(np.linalg.norm(q, axis=-1), initial=0.0))
+        kn = float(np.max(np.linalg.norm(k, axis=-1), initial=0.0))
+        bound = qn * kn * max(1.0, c)
+    return bool(np.isfinite(bound) and bound < float(np.finfo(q.dtype).max) / 4)
+
+
+def _check_overflow(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> None:
+    """With huge inputs: find the first overflowing score exactly as `attention.run` reports it."""
+    import numpy as np
+
+    h, g = r.heads, r.kv_heads
+    bq, bk = blocks(r.n, r.m)
+    checks = [("scores", "Q·Kᵀ", 1.0)]
+    if r.bias is None:
+        checks.append(("scaled", "scores × scale", c))
+    for name, what, factor in checks:
+        for b in range(r.B):
+            for hh in range(h):
+                qh = q[b if q.shape[0] > 1 else 0, hh]
+                kh = k[b if k.shape[0] > 1 else 0, hh // (h // g)]
+                for i0 in range(0, r.n, bq):
+                    first = None  # (row, column) of the first non-finite value in these rows
+                    for j0 in range(0, r.m, bk):
+                        with np.errstate(over="ignore", invalid="ignore"):
+                            s = (qh[i0 : i0 + bq] @ kh[j0 : j0 + bk].T) * factor  # (bq, bk)
+                        bad = np.argwhere(~np.isfinite(s))
+                        if len(bad):
+                            at = (int(bad[0][0]) + i0, int(bad[0][1]) + j0)
+                            first = at if first is None else min(first, at)
+                    if first is not None:
+                        grid = np.full((1, 1, first[0] + 1, first[1] + 1), 0.0)
+                        grid[0, 0, first[0], first[1]] = np.inf
+                        try:
+                            _finite(grid, name, what)
+                        except ComputeError as e:
+                            raise ComputeError(_where(str(e), b, hh)) from None
+
+
+def _where(message: str, b: int, hh: int) -> str:
+    """Add the head and batch item to an overflow message, as `attention._finite` does."""
+    head = f" (head {hh + 1})" if hh else ""
+    item = f" (batch item {b + 1})" if b else ""
+    return message.replace(": the inputs", f"{head}{item}: the inputs")
+
+
+def _empty_rows(
+    r: Resolved, b: int, hh: int, lse: np.ndarray, v: np.ndarray, out: np.ndarray
+) -> None:
+    """Rows where every key is masked (log-sum −∞): raise, or fill as ``--empty-rows`` says."""
+    import numpy as np
+
+    dead = lse == -np.inf  # (n,)
+    if not dead.any():
+        return
+    if r.options.empty_rows == "error":
+        raise empty_row_error(where_row(r, b, hh, int(np.argmax(dead))))
+    fill = {"nan": np.nan, "zero": 0.0, "uniform": 1.0 / r.m}[r.options.empty_rows]
+    out[dead] = fill * v.sum(axis=0)  # the weights row is `fill` for every key
+
+
+def _public(stats: dict[str, np.ndarray], r: Resolved) -> dict[str, np.ndarray]:
+    """Per-row statistics in public shape: [batch,] [head,] rows."""
+    out = {}
+    for name, a in stats.items():
+        if not r.multihead:
+            a = a[:, 0]
+        out[name] = a if r.batched else a[0]
+    return out

@@ -1,0 +1,251 @@
+"""The streamed evaluation (qkvcli.stream) gives the full pipeline's numbers, masks and heads included."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import reference
+
+from qkvcli import attention, stream
+from qkvcli.errors import ComputeError, OptionError
+from qkvcli.plan import LARGE, plan, square_bytes
+from qkvcli.problem import Options, Problem, resolve
+
+RNG = np.random.default_rng(7)
+N, M, D = 37, 29, 6
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape)
+
+
+def both(mats, options=None, block=48, key_block=7, monkeypatch=None):
+    """The full trace and the streamed one, with blocks small enough that there are many."""
+    options = options or Options()
+    r = resolve(Problem({k: np.asarray(v, dtype=float) for k, v in mats.items()}), options)
+    full = attention.run(r)
+    if monkeypatch is not None:
+        monkeypatch.setattr(stream, "KEY_BLOCK", key_block)
+    return full, stream.run(r, block=block), r
+
+
+def assert_same(full, streamed):
+    assert set(streamed.stages) <= set(full.stages)
+    assert not {"scores", "scaled", "masked", "weights"} & set(streamed.stages)
+    for name in streamed.stages:
+        np.testing.assert_allclose(streamed[name], full[name], rtol=1e-12, atol=1e-12, err_msg=name)
+        assert streamed.stages[name].formula == full.stages[name].formula
+
+
+def logsumexp(full):
+    """log Σⱼ exp(logitᵢⱼ) from the full trace's own n×n stage, by hand."""
+    x = full["masked"] if "masked" in full.stages else full["scaled"]
+    top = np.max(x, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = top + np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True))
+    return np.where(top == -np.inf, -np.inf, out)[..., 0]  # log 0 for a fully masked row
+
+
+SELF = {"X": rand(N, D), "W_Q": rand(D, 4), "W_K": rand(D, 4), "W_V": rand(D, 4)}
+GQA = {"X": rand(N, D), "W_Q": rand(D, 8), "W_K": rand(D, 4), "W_V": rand(D, 6)}
+CROSS = {
+    "X": rand(N, D),
+    "X_kv": rand(M, D),
+    "W_Q": rand(D, 4),
+    "W_K": rand(D, 4),
+    "W_V": rand(D, 5),
+}
+
+
+@pytest.mark.parametrize(
+    "mats, options",
+    [
+        (SELF, Options()),
+        (CROSS, Options()),
+        (SELF, Options(scale="none")),
+        (SELF, Options(scale=0.37, temperature=2.5)),
+        (SELF, Options(mask="causal")),
+        (CROSS, Options(mask="causal-lower-right", empty_rows="nan")),
+        (CROSS, Options(mask="causal-lower-right", empty_rows="zero")),
+        (CROSS, Options(mask="causal-lower-right", empty_rows="uniform")),
+        (SELF, Options(similarity="cosine")),
+        (CROSS, Options(normalize="sigmoid")),
+        (SELF, Options(normalize="sigmoid", mask="causal")),
+        (SELF, Options(heads=2)),
+        (GQA, Options(heads=4, kv_heads=2, mask="causal")),
+        (GQA | {"W_K": rand(D, 2), "W_V": rand(D, 3)}, Options(heads=4, kv_heads=1)),
+        (SELF | {"W_O": rand(4, 5), "b_O": rand(5)}, Options(heads=2)),
+        (SELF | {"b_Q": rand(4), "b_K": rand(4), "b_V": rand(4)}, Options()),
+    ],
+)
+def test_streamed_equals_full(mats, options, monkeypatch):
+    full, streamed, _ = both(mats, options, monkeypatch=monkeypatch)
+    assert_same(full, streamed)
+
+
+def test_streamed_equals_the_slow_reference():
+    """Independent of the full path: the pure-Python reference, two heads."""
+    Q, K, V = rand(9, 4), rand(7, 4), rand(7, 6)
+    r = resolve(Problem({"Q": Q, "K": K, "V": V}), Options(heads=2))
+    got = stream.run(r, block=6)["output"]
+    want = reference.attention(Q.tolist(), K.tolist(), V.tolist(), heads=2)["output"]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_explicit_mask_padding_valid_lens_and_batch(monkeypatch):
+    B = 3
+    mats = {
+        "Q": rand(B, N, 4),
+        "K": rand(B, M, 4),
+        "V": rand(B, M, 2),
+        "mask": (RNG.random((B, N, M)) > 0.3).astype(float),
+        "key_padding_mask": np.array([[1] * M, [1] * (M - 4) + [0] * 4, [1] * 3 + [0] * (M - 3)]),
+        "valid_lens": np.array([M, 20, 3]),
+    }
+    full, streamed, _ = both(mats, Options(heads=2, empty_rows="zero"), monkeypatch=monkeypatch)
+    assert_same(full, streamed)
+    np.testing.assert_allclose(
+        streamed.stats["row_logsumexp"], logsumexp(full), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_additive_bias_with_blocked_entries(monkeypatch):
+    bias = rand(1, 2, N, N)
+    bias[0, 0, 3, :] = -math.inf  # a row with every key blocked (head 1)
+    bias[0, 1, :, 5] = -math.inf
+    mats = {"Q": rand(N, 4), "K": rand(N, 4), "V": rand(N, 2), "attn_bias": bias}
+    full, streamed, _ = both(mats, Options(heads=2, empty_rows="nan"), monkeypatch=monkeypatch)
+    assert_same(full, streamed)
+    assert np.isnan(streamed["head_outputs"][0, 3]).all()
+
+
+def test_row_logsumexp_matches_the_full_logits(monkeypatch):
+    full, streamed, _ = both(SELF, Options(mask="causal"), monkeypatch=monkeypatch)
+    np.testing.assert_allclose(
+        streamed.stats["row_logsumexp"], logsumexp(full), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_rows_far_below_their_bound_are_redone_exactly(monkeypatch):
+    """Long vectors at right angles: the Cauchy–Schwarz shift is ~10⁵ above every logit."""
+    q = np.zeros((N, 4))
+    q[:, 0] = 1000.0
+    q[:, 1] = rand(N)
+    k = np.zeros((N, 4))
+    k[:, 2] = 1000.0
+    k[:, 1] = rand(N)
+    full, streamed, _ = both({"Q": q, "K": k, "V": rand(N, 3)}, monkeypatch=monkeypatch)
+    assert_same(full, streamed)
+
+
+def test_rows_whose_shifted_sum_is_tiny_are_redone_exactly(monkeypatch):
+    """Logits ≈ 737 below the bound: exp(logit − bound) would be subnormal and inexact."""
+    q = np.column_stack([np.full(N, 740.0), np.full(N, 3.0)])
+    k = np.column_stack([np.zeros(N), np.linspace(-1, 1, N)])
+    mats = {"Q": q, "K": k, "V": rand(N, 3)}
+    full, streamed, _ = both(mats, Options(scale="none"), monkeypatch=monkeypatch)
+    assert_same(full, streamed)
+
+
+def test_float32_streams_in_float32(monkeypatch):
+    full, streamed, _ = both(SELF, Options(dtype="float32"), monkeypatch=monkeypatch)
+    assert streamed["output"].dtype == np.float32
+    np.testing.assert_allclose(streamed["output"], full["output"], rtol=2e-5, atol=2e-5)
+
+
+def test_same_errors_as_the_full_path(monkeypatch):
+    mats = {
+        "Q": rand(5, 3),
+        "K": rand(5, 3),
+        "V": rand(5, 2),
+        "valid_lens": np.array([3, 0, 1, 2, 5]),
+    }
+    r = resolve(Problem(mats), Options())
+    with pytest.raises(ComputeError) as full:
+        attention.run(r)
+    with pytest.raises(ComputeError) as streamed:
+        stream.run(r, block=4)
+    assert (
+        str(streamed.value)
+        == str(full.value)
+        == (
+            "every key is masked for query row 2: softmax over no keys is undefined "
+            "(--empty-rows nan|zero|uniform fills such rows as frameworks do)"
+        )
+    )
+
+
+def test_overflow_is_reported_at_the_same_cell():
+    q = rand(6, 2)
+    k = rand(6, 2)
+    q[4] = [1e300, 1e300]
+    k[2] = [1e300, 1e300]
+    r = resolve(Problem({"Q": q, "K": k, "V": rand(6, 2)}), Options(heads=2))
+    with pytest.raises(ComputeError) as full:
+        attention.run(r)
+    with pytest.raises(ComputeError) as streamed:
+        stream.run(r, block=4)
+    assert str(streamed.value) == str(full.value)
+    assert str(full.value).startswith("Q·Kᵀ overflows the float range at scores[5,3]")
+
+
+def tiny_problem(n):
+    return resolve(
+        Problem({"Q": np.ones((n, 2)), "K": np.ones((n, 2)), "V": np.ones((n, 2))}), Options()
+    )
+
+
+def test_plan_streams_large_runs_unless_a_square_stage_is_asked_for():
+    small, big = tiny_problem(8), tiny_problem(2049)
+    assert square_bytes(big) > LARGE >= square_bytes(tiny_problem(2048))
+    assert plan(small, None).stream is False and plan(small, None).note is None
+    assert plan(big, None).stream is True
+    assert plan(big, None).note == (
+        "the 2049×2049 stages (scores, scaled, weights: 32 MiB each) are left out; "
+        "name one with --stage to get it"
+    )
+    assert plan(big, ["output"]).stream is True and plan(big, ["output"]).note is None
+    assert plan(big, ["weights"], available=2**40).stream is False
+    assert plan(small, ["output"], stream=True).stream is True
+
+
+def test_plan_refuses_a_square_stage_that_does_not_fit():
+    big = tiny_problem(16384)
+    with pytest.raises(OptionError) as e:
+        plan(big, ["output", "scores"], available=4 * 2**30)
+    assert str(e.value) == (
+        "--stage scores needs the 16384×16384 matrices in memory: about 14.0 GiB, "
+        "but 4.0 GiB is available (--stage output is computed in blocks)"
+    )
+    with pytest.raises(OptionError, match="--stream computes no 8×8 stage: drop --stage weights"):
+        plan(tiny_problem(8), ["weights"], stream=True)
+
+
+def test_streamed_matches_torch_sdpa_with_gqa_and_causal_mask():
+    torch = pytest.importorskip("torch")
+    B, h, g, n, d = 2, 4, 2, 33, 8
+    q, k, v = rand(B, h, n, d), rand(B, g, n, d), rand(B, g, n, d)
+    mats = {
+        name: a.transpose(0, 2, 1, 3).reshape(B, n, -1)
+        for name, a in (("Q", q), ("K", k), ("V", v))
+    }
+    r = resolve(Problem(mats), Options(heads=h, kv_heads=g, mask="causal"))
+    got = stream.run(r, block=40)["head_outputs"]  # (B, h, n, d)
+    tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+    tk, tv = tk.repeat_interleave(h // g, dim=1), tv.repeat_interleave(h // g, dim=1)
+    want = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_note_names_the_masked_stage_when_there_is_one():
+    n = 2049
+    r = resolve(
+        Problem({"Q": np.ones((n, 2)), "K": np.ones((n, 2)), "V": np.ones((n, 2))}),
+        Options(mask="causal"),
+    )
+    assert plan(r, None).note == (
+        "the 2049×2049 stages (scores, scaled, masked, weights: 32 MiB each) are left out; "
+        "name one with --stage to get it"
+    )

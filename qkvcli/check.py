@@ -25,6 +25,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, QkvError, shape_str
+from .loaders import decode_json
 from .trace import AXES, STAGES
 
 if TYPE_CHECKING:
@@ -138,14 +139,8 @@ def parse_answers(text: str, origin: str) -> Sheet:
             return Written(t, -math.inf, 0)
         raise InputError(f"{origin}: {t} is not an answer (write null for a blank cell)")
 
-    try:
-        doc = json.loads(text, parse_float=number, parse_int=number, parse_constant=constant)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
-        ) from None
-    except RecursionError:
-        raise InputError(f"{origin}: JSON nested too deeply") from None
+    hooks = {"parse_float": number, "parse_int": number, "parse_constant": constant}
+    doc = decode_json(text, origin, **hooks)
     if not isinstance(doc, dict):
         raise InputError(f"{origin}: the top level must be an object keyed by stage names")
     stages: dict[str, Any] = {}

@@ -16,7 +16,7 @@ import math
 import os
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import InputError, OptionError
 from .problem import (
@@ -111,13 +111,38 @@ def torch_key(key: str) -> str | None:
 MAX_TEXT_BYTES = 512 * 2**20  # a text input larger than this is refused (use .npy)
 
 
+def open_input(path: str, limit: int | None = None) -> IO[bytes]:
+    """``path`` opened for reading bytes; directories, devices and files over ``limit`` refused.
+
+    Every failure is an `InputError` naming the file.
+    """
+    import stat
+
+    name = display(path)
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{name}: is a directory, not a file")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise InputError(f"{name}: is a device or socket, not a file")
+        if limit is not None and stat.S_ISREG(mode) and os.stat(path).st_size > limit:
+            raise InputError(
+                f"{name}: is larger than {limit // 2**20} MiB; give big matrices as .npy"
+            )
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    except OSError as e:
+        raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
+
+
 def read_bytes(path: str, limit: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of ``path`` (``-`` = stdin), refusing devices and inputs over ``limit``.
 
     The size is checked before anything large is read.
     """
-    import stat
-
     name = display(path)
     try:
         if path == "-":
@@ -126,28 +151,25 @@ def read_bytes(path: str, limit: int = MAX_TEXT_BYTES) -> bytes:
                 return sys.stdin.read().encode("utf-8")
             data = stream.read(limit + 1)
         else:
-            mode = os.stat(path).st_mode
-            if stat.S_ISDIR(mode):
-                raise InputError(f"{name}: is a directory, not a file")
-            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-                raise InputError(f"{name}: is a device or socket, not a file")
-            if stat.S_ISREG(mode) and os.stat(path).st_size > limit:
-                raise InputError(
-                    f"{name}: is larger than {limit // 2**20} MiB; give big matrices as .npy"
-                )
-            with open(path, "rb") as fh:
+            with open_input(path, limit) as fh:
                 data = fh.read(limit + 1)
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not a file") from None
-    except PermissionError:
-        raise InputError(f"{name}: permission denied") from None
     except OSError as e:
         raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
     if len(data) > limit:
         raise InputError(f"{name}: is larger than {limit // 2**20} MiB; give big matrices as .npy")
     return data
+
+
+def decode_json(text: str, origin: str, **hooks: Any) -> Any:
+    """``json.loads`` with its errors as one line naming the place (``hooks`` go to json)."""
+    try:
+        return json.loads(text, **hooks)
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from None
+    except RecursionError:
+        raise InputError(f"{origin}: JSON nested too deeply") from None
 
 
 def read_text(path: str) -> str:
@@ -173,14 +195,7 @@ def load_json(path: str) -> tuple[Problem, dict[str, Any]]:
 
 def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, Any]]:
     """Parse JSON text into a `Problem` and a dict of settings (scale, heads, …)."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
-        ) from None
-    except RecursionError:
-        raise InputError(f"{origin}: JSON nested too deeply") from None
+    doc = decode_json(text, origin)
     if not isinstance(doc, dict):
         raise InputError(
             f"{origin}: the top level must be an object with keys such as X, W_Q, W_K, W_V"

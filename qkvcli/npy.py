@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
-from .loaders import parse_doc, to_array
+from .loaders import open_input, parse_doc, to_array
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,22 +24,11 @@ if TYPE_CHECKING:
     from .problem import Problem
 
 
-def _open(path: str) -> Any:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-
-
 def load_npy(path: str, name: str) -> np.ndarray:
     """One matrix (``--x X.npy``) as float64, checked like a JSON entry for ``name``."""
     import numpy as np
 
-    with _open(path) as fh:
+    with open_input(path) as fh:
         try:
             a = np.load(fh, allow_pickle=False)
         except (ValueError, OSError, EOFError):
@@ -51,7 +40,7 @@ def load_npy(path: str, name: str) -> np.ndarray:
 
 def load_npz(path: str) -> tuple[Problem, dict[str, Any]]:
     """A problem from an ``.npz`` file of named arrays; see the module docstring."""
-    with _open(path) as fh:
+    with open_input(path) as fh:
         return parse_npz(fh, path)
 
 

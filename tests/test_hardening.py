@@ -158,3 +158,37 @@ def test_random_magnitudes_are_finite_or_refused(a, b, c, scale, temperature):
         return
     assert np.all(np.isfinite(t["weights"]))
     assert math.isclose(float(t["weights"].sum()), 1.0, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "table", "npz"])
+def test_a_failed_output_write_keeps_the_old_file(tmp_path, monkeypatch, fmt):
+    import qkvcli.atomic
+
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(qkvcli.atomic.os, "replace", full_disk)
+    result = runner.invoke(_app(), ["compute", WORKED, "-f", fmt, "--output", str(target)])
+    assert result.exit_code == 2
+    assert (
+        result.stderr == f"qkv: error: --output {target}: cannot write: No space left on device\n"
+    )
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_output_into_a_read_only_directory(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root may write anywhere")
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    result = runner.invoke(
+        _app(), ["compute", WORKED, "-f", "json", "--output", str(folder / "o.json")]
+    )
+    assert (
+        result.stderr
+        == f"qkv: error: --output {folder / 'o.json'}: directory {folder} is not writable\n"
+    )

@@ -380,15 +380,14 @@ def compute(
     from .errors import OptionError
     from .loaders import load, mask_option
     from .problem import Options, resolve
-    from .render.report import Pictures, show
 
     mask_kind, mask_csv = mask_option(mask) if mask is not None else (None, None)
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v, "X_kv": x_kv,
              "W_O": wo, "b_Q": bq, "b_K": bk, "b_V": bv, "b_O": bo, "mask": mask_csv,
              "attn_bias": attn_bias}  # fmt: skip
     inline = {"valid_lens": valid_lens, "tokens": tokens, "kv_tokens": kv_tokens}
-    pictures = Pictures(heatmap, tokens_view, top, svg, html)
-    if pictures.wanted and format != "table":
+    drawing = (heatmap, tokens_view, top, svg, html)
+    if any(drawing) and format != "table":
         raise OptionError(
             f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
         )
@@ -401,8 +400,10 @@ def compute(
                     "exact": exact or None, "dtype": dtype}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
     result = _evaluate(resolve(problem, options), format, stage, trace, stream)
-    if pictures.wanted:
-        show(result, pictures, stage, trace, precision)
+    if any(drawing):
+        from .render.report import Pictures, show  # only when drawing: it costs start-up
+
+        show(result, Pictures(*drawing), stage, trace, precision)
         return
     _emit(result, format, stage, trace, precision, output, full)
 

@@ -18,6 +18,14 @@ from qkvcli.cli import app
 runner = CliRunner()
 GOLDEN = Path(__file__).parent / "golden"
 WORKED = "samples/worked_example.json"
+CSV_WEIGHTS = (
+    "--wq",
+    "samples/csv/W_Q.csv",
+    "--wk",
+    "samples/csv/W_K.csv",
+    "--wv",
+    "samples/csv/W_V.csv",
+)
 GOOD = {
     "X": [[1, 0], [0, 1]],
     "W_Q": [[1, 0], [0, 1]],
@@ -322,17 +330,7 @@ def test_bad_input_is_one_line_and_exit_2(args, stdin, message):
 def test_bad_csv(tmp_path, content, message):
     f = tmp_path / "X.csv"
     f.write_text(content)
-    result = qkv(
-        "compute",
-        "--x",
-        str(f),
-        "--wq",
-        "samples/csv/W_Q.csv",
-        "--wk",
-        "samples/csv/W_K.csv",
-        "--wv",
-        "samples/csv/W_V.csv",
-    )
+    result = qkv("compute", "--x", str(f), *CSV_WEIGHTS)
     assert result.exit_code == 2
     assert result.stderr == "qkv: error: " + message.format(f=f) + "\n"
 
@@ -340,17 +338,7 @@ def test_bad_csv(tmp_path, content, message):
 def test_csv_shape_error_names_the_files(tmp_path):
     f = tmp_path / "X.csv"
     f.write_text("1,2,3\n")
-    result = qkv(
-        "compute",
-        "--x",
-        str(f),
-        "--wq",
-        "samples/csv/W_Q.csv",
-        "--wk",
-        "samples/csv/W_K.csv",
-        "--wv",
-        "samples/csv/W_V.csv",
-    )
+    result = qkv("compute", "--x", str(f), *CSV_WEIGHTS)
     assert result.exit_code == 2
     assert f"W_Q (samples/csv/W_Q.csv) is 4×3 but X ({f}) has 3 columns" in result.stderr
     assert result.stderr.count("\n") == 1

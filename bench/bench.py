@@ -55,7 +55,8 @@ def child(method: str, n: int, dtype: str, repeat: int) -> dict:
 
     q, k, v = inputs(n, dtype)
     if method == "qkv":
-        from qkvcli.problem import Options, Problem, resolve
+        from qkvcli.options import Options
+        from qkvcli.problem import Problem, resolve
         from qkvcli.stream import run
 
         r = resolve(Problem({"Q": q, "K": k, "V": v}), Options(dtype=dtype))

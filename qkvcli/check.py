@@ -25,16 +25,18 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, QkvError, shape_str
-from .loaders import decode_json
-from .trace import AXES, STAGES
+from .load import decode_json
+from .load.nested import NEG_INF_WORDS
+from .trace import STAGES, to_internal
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .problem import Options, Problem, Resolved
+    from .mistakes import Variant
+    from .options import Options
+    from .problem import Problem, Resolved
     from .trace import Trace
 
-PER_HEAD = ("scores", "scaled", "masked", "weights", "head_outputs")
 #: The stages each stage is computed from directly.
 INPUTS = {"Q": (), "K": (), "V": (), "scores": ("Q", "K"), "scaled": ("scores",),
           "masked": ("scaled",), "weights": ("masked", "scaled"), "head_outputs": ("weights", "V"),
@@ -53,7 +55,7 @@ def upstream(stage: str) -> set[str]:
     return out
 
 
-MASKED_WORDS = ("-inf", "−∞", "-∞", "-infinity", "masked")
+MASKED_WORDS = (*NEG_INF_WORDS, "masked")
 VERDICTS = ("right", "consistent", "wrong")
 
 
@@ -205,7 +207,7 @@ def parse_stage_csv(text: str, origin: str) -> list[list[Written | None]]:
 
 def load_answers(path: str | None, stage_files: dict[str, str] | None = None) -> Sheet:
     """An answer sheet from a JSON file (or none) with per-stage CSV files on top."""
-    from .loaders import display, read_text
+    from .load import display, read_text
 
     sheet = parse_answers(read_text(path), display(path)) if path is not None else Sheet("", {})
     for stage, csv_path in (stage_files or {}).items():
@@ -272,24 +274,6 @@ def axes_words(trace: Trace, name: str) -> str:
     s = trace.stages[name]
     words = (["batch items"] if trace.batched else []) + (["heads"] if s.per_head else [])
     return " × ".join([*words, s.rows, s.cols])
-
-
-# ---------------------------------------------------------------- follow-through
-
-
-def to_internal(r: Resolved, name: str, public: np.ndarray) -> np.ndarray:
-    """A stage in its public shape (as tables and answers have it) → run's internal shape."""
-    import numpy as np
-
-    a = np.asarray(public)
-    a = a if a.dtype == object else a.astype(float)
-    if r.options.layout == "columns" and "features" in AXES[name]:
-        a = a.swapaxes(-1, -2)
-    if not r.batched:
-        a = a[None]
-    if name in PER_HEAD and not r.multihead:
-        a = a[:, None]
-    return a
 
 
 # ---------------------------------------------------------------- marking
@@ -383,7 +367,7 @@ def grade(
     r = resolve(problem, options)
     truth = run(r)
     grids = sheet_arrays(sheet, truth)
-    tried: list[tuple[Any, Resolved]] | None = None  # the mistake variants, made when needed
+    tried: list[tuple[Variant, Resolved]] | None = None  # the mistake variants, made when needed
     basis: dict[str, np.ndarray] = {}
     cells: list[Cell] = []
     findings: list[Finding] = []
@@ -434,7 +418,7 @@ def grade(
     return Report(sheet.origin, problem.origin, cells, findings, blank, truth)
 
 
-def _variants(problem: Problem, options: Options, r: Resolved) -> list[tuple[Any, Resolved]]:
+def _variants(problem: Problem, options: Options, r: Resolved) -> list[tuple[Variant, Resolved]]:
     """Every mistake variant that applies, resolved (those that do not fit are left out)."""
     from .mistakes import variants
     from .problem import resolve
@@ -451,7 +435,7 @@ def _variants(problem: Problem, options: Options, r: Resolved) -> list[tuple[Any
 def _diagnose(
     r: Resolved,
     truth: Trace,
-    tried: list[tuple[Any, Resolved]],
+    tried: list[tuple[Variant, Resolved]],
     basis: dict[str, np.ndarray],
     name: str,
     grid: np.ndarray,
@@ -467,7 +451,7 @@ def _diagnose(
     fit = None
     for v, rv in tried:
         try:
-            t = run(rv, given=basis)
+            t = run(rv, given=basis, steps=v.steps)
         except (QkvError, ValueError, FloatingPointError):
             continue
         stage = t.stages.get(name) or (t.stages.get("scaled") if name == "masked" else None)
@@ -481,7 +465,7 @@ def _diagnose(
         if fit is None:
             fit = got
             finding.mistake, finding.label = v.key, v.label
-            finding.astray = _astray(truth, run(rv), name)
+            finding.astray = _astray(truth, run(rv, steps=v.steps), name)
         elif v.label != finding.label and len(finding.also) < 3:
             finding.also.append(v.label)
     return fit

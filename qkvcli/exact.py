@@ -18,6 +18,8 @@ import math
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Union
 
+from .trace import NEG_INF
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -152,7 +154,7 @@ def text(x: Any) -> str:
     if isinstance(x, Fraction):
         return ("−" if x < 0 else "") + _frac_text(abs(x))
     if isinstance(x, float) and math.isinf(x):
-        return "−∞" if x < 0 else "∞"
+        return NEG_INF if x < 0 else "∞"
     return repr(x)
 
 

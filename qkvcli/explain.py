@@ -16,11 +16,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError, shape_str
+from .trace import NEG_INF, PER_HEAD
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .problem import Options, Problem, Resolved
+    from .options import Options
+    from .problem import Problem, Resolved
     from .trace import Trace
 
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
@@ -58,7 +60,7 @@ class Numbers:
             return text(v)
         v = float(v)
         if math.isinf(v):
-            return "−∞" if v < 0 else "∞"
+            return NEG_INF if v < 0 else "∞"
         if v == int(v) and abs(v) < 1e15:
             return str(int(v)).replace("-", "−")
         return f"{v:.{self.precision}f}".replace("-", "−")
@@ -91,7 +93,7 @@ class Cell:
     """The canonical (rows-layout) arrays of one batch item and head of a run."""
 
     def __init__(self, r: Resolved, t: Trace, item: int, head: int) -> None:
-        from .check import to_internal
+        from .trace import to_internal
 
         self.r, self.t, self.b, self.h = r, t, item, head
         self.group = head // (r.heads // r.kv_heads)
@@ -126,7 +128,7 @@ def explain(
     if name not in t.stages:
         raise OptionError(f"no stage {name!r} in this problem; stages: {', '.join(t.stages)}")
     stage = t.stages[name]
-    per_head = name in ("scores", "scaled", "masked", "weights", "head_outputs")
+    per_head = name in PER_HEAD
     if per_head and r.multihead and head is None:
         raise OptionError(f"{name} is computed per head: give --head 1…{r.heads}")
     h = (head or 1) - 1
@@ -246,16 +248,11 @@ def _span(lo: int, width: int) -> str:
 
 def _scale_words(c: Cell, fmt: Numbers) -> tuple[str, Any]:
     """The scale as written (``1/√3``) and its value (exact in an exact run)."""
-    from .attention import scale_text
+    from .describe import factor, scale_text
 
     r = c.r
     o = r.options
-    if o.exact:
-        from .exact import exact_scale
-
-        value: Any = exact_scale(r)
-    else:
-        value = r.scale / o.temperature
+    value = factor(r)
     words = scale_text(r)
     if o.temperature != 1:
         words = f"{words} / {o.temperature:g}"
@@ -269,8 +266,9 @@ def _scaled(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     words, factor = _scale_words(c, fmt)
     value = c.stage("scaled")[i, j]
     line = f"scaled[{i + 1},{j + 1}] = scores[{i + 1},{j + 1}] × {words} = {fmt.factor(s)} × {fmt(factor)}"
-    if r.bias is not None:
-        bias = float(r.bias[min(c.b, r.bias.shape[0] - 1), min(c.h, r.bias.shape[1] - 1), i, j])
+    added = r.rules.added(slice(i, i + 1), slice(j, j + 1), c.b, c.h)
+    if added is not None:
+        bias = float(added[0, 0])
         line += f" + attn_bias[{i + 1},{j + 1}] ({fmt(bias)})"
     lines.append(f"{line} = {fmt.approx(value)}")
     return lines
@@ -278,10 +276,8 @@ def _scaled(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
 
 def _allowed(c: Cell, i: int, j: int) -> bool:
     r = c.r
-    ok = True
-    if r.allowed is not None:
-        a = r.allowed
-        ok = bool(a[min(c.b, a.shape[0] - 1), min(c.h, a.shape[1] - 1), i, j])
+    a = r.rules.allowed(slice(i, i + 1), slice(j, j + 1), c.b, c.h)
+    ok = a is None or bool(a[0, 0])
     return ok and math.isfinite(float(c.stage("scaled")[i, j]))
 
 

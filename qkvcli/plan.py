@@ -1,8 +1,10 @@
-"""Choose how to evaluate a run: every stage (`attention.run`) or in blocks (`stream.run`).
+"""Choose how to evaluate a run — every stage (`attention.run`) or in blocks (`stream.run`) — and run it.
 
 The n×n stages (scores, scaled, masked, weights) are what make long inputs
 expensive. They are computed only when asked for; asking for one that will
 not fit in memory is refused before any work, with the size it would need.
+A combination the blocked evaluation cannot honour (exact arithmetic) is
+refused in one line, or evaluated densely.
 
 >>> import numpy as np
 >>> from .problem import Problem, Options, resolve
@@ -15,21 +17,23 @@ not fit in memory is refused before any work, with the size it would need.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import OptionError
-from .trace import STAGES
+from .trace import SQUARE, STAGES
 
 if TYPE_CHECKING:
     from .problem import Resolved
+    from .trace import Trace
 
-#: The stages with one value per (query, key) pair.
-SQUARE = ("scores", "scaled", "masked", "weights")
 #: Bytes of one n×n stage above which it is left out unless asked for (n > 2048 in float64).
 LARGE = 32 * 2**20
 #: n×n arrays the full pipeline holds at its peak (stages and softmax temporaries).
 FULL_COPIES = 7
+#: Multiply-adds an exact run may take (fractions cost microseconds each: a few seconds).
+EXACT_LIMIT = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,14 @@ def square_bytes(r: Resolved) -> int:
     """Bytes of one n×n stage: batch × heads × queries × keys × item size."""
     itemsize = 4 if r.options.dtype == "float32" else 8
     return r.B * r.heads * r.n * r.m * itemsize
+
+
+def exact_work(r: Resolved) -> int:
+    """Multiply-adds of an exact run: the projections, the scores and weights·V."""
+    d_model = r.arrays["X"].shape[-1] if "X" in r.arrays else 0
+    width = r.heads * r.d_head * 2 + r.kv_heads * r.dv_head
+    pairs = r.B * r.heads * r.n * r.m
+    return r.B * (r.n + r.m) * d_model * width + pairs * (r.d_head + r.dv_head)
 
 
 def available_memory() -> int | None:
@@ -72,40 +84,84 @@ def size(nbytes: float) -> str:
     return f"{nbytes:.1f} TiB"  # pragma: no cover
 
 
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.1f} million"
+
+
 def plan(
-    r: Resolved, asked: list[str] | None, stream: bool = False, available: int | None = None
+    r: Resolved,
+    asked: list[str] | None,
+    stream: bool = False,
+    available: int | None = None,
+    why: dict[str, str] | None = None,
 ) -> Plan:
     """How to evaluate ``r`` given the stages named on the command line (None = the defaults).
 
-    Raises `OptionError` when an n×n stage is asked for with ``stream``, or
-    would not fit in ``available`` bytes (default: what the system has free).
+    ``why`` names the option that asks for a stage (``{"weights":
+    "--tokens-view"}``; default ``--stage NAME``). Raises `OptionError` when
+    an n×n stage is asked for with ``stream``, or would not fit in
+    ``available`` bytes (default: what the system has free), or when exact
+    arithmetic meets streaming or a problem too big to work out in fractions.
     """
     square = [s for s in asked or [] if s in SQUARE]
     shape = f"{r.n}×{r.m}"
+    if r.options.exact:
+        if stream:
+            raise OptionError(
+                "--exact works out every stage as fractions, not in blocks: "
+                "drop --exact or --stream"
+            )
+        work = exact_work(r)
+        if work > EXACT_LIMIT:
+            raise OptionError(
+                f"--exact is for problems of hand size: this one needs {_millions(work)} "
+                f"multiply-adds in fractions (at most {_millions(EXACT_LIMIT)}); drop --exact"
+            )
+        return Plan(stream=False)
     if square and stream:
-        raise OptionError(
-            f"--stream computes no {shape} stage: drop --stage {square[0]} or --stream"
-        )
+        reason = (why or {}).get(square[0], f"--stage {square[0]}")
+        raise OptionError(f"--stream computes no {shape} stage: drop {reason} or --stream")
     if square:
         need = square_bytes(r) * FULL_COPIES
         free = available_memory() if available is None else available
         if free is not None and need > free:
+            reason = (why or {}).get(square[0], f"--stage {square[0]}")
             raise OptionError(
-                f"--stage {square[0]} needs the {shape} matrices in memory: about {size(need)}, "
+                f"{reason} needs the {shape} matrices in memory: about {size(need)}, "
                 f"but {size(free)} is available (--stage output is computed in blocks)"
             )
         return Plan(stream=False)
     if stream or asked:
         return Plan(stream=stream or square_bytes(r) > LARGE)
     if square_bytes(r) > LARGE:
-        has_masked = r.allowed is not None or r.bias is not None
-        names = ", ".join(s for s in SQUARE if s != "masked" or has_masked)
+        names = ", ".join(s for s in SQUARE if s != "masked" or r.masked)
         return Plan(
             stream=True,
             note=f"the {shape} stages ({names}: {size(square_bytes(r))} each) are left out; "
             "name one with --stage to get it",
         )
     return Plan(stream=False)
+
+
+def evaluate(
+    r: Resolved,
+    how: Plan,
+    progress: Callable[..., object] | None = None,
+) -> Trace:
+    """Run ``r`` the way ``how`` says. ``progress(r, streamed)`` is a context manager
+    yielding a ``tick(done, total)`` (or None), for a progress bar."""
+    from contextlib import nullcontext
+
+    bar = progress(r, how.stream) if progress is not None else nullcontext(None)
+    if not how.stream:
+        from .attention import run
+
+        with bar:
+            return run(r)
+    from .stream import run as run_streaming
+
+    with bar as tick:
+        return run_streaming(r, progress=tick)
 
 
 def all_stages() -> list[str]:

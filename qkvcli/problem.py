@@ -1,9 +1,10 @@
-"""What the user asked for: the matrices (`Problem`) and the settings (`Options`).
+"""What the user gave (`Problem`) and the same in canonical form (`Resolved`).
 
 `resolve` checks that the shapes fit together and brings everything to one
 canonical form — rows are tokens, ``Q = X·W_Q + b_Q`` with W as
-d_model × d_k, a batch axis and a head axis always present — so that
-`attention.run` has one path for every layout and variant.
+d_model × d_k, a batch axis and a head axis always present, masks as
+`masks.Rules` — so that the evaluators have one path for every layout and
+variant.
 
 >>> import numpy as np
 >>> p = Problem({"Q": np.eye(2), "K": np.eye(2), "V": np.ones((2, 3))})
@@ -15,24 +16,15 @@ d_model × d_k, a batch axis and a head axis always present — so that
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import OptionError, ShapeError, shape_str
+from .masks import Rules, causal_offset, check_binary, grid, padding_keep, valid_lens
+from .options import Options, validate_options
 
 if TYPE_CHECKING:
     import numpy as np
-
-LAYOUTS = ("rows", "columns")
-WEIGHTS_LAYOUTS = ("in-out", "out-in")
-MASK_KINDS = ("causal", "causal-lower-right")
-POLARITIES = ("attend", "block")
-EMPTY_ROWS = ("error", "nan", "zero", "uniform")
-SIMILARITIES = ("dot", "cosine")
-NORMALIZERS = ("softmax", "sigmoid")
-DTYPES = ("float64", "float32")
-SCORES_RULES = ("QKt", "QK", "KQt")
-SOFTMAX_AXES = ("keys", "queries")
 
 #: Every matrix a problem can hold, by its canonical name.
 MATRICES = (
@@ -58,39 +50,6 @@ class Problem:
     torch_key: str | None = None  # a PyTorch state-dict key read: weights are (out, in)
 
 
-@dataclass(frozen=True)
-class Options:
-    """How to compute: scale, layouts, heads, masks, similarity, normaliser.
-
-    ``scale`` is ``"sqrt"`` (1/√d_k, per head), ``"none"`` or a number.
-    """
-
-    scale: str | float = "sqrt"
-    layout: str = "rows"
-    weights_layout: str = "in-out"
-    heads: int | None = None
-    kv_heads: int | None = None
-    mask: str | None = None
-    mask_polarity: str = "attend"
-    empty_rows: str = "error"
-    similarity: str = "dot"
-    normalize: str = "softmax"
-    temperature: float = 1.0
-    dtype: str = "float64"
-    # Exact arithmetic (exact.py) and the variants that reproduce common mistakes
-    # (mistakes.py); a correct run leaves these at their defaults.
-    exact: bool = False  # fractions for the linear stages, the scale kept as a surd
-    scores_rule: str = "QKt"  # Q·Kᵀ; "QK" = K not transposed; "KQt" = (Q·Kᵀ)ᵀ
-    softmax_axis: str = "keys"  # "queries" = softmax down each column
-    skip_softmax: bool = False  # weights = the (masked) scaled scores themselves
-    weights_transposed: bool = False  # head output = weightsᵀ·V
-    round_to: int | None = None  # round each intermediate stage to this many decimals
-
-    def merged(self, settings: dict[str, Any]) -> Options:
-        """These options with ``settings`` (already validated values) on top."""
-        return replace(self, **{k: v for k, v in settings.items() if v is not None})
-
-
 @dataclass
 class Resolved:
     """A problem in canonical form, shapes checked. Arrays carry (batch, …) axes."""
@@ -107,8 +66,7 @@ class Resolved:
     d_head: int
     dv_head: int
     scale: float
-    allowed: np.ndarray | None  # (B|1, h|1, n, m) bool: True = may attend
-    bias: np.ndarray | None  # (B|1, h|1, n, m) additive
+    rules: Rules  # masks and the additive bias
     multihead: bool = False  # head stages shown per head
     per_head_given: bool = False
     notes: list[str] = field(default_factory=list)
@@ -118,76 +76,20 @@ class Resolved:
         """True when keys and values come from a second sequence."""
         return "X_kv" in self.arrays or self.n != self.m
 
+    @property
+    def masked(self) -> bool:
+        """True when the run has a ``masked`` stage (a mask or an additive bias)."""
+        return self.rules.masks
 
-def parse_scale(text: str | float | int) -> str | float:
-    """Read a scale setting: ``sqrt``, ``none`` or a positive number.
-
-    >>> parse_scale("0.5"), parse_scale("SQRT"), parse_scale(2)
-    (0.5, 'sqrt', 2.0)
-    """
-    if isinstance(text, bool):
-        raise OptionError(f"scale must be sqrt, none or a number, not {text!r}")
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        word = str(text).strip().lower()
-        if word in ("sqrt", "none"):
-            return word
-        try:
-            value = float(word)
-        except ValueError:
-            raise OptionError(f"scale must be sqrt, none or a number, not {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise OptionError(f"scale must be a positive finite number, not {text!r}")
-    return value
-
-
-def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """Check that ``value`` is one of ``allowed`` and return it.
-
-    >>> choice("layout", "rows", LAYOUTS)
-    'rows'
-    """
-    if not isinstance(value, str) or value not in allowed:
-        raise OptionError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
-
-
-def positive_int(name: str, value: Any) -> int:
-    """Check a count such as ``heads``.
-
-    >>> positive_int("heads", 2)
-    2
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"{name} must be a positive whole number, not {value!r}")
-    return value
-
-
-def validate_options(o: Options) -> Options:
-    """Check every setting of ``o``; raise `OptionError` naming the bad one."""
-    choice("layout", o.layout, LAYOUTS)
-    choice("weights_layout", o.weights_layout, WEIGHTS_LAYOUTS)
-    choice("mask_polarity", o.mask_polarity, POLARITIES)
-    choice("empty_rows", o.empty_rows, EMPTY_ROWS)
-    choice("similarity", o.similarity, SIMILARITIES)
-    choice("normalize", o.normalize, NORMALIZERS)
-    choice("dtype", o.dtype, DTYPES)
-    choice("scores_rule", o.scores_rule, SCORES_RULES)
-    choice("softmax_axis", o.softmax_axis, SOFTMAX_AXES)
-    if o.exact and o.similarity != "dot":
-        raise OptionError("exact arithmetic works with dot-product similarity, not cosine")
-    if o.round_to is not None and (isinstance(o.round_to, bool) or not isinstance(o.round_to, int)):
-        raise OptionError(f"round_to must be a whole number, not {o.round_to!r}")
-    if o.mask is not None:
-        choice("mask", o.mask, MASK_KINDS)
-    for name in ("heads", "kv_heads"):
-        if getattr(o, name) is not None:
-            positive_int(name, getattr(o, name))
-    t = o.temperature
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-        raise OptionError(f"temperature must be a positive finite number, not {t!r}")
-    return replace(o, scale=parse_scale(o.scale))
+    def where_row(self, b: int, hh: int, i: int) -> str:
+        """``query row 2 (x2), head 1, batch item 2``: a row named as the user sees it."""
+        tokens = self.problem.tokens
+        where = f"query row {i + 1}" + (f" ({tokens[i]})" if tokens else "")
+        if self.multihead:
+            where += f", head {hh + 1}"
+        if self.batched:
+            where += f", batch item {b + 1}"
+        return where
 
 
 def _t(a: np.ndarray) -> np.ndarray:
@@ -402,88 +304,13 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         raise ShapeError(f"kv_tokens has {len(p.kv_tokens)} labels but there are {m} keys")
 
     scale = {"sqrt": 1 / math.sqrt(d_head), "none": 1.0}.get(o.scale, o.scale)  # type: ignore[arg-type]
-    allowed = _allowed(p, o, B, heads, n, m)
-    bias = _attn_bias(p, B, heads, n, m)
+    rules = _rules(p, o, B, heads, n, m)
     batched = any(mats[k].ndim == 3 for k in ("X", "Q", "K", "V") if k in mats)
     return Resolved(
         problem=p, options=o, arrays=arrays, batched=batched, B=B, n=n, m=m,
         heads=heads, kv_heads=kv_heads, d_head=d_head, dv_head=dv_head, scale=float(scale),
-        allowed=allowed, bias=bias, multihead=heads > 1, per_head_given=bool(listed),
+        rules=rules, multihead=heads > 1, per_head_given=bool(listed),
     )  # fmt: skip
-
-
-def _grid(a: np.ndarray, name: str, B: int, h: int, n: int, m: int) -> np.ndarray:
-    """Broadcast a mask-like (n,m) / (B,n,m) / (B,h,n,m) array to (B|1, h|1, n, m)."""
-    import numpy as np
-
-    if a.ndim < 2 or a.ndim > 4 or a.shape[-2:] != (n, m):
-        raise ShapeError(
-            f"{name} is {shape_str(a.shape)} but the scores are {n}×{m} (queries × keys)"
-        )
-    if a.ndim == 2:
-        a = a[None, None]
-    elif a.ndim == 3:
-        a = a[:, None]
-    if a.shape[0] not in (1, B) or a.shape[1] not in (1, h):
-        raise ShapeError(
-            f"{name} is {shape_str(a.shape)} but the scores are {B}×{h}×{n}×{m} (batch × heads × queries × keys)"
-        )
-    return np.asarray(a)
-
-
-def causal(n: int, m: int, k: int) -> np.ndarray:
-    """``np.tri(n, m, k, dtype=bool)`` (key j ≤ query i + k) as a read-only view of n + m bytes.
-
-    Row i is the same run of bytes as row i − 1, one place later, so a causal
-    mask costs no n×m memory (the streamed evaluation relies on it).
-
-    >>> import numpy as np
-    >>> causal(3, 4, 0).astype(int).tolist()
-    [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
-    >>> all((causal(n, m, k) == np.tri(n, m, k, dtype=bool)).all()
-    ...     for n in (1, 5) for m in (1, 4) for k in (-6, -1, 0, 2, 7))
-    True
-    """
-    import numpy as np
-
-    line = np.arange(n + m - 1) - (n - 1) <= k  # line[t]: key − query = t − (n − 1)
-    return np.lib.stride_tricks.as_strided(
-        line[n - 1 :], shape=(n, m), strides=(-line.strides[0], line.strides[0]), writeable=False
-    )
-
-
-def _allowed(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> np.ndarray | None:
-    """Which (query, key) pairs may attend, from every mask given; None = all."""
-    parts: list[np.ndarray] = []
-    kind = mask_kind(p, o)
-    if kind == "causal":
-        parts.append(causal(n, m, 0)[None, None])  # key j ≤ query i
-    elif kind == "causal-lower-right":
-        parts.append(causal(n, m, m - n)[None, None])  # aligned to the last key
-    block = o.mask_polarity == "block"
-    if "mask" in p.matrices and o.mask is None:  # a mask option replaces the file's mask
-        grid = _grid(p.matrices["mask"], "mask", B, h, n, m)
-        _check_binary(grid, "mask")
-        parts.append((grid == 0) if block else (grid != 0))
-    if "key_padding_mask" in p.matrices:
-        kpm = p.matrices["key_padding_mask"]
-        if kpm.ndim == 1:
-            kpm = kpm[None]
-        if kpm.ndim != 2 or kpm.shape[1] != m or kpm.shape[0] not in (1, B):
-            raise ShapeError(
-                f"key_padding_mask is {shape_str(p.matrices['key_padding_mask'].shape)} but there are {B} batch items × {m} keys"
-            )
-        _check_binary(kpm, "key_padding_mask")
-        keep = (kpm == 0) if block else (kpm != 0)
-        parts.append(keep[:, None, None, :])
-    if "valid_lens" in p.matrices:
-        parts.append(_valid_lens(p.matrices["valid_lens"], B, n, m))
-    if not parts:
-        return None
-    out = parts[0]
-    for part in parts[1:]:
-        out = out & part
-    return out
 
 
 def mask_kind(p: Problem, o: Options) -> str | None:
@@ -504,42 +331,26 @@ def mask_sources(p: Problem, o: Options) -> list[str]:
     return ([kind] if kind else []) + given
 
 
-def _check_binary(a: np.ndarray, name: str) -> None:
-    import numpy as np
-
-    bad = np.argwhere((a != 0) & (a != 1))
-    if len(bad):
-        where = ", ".join(str(i + 1) for i in bad[0])
-        raise ShapeError(
-            f"{name}[{where}] is {a[tuple(bad[0])]:g}: a mask holds only 0 and 1 (or true/false)"
-        )
-
-
-def _valid_lens(vl: np.ndarray, B: int, n: int, m: int) -> np.ndarray:
-    """valid_lens as d2l uses them: keys j < len may attend (per item or per query)."""
-    import numpy as np
-
-    if np.any(vl != np.round(vl)) or np.any(vl < 0) or np.any(vl > m):
-        raise ShapeError(f"valid_lens must be whole numbers from 0 to {m} (the number of keys)")
-    vl = vl.astype(int)
-    if vl.ndim == 0:
-        lens = np.broadcast_to(vl, (1, n))
-    elif vl.ndim == 1 and vl.shape[0] == B:  # one length per batch item (d2l), first
-        lens = np.broadcast_to(vl[:, None], (B, n))
-    elif vl.ndim == 1 and vl.shape[0] == n:
-        lens = vl[None]
-    elif vl.ndim == 2 and vl.shape == (B, n):
-        lens = vl
-    else:
-        raise ShapeError(
-            f"valid_lens is {shape_str(vl.shape)} but needs one length per batch item ({B}) "
-            f"or per query ({n})"
-        )
-    keys = np.arange(m)
-    return keys[None, None, None, :] < lens[:, None, :, None]  # (B|1, 1, n, m)
-
-
-def _attn_bias(p: Problem, B: int, h: int, n: int, m: int) -> np.ndarray | None:
-    if "attn_bias" not in p.matrices:
-        return None
-    return _grid(p.matrices["attn_bias"], "attn_bias", B, h, n, m)
+def _rules(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> Rules:
+    """Every mask and bias given, as rules a block of the scores can ask."""
+    kind = mask_kind(p, o)
+    block = o.mask_polarity == "block"
+    explicit = None
+    if "mask" in p.matrices and o.mask is None:  # a mask option replaces the file's mask
+        g = grid(p.matrices["mask"], "mask", B, h, n, m)
+        check_binary(g, "mask")
+        explicit = (g == 0) if block else (g != 0)
+    padding = None
+    if "key_padding_mask" in p.matrices:
+        kpm = p.matrices["key_padding_mask"]
+        padding = padding_keep(kpm, block, B, m, kpm.shape)
+    lens = None
+    if "valid_lens" in p.matrices:
+        lens = valid_lens(p.matrices["valid_lens"], B, n, m)
+    bias = None
+    if "attn_bias" in p.matrices:
+        bias = grid(p.matrices["attn_bias"], "attn_bias", B, h, n, m)
+    return Rules(
+        B=B, h=h, n=n, m=m, causal=None if kind is None else causal_offset(kind, n, m),
+        lens=lens, padding=padding, grid=explicit, bias=bias,
+    )  # fmt: skip

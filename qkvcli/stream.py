@@ -25,17 +25,27 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .attention import (
-    _finite,
-    _trace,
-    combine,
+    add_bias,
+    check_output,
+    check_projections,
+    dot_scores,
     empty_row_error,
+    fill_value,
+    inputs,
+    mask,
+    merge_heads,
+    out_project,
+    overflow_error,
+    prepare,
     project,
+    scale,
+    sigmoid_terms,
+    softmax_terms,
     split_heads,
-    unit_rows,
-    where_row,
 )
 from .blas import single_threaded
-from .errors import ComputeError
+from .describe import build, factor
+from .errors import OptionError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,15 +80,23 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
     import numpy as np
 
     o = r.options
+    if o.exact:
+        raise OptionError("exact arithmetic is not computed in blocks: drop --exact or --stream")
     h, g = r.heads, r.kv_heads
-    a, Q, K, V = project(r)
+    a = inputs(r)
+    Q, K, V = (
+        project(a, "Q"),
+        project(a, "K"),
+        project(a, "V"),
+    )  # (B, n, h·dk) (B, m, g·dk) (B, m, g·dv)
+    with np.errstate(over="ignore", invalid="ignore"):
+        check_projections(Q, K, V)
     q = split_heads(Q, h)  # (B|1, h, n, dk)
-    k = split_heads(K, g)  # (B|1, g, m, dk)
+    k = split_heads(K, g)  # (B|1, g, m, dk): GQA heads are shared by index, not copied
     v = split_heads(V, g)  # (B|1, g, m, dv)
-    if o.similarity == "cosine":
-        q, k = unit_rows(q, "Q"), unit_rows(k, "K")
-    c = r.scale / o.temperature
-    if not _bounded(q, k, c):
+    q, k = prepare(q, k, o)
+    c = factor(r)
+    if not _bounded(q, k, c, r.rules.bias):
         _check_overflow(r, q, k, c)
     B, n, dv = r.B, r.n, r.dv_head
     heads_out = np.empty((B, h, n, dv), dtype=o.dtype)  # (B, h, n, dv)
@@ -103,11 +121,14 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
                 lse[b, hh] = attend_head(r, b, hh, qh, kh, vh, c, out, block, tick, pool)
                 if o.normalize == "softmax":
                     _empty_rows(r, b, hh, lse[b, hh], vh, out)
-    concat, output = combine(heads_out, a)
+    concat = merge_heads(heads_out)  # (B, n, h·dv)
+    with np.errstate(over="ignore", invalid="ignore"):
+        output = out_project(concat, a)  # (B, n, d_out)
+        check_output(output, o)
     arrays = {"Q": Q, "K": K, "V": V, "head_outputs": heads_out, "concat": concat}
-    trace = _trace(r, arrays | {"output": output})
+    trace = build(r, arrays | {"output": output})
     if o.normalize == "softmax":
-        trace.stats = _public({"row_logsumexp": lse}, r)
+        trace.stats = {"row_logsumexp": _row_stat(r, lse)}
     return trace
 
 
@@ -138,8 +159,7 @@ def attend_head(
     dt = np.dtype(r.options.dtype)
     bq, bk = blocks(n, m, block)
     qa = np.empty((n, dk + 1), dtype=dt)  # (n, dk + 1): c·q and −shift
-    qa[:, :dk] = q
-    qa[:, :dk] *= dt.type(c)
+    qa[:, :dk] = scale(q, dt.type(c))  # c·q·k = c·(q·k): the scale, applied to q
     ka = np.empty((m, dk + 1), dtype=dt)  # (m, dk + 1): k and 1
     ka[:, :dk], ka[:, dk] = k, 1.0
     va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): v and 1, so p·[v | 1] also sums p
@@ -149,7 +169,7 @@ def attend_head(
     qa[:, dk] = -shift
     lse = np.empty(n, dtype=dt)  # (n,)
     mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"
-    if mode == "bound" and r.bias is not None:
+    if mode == "bound" and r.rules.bias is not None:
         mode = "exact"  # a bias can lift a logit above the bound
 
     def rows_from(i0: int) -> None:
@@ -211,29 +231,29 @@ def _fold(
     count, m = q.shape[0], ka.shape[0]
     acc = np.zeros((count, va.shape[1]), dtype=qa.dtype)  # (bq, dv + 1)
     top = np.full(count, -np.inf, dtype=qa.dtype)  # (bq,) running max (exact mode)
+    rules = r.rules
     for j0 in range(0, m, bk):
         cols = slice(j0, min(m, j0 + bk))
-        allowed = _tile(r.allowed, b, hh, rows, cols)
+        allowed = rules.allowed(rows, cols, b, hh)  # (bq, bk) or None
         if allowed is not None and not allowed.any():
             continue  # every pair masked (above a causal diagonal): adds nothing
-        s = buf[:count, : cols.stop - j0]  # (bq, bk)
-        np.matmul(q, k[cols].T, out=s)  # logits (minus the shift in bound mode)
-        if r.bias is not None:
-            s += _tile(r.bias, b, hh, rows, cols)
-            finite = np.isfinite(s)
-            allowed = finite if allowed is None else (allowed & finite)
-        if allowed is not None:
-            np.copyto(s, -np.inf, where=~allowed)
+        s = dot_scores(q, k[cols], out=buf[:count, : cols.stop - j0])  # (bq, bk) logits [− shift]
+        bias = rules.added(rows, cols, b, hh)
+        if bias is not None:
+            add_bias(s, bias, out=s)
+            open_ = bias != -np.inf  # −∞ in the bias blocks
+            allowed = open_ if allowed is None else (allowed & open_)
+        mask(s, allowed, out=s)
         if mode == "sigmoid":
-            np.logaddexp(0.0, -s, out=s)
-            np.negative(s, out=s)
+            sigmoid_terms(s, out=s)
         elif mode == "exact":
             new = np.maximum(top, s.max(axis=1))  # (bq,)
             shift = np.where(new == -np.inf, 0.0, new)  # a fully masked block adds 0
-            s -= shift[:, None]
             acc *= np.exp(top - shift)[:, None]  # rescale what came before
             top = new
-        np.exp(s, out=s)  # p
+            softmax_terms(s, shift[:, None], out=s)
+        else:
+            softmax_terms(s, None, out=s)  # the shift is already in the product
         acc += s @ va[cols]  # (bq, dv + 1)
     return acc, top
 
@@ -246,65 +266,55 @@ def _workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _tile(
-    a: np.ndarray | None, b: int, hh: int, rows: slice | np.ndarray, cols: slice
-) -> np.ndarray | None:
-    """The block of a (B|1, h|1, n|1, m|1) mask or bias that meets these rows and columns."""
-    if a is None:
-        return None
-    a = a[b if a.shape[0] > 1 else 0, hh if a.shape[1] > 1 else 0]
-    a = a[rows] if a.shape[0] > 1 else a  # (rows|1, m|1)
-    return a[:, cols] if a.shape[1] > 1 else a
-
-
-def _bounded(q: np.ndarray, k: np.ndarray, c: float) -> bool:
-    """True when no score (or scaled score) can overflow: |q·k| ≤ ‖q‖·‖k‖ (Cauchy–Schwarz)."""
+def _bounded(q: np.ndarray, k: np.ndarray, c: float, bias: np.ndarray | None) -> bool:
+    """True when no score, scaled score or biased score can overflow (Cauchy–Schwarz)."""
     import numpy as np
 
     with np.errstate(over="ignore", invalid="ignore"):
         qn = float(np.max(np.linalg.norm(q, axis=-1), initial=0.0))
         kn = float(np.max(np.linalg.norm(k, axis=-1), initial=0.0))
-        bound = qn * kn * max(1.0, c)
+        bound = qn * kn * max(1.0, abs(c))
+        if bias is not None:
+            bound += float(np.max(np.abs(bias[np.isfinite(bias)]), initial=0.0))
     return bool(np.isfinite(bound) and bound < float(np.finfo(q.dtype).max) / 4)
 
 
 def _check_overflow(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> None:
-    """With huge inputs: find the first overflowing score exactly as `attention.run` reports it."""
+    """With huge inputs: find the first overflowing score exactly as `attention.run` reports it.
+
+    The dense path checks scores, then scaled, then scaled + attn_bias, each
+    over every head before the next; so does this, a block at a time.
+    """
     import numpy as np
 
     h, g = r.heads, r.kv_heads
     bq, bk = blocks(r.n, r.m)
-    checks = [("scores", "Q·Kᵀ", 1.0)]
-    if r.bias is None:
-        checks.append(("scaled", "scores × scale", c))
-    for name, what, factor in checks:
+    checks = [("scores", "Q·Kᵀ"), ("scaled", "scores × scale")]
+    if r.rules.bias is not None:
+        checks.append(("scaled", "scores × scale + attn_bias"))
+    for step, (name, what) in enumerate(checks):
         for b in range(r.B):
             for hh in range(h):
                 qh = q[b if q.shape[0] > 1 else 0, hh]
                 kh = k[b if k.shape[0] > 1 else 0, hh // (h // g)]
                 for i0 in range(0, r.n, bq):
+                    rows = slice(i0, min(r.n, i0 + bq))
                     first = None  # (row, column) of the first non-finite value in these rows
                     for j0 in range(0, r.m, bk):
+                        cols = slice(j0, min(r.m, j0 + bk))
                         with np.errstate(over="ignore", invalid="ignore"):
-                            s = (qh[i0 : i0 + bq] @ kh[j0 : j0 + bk].T) * factor  # (bq, bk)
+                            s = dot_scores(qh[rows], kh[cols])  # (bq, bk)
+                            if step:
+                                s = scale(s, c)
+                            if step == 2:
+                                bias = r.rules.added(rows, cols, b, hh)
+                                s = np.where(bias != -np.inf, add_bias(s, bias), 0.0)
                         bad = np.argwhere(~np.isfinite(s))
                         if len(bad):
                             at = (int(bad[0][0]) + i0, int(bad[0][1]) + j0)
                             first = at if first is None else min(first, at)
                     if first is not None:
-                        grid = np.full((1, 1, first[0] + 1, first[1] + 1), 0.0)
-                        grid[0, 0, first[0], first[1]] = np.inf
-                        try:
-                            _finite(grid, name, what)
-                        except ComputeError as e:
-                            raise ComputeError(_where(str(e), b, hh)) from None
-
-
-def _where(message: str, b: int, hh: int) -> str:
-    """Add the head and batch item to an overflow message, as `attention._finite` does."""
-    head = f" (head {hh + 1})" if hh else ""
-    item = f" (batch item {b + 1})" if b else ""
-    return message.replace(": the inputs", f"{head}{item}: the inputs")
+                        raise overflow_error(name, what, (b, hh, *first))
 
 
 def _empty_rows(
@@ -317,16 +327,12 @@ def _empty_rows(
     if not dead.any():
         return
     if r.options.empty_rows == "error":
-        raise empty_row_error(where_row(r, b, hh, int(np.argmax(dead))))
-    fill = {"nan": np.nan, "zero": 0.0, "uniform": 1.0 / r.m}[r.options.empty_rows]
-    out[dead] = fill * v.sum(axis=0)  # the weights row is `fill` for every key
+        raise empty_row_error(r.where_row(b, hh, int(np.argmax(dead))))
+    out[dead] = fill_value(r.options.empty_rows, r.m) * v.sum(axis=0)  # each weight is the fill
 
 
-def _public(stats: dict[str, np.ndarray], r: Resolved) -> dict[str, np.ndarray]:
-    """Per-row statistics in public shape: [batch,] [head,] rows."""
-    out = {}
-    for name, a in stats.items():
-        if not r.multihead:
-            a = a[:, 0]
-        out[name] = a if r.batched else a[0]
-    return out
+def _row_stat(r: Resolved, a: np.ndarray) -> np.ndarray:
+    """A per-row statistic (B, h, n) in public shape: [batch,] [head,] rows."""
+    if not r.multihead:
+        a = a[:, 0]
+    return a if r.batched else a[0]

@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import qkvcli.loaders
+import qkvcli.load.files
 from qkvcli.attention import run
 from qkvcli.errors import ComputeError
-from qkvcli.problem import Options, Problem, resolve
+from qkvcli.options import Options
+from qkvcli.problem import Problem, resolve
 
 runner = CliRunner()
 WORKED = "samples/worked_example.json"
@@ -52,10 +53,14 @@ def test_ctrl_c_exits_130_without_a_traceback():
     p = qkv_process("compute", "-", stdin=subprocess.PIPE)  # waits for stdin that never ends
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)
-    err = p.stderr.read().decode()
-    assert p.wait(timeout=30) == 130
-    assert "Traceback" not in err
-    p.stdin.close()
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("qkv did not stop within 30 s of Ctrl-C")
+    assert p.returncode == 130
+    assert "Traceback" not in err.decode()
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -73,8 +78,8 @@ def test_devices_directories_and_oversized_inputs_are_refused_before_reading(mon
     assert runner.invoke(_app(), ["compute", "/dev/zero"]).stderr == (
         "qkv: error: /dev/zero: is a device or socket, not a file\n"
     )
-    monkeypatch.setattr(qkvcli.loaders, "MAX_TEXT_BYTES", 100)
-    monkeypatch.setattr(qkvcli.loaders.read_bytes, "__defaults__", (100,))
+    monkeypatch.setattr(qkvcli.load.files, "MAX_TEXT_BYTES", 100)
+    monkeypatch.setattr(qkvcli.load.files.read_bytes, "__defaults__", (100,))
     result = runner.invoke(_app(), ["compute", WORKED])
     assert result.exit_code == 2
     assert (

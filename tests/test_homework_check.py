@@ -13,7 +13,8 @@ import pytest
 
 from qkvcli.check import Sheet, agrees, grade, parse_answers, written
 from qkvcli.errors import InputError
-from qkvcli.problem import Options, Problem
+from qkvcli.options import Options
+from qkvcli.problem import Problem
 
 # ---------------------------------------------------------------- the marking rule
 

@@ -12,7 +12,8 @@ from qkvcli.attention import run
 from qkvcli.errors import OptionError
 from qkvcli.exact import Surd, latex, text
 from qkvcli.explain import explain
-from qkvcli.problem import Options, Problem, resolve
+from qkvcli.options import Options
+from qkvcli.problem import Problem, resolve
 
 X = ["0.1 0.2 1.5", "2 0.25 0", "0.3 1 0.7"]
 W_Q = ["1 0.5 0", "0 1 0.1", "0.2 0 1"]

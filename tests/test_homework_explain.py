@@ -12,8 +12,9 @@ import reference
 
 from qkvcli.errors import OptionError
 from qkvcli.explain import explain, parse_cell
-from qkvcli.loaders import load
-from qkvcli.problem import Options, Problem
+from qkvcli.load import load
+from qkvcli.options import Options
+from qkvcli.problem import Problem
 
 X = [[1, 0, 1, 0], [0, 2, 0, 2], [1, 1, 1, 1]]
 W_Q = [[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 1]]

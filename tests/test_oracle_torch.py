@@ -19,8 +19,9 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 from qkvcli.attention import run  # noqa: E402
-from qkvcli.loaders import parse_json  # noqa: E402
-from qkvcli.problem import Options, Problem, resolve  # noqa: E402
+from qkvcli.load import parse_json  # noqa: E402
+from qkvcli.options import Options  # noqa: E402
+from qkvcli.problem import Problem, resolve  # noqa: E402
 
 TOL = {"rtol": 1e-10, "atol": 1e-10}
 
@@ -230,7 +231,7 @@ def test_in_out_weights_equal_pytorch_out_in_weights():
 
 
 def sample(name: str):
-    from qkvcli.loaders import load_json
+    from qkvcli.load import load_json
 
     problem, settings = load_json(f"samples/{name}.json")
     return problem, run(resolve(problem, Options().merged(settings)))

@@ -232,8 +232,9 @@ def test_colour_draws_the_same_characters(monkeypatch):
     from rich.console import Console
 
     from qkvcli.attention import run
-    from qkvcli.loaders import load
-    from qkvcli.problem import Options, resolve
+    from qkvcli.load import load
+    from qkvcli.options import Options
+    from qkvcli.problem import resolve
     from qkvcli.render.report import Pictures, show
 
     problem, settings = load(WORKED, {})

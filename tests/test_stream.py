@@ -10,8 +10,9 @@ import reference
 
 from qkvcli import attention, stream
 from qkvcli.errors import ComputeError, OptionError
+from qkvcli.options import Options
 from qkvcli.plan import LARGE, plan, square_bytes
-from qkvcli.problem import Options, Problem, resolve
+from qkvcli.problem import Problem, resolve
 
 RNG = np.random.default_rng(7)
 N, M, D = 37, 29, 6

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from qkvcli.attention import run
 from qkvcli.errors import ComputeError, OptionError, ShapeError
-from qkvcli.problem import Options, Problem, resolve
+from qkvcli.options import Options
+from qkvcli.problem import Problem, resolve
 
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import shape_str
-from .tables import fmt, matrices
+from ..trace import SQUARE
+from .text import fmt, matrices
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +37,7 @@ PALETTE = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
 #: Text colour readable on each step.
 INK = ("#ffffff", "#ffffff", "#000000", "#000000", "#000000")
 #: Stages a heatmap can draw: the ones indexed by queries and keys.
-GRID_STAGES = ("scores", "scaled", "masked", "weights")
+GRID_STAGES = SQUARE
 MASKED = "×"
 PAD = 2  # shade glyphs on each side of a value
 
@@ -73,19 +74,6 @@ def shades_for(stage: Stage) -> Shades:
     if finite.size == 0:
         return Shades(math.nan, math.nan)
     return Shades(float(finite.min()), float(finite.max()))
-
-
-def token_labels(trace: Trace, axis: str, count: int) -> list[str]:
-    """Tokens for queries and keys; without tokens ``q1 q2 …`` and ``k1 k2 …``.
-
-    >>> from ..trace import Trace
-    >>> token_labels(Trace({}, {}), "keys", 2)
-    ['k1', 'k2']
-    """
-    names = {"queries": trace.tokens, "keys": trace.kv_tokens}.get(axis)
-    if names is not None and len(names) == count:
-        return list(names)
-    return [f"{axis[0]}{i}" for i in range(1, count + 1)]
 
 
 def _edge(v: float, precision: int) -> str:
@@ -250,8 +238,8 @@ def heatmap_lines(trace: Trace, stage: Stage, precision: int, width: int) -> lis
     blocked = blocked_cells(stage.array, ok) if stage.name == "weights" else None
     parts = matrices(stage, trace)
     n, m = stage.shape
-    rows = token_labels(trace, stage.rows, n)
-    cols = token_labels(trace, stage.cols, m)
+    rows = trace.labels(stage.rows, n, short=True)
+    cols = trace.labels(stage.cols, m, short=True)
     all_cells = []
     for idx, (_, matrix) in zip(np.ndindex(*stage.array.shape[:-2]), parts):
         all_cells.append(cell_texts(matrix, None if blocked is None else blocked[idx], precision))

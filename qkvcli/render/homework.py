@@ -31,7 +31,7 @@ def cell_name(stage: str, index: tuple[int, ...], per_head: bool, batched: bool)
 
 
 def _value(v: float, precision: int) -> str:
-    from .tables import fmt
+    from .text import fmt
 
     if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
         return str(int(v))
@@ -143,10 +143,10 @@ def _print(console: Console, table: Any) -> None:
     """Print a table at its natural width, wider than the terminal if need be."""
     from rich.measure import Measurement
 
-    from .tables import _print_wide
+    from .tables import print_wide
 
     wide = console.options.update(max_width=10_000)
-    _print_wide(console, table, Measurement.get(console, wide, table).maximum)
+    print_wide(console, table, Measurement.get(console, wide, table).maximum)
 
 
 def score(r: Report) -> str:

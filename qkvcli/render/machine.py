@@ -46,10 +46,14 @@ def to_delimited(array: Any, sep: str) -> str:
     return out.getvalue()
 
 
-def write_delimited(out: Any, array: Any, sep: str) -> None:
-    """`to_delimited`, written a block of rows at a time (memory stays small for long stages)."""
+def write_delimited(out: Any, array: Any, sep: str, precision: int | None = None) -> None:
+    """`to_delimited`, written a block of rows at a time (memory stays small for long stages).
+
+    Every digit by default (``repr``, which round-trips); ``precision`` decimals when given.
+    """
     import numpy as np
 
+    text = repr if precision is None else (lambda v: f"{v:.{precision}f}")
     a = np.asarray(array)
     lead = a.shape[:-2]
     for idx in np.ndindex(*lead):
@@ -57,7 +61,7 @@ def write_delimited(out: Any, array: Any, sep: str) -> None:
         rows = a[idx]
         for start in range(0, rows.shape[0], 1024):
             block = rows[start : start + 1024].astype(np.float64).tolist()
-            out.write("".join(prefix + sep.join(map(repr, row)) + "\n" for row in block))
+            out.write("".join(prefix + sep.join(map(text, row)) + "\n" for row in block))
 
 
 def to_npz(trace: Trace, stages: list[Stage], path: str) -> None:

@@ -52,3 +52,10 @@ def progress(
             bar.update(task, completed=done, total=total)
 
         yield tick
+
+
+def bar(r: Any, streamed: bool) -> Any:
+    """The bar for an evaluation: it counts rows when streamed, and pulses for the dense path."""
+    if streamed:
+        return progress(r)
+    return progress(r, label="attention, every stage", steps=False)

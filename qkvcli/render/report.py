@@ -96,7 +96,8 @@ def draw(
     from rich.text import Text
 
     from .heatmap import draw_heatmaps, heatmap_stages
-    from .tables import header, render
+    from .tables import render
+    from .text import header
     from .tokens import DEFAULT_TOP, draw_token_view
 
     token_view = pictures.tokens_view or pictures.top is not None

@@ -1,10 +1,4 @@
-"""Rich tables of the stages of a `Trace`: labelled, titled with formula and shape.
-
-The only module besides the CLI that imports rich.
-
->>> fmt(0.123456, 4), fmt(float("-inf"), 4)
-('0.1235', '−∞')
-"""
+"""Rich tables of the stages of a `Trace`: labelled, titled with formula and shape."""
 
 from __future__ import annotations
 
@@ -12,6 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import shape_str
+from .text import PLAIN_CELLS, fmt, header, matrices, plain_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,43 +14,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from ..trace import Stage, Trace
-
-
-def fmt(v: float, precision: int) -> str:
-    """A cell as shown in tables: fixed decimals, −∞ for masked, NaN as such."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "−∞" if v < 0 else "∞"
-    if v != 0 and (abs(v) >= 1e9 or abs(v) < 10.0**-precision / 2):
-        return f"{v:.{precision}e}"
-    text = f"{v:.{precision}f}"
-    return "0." + "0" * precision if text.lstrip("-") == "0." + "0" * precision else text
-
-
-def fmt_row(row: np.ndarray, precision: int) -> list[str]:
-    """`fmt` of every value of a row; fast when all of them take fixed decimals.
-
-    >>> import numpy as np
-    >>> fmt_row(np.array([-0.0, 1.5, -2e-9]), 2)
-    ['0.00', '1.50', '-2.00e-09']
-    """
-    import numpy as np
-
-    a = np.abs(row)
-    if np.all(((a >= 10.0**-precision / 2) & (a < 1e9)) | (row == 0)):
-        spec, zero = f".{precision}f", "0." + "0" * precision
-        texts = [format(v, spec) for v in (row + 0.0).tolist()]  # + 0.0 turns −0.0 into 0.0
-        return [zero if t == "-" + zero else t for t in texts]
-    return [fmt(v, precision) for v in row.tolist()]
-
-
-def labels(trace: Trace, axis: str, count: int) -> list[str]:
-    """Labels for rows/columns: tokens for queries and keys, 1-based numbers otherwise."""
-    names = {"queries": trace.tokens, "keys": trace.kv_tokens}.get(axis)
-    if names is not None and len(names) == count:
-        return list(names)
-    return [str(i) for i in range(1, count + 1)]
 
 
 def _shade(v: float) -> str:
@@ -137,8 +95,8 @@ def stage_table(
     from ..exact import text as exact_text
 
     rows, cols = matrix.shape
-    row_labels = labels(trace, stage.rows, rows)
-    col_labels = labels(trace, stage.cols, cols)
+    row_labels = trace.labels(stage.rows, rows)
+    col_labels = trace.labels(stage.cols, cols)
     weights = stage.name == "weights"
     shown_rows: list[int | None] = list(range(rows))
     if width is not None:
@@ -193,105 +151,6 @@ def stage_table(
     return table, note
 
 
-def matrices(stage: Stage, trace: Trace) -> list[tuple[str, np.ndarray]]:
-    """Split a stage into 2-D matrices with a suffix naming the batch item and head."""
-    import numpy as np
-
-    a = stage.array
-    out = []
-    for idx in np.ndindex(*a.shape[:-2]):
-        parts = []
-        if trace.batched:
-            parts.append(f"item {idx[0] + 1}")
-        if stage.per_head:
-            parts.append(f"head {idx[-1] + 1}/{trace.heads}")
-        out.append((", ".join(parts), a[idx]))
-    return out
-
-
-def header(trace: Trace) -> str:
-    """The line printed above the tables: input, sizes, layout, scale, keys read."""
-    m = trace.meta
-    sizes = f"{m['n_queries']} queries × {m['n_keys']} keys"
-    if m["d_model"]:
-        sizes += f", d_model {m['d_model']}"
-    sizes += f", d_k {m['d_k']}, d_v {m['d_v']}"
-    if m["heads"] > 1:
-        sizes += f", {m['heads']} heads" + (
-            f" ({m['kv_heads']} K/V heads)" if m["kv_heads"] != m["heads"] else ""
-        )
-    layout = f"layout {m['layout']}"
-    if m["layout"] == "rows":
-        layout += f", weights {m['weights_layout']}"
-    scale = f"scale {m['scale_rule']} = {m['scale']:.6g}"
-    lines = [f"{m['input']}: {sizes}; {layout}; {scale}"]
-    extras = []
-    if m["similarity"] != "dot":
-        extras.append(f"similarity {m['similarity']}")
-    if m["normalize"] != "softmax":
-        extras.append(f"weights by {m['normalize']}")
-    if m["temperature"] != 1:
-        extras.append(f"temperature {m['temperature']:g}")
-    if m["mask"]:
-        masks = f"masks: {', '.join(m['mask'])}"
-        if {"mask", "key_padding_mask"} & set(m["mask"]):
-            masks += f" (1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
-        extras.append(masks)
-    if m["empty_rows"] != "error":
-        extras.append(f"fully masked rows → {m['empty_rows']}")
-    if m["dtype"] != "float64":
-        extras.append(m["dtype"])
-    if extras:
-        lines.append("; ".join(extras))
-    keys = [f"{canon} ← {key}" for canon, key in m["keys"].items()]
-    if keys:
-        lines.append("read " + ", ".join(keys))
-    return "\n".join(lines)
-
-
-#: ``--full`` tables with more cells than this are drawn as plain text (rich takes seconds).
-PLAIN_CELLS = 4000
-
-
-def plain_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) -> str:
-    """Every cell of a matrix, in the same box lines as the rich tables, without styles.
-
-    >>> from types import SimpleNamespace
-    >>> t = SimpleNamespace(tokens=None, kv_tokens=None)
-    >>> s = SimpleNamespace(rows="queries", cols="features", name="output")
-    >>> import numpy as np
-    >>> print(plain_table(t, s, np.array([[1.0, -2.5]]), 2))
-    ┏━━━┳━━━━━━┳━━━━━━━┓
-    ┃   ┃    1 ┃     2 ┃
-    ┡━━━╇━━━━━━╇━━━━━━━┩
-    │ 1 │ 1.00 │ -2.50 │
-    └───┴──────┴───────┘
-    """
-    rows, cols = matrix.shape
-    head = ["", *labels(trace, stage.cols, cols)]
-    body = [
-        [label, *fmt_row(row, precision)]
-        for label, row in zip(labels(trace, stage.rows, rows), matrix)
-    ]
-    if stage.name == "weights":
-        head.append("Σ")
-        for cells, row in zip(body, matrix):
-            cells.append(fmt(float(row.sum()), precision))
-    widths = [max(len(r[j]) for r in (head, *body)) for j in range(len(head))]
-
-    def line(left: str, fill: str, mid: str, right: str) -> str:
-        return left + mid.join(fill * (w + 2) for w in widths) + right
-
-    def cells(r: list[str], bar: str) -> str:
-        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
-        return bar + bar.join(f" {p} " for p in parts) + bar
-
-    out = [line("┏", "━", "┳", "┓"), cells(head, "┃"), line("┡", "━", "╇", "┩")]
-    out += [cells(r, "│") for r in body]
-    out.append(line("└", "─", "┴", "┘"))
-    return "\n".join(out)
-
-
 def render(
     trace: Trace, stages: list[Stage], console: Console, precision: int = 4, full: bool = False
 ) -> None:
@@ -318,12 +177,12 @@ def render(
             table, note = stage_table(trace, stage, matrix, precision, width)
             wide = console.options.update(max_width=10**6)  # the natural width, not clamped
             need = Measurement.get(console, wide, table).maximum
-            _print_wide(console, table, need)
+            print_wide(console, table, need)
             if note:
                 console.print(Text(note, style="dim"), soft_wrap=True)
 
 
-def _print_wide(console: Console, renderable: Any, need: int) -> None:
+def print_wide(console: Console, renderable: Any, need: int) -> None:
     """Print without squeezing: widen the console for a table wider than it."""
     width = console.width
     if need <= width:

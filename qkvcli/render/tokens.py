@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .heatmap import token_labels
-from .tables import fmt, matrices
+from .text import fmt, matrices
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,8 +108,8 @@ def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
     blocked = blocked_cells(stage.array, ok)
     empty = None if ok is None else ~ok.any(axis=-1)  # ([B,] [h,] n): rows with no key
     n, m = stage.shape
-    queries = token_labels(trace, "queries", n)
-    keys = token_labels(trace, "keys", m)
+    queries = trace.labels("queries", n, short=True)
+    keys = trace.labels("keys", m, short=True)
     softmax = trace.meta["normalize"] == "softmax"
     shown = min(top, m)
     width = max(cell_len(q) for q in queries)

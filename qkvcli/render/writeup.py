@@ -44,7 +44,7 @@ def tex_formula(formula: str) -> str:
 
 def _cell(v: Any, precision: int, tex: bool) -> str:
     from ..exact import is_exact, latex, text
-    from .tables import fmt
+    from .text import fmt
 
     if is_exact(v):
         return latex(v) if tex else text(v)
@@ -64,7 +64,7 @@ def _title(stage: Stage, suffix: str) -> tuple[str, str]:
 def to_markdown(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
     """Markdown: a heading and a table per matrix, token labels on rows and columns."""
     from ..errors import shape_str
-    from .tables import header, labels, matrices
+    from .text import header, matrices
 
     out = ["# Attention, step by step", ""]
     out += [line + "  " for line in header(trace).splitlines()]
@@ -72,8 +72,8 @@ def to_markdown(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
         for suffix, matrix in matrices(stage, trace):
             name, rhs = _title(stage, suffix)
             out += ["", f"## {name} = {rhs} ({shape_str(matrix.shape)})", ""]
-            cols = labels(trace, stage.cols, matrix.shape[1])
-            rows = labels(trace, stage.rows, matrix.shape[0])
+            cols = trace.labels(stage.cols, matrix.shape[1])
+            rows = trace.labels(stage.rows, matrix.shape[0])
             out.append("| | " + " | ".join(_md(c) for c in cols) + " |")
             out.append("|---|" + "---:|" * len(cols))
             for label, row in zip(rows, matrix):
@@ -99,7 +99,7 @@ def _tex_text(text: str) -> str:
 
 def to_latex(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
     """A complete LaTeX document: one displayed equation with a bmatrix per matrix."""
-    from .tables import header, matrices
+    from .text import header, matrices
 
     out = [
         r"\documentclass{article}",

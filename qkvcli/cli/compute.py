@@ -1,9 +1,4 @@
-"""The ``qkv`` command line: parse options, call the core, pick a renderer.
-
-Every error the user can cause ends here as one line, ``qkv: error: …``, on
-stderr with exit code 2. numpy and rich are imported only inside commands,
-so ``qkv --version`` and ``qkv --help`` stay fast.
-"""
+"""``qkv compute``: read a problem, evaluate it, write its stages as tables, pictures or data."""
 
 from __future__ import annotations
 
@@ -13,126 +8,6 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
-
-from . import __version__
-from .cli_homework import register
-from .errors import (
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    OutputError,
-    QkvError,
-)
-
-
-class QkvGroup(TyperGroup):
-    """Maps every exception to one stderr line and an exit code, in one place."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        from .coercion import install
-
-        for command in (self, *self.commands.values()):
-            install(command)  # plain option types without pydantic: fast start-up
-
-    def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
-        extra.pop("standalone_mode", None)
-        argv = list(sys.argv[1:] if args is None else args)
-        end = argv.index("--") if "--" in argv else len(argv)
-        debug = "--debug" in argv[:end]  # accepted anywhere before --
-        argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
-        try:
-            rv = super().main(
-                args=argv, prog_name=prog_name or "qkv", standalone_mode=False, **extra
-            )
-        except QkvError as e:
-            if debug:
-                raise
-            _fail(str(e), e.exit_code)
-        except (KeyboardInterrupt, typer.Abort):
-            _fail("interrupted", EXIT_INTERRUPTED)
-        except BrokenPipeError:
-            _quiet_pipe()
-        except Exception as e:
-            if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click usage errors
-                cmd = getattr(getattr(e, "ctx", None), "command_path", "qkv")
-                _fail(f"{e.format_message()} (see '{cmd} --help')", EXIT_USAGE)
-            if debug:
-                raise
-            _fail(
-                f"internal error: {type(e).__name__}: {e} — this is a bug in qkv; "
-                "run again with --debug for the traceback and please report it",
-                EXIT_INTERNAL,
-            )
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-    def invoke(self, ctx: Any) -> Any:
-        """Run the command; a closed pipe is caught here, before typer's own handler."""
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            _quiet_pipe()
-        except OSError as e:
-            if e.filename is not None:
-                raise
-            raise OutputError(f"cannot write the output: {e.strerror or e}") from None
-
-
-def _fail(message: str, code: int) -> None:
-    print(f"qkv: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-def _quiet_pipe() -> None:
-    """The reader went away (``qkv … | head``): stop without a word, exit 141 as SIGPIPE would."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    sys.exit(EXIT_BROKEN_PIPE)
-
-
-app = typer.Typer(
-    cls=QkvGroup,
-    name="qkv",
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    no_args_is_help=True,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"qkv {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
-    """qkv: see every stage of an attention computation.
-
-    \b
-    Example:
-      qkv compute samples/worked_example.json --trace
-
-    Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input,
-    70 an internal error (a bug: please report it). Add --debug anywhere to
-    see the traceback of an error.
-    """
-
 
 CSV = "Matrices from CSV or .npy files (one matrix per file; '-' = stdin)"
 HOW = "How to compute"
@@ -142,7 +17,6 @@ PIC = "Pictures"
 BIG = "Large inputs"
 
 
-@app.command()
 def compute(
     input: Annotated[
         str | None,
@@ -298,8 +172,14 @@ def compute(
         ),
     ] = None,
     precision: Annotated[
-        int, typer.Option(min=0, max=17, help="Decimals in tables.", rich_help_panel=OUT)
-    ] = 4,
+        int | None,
+        typer.Option(
+            min=0,
+            max=17,
+            help="Decimals in tables (default 4); CSV/TSV print every digit unless given.",
+            rich_help_panel=OUT,
+        ),
+    ] = None,
     format: Annotated[
         str,
         typer.Option(
@@ -377,9 +257,10 @@ def compute(
       qkv compute samples/multihead.json --heads 2 --mask causal --trace
       qkv compute samples/worked_example.json --heatmap --tokens-view --svg report.svg
     """
-    from .errors import OptionError
-    from .loaders import load, mask_option
-    from .problem import Options, resolve
+    from ..errors import OptionError
+    from ..load import load, mask_option
+    from ..options import Options
+    from ..problem import resolve
 
     mask_kind, mask_csv = mask_option(mask) if mask is not None else (None, None)
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v, "X_kv": x_kv,
@@ -401,9 +282,9 @@ def compute(
     options = Options().merged(settings).merged(cli_settings)
     result = _evaluate(resolve(problem, options), format, stage, trace, stream)
     if any(drawing):
-        from .render.report import Pictures, show  # only when drawing: it costs start-up
+        from ..render.report import Pictures, show  # only when drawing: it costs start-up
 
-        show(result, Pictures(*drawing), stage, trace, precision)
+        show(result, Pictures(*drawing), stage, trace, 4 if precision is None else precision)
         return
     _emit(result, format, stage, trace, precision, output, full)
 
@@ -412,39 +293,38 @@ FORMATS = ("table", "json", "csv", "tsv", "markdown", "latex", "npz")
 
 
 def _check_format(format: str, output: str | None) -> None:
-    from .errors import OptionError
+    from ..errors import OptionError
 
     if format not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
     if format == "npz" and output is None:
         raise OptionError("--format npz writes a file: give it with --output FILE")
     if output is not None:
-        from .atomic import check_target
+        from ..atomic import check_target
 
         check_target(output, "--output")
 
 
 def _evaluate(
-    resolved: Any, format: str, stage: list[str] | None, trace: bool, stream: bool
+    resolved: Any,
+    format: str,
+    stage: list[str] | None,
+    trace: bool,
+    stream: bool,
+    why: dict[str, str] | None = None,
 ) -> Any:
-    """Run the full pipeline, or stream it when the n×n stages are large and not asked for."""
-    from .plan import all_stages, plan
+    """Plan the run (every stage, or in blocks when the n×n stages are large and not asked for) and run it."""
+    from ..plan import all_stages, evaluate, plan
+    from ..render.progress import bar
 
     asked = all_stages() if trace else stage or (["output"] if format in ("csv", "tsv") else None)
-    how = plan(resolved, asked, stream)
+    if why:
+        asked = [*(asked or ["weights", "output"]), *why]
+    how = plan(resolved, asked, stream, why=why)
+    result = evaluate(resolved, how, bar)
     if how.note:
         print(f"qkv: note: {how.note}", file=sys.stderr)
-    from .render.progress import progress
-
-    if not how.stream:
-        from .attention import run
-
-        with progress(resolved, label="attention, every stage", steps=False):
-            return run(resolved)
-    from .stream import run as run_streaming
-
-    with progress(resolved) as tick:
-        return run_streaming(resolved, progress=tick)
+    return result
 
 
 def _emit(
@@ -452,44 +332,45 @@ def _emit(
     format: str,
     stage: list[str] | None,
     trace: bool,
-    precision: int,
+    precision: int | None,
     output: str | None = None,
     full: bool = False,
 ) -> None:
     """Write a trace in the chosen format to stdout (or ``output``)."""
-    from .errors import OptionError
+    from ..errors import OptionError
 
+    digits = 4 if precision is None else precision
     if format == "npz":
-        from .render.machine import to_npz
+        from ..render.machine import to_npz
 
         to_npz(result, result.select(stage), output or "")
         return
     with _opened(output) as out:
         if format in ("markdown", "latex"):
-            from .render import writeup
+            from ..render import writeup
 
             write = writeup.to_markdown if format == "markdown" else writeup.to_latex
-            out.write(write(result, result.select(stage), precision))
+            out.write(write(result, result.select(stage), digits))
             return
         if format in ("csv", "tsv"):
             names = stage or ["output"]
             if len(names) != 1:
                 raise OptionError(f"--format {format} writes one stage; choose one with --stage")
-            from .render.machine import write_delimited
+            from ..render.machine import write_delimited
 
             (chosen,) = result.select(names)
-            write_delimited(out, chosen.array, "," if format == "csv" else "\t")
+            write_delimited(out, chosen.array, "," if format == "csv" else "\t", precision)
             return
         if format == "json":
-            from .render.machine import to_json
+            from ..render.machine import to_json
 
             out.write(to_json(result, result.select(stage)))
             return
-        from .render.tables import make_console, render
+        from ..render.tables import make_console, render
 
         defaults = [] if trace else [n for n in ("weights", "output") if n in result.stages]
         console = make_console(None if output is None else out)
-        render(result, result.select(stage or defaults), console, precision, full=full)
+        render(result, result.select(stage or defaults), console, digits, full=full)
 
 
 @contextmanager
@@ -498,15 +379,7 @@ def _opened(path: str | None) -> Iterator[Any]:
     if path is None:
         yield sys.stdout
         return
-    from .atomic import atomic_file
+    from ..atomic import atomic_file
 
     with atomic_file(path, "--output") as fh:
         yield fh
-
-
-register(app)  # qkv check, explain, new
-
-
-def main() -> None:
-    """Entry point of the ``qkv`` script."""
-    app()

@@ -1,7 +1,7 @@
-"""Homework commands: ``qkv check``, ``qkv explain`` and ``qkv new``.
+"""The homework commands: ``qkv check``, ``qkv explain`` and ``qkv new``.
 
-Registered on the app by `register`; the work is done in the core modules
-``check``, ``explain``, ``generate`` and ``mistakes``.
+Each parses its options, calls one core function (``check``, ``explain``,
+``generate``) and renders the result.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Annotated
 
 import typer
 
-from .errors import EXIT_MISMATCH
+from ..errors import EXIT_MISMATCH
 
 OUT = "Output"
 
 
 def _stage_files(items: list[str] | None) -> dict[str, str]:
-    from .errors import OptionError
+    from ..errors import OptionError
 
     files: dict[str, str] = {}
     for item in items or []:
@@ -77,10 +77,10 @@ def check(
       qkv check samples/worked_example.json --stage-file weights=samples/homework/worked/weights.csv
       qkv check samples/worked_example.json samples/homework/worked/*.json -f csv
     """
-    from .check import grade, load_answers
-    from .errors import OptionError
-    from .loaders import load
-    from .problem import Options
+    from ..check import grade, load_answers
+    from ..errors import OptionError
+    from ..load import load
+    from ..options import Options
 
     formats = ("table", "json", "csv")
     if format not in formats:
@@ -96,16 +96,16 @@ def check(
     sheets = [load_answers(p, files) for p in paths] if paths else [load_answers(None, files)]
     reports = [grade(prob, options, s, tolerance) for s in sheets]
     if format == "json":
-        from .render.homework import reports_json
+        from ..render.homework import reports_json
 
         sys.stdout.write(reports_json(prob.origin, reports))
     elif format == "csv":
-        from .render.homework import gradebook_csv
+        from ..render.homework import gradebook_csv
 
         sys.stdout.write(gradebook_csv(reports))
     else:
-        from .render.homework import render_gradebook, render_report
-        from .render.tables import make_console
+        from ..render.homework import render_gradebook, render_report
+        from ..render.tables import make_console
 
         console = make_console()
         if len(reports) == 1:
@@ -142,9 +142,9 @@ def explain(
       qkv explain samples/worked_example.json 'weights[1,2]' --exact
       qkv explain samples/homework/two_heads.json 'weights[2,1]' --head 2
     """
-    from .explain import explain as explain_cell
-    from .loaders import load
-    from .problem import Options
+    from ..explain import explain as explain_cell
+    from ..load import load
+    from ..options import Options
 
     prob, settings = load(problem)
     options = Options().merged(settings).merged({"exact": exact or None})
@@ -179,36 +179,27 @@ def new(
       qkv new --seed 3 -o problem.json --answers key.json
       qkv new --seed 3 --heads 2 --d-k 2 --mask causal
     """
-    from .attention import run
-    from .generate import Spec, answer_key, practice, to_json
-    from .loaders import parse_json
-    from .problem import Options, resolve
+    from ..attention import run
+    from ..generate import Spec, answer_key, practice, to_json
+    from ..load import parse_json
+    from ..options import Options
+    from ..problem import resolve
 
     spec = Spec(seed, tokens, d_model, d_k, d_v, heads, scale, mask, negative)
     doc = practice(spec)
     text = to_json(doc)
-    _write(output, text)
+    _write(output, text, "--output")
     if answers:
         prob, settings = parse_json(text, output or "<new>")
         trace = run(resolve(prob, Options().merged(settings)))
-        _write(answers, to_json(answer_key(trace), precision))
+        _write(answers, to_json(answer_key(trace), precision), "--answers")
 
 
-def _write(path: str | None, text: str) -> None:
-    from .errors import InputError
-
+def _write(path: str | None, text: str, option: str) -> None:
+    """Text to stdout, or to ``path`` whole or not at all (the writer of ``compute -o``)."""
     if path is None or path == "-":
         sys.stdout.write(text)
         return
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as e:
-        raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
+    from ..atomic import write_atomic
 
-
-def register(app: typer.Typer) -> None:
-    """Add the homework commands to the ``qkv`` app."""
-    app.command()(check)
-    app.command()(explain)
-    app.command()(new)
+    write_atomic(path, text, option)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
-from .loaders import open_input, parse_doc, to_array
+from ..errors import InputError
+from .document import parse_doc
+from .files import open_input
+from .nested import to_array
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .problem import Problem
+    from ..problem import Problem
 
 
 def load_npy(path: str, name: str) -> np.ndarray:

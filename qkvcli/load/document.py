@@ -1,0 +1,222 @@
+"""JSON problem files and their entries: key spellings, settings, PyTorch state dicts.
+
+>>> p, settings = parse_json('{"Q": [[1, 0]], "key": [[1, 0]], "V": [[2]], "scale": "none"}')
+>>> p.sources["K"], settings["scale"]
+('key', 'none')
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..errors import InputError, OptionError
+from ..options import MASK_KINDS, SETTINGS, choice
+from ..problem import Problem
+from .files import decode_json, display, read_text
+from .nested import to_array
+
+#: Spellings people use, after lower-casing and dropping ``_``, ``-``, ``.`` and spaces.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "X": ("x", "input", "inputs", "embeddings", "a"),
+    "X_kv": ("xkv", "memory", "context", "source", "encoderoutput"),
+    "Q": ("q", "query", "queries"),
+    "K": ("k", "key", "keys"),
+    "V": ("v", "value", "values"),
+    "W_Q": ("wq", "wquery", "wqueries", "queryweight", "weightquery", "weightq"),
+    "W_K": ("wk", "wkey", "wkeys", "keyweight", "weightkey", "weightk"),
+    "W_V": ("wv", "wvalue", "wvalues", "valueweight", "weightvalue", "weightv"),
+    "W_O": ("wo", "wout", "woutput", "outputweight", "outweight", "weighto"),
+    "b_Q": ("bq", "bquery", "querybias", "biasq", "qbias"),
+    "b_K": ("bk", "bkey", "keybias", "biask", "kbias"),
+    "b_V": ("bv", "bvalue", "valuebias", "biasv", "vbias"),
+    "b_O": ("bo", "bout", "boutput", "outputbias", "biaso", "obias"),
+    "mask": ("mask", "attnmask", "attentionmask"),
+    "attn_bias": ("attnbias", "bias", "attentionbias", "alibi"),
+    "valid_lens": ("validlens", "validlengths", "lengths", "lens"),
+    "key_padding_mask": ("keypaddingmask", "paddingmask"),
+    "tokens": ("tokens", "labels", "words", "querytokens"),
+    "kv_tokens": ("kvtokens", "keytokens", "memorytokens", "contexttokens"),
+    "scale": ("scale",),
+    "layout": ("layout",),
+    "weights_layout": ("weightslayout", "weightlayout"),
+    "heads": ("heads", "numheads", "nheads", "nhead"),
+    "kv_heads": ("kvheads", "numkvheads", "nkvheads", "numkeyvalueheads"),
+    "mask_polarity": ("maskpolarity",),
+    "empty_rows": ("emptyrows",),
+    "similarity": ("similarity",),
+    "normalize": ("normalize", "normalise", "normalizer"),
+    "temperature": ("temperature", "temp"),
+}
+
+#: PyTorch ``nn.MultiheadAttention`` state-dict keys; their weights are (out, in).
+TORCH_KEYS = {
+    "inprojweight": "in_proj_weight",
+    "inprojbias": "in_proj_bias",
+    "outprojweight": "out_proj.weight",
+    "outprojbias": "out_proj.bias",
+    "qprojweight": "q_proj_weight",
+    "kprojweight": "k_proj_weight",
+    "vprojweight": "v_proj_weight",
+}
+
+IGNORED = ("comment", "comments", "description", "title", "name", "notes", "note", "source_url")
+#: The settings a problem file may carry (the other keys are matrices and labels).
+FILE_SETTINGS = ("scale", "layout", "weights_layout", "heads", "kv_heads", "mask_polarity",
+                 "empty_rows", "similarity", "normalize", "temperature")  # fmt: skip
+_LOOKUP = {alias: canon for canon, aliases in ALIASES.items() for alias in aliases}
+#: How many dimensions each kind of entry may have, and what its axes are called.
+NDIMS = {"b_Q": (1, 2), "b_K": (1, 2), "b_V": (1, 2), "b_O": (1,), "valid_lens": (0, 1, 2),
+         "key_padding_mask": (1, 2), "mask": (2, 3, 4), "attn_bias": (2, 3, 4)}  # fmt: skip
+
+
+def squash(key: str) -> str:
+    """The form a key is matched in: ``"W_Query"`` → ``"wquery"``."""
+    return re.sub(r"[\s_.\-]", "", key).lower()
+
+
+def torch_key(key: str) -> str | None:
+    """The PyTorch state-dict key ``key`` names, module prefix and all, or None.
+
+    >>> torch_key("layers.0.self_attn.in_proj_weight"), torch_key("W_Q")
+    ('in_proj_weight', None)
+    """
+    parts = key.split(".")
+    for i in range(len(parts)):  # drop module prefixes one at a time
+        name = TORCH_KEYS.get(squash(".".join(parts[i:])))
+        if name is not None:
+            return name
+    return None
+
+
+def load_json(path: str) -> tuple[Problem, dict[str, Any]]:
+    """Read a JSON problem file (``-`` = stdin): the matrices and the settings it carries."""
+    return parse_json(read_text(path), display(path))
+
+
+def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, Any]]:
+    """Parse JSON text into a `Problem` and a dict of settings (scale, heads, …)."""
+    doc = decode_json(text, origin)
+    if not isinstance(doc, dict):
+        raise InputError(
+            f"{origin}: the top level must be an object with keys such as X, W_Q, W_K, W_V"
+        )
+    return parse_doc(doc, origin)
+
+
+def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]]:
+    """A `Problem` and settings from named entries (nested lists or numpy arrays)."""
+    found: dict[str, tuple[str, Any]] = {}
+    torch: dict[str, tuple[str, Any]] = {}
+    for key, value in doc.items():
+        sq = squash(key)
+        tkey = torch_key(key)
+        if tkey is not None:
+            if tkey in torch:
+                raise InputError(f"{origin}: keys {torch[tkey][0]!r} and {key!r} both give {tkey}")
+            torch[tkey] = (key, value)
+            continue
+        if key.startswith("_") or sq in IGNORED:
+            continue
+        canon = _LOOKUP.get(sq)
+        if canon is None:
+            raise InputError(
+                f"{origin}: unknown key {key!r} (expected X, W_Q, W_K, W_V, or Q, K, V; see qkv compute --help)"
+            )
+        if canon in found:
+            raise InputError(f"{origin}: keys {found[canon][0]!r} and {key!r} both give {canon}")
+        found[canon] = (key, value)
+    settings = _settings(found, origin)
+    problem = Problem(matrices={}, origin=origin)
+    if torch:
+        _torch_state_dict(torch, found, settings, problem, origin)
+    mask = found.get("mask")
+    if mask is not None and isinstance(mask[1], str):
+        problem.mask_kind = _setting(origin, mask[0], lambda: choice("mask", mask[1], MASK_KINDS))
+        problem.sources["mask"] = mask[0]
+        del found["mask"]
+    for canon in ("tokens", "kv_tokens"):
+        if canon in found:
+            key, value = found.pop(canon)
+            setattr(problem, canon, _labels(value, f"{origin}: {key}"))
+            problem.sources[canon] = key
+    for canon, (key, value) in found.items():
+        if canon in FILE_SETTINGS:
+            continue
+        problem.matrices[canon] = to_array(value, key, origin, canon)
+        problem.sources[canon] = key
+    return problem, settings
+
+
+def _setting(origin: str, key: str, check: Any) -> Any:
+    try:
+        return check()
+    except OptionError as e:
+        raise InputError(f"{origin}: {key}: {e}") from None
+
+
+def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
+    """Validate the settings a file carries; messages name the file and key."""
+    out = {}
+    for canon in FILE_SETTINGS:
+        if canon in found:
+            key, value = found[canon]
+            out[canon] = _setting(origin, key, lambda c=SETTINGS[canon], v=value: c(v))
+    return out
+
+
+def _labels(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{where}: must be a non-empty list of labels")
+    for i, t in enumerate(value, 1):
+        if isinstance(t, (list, dict)) or t is None:
+            raise InputError(f"{where}: label {i} is not text or a number")
+    return [str(t) for t in value]
+
+
+def _torch_state_dict(
+    torch: dict[str, tuple[str, Any]], found: dict, settings: dict, problem: Problem, origin: str
+) -> None:
+    """Unpack PyTorch MultiheadAttention weights: ``in_proj_weight`` is q, k, v stacked, (out, in)."""
+    if settings.get("weights_layout") == "in-out":
+        raise InputError(
+            f"{origin}: PyTorch keys such as {next(iter(torch))!r} hold (out, in) weights but weights_layout is in-out"
+        )
+    settings["weights_layout"] = "out-in"
+    problem.torch_key = next(iter(torch.values()))[0]
+    for canon in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
+        if canon in found:
+            raise InputError(f"{origin}: both {found[canon][0]!r} and PyTorch weights give {canon}")
+    for packed, names in (
+        ("in_proj_weight", ("W_Q", "W_K", "W_V")),
+        ("in_proj_bias", ("b_Q", "b_K", "b_V")),
+    ):
+        if packed in torch:
+            key, value = torch.pop(packed)
+            a = to_array(value, key, origin, "W_Q" if packed.endswith("weight") else "b_O")
+            if a.shape[0] % 3:
+                raise InputError(
+                    f"{origin}: {key} has {a.shape[0]} rows, not 3 equal blocks (q, k, v)"
+                )
+            e = a.shape[0] // 3
+            for i, canon in enumerate(names):
+                problem.matrices[canon] = a[i * e : (i + 1) * e]
+                problem.sources[canon] = f"{key}[{i * e}:{(i + 1) * e}]"
+    plain = {
+        "out_proj.weight": "W_O",
+        "out_proj.bias": "b_O",
+        "q_proj_weight": "W_Q",
+        "k_proj_weight": "W_K",
+        "v_proj_weight": "W_V",
+    }
+    for tkey, canon in plain.items():
+        if tkey in torch:
+            key, value = torch.pop(tkey)
+            if canon in problem.matrices:
+                raise InputError(
+                    f"{origin}: both {key!r} and {problem.sources[canon]!r} give {canon}"
+                )
+            problem.matrices[canon] = to_array(value, key, origin, canon)
+            problem.sources[canon] = key

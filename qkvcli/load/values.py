@@ -1,0 +1,68 @@
+"""Values typed as options: ``--mask``, ``--valid-lens``, ``--tokens``.
+
+>>> parse_tokens("the,cat,sat")
+['the', 'cat', 'sat']
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import OptionError
+from ..options import MASK_KINDS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def mask_option(text: str) -> tuple[str | None, str | None]:
+    """Split a ``--mask`` value into a mask kind or a CSV path.
+
+    >>> mask_option("causal")
+    ('causal', None)
+    """
+    import os
+
+    if text in MASK_KINDS:
+        return text, None
+    if text == "-" or os.path.exists(text):
+        return None, text
+    raise OptionError(
+        f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r} (no such file)"
+    )
+
+
+def parse_lens(text: str, option: str = "--valid-lens") -> np.ndarray:
+    """Whole numbers from an option: ``"2,3"`` is one per item, ``"1,2;2,3"`` a matrix.
+
+    >>> parse_lens("2,3").tolist(), parse_lens("1,2; 2,2").tolist()
+    ([2.0, 3.0], [[1.0, 2.0], [2.0, 2.0]])
+    """
+    import numpy as np
+
+    rows = []
+    for part in text.split(";"):
+        row = []
+        for cell in part.replace(" ", ",").split(","):
+            if not cell:
+                continue
+            try:
+                row.append(float(cell))
+            except ValueError:
+                raise OptionError(f"{option}: {cell!r} is not a number") from None
+        rows.append(row)
+    if not rows[0] or any(len(r) != len(rows[0]) for r in rows):
+        raise OptionError(f"{option} must be numbers such as 2,3 (or rows 1,2;2,3), not {text!r}")
+    return np.array(rows[0] if len(rows) == 1 else rows, dtype=np.float64)
+
+
+def parse_tokens(text: str, option: str = "--tokens") -> list[str]:
+    """Token labels from an option: comma-separated, or separated by spaces.
+
+    >>> parse_tokens("the,cat,sat"), parse_tokens("the cat sat")
+    (['the', 'cat', 'sat'], ['the', 'cat', 'sat'])
+    """
+    words = [w.strip() for w in (text.split(",") if "," in text else text.split())]
+    if not words or not all(words):
+        raise OptionError(f"{option} must be labels such as a,b,c, not {text!r}")
+    return words

@@ -1,0 +1,190 @@
+"""Which (query, key) pairs may attend, and what is added to their logits — as rules.
+
+A `Rules` holds each mask the way it was given (a causal offset, per-query
+lengths, a key-padding row, an explicit 0/1 grid) and the additive bias. Any
+block of queries × keys asks it for its own piece, so the streamed evaluation
+never builds an n×m array for a mask that is a rule (causal, lengths,
+padding); the dense one asks for the whole grid at once.
+
+>>> import numpy as np
+>>> rules = Rules(B=1, h=1, n=3, m=3, causal=0)
+>>> rules.allowed().astype(int)[0, 0].tolist()
+[[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+>>> rules.allowed(rows=slice(1, 3), cols=slice(0, 2), b=0, hh=0).astype(int).tolist()
+[[1, 1], [1, 1]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ShapeError, shape_str
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ALL = slice(None)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The masks and bias of a run, each kept in the form it was given.
+
+    ``causal``: key j may attend query i iff j ≤ i + causal. ``lens``
+    (B|1, n): iff j < lens[b, i]. ``padding`` (B|1, m): iff padding[b, j].
+    ``grid`` (B|1, h|1, n, m): an explicit mask, True = may attend.
+    ``bias`` (B|1, h|1, n, m): added to the scaled scores; −∞ blocks.
+    """
+
+    B: int
+    h: int
+    n: int
+    m: int
+    causal: int | None = None
+    lens: np.ndarray | None = None
+    padding: np.ndarray | None = None
+    grid: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+    @property
+    def masks(self) -> bool:
+        """True when some pair may be blocked (a mask, or a bias that may hold −∞)."""
+        return self.masked_by_rule or self.bias is not None
+
+    @property
+    def masked_by_rule(self) -> bool:
+        """True when a mask (not the bias) is in force."""
+        return any(x is not None for x in (self.causal, self.lens, self.padding, self.grid))
+
+    def allowed(
+        self,
+        rows: slice | np.ndarray = ALL,
+        cols: slice = ALL,
+        b: int | None = None,
+        hh: int | None = None,
+    ) -> np.ndarray | None:
+        """Which pairs of this block may attend (True), from the masks; None = every pair.
+
+        With ``b`` and ``hh`` the block is (rows, cols); without, it keeps
+        broadcastable batch and head axes: (B|1, h|1, rows, cols). −∞ in the
+        bias is not included here: see `open`.
+        """
+        import numpy as np
+
+        parts = []
+        i = np.arange(self.n)[rows][:, None]  # (rows, 1)
+        j = np.arange(self.m)[cols][None, :]  # (1, cols)
+        lead = b is None
+        if self.causal is not None:
+            c = j <= i + self.causal  # (rows, cols)
+            parts.append(c[None, None] if lead else c)
+        if self.lens is not None:
+            lens = self.lens[:, rows] if lead else _item(self.lens, b)[rows]
+            c = j < lens[..., None]  # (B|1, rows, cols) or (rows, cols)
+            parts.append(c[:, None] if lead else c)
+        if self.padding is not None:
+            pad = self.padding[:, cols] if lead else _item(self.padding, b)[cols]
+            parts.append(pad[:, None, None, :] if lead else pad[None, :])
+        if self.grid is not None:
+            g = self.grid if lead else _item(_item(self.grid, b), hh)
+            parts.append(g[..., rows, :][..., cols])
+        if not parts:
+            return None
+        out = parts[0]
+        for part in parts[1:]:
+            out = out & part
+        return out
+
+    def added(
+        self,
+        rows: slice | np.ndarray = ALL,
+        cols: slice = ALL,
+        b: int | None = None,
+        hh: int | None = None,
+    ) -> np.ndarray | None:
+        """The bias of this block (same axes as `allowed`), or None."""
+        if self.bias is None:
+            return None
+        a = self.bias if b is None else _item(_item(self.bias, b), hh)
+        return a[..., rows, :][..., cols]
+
+
+def _item(a: np.ndarray, k: int | None) -> np.ndarray:
+    """Index the leading axis of a broadcastable array: item ``k``, or its only one."""
+    return a[k if a.shape[0] > 1 else 0]
+
+
+def causal_offset(kind: str, n: int, m: int) -> int:
+    """The offset of a named causal mask: top-left (0) or aligned to the last key (m − n).
+
+    >>> causal_offset("causal", 3, 5), causal_offset("causal-lower-right", 3, 5)
+    (0, 2)
+    """
+    return m - n if kind == "causal-lower-right" else 0
+
+
+def grid(a: np.ndarray, name: str, B: int, h: int, n: int, m: int) -> np.ndarray:
+    """Broadcast a mask-like (n,m) / (B,n,m) / (B,h,n,m) array to (B|1, h|1, n, m)."""
+    import numpy as np
+
+    if a.ndim < 2 or a.ndim > 4 or a.shape[-2:] != (n, m):
+        raise ShapeError(
+            f"{name} is {shape_str(a.shape)} but the scores are {n}×{m} (queries × keys)"
+        )
+    if a.ndim == 2:
+        a = a[None, None]
+    elif a.ndim == 3:
+        a = a[:, None]
+    if a.shape[0] not in (1, B) or a.shape[1] not in (1, h):
+        raise ShapeError(
+            f"{name} is {shape_str(a.shape)} but the scores are {B}×{h}×{n}×{m} (batch × heads × queries × keys)"
+        )
+    return np.asarray(a)
+
+
+def check_binary(a: np.ndarray, name: str) -> None:
+    """Raise `ShapeError` at the first entry of a 0/1 mask that is neither."""
+    import numpy as np
+
+    bad = np.argwhere((a != 0) & (a != 1))
+    if len(bad):
+        where = ", ".join(str(i + 1) for i in bad[0])
+        raise ShapeError(
+            f"{name}[{where}] is {a[tuple(bad[0])]:g}: a mask holds only 0 and 1 (or true/false)"
+        )
+
+
+def padding_keep(
+    kpm: np.ndarray, block: bool, B: int, m: int, shown: tuple[int, ...]
+) -> np.ndarray:
+    """A key-padding mask (m,) or (B, m) as (B|1, m) bool, True = may attend."""
+    if kpm.ndim == 1:
+        kpm = kpm[None]
+    if kpm.ndim != 2 or kpm.shape[1] != m or kpm.shape[0] not in (1, B):
+        raise ShapeError(
+            f"key_padding_mask is {shape_str(shown)} but there are {B} batch items × {m} keys"
+        )
+    check_binary(kpm, "key_padding_mask")
+    return (kpm == 0) if block else (kpm != 0)
+
+
+def valid_lens(vl: np.ndarray, B: int, n: int, m: int) -> np.ndarray:
+    """valid_lens as d2l uses them, as (B|1, n) whole numbers: key j < len may attend."""
+    import numpy as np
+
+    if np.any(vl != np.round(vl)) or np.any(vl < 0) or np.any(vl > m):
+        raise ShapeError(f"valid_lens must be whole numbers from 0 to {m} (the number of keys)")
+    vl = vl.astype(int)
+    if vl.ndim == 0:
+        return np.broadcast_to(vl, (1, n))
+    if vl.ndim == 1 and vl.shape[0] == B:  # one length per batch item (d2l), first
+        return np.broadcast_to(vl[:, None], (B, n))
+    if vl.ndim == 1 and vl.shape[0] == n:
+        return vl[None]
+    if vl.ndim == 2 and vl.shape == (B, n):
+        return vl
+    raise ShapeError(
+        f"valid_lens is {shape_str(vl.shape)} but needs one length per batch item ({B}) "
+        f"or per query ({n})"
+    )

@@ -1,0 +1,158 @@
+"""How to compute (`Options`): every setting, its choices and its validation.
+
+One table, `SETTINGS`, says how each setting is checked, whether it comes
+from a problem file's key or from a command-line option.
+
+>>> validate_options(Options(scale="SQRT", heads=2)).scale
+'sqrt'
+>>> SETTINGS["normalize"]("sigmoid")
+'sigmoid'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import OptionError
+
+LAYOUTS = ("rows", "columns")
+WEIGHTS_LAYOUTS = ("in-out", "out-in")
+MASK_KINDS = ("causal", "causal-lower-right")
+POLARITIES = ("attend", "block")
+EMPTY_ROWS = ("error", "nan", "zero", "uniform")
+SIMILARITIES = ("dot", "cosine")
+NORMALIZERS = ("softmax", "sigmoid")
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to compute: scale, layouts, heads, masks, similarity, normaliser, dtype.
+
+    ``scale`` is ``"sqrt"`` (1/√d_k, per head), ``"none"`` or a number;
+    ``exact`` keeps the linear stages as fractions and the scale as a surd.
+    """
+
+    scale: str | float = "sqrt"
+    layout: str = "rows"
+    weights_layout: str = "in-out"
+    heads: int | None = None
+    kv_heads: int | None = None
+    mask: str | None = None
+    mask_polarity: str = "attend"
+    empty_rows: str = "error"
+    similarity: str = "dot"
+    normalize: str = "softmax"
+    temperature: float = 1.0
+    dtype: str = "float64"
+    exact: bool = False
+
+    def merged(self, settings: dict[str, Any]) -> Options:
+        """These options with ``settings`` (already validated values) on top."""
+        return replace(self, **{k: v for k, v in settings.items() if v is not None})
+
+
+def parse_scale(text: str | float | int) -> str | float:
+    """Read a scale setting: ``sqrt``, ``none`` or a positive number.
+
+    >>> parse_scale("0.5"), parse_scale("SQRT"), parse_scale(2)
+    (0.5, 'sqrt', 2.0)
+    """
+    if isinstance(text, bool):
+        raise OptionError(f"scale must be sqrt, none or a number, not {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        word = str(text).strip().lower()
+        if word in ("sqrt", "none"):
+            return word
+        try:
+            value = float(word)
+        except ValueError:
+            raise OptionError(f"scale must be sqrt, none or a number, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise OptionError(f"scale must be a positive finite number, not {text!r}")
+    return value
+
+
+def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """Check that ``value`` is one of ``allowed`` and return it.
+
+    >>> choice("layout", "rows", LAYOUTS)
+    'rows'
+    """
+    if not isinstance(value, str) or value not in allowed:
+        raise OptionError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def positive_int(name: str, value: Any) -> int:
+    """Check a count such as ``heads``.
+
+    >>> positive_int("heads", 2)
+    2
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(f"{name} must be a positive whole number, not {value!r}")
+    return value
+
+
+def positive_number(name: str, value: Any) -> float:
+    """Check a positive finite number such as ``temperature``.
+
+    >>> positive_number("temperature", 2)
+    2.0
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise OptionError(f"{name} must be a positive finite number, not {value!r}")
+    return float(value)
+
+
+def _choice_of(name: str, allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    return lambda v: choice(name, v, allowed)
+
+
+def _flag(name: str) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise OptionError(f"{name} must be true or false, not {v!r}")
+        return v
+
+    return check
+
+
+#: Every setting: a function that checks a value and returns it in canonical form.
+SETTINGS: dict[str, Callable[[Any], Any]] = {
+    "scale": parse_scale,
+    "layout": _choice_of("layout", LAYOUTS),
+    "weights_layout": _choice_of("weights_layout", WEIGHTS_LAYOUTS),
+    "heads": lambda v: positive_int("heads", v),
+    "kv_heads": lambda v: positive_int("kv_heads", v),
+    "mask": _choice_of("mask", MASK_KINDS),
+    "mask_polarity": _choice_of("mask_polarity", POLARITIES),
+    "empty_rows": _choice_of("empty_rows", EMPTY_ROWS),
+    "similarity": _choice_of("similarity", SIMILARITIES),
+    "normalize": _choice_of("normalize", NORMALIZERS),
+    "temperature": lambda v: positive_number("temperature", v),
+    "dtype": _choice_of("dtype", DTYPES),
+    "exact": _flag("exact"),
+}
+assert set(SETTINGS) == {f.name for f in fields(Options)}
+
+
+def validate_options(o: Options) -> Options:
+    """Check every setting of ``o``; raise `OptionError` naming the bad one."""
+    checked = {}
+    for f in fields(o):
+        value = getattr(o, f.name)
+        if value is None or (value == f.default and f.name != "scale"):
+            continue  # the defaults are valid
+        checked[f.name] = SETTINGS[f.name](value)
+    o = replace(o, **checked)
+    if o.exact and o.similarity != "dot":
+        raise OptionError("exact arithmetic works with dot-product similarity, not cosine")
+    return o

@@ -84,12 +84,8 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
         raise OptionError("exact arithmetic is not computed in blocks: drop --exact or --stream")
     h, g = r.heads, r.kv_heads
     a = inputs(r)
-    Q, K, V = (
-        project(a, "Q"),
-        project(a, "K"),
-        project(a, "V"),
-    )  # (B, n, h·dk) (B, m, g·dk) (B, m, g·dv)
     with np.errstate(over="ignore", invalid="ignore"):
+        Q, K, V = project(a, "Q"), project(a, "K"), project(a, "V")  # (B, n|m, h|g · d)
         check_projections(Q, K, V)
     q = split_heads(Q, h)  # (B|1, h, n, dk)
     k = split_heads(K, g)  # (B|1, g, m, dk): GQA heads are shared by index, not copied

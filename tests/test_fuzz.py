@@ -9,12 +9,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from qkvcli.cli import app
+
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 CORPUS = Path(__file__).parent / "corpus"

@@ -40,6 +40,7 @@ def big_problem(tmp_path, n=1500) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(tmp_path):
     p = qkv_process("compute", big_problem(tmp_path), "--stage", "weights")
     p.stdout.read(200)
@@ -49,6 +50,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     assert err == ""
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_without_a_traceback():
     p = qkv_process("compute", "-", stdin=subprocess.PIPE)  # waits for stdin that never ends
     time.sleep(1.0)
@@ -63,6 +65,7 @@ def test_ctrl_c_exits_130_without_a_traceback():
     assert "Traceback" not in err.decode()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("fmt", ["table", "json", "csv"])
 def test_a_full_disk_is_a_clear_error(fmt):

@@ -305,6 +305,7 @@ def test_latex_exact_and_heads():
     assert "-\\infty" in tex and "\\frac{" in tex
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX installed")
 def test_latex_compiles(tmp_path):
     (tmp_path / "w.tex").write_text(_latex(f"{HW}/two_heads.json", "--trace", "--exact"))
@@ -332,6 +333,7 @@ def test_check_two_heads_sample():
     assert {c["verdict"] for c in rep["cells"] if c["stage"] == "output"} == {"consistent", "right"}
 
 
+@pytest.mark.slow
 def test_homework_commands_do_not_load_numpy_or_rich_for_help():
     code = "import sys; import qkvcli.cli; print('numpy' in sys.modules, 'rich' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -41,11 +41,13 @@ def loaded_modules(*argv):
     return done.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [("--version",), ("--help",), ("compute", "--help")])
 def test_version_and_help_load_neither_numpy_nor_rich(argv):
     assert loaded_modules(*argv) == "[]"
 
 
+@pytest.mark.slow
 def test_json_output_loads_numpy_only():
     assert loaded_modules("compute", SAMPLE, "--format", "json") == "['numpy']"
 
@@ -99,6 +101,7 @@ def worked():
         return json.load(fh)
 
 
+@pytest.mark.slow
 def test_npz_input_with_json_spellings(tmp_path):
     doc = worked()
     path = write_npz(tmp_path / "p.npz", **{k: v for k, v in doc.items() if k != "_about"})
@@ -108,6 +111,7 @@ def test_npz_input_with_json_spellings(tmp_path):
     assert meta["keys"]["W_Q"] == "w_query" and meta["tokens"] == ["x1", "x2", "x3"]
 
 
+@pytest.mark.slow
 def test_npy_for_a_matrix_option(tmp_path):
     x = tmp_path / "X.npy"
     np.save(x, np.array(worked()["X"]))
@@ -115,6 +119,7 @@ def test_npy_for_a_matrix_option(tmp_path):
     assert got == run_ok("compute", SAMPLE, "--stage", "output", "-f", "csv").stdout
 
 
+@pytest.mark.slow
 def test_npz_output_holds_every_stage_asked_for(tmp_path):
     out = tmp_path / "out.npz"
     r = run_ok(
@@ -129,6 +134,7 @@ def test_npz_output_holds_every_stage_asked_for(tmp_path):
         assert json.loads(str(z["meta"]))["tokens"] == ["x1", "x2", "x3"]
 
 
+@pytest.mark.slow
 def test_streamed_npz_output_adds_row_statistics(tmp_path):
     out = tmp_path / "out.npz"
     run_ok("compute", SAMPLE, "-f", "npz", "-o", str(out), "--stream")
@@ -185,6 +191,8 @@ def big_problem(tmp_path, n=2049, d=2):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 def test_large_runs_stream_by_themselves(tmp_path):
     path = big_problem(tmp_path)
     r = run_ok("compute", path, "-f", "json")
@@ -300,6 +308,7 @@ def test_progress_only_on_a_terminal_and_for_long_work():
     assert "every stage" in err.getvalue()
 
 
+@pytest.mark.slow
 def test_full_big_tables_are_plain_text_with_every_cell(tmp_path):
     rng = np.random.default_rng(8)
     path = write_npz(
@@ -320,6 +329,7 @@ def test_full_big_tables_are_plain_text_with_every_cell(tmp_path):
     assert lines[3] == "output = weights·V (70×64)"
 
 
+@pytest.mark.slow
 def test_output_file_for_text_formats(tmp_path):
     out = tmp_path / "o.json"
     r = run_ok("compute", SAMPLE, "-f", "json", "-o", str(out))
@@ -335,4 +345,41 @@ def test_output_file_for_text_formats(tmp_path):
     assert (r.exit_code, r.stdout) == (2, "")
     assert (
         r.stderr == f"qkv: error: --output {missing}: directory {missing.parent} does not exist\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--exact", "--stream"],
+            "--exact works out every stage as fractions, not in blocks: drop --exact or --stream",
+        ),
+        (
+            ["--stream", "--tokens-view"],
+            "--stream computes no 3×3 stage: drop --tokens-view or --stream",
+        ),
+        (["--stream", "--heatmap"], "--stream computes no 3×3 stage: drop --heatmap or --stream"),
+        (["--stream", "--top", "2"], "--stream computes no 3×3 stage: drop --top or --stream"),
+        (
+            ["--stream", "--trace"],
+            "--stream computes no 3×3 stage: drop --stage scores or --stream",
+        ),
+    ],
+)
+def test_what_the_streamed_path_cannot_honour_is_refused_in_one_line(args, message):
+    result = CliRunner().invoke(app, ["compute", "samples/worked_example.json", *args])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"qkv: error: {message}\n"
+
+
+def test_exact_on_a_long_input_is_refused_not_streamed(tmp_path):
+    n = 2100
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({k: [[1, 0]] * n for k in "QKV"}))
+    result = CliRunner().invoke(app, ["compute", str(path), "--exact"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "qkv: error: --exact is for problems of hand size: this one needs 17.6 million "
+        "multiply-adds in fractions (at most 2.0 million); drop --exact\n"
     )

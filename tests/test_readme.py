@@ -12,6 +12,9 @@ import shutil
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
+
 spec = importlib.util.spec_from_file_location("update_readme", ROOT / "docs" / "update_readme.py")
 update_readme = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(update_readme)

@@ -250,3 +250,117 @@ def test_the_note_names_the_masked_stage_when_there_is_one():
         "the 2049×2049 stages (scores, scaled, masked, weights: 32 MiB each) are left out; "
         "name one with --stage to get it"
     )
+
+
+def random_case(rng):
+    """A random problem and options drawing on every variant both evaluators support."""
+    B = int(rng.integers(1, 3)) if rng.random() < 0.3 else None
+    g = int(rng.choice([1, 2]))
+    h = g * int(rng.choice([1, 2]))
+    dk, dv, d = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(2, 6))
+    n = int(rng.integers(1, 30))
+    cross = rng.random() < 0.3
+    m = int(rng.integers(1, 30)) if cross else n
+    lead = (B,) if B else ()
+
+    def r(*shape):
+        return rng.standard_normal(shape) * float(rng.choice([0.3, 1.0, 4.0]))
+
+    mats = {"X": r(*lead, n, d), "W_Q": r(d, h * dk), "W_K": r(d, g * dk), "W_V": r(d, g * dv)}
+    if cross:
+        mats["X_kv"] = r(*lead, m, d)
+    if rng.random() < 0.3:
+        mats |= {"b_Q": r(h * dk), "b_K": r(g * dk), "b_V": r(g * dv)}
+    if rng.random() < 0.4:
+        mats["W_O"] = r(h * dv, int(rng.integers(1, 5)))
+        if rng.random() < 0.5:
+            mats["b_O"] = r(mats["W_O"].shape[1])
+    kw = {"heads": h, "kv_heads": g, "empty_rows": str(rng.choice(["nan", "zero", "uniform"]))}
+    kw["scale"] = rng.choice(["sqrt", "none", 0.37])
+    kw["temperature"] = float(rng.choice([1.0, 0.5, 3.0]))
+    kw["similarity"] = str(rng.choice(["dot", "dot", "cosine"]))
+    kw["normalize"] = str(rng.choice(["softmax", "softmax", "sigmoid"]))
+    kw["layout"] = str(rng.choice(["rows", "rows", "columns"]))
+    if kw["layout"] == "columns":
+        swap = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O")
+        mats = {k: (np.swapaxes(v, -1, -2) if k in swap else v) for k, v in mats.items()}
+    elif rng.random() < 0.3:
+        kw["weights_layout"] = "out-in"
+        mats = {k: (v.T if k.startswith("W_") else v) for k, v in mats.items()}
+    batch = B or 1
+    masks = rng.random()
+    if masks < 0.15:
+        kw["mask"] = str(rng.choice(["causal", "causal-lower-right"]))
+    elif masks < 0.3:
+        mats["mask"] = (rng.random((*lead, n, m)) > 0.3).astype(float)
+        kw["mask_polarity"] = str(rng.choice(["attend", "block"]))
+    elif masks < 0.4:
+        mats["key_padding_mask"] = (rng.random((batch, m)) > 0.3).astype(float)
+    elif masks < 0.5:
+        mats["valid_lens"] = rng.integers(0, m + 1, size=batch).astype(float)
+    elif masks < 0.6:
+        bias = r(batch, h, n, m)
+        bias[rng.random(bias.shape) < 0.2] = -np.inf
+        mats["attn_bias"] = bias
+    return mats, Options(**kw)
+
+
+@pytest.mark.parametrize("cases", [pytest.param(80), pytest.param(1500, marks=pytest.mark.slow)])
+def test_every_variant_streams_to_the_dense_numbers(monkeypatch, cases):
+    """Random configurations of every variant: the two evaluators agree to 1e-12, errors alike."""
+    rng = np.random.default_rng(2026 + cases)
+    monkeypatch.setattr(stream, "KEY_BLOCK", 5)
+    for case in range(cases):
+        mats, options = random_case(rng)
+        r = resolve(Problem({k: np.asarray(v, dtype=float) for k, v in mats.items()}), options)
+        try:
+            full = attention.run(r)
+        except ComputeError as e:
+            with pytest.raises(ComputeError) as streamed_error:
+                stream.run(r, block=12)
+            assert str(streamed_error.value) == str(e), case
+            continue
+        streamed = stream.run(r, block=12)
+        assert set(streamed.stages) == {"Q", "K", "V", "output"} | (
+            {"head_outputs", "concat"} & set(full.stages)
+        )
+        for name in streamed.stages:
+            np.testing.assert_allclose(
+                streamed[name], full[name], rtol=1e-12, atol=1e-12, err_msg=f"{case} {name}"
+            )
+
+
+@pytest.mark.parametrize(
+    "mats, options, where",
+    [
+        ({"W_V": [[1e308, 1.0], [1e308, 1.0]]}, Options(), "the projection V overflows"),
+        ({"W_K": [[1e308, 1e308], [1e308, 1e308]]}, Options(), "the projection K overflows"),
+        ({"W_O": [[1.5e308, 1.0], [1.5e308, 1.0]]}, Options(), "the output overflows"),
+        (
+            {"W_V": [[1.7e308, 1.0], [0.0, 1.0]]},
+            Options(normalize="sigmoid"),
+            "the output overflows",
+        ),
+    ],
+)
+def test_overflow_of_v_or_w_o_is_reported_on_both_paths(mats, options, where):
+    base = {"X": [[1.0, 1.0], [1.0, 0.0]], "W_Q": np.eye(2), "W_K": np.eye(2), "W_V": np.eye(2)}
+    r = resolve(Problem({k: np.asarray(v, dtype=float) for k, v in (base | mats).items()}), options)
+    with pytest.raises(ComputeError) as full:
+        attention.run(r)
+    with pytest.raises(ComputeError) as streamed:
+        stream.run(r)
+    assert str(streamed.value) == str(full.value)
+    assert str(full.value).startswith(where)
+
+
+def test_openblas_runs_single_threaded_inside_the_block_and_is_restored():
+    from qkvcli.blas import single_threaded, threads
+
+    before = threads()
+    if before is None:
+        pytest.skip("no OpenBLAS found in this numpy: qkv uses one worker")
+    with single_threaded() as ok:
+        assert ok is True
+        assert threads() == 1
+    assert threads() == before

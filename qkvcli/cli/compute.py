@@ -280,7 +280,10 @@ def compute(
                     "mask_polarity": mask_polarity, "empty_rows": empty_rows,
                     "exact": exact or None, "dtype": dtype}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
-    result = _evaluate(resolve(problem, options), format, stage, trace, stream)
+    names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
+    picture = next((name for name, on in zip(names, drawing) if on), None)
+    why = {"weights": picture} if picture else None  # pictures need the weights
+    result = _evaluate(resolve(problem, options), format, stage, trace, stream, why)
     if any(drawing):
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
 

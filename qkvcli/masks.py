@@ -188,11 +188,10 @@ def alibi_slopes(heads: int) -> np.ndarray:
     import numpy as np
 
     low = 2 ** math.floor(math.log2(heads))  # the closest power of two ≤ heads
-    base = 2 ** (-(2 ** -(math.log2(low) - 3)))  # 2^(−8/low)
-    slopes = [base**k for k in range(1, low + 1)]
+    slopes = [2.0 ** (-8.0 * k / low) for k in range(1, low + 1)]  # (2^(−8/low))^k
     if low != heads:
-        extra = 2 ** (-(2 ** -(math.log2(2 * low) - 3)))  # 2^(−4/low)
-        slopes += [extra**k for k in range(1, 1 + 2 * min(low, heads - low), 2)]
+        odd = range(1, 1 + 2 * min(low, heads - low), 2)
+        slopes += [2.0 ** (-4.0 * k / low) for k in odd]  # (2^(−8/(2·low)))^k, k odd
     return np.array(slopes, dtype=np.float64)
 
 

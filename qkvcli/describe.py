@@ -132,7 +132,7 @@ def row_formulas(r: Resolved) -> dict[str, str]:
         for n, w in (("Q", "q_norm"), ("K", "k_norm")):
             weight = f" · (1 + {w})" if o.rms_norm_unit_offset else f" · {w}"
             if w not in r.arrays:
-                weight = " · (1 + 0)" if o.rms_norm_unit_offset else ""
+                weight = ""  # no weights given: 1 (Gemma stores 0 for 1 + 0)
             tail = cache if n == "K" else ""
             f[f"{n}_normed"] = f"{n}_normed = RMSNorm({n}) {over}{weight} (eps {eps:g}{tail})"
     if o.rope is not None:

@@ -1,15 +1,22 @@
 """Scaled dot-product attention, one named numpy function per stage of the formula.
 
     Q, K, V      = X·W_Q + b_Q, X·W_K + b_K, X·W_V + b_V   project
+    K, V         = [past_key; K], [past_value; V] (decode)  with_cache
+    Q_normed …   = RMSNorm of Q and K's rows (QK-norm)      qk_norm
+    Q_rotated …  = Q and K turned by their positions (RoPE)  rotary
     q, k, v      = Q, K, V split into heads (GQA: k, v shared)  split_heads, share
     q, k         = row transforms before any score (cosine)   prepare
     scores       = q·kᵀ                                       dot_scores
     scaled       = scores × scale / temperature + attn_bias   scale, add_bias
+    capped       = c·tanh(scaled / c) + attn_bias (soft-cap)  softcap, add_bias
     masked       = scaled, −∞ where a mask blocks             mask
-    weights      = softmax(masked) per row (or sigmoid)       normalise
+    weights      = softmax(masked) per row (or sigmoid)       normalise (sinks: softmax)
     head_outputs = weights·v                                  mix
     concat       = [head_1 … head_h]                          merge_heads
     output       = concat·W_O + b_O                           out_project
+
+The bias (attn_bias, ALiBi) is added to the last logit stage before the
+mask: ``capped`` when the logits are soft-capped, else ``scaled``.
 
 `run` applies them to whole matrices (every stage, the dense path);
 `stream.run` applies the same functions to blocks of queries × keys. A run's
@@ -64,6 +71,132 @@ def project(a: dict[str, np.ndarray], name: str) -> np.ndarray:
     return out + a[f"b_{name}"] if f"b_{name}" in a else out
 
 
+def with_cache(a: dict[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray:
+    """K or V of a decode step: the cache's rows (past_key / past_value) first, then x's.
+
+    The cache holds keys as the scores use them (already normed and rotated).
+    """
+    import numpy as np
+
+    past = a.get("past_key" if name == "K" else "past_value")
+    if past is None:
+        return x  # (B, m, d)
+    B = max(past.shape[0], x.shape[0])
+    past = np.broadcast_to(past, (B, *past.shape[1:]))  # (B, P, d)
+    x = np.broadcast_to(x, (B, *x.shape[1:]))  # (B, n, d)
+    return np.concatenate([past, x], axis=1)  # (B, P + n, d)
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, unit_offset: bool) -> np.ndarray:
+    """RMSNorm over the last axis: x / √(mean(x²) + eps) · w, or · (1 + w) (Gemma).
+
+    >>> import numpy as np
+    >>> rms_norm(np.array([[3.0, 4.0]]), None, 0.0, False).round(4).tolist()
+    [[0.8485, 1.1314]]
+    """
+    import numpy as np
+
+    ms = np.mean(x * x, axis=-1, keepdims=True)  # (…, 1)
+    y = x * (1.0 / np.sqrt(ms + eps))  # (…, d)
+    if w is None:
+        return y
+    return y * (1.0 + w) if unit_offset else y * w
+
+
+def qk_norm(
+    x: np.ndarray, w: np.ndarray | None, heads: int, o: Options, skip: int = 0
+) -> np.ndarray:
+    """QK-norm of Q or K (B, rows, H·d): RMSNorm per head (``head``) or over the row (``all``).
+
+    Rows before ``skip`` (the cache) are kept: they were normed when cached.
+    """
+    import numpy as np
+
+    from .options import RMS_NORM_EPS
+
+    eps = RMS_NORM_EPS if o.rms_norm_eps is None else o.rms_norm_eps
+    B, rows, hd = x.shape
+    new = x[:, skip:]  # (B, rows − skip, H·d)
+    if o.qk_norm == "head":
+        split = new.reshape(B, rows - skip, heads, hd // heads)  # (B, n, H, d)
+        y = rms_norm(split, w, eps, o.rms_norm_unit_offset).reshape(B, rows - skip, hd)
+    else:
+        y = rms_norm(new, w, eps, o.rms_norm_unit_offset)  # (B, n, H·d)
+    return np.concatenate([x[:, :skip], y], axis=1) if skip else y
+
+
+def rope_angles(positions: np.ndarray, dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of RoPE's angles, position × θ^(−2i/dim), as (B|1, n, dim/2), in float64.
+
+    >>> import numpy as np
+    >>> c, s = rope_angles(np.array([[0, 1]]), 2, 10000.0)
+    >>> c.round(4).tolist(), s.round(4).tolist()
+    ([[[1.0], [0.5403]]], [[[0.0], [0.8415]]])
+    """
+    import numpy as np
+
+    inv_freq = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))  # (dim/2,)
+    angles = positions[..., None].astype(np.float64) * inv_freq  # (B|1, n, dim/2)
+    return np.cos(angles), np.sin(angles)
+
+
+def rotary(x: np.ndarray, r: Resolved, heads: int, skip: int = 0) -> np.ndarray:
+    """RoPE on Q or K (B, rows, H·d): the first ``r.rotary_dim`` features of each head turned.
+
+    Pairs are (i, i + dim/2) for ``half`` (Llama's rotate_half) or (2i, 2i + 1)
+    for ``interleaved`` (GPT-J); pair i turns by position × θ^(−2i/dim).
+    Rows before ``skip`` (the cache) are kept: they were rotated when cached.
+    """
+    import numpy as np
+
+    from .options import ROPE_THETA
+
+    o, dim = r.options, r.rotary_dim
+    theta = ROPE_THETA if o.rope_theta is None else o.rope_theta
+    assert r.positions is not None
+    cos, sin = rope_angles(r.positions, dim, theta)  # (B|1, n, dim/2)
+    c = cos.astype(x.dtype)[:, :, None, :]  # (B|1, n, 1, dim/2)
+    s = sin.astype(x.dtype)[:, :, None, :]
+    _, rows, hd = x.shape
+    new = x[:, skip:].reshape(x.shape[0], rows - skip, heads, hd // heads)  # (B, n, H, d)
+    B = max(new.shape[0], c.shape[0])
+    out = np.array(np.broadcast_to(new, (B, *new.shape[1:])))  # (B, n, H, d)
+    if o.rope == "half":
+        x1, x2 = new[..., : dim // 2], new[..., dim // 2 : dim]  # (B, n, H, dim/2)
+        out[..., : dim // 2] = x1 * c - x2 * s
+        out[..., dim // 2 : dim] = x2 * c + x1 * s
+    else:
+        x1, x2 = new[..., 0:dim:2], new[..., 1:dim:2]  # (B, n, H, dim/2)
+        out[..., 0:dim:2] = x1 * c - x2 * s
+        out[..., 1:dim:2] = x2 * c + x1 * s
+    out = out.reshape(B, rows - skip, hd)  # (B, n, H·d)
+    if not skip:
+        return out
+    return np.concatenate([np.broadcast_to(x[:, :skip], (B, skip, hd)), out], axis=1)
+
+
+def transform_rows(
+    Q: np.ndarray,
+    K: np.ndarray,
+    a: dict[str, np.ndarray],
+    r: Resolved,
+    keep: Callable[[str, np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """QK-norm, then RoPE, on Q (B, n, h·d) and K (B, m, g·d): the stages before any score.
+
+    ``keep(name, x)`` records each stage (``Q_normed`` …) and returns what flows on.
+    """
+    keep = keep or (lambda name, x: x)
+    o, skip = r.options, r.past
+    if o.qk_norm is not None:
+        Q = keep("Q_normed", qk_norm(Q, a.get("q_norm"), r.heads, o))
+        K = keep("K_normed", qk_norm(K, a.get("k_norm"), r.kv_heads, o, skip))
+    if o.rope is not None:
+        Q = keep("Q_rotated", rotary(Q, r, r.heads))
+        K = keep("K_rotated", rotary(K, r, r.kv_heads, skip))
+    return Q, K
+
+
 def split_heads(a: np.ndarray, h: int) -> np.ndarray:
     """(B, n, h·d) → (B, h, n, d): head i holds columns i·d … (i+1)·d − 1."""
     B, n, hd = a.shape
@@ -109,6 +242,15 @@ def dot_scores(q: np.ndarray, k: np.ndarray, out: np.ndarray | None = None) -> n
 def scale(x: np.ndarray, c: Any) -> np.ndarray:
     """x × c: the scores times scale / temperature (the streamed path scales q, the same thing)."""
     return x * c
+
+
+def softcap(x: np.ndarray, cap: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Logit soft-capping (Gemma 2): cap·tanh(x / cap), into ``out`` when given."""
+    import numpy as np
+
+    y = np.divide(x, cap, out=out)
+    np.tanh(y, out=y)
+    return np.multiply(y, cap, out=y)
 
 
 def add_bias(s: np.ndarray, bias: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
@@ -164,22 +306,31 @@ def fill_value(empty: str, m: int) -> float:
 
 
 def softmax(
-    logits: np.ndarray, empty: str = "error", where: Callable[..., str] | None = None
+    logits: np.ndarray,
+    empty: str = "error",
+    where: Callable[..., str] | None = None,
+    sinks: np.ndarray | None = None,
 ) -> np.ndarray:
     """Softmax over the last axis, max-subtracted, masked (−∞) entries excluded.
 
     A row with no allowed entry has no softmax: ``empty`` says what to do —
     ``error`` raises (naming the row by ``where(b, h, i)``), ``nan`` /
-    ``zero`` / ``uniform`` fill the row.
+    ``zero`` / ``uniform`` fill the row. ``sinks`` (broadcast to (…, n, 1),
+    gpt-oss): one more logit per row in the denominator, whose weight is
+    dropped, so rows sum to less than 1 (and no row is empty).
     """
     import numpy as np
 
     top = np.max(logits, axis=-1, keepdims=True, initial=-np.inf)  # (…, n, 1)
+    if sinks is not None:
+        top = np.maximum(top, sinks)  # (…, n, 1): the sink is a logit of every row
     live = top > -np.inf  # (…, n, 1): rows with some key
     if not live.all() and empty == "error":
         raise empty_row_error((where or _place)(*(int(v) for v in np.argwhere(~live[..., 0])[0])))
     e = softmax_terms(logits, np.where(live, top, 0.0))  # (…, n, m)
     total = e.sum(axis=-1, keepdims=True)  # (…, n, 1)
+    if sinks is not None:
+        total = total + np.exp(sinks - top)  # (…, n, 1)
     w = e / np.where(live, total, 1.0)  # (…, n, m)
     if not live.all():
         w = np.where(live, w, fill_value(empty, logits.shape[-1]))
@@ -190,7 +341,10 @@ def normalise(logits: np.ndarray, r: Resolved) -> np.ndarray:
     """weights: softmax of each row of logits, or the sigmoid of each entry."""
     if r.options.normalize == "sigmoid":
         return sigmoid_terms(logits)  # (B, h, n, m): rows need not sum to 1
-    return softmax(logits, r.options.empty_rows, r.where_row)  # (B, h, n, m)
+    sinks = r.arrays.get("sinks")
+    if sinks is not None:
+        sinks = sinks.astype(logits.dtype)[None, :, None, None]  # (1, h, 1, 1)
+    return softmax(logits, r.options.empty_rows, r.where_row, sinks)  # (B, h, n, m)
 
 
 def mix(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -244,6 +398,18 @@ def check_projections(Q: np.ndarray, K: np.ndarray, V: np.ndarray) -> None:
     """Q, K and V must be finite (huge inputs or weights overflow here first)."""
     for name, x in (("Q", Q), ("K", K), ("V", V)):
         finite(x, name, f"the projection {name}")
+
+
+def logit_stage(r: Resolved) -> str:
+    """The logit stage the bias is added to: ``capped`` with a soft-cap, else ``scaled``."""
+    return "scaled" if r.options.attn_logit_softcapping is None else "capped"
+
+
+def biased_words(r: Resolved) -> str:
+    """What a biased logit is, for overflow messages: ``scores × scale + attn_bias``."""
+    base = "scores × scale" if r.options.attn_logit_softcapping is None else "softcap(scaled)"
+    parts = [base] + ["attn_bias"] * (r.rules.bias is not None) + ["ALiBi"] * r.options.alibi
+    return " + ".join(parts)
 
 
 def check_output(output: np.ndarray, o: Options) -> None:
@@ -318,28 +484,33 @@ def _stages(r: Resolved, given: dict[str, np.ndarray], steps: Steps) -> dict[str
 
     a = inputs(r)
     Q = stage("Q", project(a, "Q"))  # (B, n, h·dk)
-    K = stage("K", project(a, "K"))  # (B, m, g·dk)
-    V = stage("V", project(a, "V"))  # (B, m, g·dv)
+    K = stage("K", with_cache(a, "K", project(a, "K")))  # (B, m, g·dk): cache rows first
+    V = stage("V", with_cache(a, "V", project(a, "V")))  # (B, m, g·dv)
     check_projections(Q, K, V)
+    Q, K = transform_rows(Q, K, a, r, stage)  # QK-norm, RoPE
     q = split_heads(Q, h)  # (B, h, n, dk)
     k = share(split_heads(K, r.kv_heads), h)  # (B, h, m, dk)
     v = share(split_heads(V, r.kv_heads), h)  # (B, h, m, dv)
     q, k = prepare(q, k, o)
     scores = stage("scores", steps.scores(q, k))  # (B, h, n, m)
     finite(scores, "scores", "Q·Kᵀ")
-    scaled = scale(scores, factor(r))  # (B, h, n, m)
-    finite(scaled, "scaled", "scores × scale")
+    logits = scale(scores, factor(r))  # (B, h, n, m)
+    finite(logits, "scaled", "scores × scale")
+    name = logit_stage(r)
+    if name == "capped":
+        logits = softcap(stage("scaled", logits), o.attn_logit_softcapping)  # (B, h, n, m)
     rules = r.rules
     allowed = rules.allowed()  # (B|1, h|1, n, m) or None
-    if rules.bias is not None:
-        open_ = rules.bias != -np.inf  # −∞ in the bias blocks
-        scaled = add_bias(scaled, rules.bias)  # (B, h, n, m)
-        finite(np.where(open_, real(scaled), 0.0), "scaled", "scores × scale + attn_bias")
-        allowed = open_ if allowed is None else (allowed & open_)
-    scaled = stage("scaled", scaled)
-    logits = scaled
+    if rules.biased:
+        bias = rules.added()  # (B|1, h|1, n, m)
+        open_ = bias != -np.inf  # −∞ in the bias blocks
+        logits = add_bias(logits, bias)  # (B, h, n, m)
+        finite(np.where(open_, real(logits), 0.0), name, biased_words(r))
+        if rules.bias is not None:
+            allowed = open_ if allowed is None else (allowed & open_)
+    logits = stage(name, logits)
     if r.masked:
-        logits = stage("masked", mask(scaled, allowed))  # (B, h, n, m)
+        logits = stage("masked", mask(logits, allowed))  # (B, h, n, m)
     weights = stage("weights", steps.weights(real(logits), r))  # (B, h, n, m)
     heads_out = stage("head_outputs", steps.mix(weights, v))  # (B, h, n, dv)
     concat = stage("concat", merge_heads(heads_out))  # (B, n, h·dv)

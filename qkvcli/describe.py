@@ -67,19 +67,30 @@ def formulas(r: Resolved) -> dict[str, str]:
             f[n] = f"{n} = W_{n}·{src}" if cols else f"{n} = {src}·W_{n}{wt}"
             if f"b_{n}" in a:
                 f[n] += f" + b_{n}"
+        if r.past and n != "Q":
+            cache = "past_key" if n == "K" else "past_value"
+            f[n] = f"{n} = [{cache}; {f[n].removeprefix(f'{n} = ')}] ({r.past} cached rows first)"
+    f |= row_formulas(r)
     sim = "cos(Q, K)" if o.similarity == "cosine" else ("Qᵀ·K" if cols else "Q·Kᵀ")
     f["scores"] = f"scores = {sim}"
     words = scale_text(r)
     scaled = "scores" if words == "1" else f"scores × {words}"
     if o.temperature != 1:
         scaled += f" / {o.temperature:g}"
-    if r.rules.bias is not None:
-        scaled += " + attn_bias"
-    f["scaled"] = f"scaled = {scaled}"
-    f["masked"] = "masked = scaled, −∞ where the mask blocks"
-    src = "masked" if r.masked else "scaled"
+    bias = (" + attn_bias" if r.rules.bias is not None else "") + (" + ALiBi" if o.alibi else "")
+    cap = o.attn_logit_softcapping
+    if cap is None:
+        f["scaled"] = f"scaled = {scaled}{bias}"
+    else:
+        f["scaled"] = f"scaled = {scaled}"
+        f["capped"] = f"capped = {cap:g}·tanh(scaled / {cap:g}){bias}"
+    logits = "scaled" if cap is None else "capped"
+    f["masked"] = f"masked = {logits}, −∞ where the mask blocks"
+    src = "masked" if r.masked else logits
     per = "per entry" if o.normalize == "sigmoid" else "per row"
     f["weights"] = f"weights = {o.normalize}({src}) {per}"
+    if "sinks" in a:
+        f["weights"] += ", a sink in each denominator: e^x / (Σ e^x + e^sink), rows sum to < 1"
     f["head_outputs"] = "head_outputs = weights·V per head"
     f["concat"] = "concat = [head_1 … head_h]" if r.multihead else "concat = weights·V"
     if "W_O" in a:
@@ -89,6 +100,54 @@ def formulas(r: Resolved) -> dict[str, str]:
         f["output"] = "output = concat"
     else:
         f["output"] = "output = V·weightsᵀ" if cols else "output = weights·V"
+    return f
+
+
+def positions_text(r: Resolved) -> str:
+    """The RoPE positions of the new rows: ``positions 0…5``, or ``position_ids`` when given.
+
+    >>> import numpy as np
+    >>> from .problem import Problem, Options, resolve
+    >>> r = resolve(Problem({"Q": np.eye(2), "K": np.eye(2), "V": np.eye(2)}), Options(rope="half"))
+    >>> positions_text(r)
+    'positions 0…1'
+    """
+    if "position_ids" in r.problem.matrices:
+        return "position_ids"
+    assert r.positions is not None
+    first = int(r.positions[0, 0])
+    return f"positions {first}…{first + r.n - 1}" if r.n > 1 else f"position {first}"
+
+
+def row_formulas(r: Resolved) -> dict[str, str]:
+    """The formulas of QK-norm's and RoPE's stages (``Q_normed`` … ``K_rotated``)."""
+    from .options import RMS_NORM_EPS, ROPE_THETA
+
+    o = r.options
+    f: dict[str, str] = {}
+    cache = f", the {r.past} cached rows as given" if r.past else ""
+    if o.qk_norm is not None:
+        over = "per head" if o.qk_norm == "head" else "over all heads"
+        eps = RMS_NORM_EPS if o.rms_norm_eps is None else o.rms_norm_eps
+        for n, w in (("Q", "q_norm"), ("K", "k_norm")):
+            weight = f" · (1 + {w})" if o.rms_norm_unit_offset else f" · {w}"
+            if w not in r.arrays:
+                weight = ""  # no weights given: 1 (Gemma stores 0 for 1 + 0)
+            tail = cache if n == "K" else ""
+            f[f"{n}_normed"] = f"{n}_normed = RMSNorm({n}) {over}{weight} (eps {eps:g}{tail})"
+    if o.rope is not None:
+        theta = ROPE_THETA if o.rope_theta is None else o.rope_theta
+        pairs = "(i, i + d/2)" if o.rope == "half" else "(2i, 2i + 1)"
+        part = (
+            f", the first {r.rotary_dim} of {r.d_head} features" if r.rotary_dim < r.d_head else ""
+        )
+        for n in "QK":
+            src = f"{n}_normed" if o.qk_norm is not None else n
+            tail = cache if n == "K" else ""
+            f[f"{n}_rotated"] = (
+                f"{n}_rotated = RoPE({src}) at {positions_text(r)}, θ = {theta:g}, "
+                f"pairs {pairs}{part}{tail}"
+            )
     return f
 
 
@@ -111,10 +170,47 @@ def build(r: Resolved, arrays: dict[str, np.ndarray | None]) -> Trace:
         stages=stages,
         meta=meta(r, stages),
         tokens=p.tokens,
-        kv_tokens=p.kv_tokens if p.kv_tokens is not None else (p.tokens if not r.cross else None),
+        kv_tokens=p.kv_tokens
+        if p.kv_tokens is not None
+        else (p.tokens if not r.cross and not r.past else None),
         batched=r.batched,
         heads=r.heads,
+        past=r.past,
     )
+
+
+def variant_meta(r: Resolved) -> dict[str, Any]:
+    """The variants of today's models, under their Hugging Face names (None / false = off)."""
+    from .options import RMS_NORM_EPS, ROPE_THETA
+
+    o, a = r.options, r.arrays
+    rope = o.rope is not None
+    qk = o.qk_norm is not None
+    positions = None
+    if rope and "position_ids" in r.problem.matrices:
+        assert r.positions is not None
+        positions = r.positions.tolist()
+    slopes = r.rules.slopes
+    return {
+        "rope": o.rope,
+        "rope_theta": (ROPE_THETA if o.rope_theta is None else o.rope_theta) if rope else None,
+        "partial_rotary_factor": (o.partial_rotary_factor or 1.0) if rope else None,
+        "rotary_dim": r.rotary_dim if rope else None,
+        "position_offset": int(r.positions[0, 0]) if rope and positions is None else None,  # type: ignore[index]
+        "position_ids": positions,
+        "sliding_window": o.sliding_window,
+        "attention_chunk_size": o.attention_chunk_size,
+        "qk_norm": o.qk_norm,
+        "rms_norm_eps": (RMS_NORM_EPS if o.rms_norm_eps is None else o.rms_norm_eps)
+        if qk
+        else None,
+        "rms_norm_unit_offset": o.rms_norm_unit_offset if qk else None,
+        "attn_logit_softcapping": o.attn_logit_softcapping,
+        "sinks": a["sinks"].tolist() if "sinks" in a else None,
+        "alibi": o.alibi,
+        "alibi_slopes": slopes.tolist() if slopes is not None else None,
+        "past_length": r.past,
+    }
 
 
 def meta(r: Resolved, stages: dict[str, Stage]) -> dict[str, Any]:
@@ -145,6 +241,7 @@ def meta(r: Resolved, stages: dict[str, Stage]) -> dict[str, Any]:
         "mask_polarity": o.mask_polarity,
         "empty_rows": o.empty_rows,
         "dtype": o.dtype,
+        **variant_meta(r),
         "shapes": {name: list(s.array.shape) for name, s in stages.items()},
         "stages": list(stages),
     }

@@ -1,10 +1,14 @@
 """Which (query, key) pairs may attend, and what is added to their logits — as rules.
 
-A `Rules` holds each mask the way it was given (a causal offset, per-query
-lengths, a key-padding row, an explicit 0/1 grid) and the additive bias. Any
-block of queries × keys asks it for its own piece, so the streamed evaluation
-never builds an n×m array for a mask that is a rule (causal, lengths,
-padding); the dense one asks for the whole grid at once.
+A `Rules` holds each mask the way it was given (a causal offset, a sliding
+window, chunks, per-query lengths, a key-padding row, an explicit 0/1 grid)
+and the additive bias (an explicit grid, ALiBi's slopes). Any block of
+queries × keys asks it for its own piece, so the streamed evaluation never
+builds an n×m array for a mask or bias that is a rule (causal, window,
+chunk, lengths, padding, ALiBi); the dense one asks for the whole grid at once.
+
+Query row i sits at index ``i + q0`` among the keys (``q0`` = the cache's
+length in a decode step, else 0), as Hugging Face's masks count positions.
 
 >>> import numpy as np
 >>> rules = Rules(B=1, h=1, n=3, m=3, causal=0)
@@ -12,10 +16,17 @@ padding); the dense one asks for the whole grid at once.
 [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
 >>> rules.allowed(rows=slice(1, 3), cols=slice(0, 2), b=0, hh=0).astype(int).tolist()
 [[1, 1], [1, 1]]
+>>> Rules(B=1, h=1, n=4, m=4, window=2).allowed()[0, 0].astype(int).tolist()
+[[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+>>> Rules(B=1, h=1, n=4, m=4, chunk=2).allowed()[0, 0].astype(int).tolist()
+[[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+>>> Rules(B=1, h=1, n=3, m=3, slopes=np.array([0.5])).added()[0, 0].tolist()
+[[0.0, 0.5, 1.0], [-0.5, 0.0, 0.5], [-1.0, -0.5, 0.0]]
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,10 +42,14 @@ ALL = slice(None)
 class Rules:
     """The masks and bias of a run, each kept in the form it was given.
 
-    ``causal``: key j may attend query i iff j ≤ i + causal. ``lens``
+    ``causal``: key j may attend query i iff j ≤ i + causal. ``window`` W
+    (Hugging Face's ``sliding_window``): iff i' − W < j ≤ i', with i' = i + q0.
+    ``chunk`` C (``attention_chunk_size``): iff ⌊i'/C⌋ = ⌊j/C⌋. ``lens``
     (B|1, n): iff j < lens[b, i]. ``padding`` (B|1, m): iff padding[b, j].
     ``grid`` (B|1, h|1, n, m): an explicit mask, True = may attend.
     ``bias`` (B|1, h|1, n, m): added to the scaled scores; −∞ blocks.
+    ``slopes`` (h,): ALiBi, adds slopes[h]·(j − i') (0 on the diagonal,
+    −m_h per token of distance into the past).
     """
 
     B: int
@@ -46,6 +61,10 @@ class Rules:
     padding: np.ndarray | None = None
     grid: np.ndarray | None = None
     bias: np.ndarray | None = None
+    window: int | None = None
+    chunk: int | None = None
+    slopes: np.ndarray | None = None
+    q0: int = 0
 
     @property
     def masks(self) -> bool:
@@ -55,7 +74,13 @@ class Rules:
     @property
     def masked_by_rule(self) -> bool:
         """True when a mask (not the bias) is in force."""
-        return any(x is not None for x in (self.causal, self.lens, self.padding, self.grid))
+        rules = (self.causal, self.lens, self.padding, self.grid, self.window, self.chunk)
+        return any(x is not None for x in rules)
+
+    @property
+    def biased(self) -> bool:
+        """True when something is added to the logits (attn_bias or ALiBi)."""
+        return self.bias is not None or self.slopes is not None
 
     def allowed(
         self,
@@ -78,6 +103,13 @@ class Rules:
         lead = b is None
         if self.causal is not None:
             c = j <= i + self.causal  # (rows, cols)
+            parts.append(c[None, None] if lead else c)
+        at = i + self.q0  # (rows, 1): each query's index among the keys
+        if self.window is not None:
+            c = (j <= at) & (j > at - self.window)  # (rows, cols)
+            parts.append(c[None, None] if lead else c)
+        if self.chunk is not None:
+            c = (j // self.chunk) == (at // self.chunk)  # (rows, cols)
             parts.append(c[None, None] if lead else c)
         if self.lens is not None:
             lens = self.lens[:, rows] if lead else _item(self.lens, b)[rows]
@@ -103,16 +135,64 @@ class Rules:
         b: int | None = None,
         hh: int | None = None,
     ) -> np.ndarray | None:
-        """The bias of this block (same axes as `allowed`), or None."""
-        if self.bias is None:
-            return None
-        a = self.bias if b is None else _item(_item(self.bias, b), hh)
-        return a[..., rows, :][..., cols]
+        """The bias of this block (same axes as `allowed`): attn_bias plus ALiBi, or None."""
+        import numpy as np
+
+        out = None
+        if self.bias is not None:
+            a = self.bias if b is None else _item(_item(self.bias, b), hh)
+            out = a[..., rows, :][..., cols]
+        if self.slopes is not None:
+            at = np.arange(self.n)[rows][:, None] + self.q0  # (rows, 1)
+            dist = np.arange(self.m)[cols][None, :] - at  # (rows, cols): j − i'
+            if b is None:
+                alibi = self.slopes[None, :, None, None] * dist  # (1, h, rows, cols)
+            else:
+                alibi = self.slopes[hh] * dist  # (rows, cols)
+            out = alibi if out is None else out + alibi
+        return out
+
+    def bias_ceiling(self, hh: int) -> np.ndarray | float:
+        """An upper bound, per query row (n,), on what ALiBi adds to head ``hh``'s open pairs.
+
+        Causal and windowed rows see no later key, so their ALiBi is ≤ 0; the
+        streamed path adds this to its shift.
+        """
+        import numpy as np
+
+        if self.slopes is None:
+            return 0.0
+        at = np.arange(self.n) + self.q0  # (n,)
+        last = np.full(self.n, self.m - 1)  # (n,): the last key a row may see
+        if self.causal is not None:
+            last = np.minimum(last, np.arange(self.n) + self.causal)
+        if self.window is not None:
+            last = np.minimum(last, at)
+        return float(self.slopes[hh]) * (last - at)  # (n,) slopes are ≥ 0
 
 
 def _item(a: np.ndarray, k: int | None) -> np.ndarray:
     """Index the leading axis of a broadcastable array: item ``k``, or its only one."""
     return a[k if a.shape[0] > 1 else 0]
+
+
+def alibi_slopes(heads: int) -> np.ndarray:
+    """ALiBi's slopes m_h for ``heads`` heads, as BLOOM (and MPT) compute them, in float64.
+
+    For a power of two H: 2^(−8/H), 2^(−16/H), …; otherwise the slopes of the
+    closest lower power of two, then every other slope of twice that many.
+
+    >>> alibi_slopes(4).tolist(), alibi_slopes(3).tolist()
+    ([0.25, 0.0625, 0.015625, 0.00390625], [0.0625, 0.00390625, 0.25])
+    """
+    import numpy as np
+
+    low = 2 ** math.floor(math.log2(heads))  # the closest power of two ≤ heads
+    slopes = [2.0 ** (-8.0 * k / low) for k in range(1, low + 1)]  # (2^(−8/low))^k
+    if low != heads:
+        odd = range(1, 1 + 2 * min(low, heads - low), 2)
+        slopes += [2.0 ** (-4.0 * k / low) for k in odd]  # (2^(−8/(2·low)))^k, k odd
+    return np.array(slopes, dtype=np.float64)
 
 
 def causal_offset(kind: str, n: int, m: int) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import OptionError
-from .trace import SQUARE, STAGES
+from .trace import SQUARE, STAGES, stage_names
 
 if TYPE_CHECKING:
     from .problem import Resolved
@@ -134,7 +134,7 @@ def plan(
     if stream or asked:
         return Plan(stream=stream or square_bytes(r) > LARGE)
     if square_bytes(r) > LARGE:
-        names = ", ".join(s for s in SQUARE if s != "masked" or r.masked)
+        names = ", ".join(s for s in stage_names(r) if s in SQUARE)
         return Plan(
             stream=True,
             note=f"the {shape} stages ({names}: {size(square_bytes(r))} each) are left out; "

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import OptionError, ShapeError, shape_str
-from .masks import Rules, causal_offset, check_binary, grid, padding_keep, valid_lens
+from .masks import (
+    Rules,
+    alibi_slopes,
+    causal_offset,
+    check_binary,
+    grid,
+    padding_keep,
+    valid_lens,
+)
 from .options import Options, validate_options
 
 if TYPE_CHECKING:
@@ -30,7 +38,11 @@ if TYPE_CHECKING:
 MATRICES = (
     "X", "X_kv", "Q", "K", "V", "W_Q", "W_K", "W_V", "W_O",
     "b_Q", "b_K", "b_V", "b_O", "mask", "attn_bias", "valid_lens", "key_padding_mask",
+    "position_ids", "q_norm", "k_norm", "sinks", "past_key", "past_value",
 )  # fmt: skip
+#: The variants of today's models, by their Hugging Face names (settings and matrices).
+MODEL_VARIANTS = ("rope", "qk_norm", "sliding_window", "attention_chunk_size",
+                  "attn_logit_softcapping", "sinks", "alibi", "past_key")  # fmt: skip
 
 
 @dataclass
@@ -70,11 +82,14 @@ class Resolved:
     multihead: bool = False  # head stages shown per head
     per_head_given: bool = False
     notes: list[str] = field(default_factory=list)
+    past: int = 0  # rows of the KV cache (past_key, past_value) before the new keys
+    positions: np.ndarray | None = None  # (B|1, n) RoPE positions of the new rows
+    rotary_dim: int = 0  # features of each head that RoPE rotates (the first ones)
 
     @property
     def cross(self) -> bool:
         """True when keys and values come from a second sequence."""
-        return "X_kv" in self.arrays or self.n != self.m
+        return "X_kv" in self.arrays or (self.n != self.m and not self.past)
 
     @property
     def masked(self) -> bool:
@@ -190,6 +205,14 @@ def resolve(p: Problem, o: Options) -> Resolved:
 def _resolve(p: Problem, o: Options) -> Resolved:
     o = validate_options(o)
     mats = p.matrices
+    if "past_key" in mats or "past_value" in mats:
+        if "past_key" not in mats or "past_value" not in mats:
+            given, other = ("past_key", "past_value")[:: 1 if "past_key" in mats else -1]
+            raise ShapeError(f"{given} is given but {other} is missing: a KV cache holds both")
+        if "X_kv" in mats:
+            raise ShapeError(
+                "past_key is the self-attention cache of the same sequence: not with X_kv"
+            )
     for name in ("Q", "K", "V"):
         if name in mats and f"W_{name}" in mats:
             raise ShapeError(f"both {name} and W_{name} are given: give one or the other")
@@ -258,7 +281,8 @@ def _resolve(p: Problem, o: Options) -> Resolved:
             raise ShapeError(f"{name} has {a[0]} batch items but another matrix has {B}")
     if k[-2] != v[-2]:
         raise ShapeError(f"K has {k[-2]} {rows_word} but V has {v[-2]}: every key needs one value")
-    n, m, dq, dv = q[-2], k[-2], q[-1], v[-1]
+    past = _cache(p, o, arrays, k, v, B)
+    n, m, dq, dv = q[-2], past + k[-2], q[-1], v[-1]
     if dq % heads:
         raise ShapeError(f"heads={heads} does not divide d_k={dq} (Q has {dq} {cols_word})")
     if heads % kv_heads:
@@ -304,13 +328,150 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         raise ShapeError(f"kv_tokens has {len(p.kv_tokens)} labels but there are {m} keys")
 
     scale = {"sqrt": 1 / math.sqrt(d_head), "none": 1.0}.get(o.scale, o.scale)  # type: ignore[arg-type]
-    rules = _rules(p, o, B, heads, n, m)
+    _norms(p, o, arrays, heads, kv_heads, d_head)
+    if "sinks" in mats:
+        sinks = mats["sinks"].reshape(-1)
+        if sinks.shape[0] != heads:
+            raise ShapeError(
+                f"{label(p, 'sinks')} has {sinks.shape[0]} values but there are {heads} heads "
+                "(one sink logit per query head)"
+            )
+        if o.normalize == "sigmoid":
+            raise OptionError("sinks add to the softmax's denominator: not with normalize sigmoid")
+        arrays["sinks"] = sinks
+    rotary_dim, positions = _rotary(p, o, B, n, k[-2], d_head, past, "X_kv" in arrays)
+    rules = _rules(p, o, B, heads, n, m, past)
     batched = any(mats[k].ndim == 3 for k in ("X", "Q", "K", "V") if k in mats)
     return Resolved(
         problem=p, options=o, arrays=arrays, batched=batched, B=B, n=n, m=m,
         heads=heads, kv_heads=kv_heads, d_head=d_head, dv_head=dv_head, scale=float(scale),
-        rules=rules, multihead=heads > 1, per_head_given=bool(listed),
+        rules=rules, multihead=heads > 1, per_head_given=bool(listed), past=past,
+        positions=positions, rotary_dim=rotary_dim,
     )  # fmt: skip
+
+
+def _cache(
+    p: Problem, o: Options, arrays: dict, k: tuple[int, ...], v: tuple[int, ...], B: int
+) -> int:
+    """Check past_key and past_value against the new keys and values; return the cache's rows."""
+    if "past_key" not in p.matrices:
+        return 0
+    cols = "columns" if o.layout == "rows" else "rows"
+    past = {}
+    for name, new, of in (("past_key", k, "K"), ("past_value", v, "V")):
+        a = _direct(p, name, o)
+        assert a is not None
+        if a.shape[-1] != new[-1]:
+            raise ShapeError(
+                f"{label(p, name)} has {a.shape[-1]} {cols} but {of} has {new[-1]}: "
+                f"the cache holds {of}'s rows of earlier tokens, every head side by side"
+            )
+        if a.shape[0] not in (1, B):
+            raise ShapeError(f"{label(p, name)} has {a.shape[0]} batch items but X has {B}")
+        past[name] = a
+    if past["past_key"].shape[1] != past["past_value"].shape[1]:
+        raise ShapeError(
+            f"past_key has {past['past_key'].shape[1]} rows but past_value has "
+            f"{past['past_value'].shape[1]}: every cached key needs its value"
+        )
+    arrays.update(past)
+    return int(past["past_key"].shape[1])
+
+
+def _norms(p: Problem, o: Options, arrays: dict, heads: int, kv_heads: int, d_head: int) -> None:
+    """Check the QK-norm weights: d_k values per head, or one per column of Q / K (``all``)."""
+    given = [name for name in ("q_norm", "k_norm") if name in p.matrices]
+    if o.qk_norm is None:
+        if given:
+            raise OptionError(
+                f"{given[0]} is given but qk_norm is not: add qk_norm head (Qwen3, Gemma 3) "
+                "or qk_norm all (OLMo 2)"
+            )
+        return
+    for name, count in (("q_norm", heads), ("k_norm", kv_heads)):
+        if name not in p.matrices:
+            continue
+        w = p.matrices[name].reshape(-1)
+        width = d_head if o.qk_norm == "head" else count * d_head
+        if w.shape[0] != width:
+            what = f"d_k = {d_head}" if o.qk_norm == "head" else f"{count} heads × d_k {d_head}"
+            raise ShapeError(
+                f"{label(p, name)} has {w.shape[0]} values but qk_norm {o.qk_norm} needs "
+                f"{width} ({what})"
+            )
+        arrays[name] = w
+
+
+def _rotary(
+    p: Problem, o: Options, B: int, n: int, new_keys: int, d_head: int, past: int, cross: bool
+) -> tuple[int, np.ndarray | None]:
+    """RoPE's rotated features per head and the positions (B|1, n) of the new rows."""
+    import numpy as np
+
+    if o.rope is None:
+        if "position_ids" in p.matrices:
+            raise OptionError(
+                "position_ids is given but rope is not: add rope half (Llama) "
+                "or rope interleaved (GPT-J)"
+            )
+        return 0, None
+    if cross:
+        raise ShapeError("rope rotates a sequence against itself: not with X_kv")
+    if new_keys != n:
+        raise ShapeError(
+            f"rope gives each token one position for its query and its key, but there are "
+            f"{n} queries and {new_keys} new keys"
+        )
+    factor = 1.0 if o.partial_rotary_factor is None else o.partial_rotary_factor
+    dim = int(d_head * factor)  # as Hugging Face: int(head_dim × partial_rotary_factor)
+    if dim < 2 or dim % 2:
+        raise ShapeError(
+            f"rope rotates pairs of features: partial_rotary_factor {factor:g} × d_k {d_head} "
+            f"gives {dim}, not an even number ≥ 2"
+        )
+    if "position_ids" in p.matrices:
+        pos = p.matrices["position_ids"]
+        where = label(p, "position_ids")
+        if pos.ndim == 1:
+            pos = pos[None]
+        if pos.ndim != 2 or pos.shape[1] != n or pos.shape[0] not in (1, B):
+            raise ShapeError(
+                f"{where} is {shape_str(p.matrices['position_ids'].shape)} but needs one "
+                f"position per query ({n}), or a row of them per batch item ({B}×{n})"
+            )
+        if np.any(pos != np.round(pos)) or np.any(pos < 0):
+            raise ShapeError(f"{where} must hold whole numbers ≥ 0")
+        if o.position_offset is not None:
+            raise OptionError("position_ids and position_offset are both given: give one")
+        return dim, pos.astype(np.int64)
+    start = past if o.position_offset is None else o.position_offset
+    return dim, (start + np.arange(n, dtype=np.int64))[None]  # (1, n)
+
+
+def model_variants(p: Problem, o: Options) -> list[str]:
+    """The variants of today's models in force, by their Hugging Face names.
+
+    >>> model_variants(Problem({}), Options(rope="half", sliding_window=4))
+    ['rope', 'sliding_window']
+    """
+    return [
+        name
+        for name in MODEL_VARIANTS
+        if getattr(o, name, None) not in (None, False) or name in p.matrices
+    ]
+
+
+def refuse_model_variants(p: Problem, o: Options, command: str) -> None:
+    """Raise `OptionError` when a variant ``command`` does not handle yet is in force.
+
+    >>> refuse_model_variants(Problem({}), Options(), "qkv check")
+    """
+    found = model_variants(p, o)
+    if found:
+        raise OptionError(
+            f"{command} does not handle {', '.join(found)} yet: "
+            "qkv compute shows every stage of this problem"
+        )
 
 
 def mask_kind(p: Problem, o: Options) -> str | None:
@@ -323,17 +484,28 @@ def mask_kind(p: Problem, o: Options) -> str | None:
 
 
 def mask_sources(p: Problem, o: Options) -> list[str]:
-    """Every mask in force, by name, e.g. ``['causal', 'valid_lens']``."""
-    kind = mask_kind(p, o)
+    """Every mask in force, by name, e.g. ``['causal', 'valid_lens']``.
+
+    A KV cache makes the run causal; ``sliding_window`` and
+    ``attention_chunk_size`` are masks of their own.
+    """
+    kind = mask_kind(p, o) or ("causal" if "past_key" in p.matrices else None)
     given = [k for k in ("mask", "key_padding_mask", "valid_lens", "attn_bias") if k in p.matrices]
     if o.mask is not None and "mask" in given:
         given.remove("mask")
-    return ([kind] if kind else []) + given
+    rules = [k for k in ("sliding_window", "attention_chunk_size") if getattr(o, k) is not None]
+    return ([kind] if kind else []) + rules + given
 
 
-def _rules(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> Rules:
-    """Every mask and bias given, as rules a block of the scores can ask."""
+def _rules(p: Problem, o: Options, B: int, h: int, n: int, m: int, past: int = 0) -> Rules:
+    """Every mask and bias given, as rules a block of the scores can ask.
+
+    A decode step (``past`` cached rows) is causal: query i sits at index past + i.
+    """
     kind = mask_kind(p, o)
+    causal = None if kind is None else causal_offset(kind, n, m)
+    if past:
+        causal = past  # the new rows are the last of a causal pass
     block = o.mask_polarity == "block"
     explicit = None
     if "mask" in p.matrices and o.mask is None:  # a mask option replaces the file's mask
@@ -350,7 +522,8 @@ def _rules(p: Problem, o: Options, B: int, h: int, n: int, m: int) -> Rules:
     bias = None
     if "attn_bias" in p.matrices:
         bias = grid(p.matrices["attn_bias"], "attn_bias", B, h, n, m)
+    slopes = alibi_slopes(h) if o.alibi else None
     return Rules(
-        B=B, h=h, n=n, m=m, causal=None if kind is None else causal_offset(kind, n, m),
-        lens=lens, padding=padding, grid=explicit, bias=bias,
+        B=B, h=h, n=n, m=m, causal=causal, lens=lens, padding=padding, grid=explicit,
+        bias=bias, window=o.sliding_window, chunk=o.attention_chunk_size, slopes=slopes, q0=past,
     )  # fmt: skip

@@ -1,12 +1,14 @@
 """Attention in blocks, with an online softmax: memory O(n·d), never n×n.
 
 A second way to evaluate the same resolved problem as `attention.run`: the
-same projections, heads, masks, bias, scale, similarity and normaliser, but
-the logits are made one block of queries × keys at a time and folded into a
-running weighted sum of values and its normaliser (the "online softmax" of
-FlashAttention). It yields the stages that are not n×n — Q, K, V,
-head_outputs, concat, output — plus, per query row, the log of the softmax
-normaliser, log Σⱼ exp(logitᵢⱼ) (``Trace.stats["row_logsumexp"]``).
+same projections, cache, QK-norm, rotary positions, heads, masks (windows
+and chunks as rules), bias (ALiBi as a rule), scale, soft-cap, similarity,
+sinks and normaliser, but the logits are made one block of queries × keys at
+a time and folded into a running weighted sum of values and its normaliser
+(the "online softmax" of FlashAttention). It yields the stages that are not
+n×n — Q, K, V, Q_normed … K_rotated, head_outputs, concat, output — plus,
+per query row, the log of the softmax normaliser, log Σⱼ exp(logitᵢⱼ)
+(``Trace.stats["row_logsumexp"]``; with sinks the sink's e^sink is in it).
 
 >>> import numpy as np
 >>> from .problem import Problem, Options, resolve
@@ -26,12 +28,14 @@ from typing import TYPE_CHECKING
 
 from .attention import (
     add_bias,
+    biased_words,
     check_output,
     check_projections,
     dot_scores,
     empty_row_error,
     fill_value,
     inputs,
+    logit_stage,
     mask,
     merge_heads,
     out_project,
@@ -40,8 +44,11 @@ from .attention import (
     project,
     scale,
     sigmoid_terms,
+    softcap,
     softmax_terms,
     split_heads,
+    transform_rows,
+    with_cache,
 )
 from .blas import single_threaded
 from .describe import build, factor
@@ -84,15 +91,24 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
         raise OptionError("exact arithmetic is not computed in blocks: drop --exact or --stream")
     h, g = r.heads, r.kv_heads
     a = inputs(r)
+    rows: dict[str, np.ndarray] = {}
+
+    def keep(name: str, x: np.ndarray) -> np.ndarray:
+        rows[name] = x
+        return x
+
     with np.errstate(over="ignore", invalid="ignore"):
-        Q, K, V = project(a, "Q"), project(a, "K"), project(a, "V")  # (B, n|m, h|g · d)
+        Q = project(a, "Q")  # (B, n, h·d)
+        K = with_cache(a, "K", project(a, "K"))  # (B, m, g·d): cache rows first
+        V = with_cache(a, "V", project(a, "V"))  # (B, m, g·dv)
         check_projections(Q, K, V)
-    q = split_heads(Q, h)  # (B|1, h, n, dk)
-    k = split_heads(K, g)  # (B|1, g, m, dk): GQA heads are shared by index, not copied
+    Qr, Kr = transform_rows(Q, K, a, r, keep)  # QK-norm, RoPE: O(n·d)
+    q = split_heads(Qr, h)  # (B|1, h, n, dk)
+    k = split_heads(Kr, g)  # (B|1, g, m, dk): GQA heads are shared by index, not copied
     v = split_heads(V, g)  # (B|1, g, m, dv)
     q, k = prepare(q, k, o)
     c = factor(r)
-    if not _bounded(q, k, c, r.rules.bias):
+    if not _bounded(r, q, k, c):
         _check_overflow(r, q, k, c)
     B, n, dv = r.B, r.n, r.dv_head
     heads_out = np.empty((B, h, n, dv), dtype=o.dtype)  # (B, h, n, dv)
@@ -121,7 +137,7 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
     with np.errstate(over="ignore", invalid="ignore"):
         output = out_project(concat, a)  # (B, n, d_out)
         check_output(output, o)
-    arrays = {"Q": Q, "K": K, "V": V, "head_outputs": heads_out, "concat": concat}
+    arrays = {"Q": Q, "K": K, "V": V, **rows, "head_outputs": heads_out, "concat": concat}
     trace = build(r, arrays | {"output": output})
     if o.normalize == "softmax":
         trace.stats = {"row_logsumexp": _row_stat(r, lse)}
@@ -143,16 +159,22 @@ def attend_head(
 ) -> np.ndarray:
     """One head of batch item ``b``: fill ``out`` and return log Σⱼ exp(logitᵢⱼ) per row (n,).
 
-    Softmax rows are shifted by a bound on their largest logit, ‖c·qᵢ‖·maxⱼ‖kⱼ‖
-    (Cauchy–Schwarz), folded into the product as an extra column; a row whose
-    shifted sum is too small to trust is done again with its exact running
-    maximum, as are all rows when a bias is added. Sigmoid rows are not
-    normalised: their value is NaN. Blocks of rows go to ``pool`` when given.
+    Softmax rows are shifted by a bound on their largest logit: ‖c·qᵢ‖·maxⱼ‖kⱼ‖
+    (Cauchy–Schwarz; for a negative scale c too), at most the soft-cap, plus
+    what ALiBi can add to the row, and at least the row's sink. Without a
+    soft-cap the shift is folded into the product as an extra column. A row
+    whose shifted sum is too small to trust is done again with its exact
+    running maximum, as are all rows when an attn_bias grid is added. Sigmoid
+    rows are not normalised: their value is NaN. Blocks of rows go to ``pool``
+    when given.
     """
     import numpy as np
 
     n, m, dk, dv = q.shape[0], k.shape[0], q.shape[1], v.shape[1]
     dt = np.dtype(r.options.dtype)
+    cap = r.options.attn_logit_softcapping
+    sinks = r.arrays.get("sinks")
+    sink = None if sinks is None else float(sinks[hh])
     bq, bk = blocks(n, m, block)
     qa = np.empty((n, dk + 1), dtype=dt)  # (n, dk + 1): c·q and −shift
     qa[:, :dk] = scale(q, dt.type(c))  # c·q·k = c·(q·k): the scale, applied to q
@@ -162,23 +184,33 @@ def attend_head(
     va[:, :dv], va[:, dv] = v, 1.0
     kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
     shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
-    qa[:, dk] = -shift
+    if cap is not None:
+        shift = np.minimum(shift, dt.type(cap))  # cap·tanh(x/cap) ≤ min(x, cap) for x ≥ 0
+    shift = (shift + r.rules.bias_ceiling(hh)).astype(dt)  # ALiBi can lift a row by this much
+    if sink is not None:
+        shift = np.maximum(shift, dt.type(sink))  # the sink is one more logit of every row
+    qa[:, dk] = -shift if cap is None else 0.0  # a soft-cap needs the logit before the shift
     lse = np.empty(n, dtype=dt)  # (n,)
     mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"
     if mode == "bound" and r.rules.bias is not None:
-        mode = "exact"  # a bias can lift a logit above the bound
+        mode = "exact"  # an attn_bias grid can lift a logit above the bound
+    fold = cap is None
 
     def rows_from(i0: int) -> None:
         rows = slice(i0, min(n, i0 + bq))
         buf = np.empty((rows.stop - i0, bk), dtype=dt)  # (bq, bk): one block of logits, reused
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            acc, top = _fold(r, b, hh, qa, ka, va, rows, bk, buf, mode)
+            args = (r, b, hh, qa, ka, va)
+            shifted = None if fold else shift
+            acc, top = _fold(*args, rows, bk, buf, mode, shifted, sink)
             if mode == "bound":
-                top = -qa[rows, dk]
-                low = np.flatnonzero(~(acc[:, dv] > TINY[dt.name]))  # shifted too far to trust
-                if len(low):
+                top = shift[rows].copy()
+                low = ~(acc[:, dv] > TINY[dt.name])  # (bq,) shifted too far to trust
+                if sink is not None:
+                    acc[~low, dv] += np.exp(sink - top[~low])  # the sink's term of the sum
+                if low.any():
                     fix = np.arange(rows.start, rows.stop)[low]
-                    acc[low], top[low] = _fold(r, b, hh, qa, ka, va, fix, bk, buf, "exact")
+                    acc[low], top[low] = _fold(*args, fix, bk, buf, "exact", None, sink)
             total = acc[:, dv]  # (bq,)
             if mode == "sigmoid":
                 out[rows], lse[rows] = acc[:, :dv], np.nan
@@ -212,21 +244,29 @@ def _fold(
     bk: int,
     buf: np.ndarray,  # (≥ rows, bk)
     mode: str,
+    shift: np.ndarray | None = None,  # (n,) subtracted after the soft-cap (bound mode)
+    sink: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Σⱼ p·[v | 1] over every key block for these rows, and the shift used.
 
-    ``bound``: p = exp(logit − shift) with the shift in the last column of
-    ``qa``; ``exact``: the online softmax with a running maximum (which is
-    returned); ``sigmoid``: p = σ(logit).
+    ``bound``: p = exp(logit − shift), the shift in the last column of ``qa``
+    (or, with a soft-cap, ``shift`` subtracted after capping); ``exact``: the
+    online softmax with a running maximum (which is returned), starting from
+    the row's ``sink`` when there is one (its e^0 = 1 counted in the sum,
+    with no value); ``sigmoid``: p = σ(logit).
     """
     import numpy as np
 
     dk = qa.shape[1] - 1
-    q = qa[rows] if mode == "bound" else qa[rows, :dk]  # (bq, dk [+ 1])
-    k = ka if mode == "bound" else ka[:, :dk]  # (m, dk [+ 1])
+    folded = mode == "bound" and shift is None
+    q = qa[rows] if folded else qa[rows, :dk]  # (bq, dk [+ 1])
+    k = ka if folded else ka[:, :dk]  # (m, dk [+ 1])
     count, m = q.shape[0], ka.shape[0]
     acc = np.zeros((count, va.shape[1]), dtype=qa.dtype)  # (bq, dv + 1)
     top = np.full(count, -np.inf, dtype=qa.dtype)  # (bq,) running max (exact mode)
+    if mode == "exact" and sink is not None:
+        top[:], acc[:, -1] = sink, 1.0  # the sink: e^(sink − sink) in the sum, no value
+    cap = r.options.attn_logit_softcapping
     rules = r.rules
     for j0 in range(0, m, bk):
         cols = slice(j0, min(m, j0 + bk))
@@ -234,11 +274,16 @@ def _fold(
         if allowed is not None and not allowed.any():
             continue  # every pair masked (above a causal diagonal): adds nothing
         s = dot_scores(q, k[cols], out=buf[:count, : cols.stop - j0])  # (bq, bk) logits [− shift]
+        if cap is not None:
+            softcap(s, cap, out=s)
+            if mode == "bound":
+                s -= shift[rows][:, None]  # type: ignore[index]
         bias = rules.added(rows, cols, b, hh)
         if bias is not None:
             add_bias(s, bias, out=s)
-            open_ = bias != -np.inf  # −∞ in the bias blocks
-            allowed = open_ if allowed is None else (allowed & open_)
+            if rules.bias is not None:
+                open_ = bias != -np.inf  # −∞ in the bias blocks
+                allowed = open_ if allowed is None else (allowed & open_)
         mask(s, allowed, out=s)
         if mode == "sigmoid":
             sigmoid_terms(s, out=s)
@@ -262,16 +307,19 @@ def _workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _bounded(q: np.ndarray, k: np.ndarray, c: float, bias: np.ndarray | None) -> bool:
+def _bounded(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> bool:
     """True when no score, scaled score or biased score can overflow (Cauchy–Schwarz)."""
     import numpy as np
 
+    bias, slopes = r.rules.bias, r.rules.slopes
     with np.errstate(over="ignore", invalid="ignore"):
         qn = float(np.max(np.linalg.norm(q, axis=-1), initial=0.0))
         kn = float(np.max(np.linalg.norm(k, axis=-1), initial=0.0))
         bound = qn * kn * max(1.0, abs(c))
         if bias is not None:
             bound += float(np.max(np.abs(bias[np.isfinite(bias)]), initial=0.0))
+        if slopes is not None:
+            bound += float(np.max(slopes)) * (r.n + r.m)
     return bool(np.isfinite(bound) and bound < float(np.finfo(q.dtype).max) / 4)
 
 
@@ -286,8 +334,9 @@ def _check_overflow(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> None
     h, g = r.heads, r.kv_heads
     bq, bk = blocks(r.n, r.m)
     checks = [("scores", "Q·Kᵀ"), ("scaled", "scores × scale")]
-    if r.rules.bias is not None:
-        checks.append(("scaled", "scores × scale + attn_bias"))
+    if r.rules.biased:
+        checks.append((logit_stage(r), biased_words(r)))
+    cap = r.options.attn_logit_softcapping
     for step, (name, what) in enumerate(checks):
         for b in range(r.B):
             for hh in range(h):
@@ -303,6 +352,8 @@ def _check_overflow(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> None
                             if step:
                                 s = scale(s, c)
                             if step == 2:
+                                if cap is not None:
+                                    s = softcap(s, cap)
                                 bias = r.rules.added(rows, cols, b, hh)
                                 s = np.where(bias != -np.inf, add_bias(s, bias), 0.0)
                         bad = np.argwhere(~np.isfinite(s))

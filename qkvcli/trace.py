@@ -3,8 +3,8 @@
 Stage names are a public contract, the same in tables, JSON keys, ``--stage``,
 ``check`` answer files and ``explain`` cell references.
 
->>> STAGES[:4]
-('Q', 'K', 'V', 'scores')
+>>> STAGES[:4], STAGES[7:10]
+(('Q', 'K', 'V', 'Q_normed'), ('scores', 'scaled', 'capped'))
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ STAGES = (
     "Q",
     "K",
     "V",
+    "Q_normed",
+    "K_normed",
+    "Q_rotated",
+    "K_rotated",
     "scores",
     "scaled",
+    "capped",
     "masked",
     "weights",
     "head_outputs",
@@ -33,9 +38,9 @@ STAGES = (
 )
 
 #: Stages computed once per head (the others hold every head side by side).
-PER_HEAD = ("scores", "scaled", "masked", "weights", "head_outputs")
+PER_HEAD = ("scores", "scaled", "capped", "masked", "weights", "head_outputs")
 #: Stages with one value per (query, key) pair.
-SQUARE = ("scores", "scaled", "masked", "weights")
+SQUARE = ("scores", "scaled", "capped", "masked", "weights")
 #: How −∞ (a masked logit) is written in text.
 NEG_INF = "−∞"
 
@@ -44,8 +49,13 @@ AXES = {
     "Q": ("queries", "features"),
     "K": ("keys", "features"),
     "V": ("keys", "features"),
+    "Q_normed": ("queries", "features"),
+    "K_normed": ("keys", "features"),
+    "Q_rotated": ("queries", "features"),
+    "K_rotated": ("keys", "features"),
     "scores": ("queries", "keys"),
     "scaled": ("queries", "keys"),
+    "capped": ("queries", "keys"),
     "masked": ("queries", "keys"),
     "weights": ("queries", "keys"),
     "head_outputs": ("queries", "features"),
@@ -88,24 +98,39 @@ class Trace:
     batched: bool = False
     heads: int = 1
     notes: list[str] = field(default_factory=list)
-    #: Per query row, when streamed: ``row_logsumexp`` = log Σⱼ exp(logitᵢⱼ) (the softmax's normaliser).
+    #: Per query row, when streamed: ``row_logsumexp`` = log Σⱼ exp(logitᵢⱼ) (the softmax's
+    #: normaliser; with sinks, log(Σⱼ exp(logitᵢⱼ) + exp(sink))).
     stats: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Rows of the KV cache: the first ``past`` keys are cached tokens (labelled c1 c2 …).
+    past: int = 0
 
     def labels(self, axis: str, count: int, short: bool = False) -> list[str]:
         """Labels for rows/columns: tokens for queries and keys, else 1-based numbers.
 
-        ``short`` numbers queries and keys ``q1 q2 …`` / ``k1 k2 …`` instead.
+        ``short`` numbers queries and keys ``q1 q2 …`` / ``k1 k2 …`` instead. In
+        a decode step the cached keys are ``c1 c2 …`` and the new tokens are
+        numbered from past + 1.
 
         >>> t = Trace({}, {}, tokens=["a", "b"])
         >>> t.labels("queries", 2), t.labels("keys", 2), t.labels("keys", 2, short=True)
         (['a', 'b'], ['1', '2'], ['k1', 'k2'])
+        >>> Trace({}, {}, past=2).labels("keys", 3), Trace({}, {}, past=2).labels("queries", 1)
+        (['c1', 'c2', '3'], ['3'])
         """
         names = {"queries": self.tokens, "keys": self.kv_tokens}.get(axis)
         if names is not None and len(names) == count:
             return list(names)
+        first = 1
+        head: list[str] = []
+        if self.past and axis in ("queries", "keys"):
+            if axis == "keys":
+                head, count = [f"c{i}" for i in range(1, self.past + 1)], count - self.past
+            if self.tokens is not None and len(self.tokens) == count:
+                return head + list(self.tokens)
+            first = self.past + 1
         if short and axis in ("queries", "keys"):
-            return [f"{axis[0]}{i}" for i in range(1, count + 1)]
-        return [str(i) for i in range(1, count + 1)]
+            return head + [f"{axis[0]}{i}" for i in range(first, first + count)]
+        return head + [str(i) for i in range(first, first + count)]
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.stages[name].array
@@ -126,7 +151,12 @@ class Trace:
 
 def stage_names(r: Resolved) -> list[str]:
     """The stages a run has, in pipeline order (``masked`` only when something masks)."""
-    names = ["Q", "K", "V", "scores", "scaled"] + (["masked"] if r.masked else []) + ["weights"]
+    o = r.options
+    names = ["Q", "K", "V"]
+    names += ["Q_normed", "K_normed"] if o.qk_norm is not None else []
+    names += ["Q_rotated", "K_rotated"] if o.rope is not None else []
+    names += ["scores", "scaled"] + (["capped"] if o.attn_logit_softcapping is not None else [])
+    names += (["masked"] if r.masked else []) + ["weights"]
     if r.multihead:
         names += ["head_outputs", "concat"]
     elif "W_O" in r.arrays:

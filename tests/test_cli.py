@@ -265,9 +265,9 @@ def test_key_spellings():
             "<stdin>: layout: layout must be one of rows, columns, not 'diagonal'",
         ),
         (
-            ["compute", "-", "--scale", "-1"],
+            ["compute", "-", "--scale", "0"],
             json.dumps(GOOD),
-            "scale must be a positive finite number, not '-1'",
+            "scale must be a finite non-zero number, not '0'",
         ),
         (
             ["compute", "-", "--layout", "row"],

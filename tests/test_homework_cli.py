@@ -126,7 +126,7 @@ def test_tolerance_option(tmp_path):
         ([], "qkv: error: no answers: give an answer file or --stage-file STAGE=FILE\n"),
         (
             ["--stage-file", "attn=x.csv"],
-            "qkv: error: --stage-file attn=x.csv: unknown stage 'attn' (stages: Q K V scores scaled masked weights head_outputs concat output)\n",
+            "qkv: error: --stage-file attn=x.csv: unknown stage 'attn' (stages: Q K V Q_normed K_normed Q_rotated K_rotated scores scaled capped masked weights head_outputs concat output)\n",
         ),
         (
             [f"{HW}/worked/right.json", "-f", "xml"],

@@ -270,7 +270,7 @@ def test_sigmoid_weights_have_no_entropy(tmp_path):
     ("args", "message"),
     [
         (["--heatmap", "--stage", "Q"],
-         "--heatmap draws scores, scaled, masked, weights (queries × keys); Q is queries × features"),
+         "--heatmap draws scores, scaled, capped, masked, weights (queries × keys); Q is queries × features"),
         (["--heatmap", "-f", "json"],
          "--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not json"),
         (["--heatmap", "--stage", "masked"],

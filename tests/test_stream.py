@@ -257,10 +257,14 @@ def random_case(rng):
     B = int(rng.integers(1, 3)) if rng.random() < 0.3 else None
     g = int(rng.choice([1, 2]))
     h = g * int(rng.choice([1, 2]))
-    dk, dv, d = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(2, 6))
+    rope = rng.random() < 0.3
+    dk = int(rng.choice([2, 4])) if rope else int(rng.integers(1, 4))
+    dv, d = int(rng.integers(1, 4)), int(rng.integers(2, 6))
     n = int(rng.integers(1, 30))
-    cross = rng.random() < 0.3
+    cross = not rope and rng.random() < 0.3
     m = int(rng.integers(1, 30)) if cross else n
+    past = int(rng.integers(1, 6)) if not cross and rng.random() < 0.2 else 0
+    keys = past + m  # every key the scores see
     lead = (B,) if B else ()
 
     def r(*shape):
@@ -269,6 +273,8 @@ def random_case(rng):
     mats = {"X": r(*lead, n, d), "W_Q": r(d, h * dk), "W_K": r(d, g * dk), "W_V": r(d, g * dv)}
     if cross:
         mats["X_kv"] = r(*lead, m, d)
+    if past:
+        mats |= {"past_key": r(*lead, past, g * dk), "past_value": r(*lead, past, g * dv)}
     if rng.random() < 0.3:
         mats |= {"b_Q": r(h * dk), "b_K": r(g * dk), "b_V": r(g * dv)}
     if rng.random() < 0.4:
@@ -276,13 +282,40 @@ def random_case(rng):
         if rng.random() < 0.5:
             mats["b_O"] = r(mats["W_O"].shape[1])
     kw = {"heads": h, "kv_heads": g, "empty_rows": str(rng.choice(["nan", "zero", "uniform"]))}
-    kw["scale"] = rng.choice(["sqrt", "none", 0.37])
+    kw["scale"] = rng.choice(["sqrt", "none", 0.37, -0.37])
     kw["temperature"] = float(rng.choice([1.0, 0.5, 3.0]))
     kw["similarity"] = str(rng.choice(["dot", "dot", "cosine"]))
     kw["normalize"] = str(rng.choice(["softmax", "softmax", "sigmoid"]))
     kw["layout"] = str(rng.choice(["rows", "rows", "columns"]))
+    if rope:
+        kw["rope"] = str(rng.choice(["half", "interleaved"]))
+        kw["rope_theta"] = float(rng.choice([10000.0, 100.0, 1e6]))
+        if dk == 4 and rng.random() < 0.5:
+            kw["partial_rotary_factor"] = 0.5
+        if rng.random() < 0.3:
+            mats["position_ids"] = rng.integers(0, 5000, size=(B or 1, n)).astype(float)
+        elif rng.random() < 0.5:
+            kw["position_offset"] = int(rng.integers(0, 100))
+    if rng.random() < 0.25:
+        kw["qk_norm"] = str(rng.choice(["head", "all"]))
+        kw["rms_norm_eps"] = float(rng.choice([1e-6, 0.1]))
+        kw["rms_norm_unit_offset"] = bool(rng.random() < 0.3)
+        if rng.random() < 0.7:
+            per_head = kw["qk_norm"] == "head"
+            mats["q_norm"] = r(dk if per_head else h * dk)
+            mats["k_norm"] = r(dk if per_head else g * dk)
+    if rng.random() < 0.25:
+        kw["attn_logit_softcapping"] = float(rng.choice([0.5, 5.0, 50.0]))
+    if kw["normalize"] == "softmax" and rng.random() < 0.2:
+        mats["sinks"] = r(h)
+    if rng.random() < 0.2:
+        kw["alibi"] = True
+    if not cross and rng.random() < 0.2:
+        kw["sliding_window"] = int(rng.integers(1, 8))
+    if rng.random() < 0.15:
+        kw["attention_chunk_size"] = int(rng.integers(1, 8))
     if kw["layout"] == "columns":
-        swap = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O")
+        swap = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O", "past_key", "past_value")
         mats = {k: (np.swapaxes(v, -1, -2) if k in swap else v) for k, v in mats.items()}
     elif rng.random() < 0.3:
         kw["weights_layout"] = "out-in"
@@ -292,14 +325,14 @@ def random_case(rng):
     if masks < 0.15:
         kw["mask"] = str(rng.choice(["causal", "causal-lower-right"]))
     elif masks < 0.3:
-        mats["mask"] = (rng.random((*lead, n, m)) > 0.3).astype(float)
+        mats["mask"] = (rng.random((*lead, n, keys)) > 0.3).astype(float)
         kw["mask_polarity"] = str(rng.choice(["attend", "block"]))
     elif masks < 0.4:
-        mats["key_padding_mask"] = (rng.random((batch, m)) > 0.3).astype(float)
+        mats["key_padding_mask"] = (rng.random((batch, keys)) > 0.3).astype(float)
     elif masks < 0.5:
-        mats["valid_lens"] = rng.integers(0, m + 1, size=batch).astype(float)
+        mats["valid_lens"] = rng.integers(0, keys + 1, size=batch).astype(float)
     elif masks < 0.6:
-        bias = r(batch, h, n, m)
+        bias = r(batch, h, n, keys)
         bias[rng.random(bias.shape) < 0.2] = -np.inf
         mats["attn_bias"] = bias
     return mats, Options(**kw)
@@ -321,9 +354,8 @@ def test_every_variant_streams_to_the_dense_numbers(monkeypatch, cases):
             assert str(streamed_error.value) == str(e), case
             continue
         streamed = stream.run(r, block=12)
-        assert set(streamed.stages) == {"Q", "K", "V", "output"} | (
-            {"head_outputs", "concat"} & set(full.stages)
-        )
+        rows = {"head_outputs", "concat", "Q_normed", "K_normed", "Q_rotated", "K_rotated"}
+        assert set(streamed.stages) == {"Q", "K", "V", "output"} | (rows & set(full.stages))
         for name in streamed.stages:
             np.testing.assert_allclose(
                 streamed[name], full[name], rtol=1e-12, atol=1e-12, err_msg=f"{case} {name}"

@@ -15,6 +15,7 @@ MASKS = "Masks"
 OUT = "Output"
 PIC = "Pictures"
 BIG = "Large inputs"
+MODELS = "Today's models (Hugging Face config names)"
 
 
 def compute(
@@ -167,7 +168,8 @@ def compute(
     stage: Annotated[
         list[str] | None,
         typer.Option(
-            help="Show this stage (repeatable): Q K V scores scaled masked weights head_outputs concat output.",
+            help="Show this stage (repeatable): Q K V [Q_normed K_normed Q_rotated K_rotated] "
+            "scores scaled [capped] masked weights head_outputs concat output.",
             rich_help_panel=OUT,
         ),
     ] = None,
@@ -201,6 +203,124 @@ def compute(
             "--full", help="Show every row and column of big tables.", rich_help_panel=OUT
         ),
     ] = False,
+    rope: Annotated[
+        str | None,
+        typer.Option(
+            help="Rotary positions: half (pairs i, i + d/2: Llama, NeoX) or interleaved "
+            "(pairs 2i, 2i + 1: GPT-J).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    rope_theta: Annotated[
+        float | None,
+        typer.Option(help="RoPE's base θ (default 10000).", rich_help_panel=MODELS),
+    ] = None,
+    partial_rotary_factor: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of each head's features RoPE rotates, the first ones (default 1).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    position_ids: Annotated[
+        str | None,
+        typer.Option(
+            help="RoPE positions of the queries, e.g. 0,1,2 (or rows 0,1;5,6 per batch item), or a file.",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    position_offset: Annotated[
+        int | None,
+        typer.Option(
+            help="Position of the first query (default 0, or the cache's length).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    sliding_window: Annotated[
+        int | None,
+        typer.Option(
+            help="Each query sees its last W keys: i − W < j ≤ i (Mistral, Gemma 2).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    attention_chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Queries see keys of their own chunk of C tokens: ⌊i/C⌋ = ⌊j/C⌋ (Llama 4; "
+            "add --mask causal).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    qk_norm: Annotated[
+        str | None,
+        typer.Option(
+            help="RMSNorm of q and k: head (per head: Qwen3, Gemma 3) or all (over all heads: OLMo 2).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    q_norm: Annotated[
+        str | None,
+        typer.Option(
+            help="QK-norm weights of q, e.g. 1,0.5 (or a file); default 1.",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    k_norm: Annotated[
+        str | None,
+        typer.Option(
+            help="QK-norm weights of k, e.g. 1,0.5 (or a file); default 1.",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    rms_norm_eps: Annotated[
+        float | None,
+        typer.Option(help="QK-norm's eps (default 1e-6).", rich_help_panel=MODELS),
+    ] = None,
+    rms_norm_unit_offset: Annotated[
+        bool,
+        typer.Option(
+            "--rms-norm-unit-offset",
+            help="QK-norm weights as Gemma stores them: scale by 1 + w.",
+            rich_help_panel=MODELS,
+        ),
+    ] = False,
+    attn_logit_softcapping: Annotated[
+        float | None,
+        typer.Option(
+            help="Soft-cap the scaled scores: c·tanh(s/c), before bias and mask (Gemma 2).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    sinks: Annotated[
+        str | None,
+        typer.Option(
+            help="One sink logit per head in each softmax's denominator, e.g. 0.5,-1 (gpt-oss).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    alibi: Annotated[
+        bool,
+        typer.Option(
+            "--alibi",
+            help="ALiBi: add m_h·(j − i), slopes m_h from the head count (BLOOM, MPT).",
+            rich_help_panel=MODELS,
+        ),
+    ] = False,
+    past_key: Annotated[
+        str | None,
+        typer.Option(
+            help="KV cache: the cached tokens' keys as the scores use them (normed, rotated), "
+            "every head side by side.",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    past_value: Annotated[
+        str | None,
+        typer.Option(
+            help="KV cache: the cached tokens' values; X holds the new tokens (a decode step).",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
     dtype: Annotated[
         str | None, typer.Option(help="float64 (default) or float32.", rich_help_panel=BIG)
     ] = None,
@@ -256,17 +376,24 @@ def compute(
       cat samples/qkv_direct.json | qkv compute - --stage weights -f csv
       qkv compute samples/multihead.json --heads 2 --mask causal --trace
       qkv compute samples/worked_example.json --heatmap --tokens-view --svg report.svg
+      qkv compute samples/rope.json --stage Q_rotated --stage K_rotated
+      qkv compute samples/decode.json --trace
     """
     from ..errors import OptionError
     from ..load import load, mask_option
+    from ..load.values import file_or_numbers
     from ..options import Options
     from ..problem import resolve
 
     mask_kind, mask_csv = mask_option(mask) if mask is not None else (None, None)
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v, "X_kv": x_kv,
              "W_O": wo, "b_Q": bq, "b_K": bk, "b_V": bv, "b_O": bo, "mask": mask_csv,
-             "attn_bias": attn_bias}  # fmt: skip
+             "attn_bias": attn_bias, "past_key": past_key, "past_value": past_value}  # fmt: skip
     inline = {"valid_lens": valid_lens, "tokens": tokens, "kv_tokens": kv_tokens}
+    vectors = {"position_ids": position_ids, "q_norm": q_norm, "k_norm": k_norm, "sinks": sinks}
+    for name, value in vectors.items():
+        path, numbers = file_or_numbers(value) if value is not None else (None, None)
+        files[name], inline[name] = path, numbers
     drawing = (heatmap, tokens_view, top, svg, html)
     if any(drawing) and format != "table":
         raise OptionError(
@@ -278,7 +405,14 @@ def compute(
                     "weights_layout": weights_layout, "similarity": similarity,
                     "normalize": normalize, "temperature": temperature, "mask": mask_kind,
                     "mask_polarity": mask_polarity, "empty_rows": empty_rows,
-                    "exact": exact or None, "dtype": dtype}  # fmt: skip
+                    "exact": exact or None, "dtype": dtype, "rope": rope,
+                    "rope_theta": rope_theta, "partial_rotary_factor": partial_rotary_factor,
+                    "position_offset": position_offset, "sliding_window": sliding_window,
+                    "attention_chunk_size": attention_chunk_size, "qk_norm": qk_norm,
+                    "rms_norm_eps": rms_norm_eps,
+                    "rms_norm_unit_offset": rms_norm_unit_offset or None,
+                    "attn_logit_softcapping": attn_logit_softcapping,
+                    "alibi": alibi or None}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
     names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
     picture = next((name for name, on in zip(names, drawing) if on), None)

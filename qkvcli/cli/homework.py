@@ -81,6 +81,7 @@ def check(
     from ..errors import OptionError
     from ..load import load
     from ..options import Options
+    from ..problem import refuse_model_variants
 
     formats = ("table", "json", "csv")
     if format not in formats:
@@ -93,6 +94,7 @@ def check(
         raise OptionError("no answers: give an answer file or --stage-file STAGE=FILE")
     prob, settings = load(problem)
     options = Options().merged(settings)
+    refuse_model_variants(prob, options, "qkv check")
     sheets = [load_answers(p, files) for p in paths] if paths else [load_answers(None, files)]
     reports = [grade(prob, options, s, tolerance) for s in sheets]
     if format == "json":
@@ -145,9 +147,11 @@ def explain(
     from ..explain import explain as explain_cell
     from ..load import load
     from ..options import Options
+    from ..problem import refuse_model_variants
 
     prob, settings = load(problem)
     options = Options().merged(settings).merged({"exact": exact or None})
+    refuse_model_variants(prob, options, "qkv explain")
     for line in explain_cell(prob, options, cell, head, item, precision):
         print(line)
 

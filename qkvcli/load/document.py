@@ -47,6 +47,23 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "similarity": ("similarity",),
     "normalize": ("normalize", "normalise", "normalizer"),
     "temperature": ("temperature", "temp"),
+    # The variants of today's models, by their Hugging Face config names.
+    "rope": ("rope",),
+    "rope_theta": ("ropetheta",),
+    "partial_rotary_factor": ("partialrotaryfactor",),
+    "position_ids": ("positionids",),
+    "position_offset": ("positionoffset",),
+    "sliding_window": ("slidingwindow",),
+    "attention_chunk_size": ("attentionchunksize",),
+    "qk_norm": ("qknorm",),
+    "q_norm": ("qnorm", "qnormweight"),
+    "k_norm": ("knorm", "knormweight"),
+    "rms_norm_eps": ("rmsnormeps",),
+    "rms_norm_unit_offset": ("rmsnormunitoffset",),
+    "attn_logit_softcapping": ("attnlogitsoftcapping", "softcap"),
+    "sinks": ("sinks",),
+    "past_key": ("pastkey", "keycache"),
+    "past_value": ("pastvalue", "valuecache"),
 }
 
 #: PyTorch ``nn.MultiheadAttention`` state-dict keys; their weights are (out, in).
@@ -63,7 +80,15 @@ TORCH_KEYS = {
 IGNORED = ("comment", "comments", "description", "title", "name", "notes", "note", "source_url")
 #: The settings a problem file may carry (the other keys are matrices and labels).
 FILE_SETTINGS = ("scale", "layout", "weights_layout", "heads", "kv_heads", "mask_polarity",
-                 "empty_rows", "similarity", "normalize", "temperature")  # fmt: skip
+                 "empty_rows", "similarity", "normalize", "temperature", "rope", "rope_theta",
+                 "partial_rotary_factor", "position_offset", "sliding_window",
+                 "attention_chunk_size", "qk_norm", "rms_norm_eps", "rms_norm_unit_offset",
+                 "attn_logit_softcapping", "alibi")  # fmt: skip
+#: Settings that a Hugging Face config may write as null: "not in force".
+NULLABLE = ("rope", "rope_theta", "partial_rotary_factor", "position_offset", "sliding_window",
+            "attention_chunk_size", "qk_norm", "rms_norm_eps", "attn_logit_softcapping")  # fmt: skip
+#: Vectors are read with the rules of an entry of the same shape (b_O: a list of numbers).
+SHAPED_AS = {"q_norm": "b_O", "k_norm": "b_O", "sinks": "b_O", "position_ids": "b_Q"}
 _LOOKUP = {alias: canon for canon, aliases in ALIASES.items() for alias in aliases}
 #: How many dimensions each kind of entry may have, and what its axes are called.
 NDIMS = {"b_Q": (1, 2), "b_K": (1, 2), "b_V": (1, 2), "b_O": (1,), "valid_lens": (0, 1, 2),
@@ -119,6 +144,8 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
         if key.startswith("_") or sq in IGNORED:
             continue
         canon = _LOOKUP.get(sq)
+        if sq == "alibi" and (isinstance(value, bool) or value is None):
+            canon = "alibi"  # alibi: true = ALiBi from the head count; a matrix is an attn_bias
         if canon is None:
             raise InputError(
                 f"{origin}: unknown key {key!r} (expected X, W_Q, W_K, W_V, or Q, K, V; see qkv compute --help)"
@@ -143,7 +170,7 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
     for canon, (key, value) in found.items():
         if canon in FILE_SETTINGS:
             continue
-        problem.matrices[canon] = to_array(value, key, origin, canon)
+        problem.matrices[canon] = to_array(value, key, origin, SHAPED_AS.get(canon, canon))
         problem.sources[canon] = key
     return problem, settings
 
@@ -161,6 +188,10 @@ def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
     for canon in FILE_SETTINGS:
         if canon in found:
             key, value = found[canon]
+            if value is None and canon in NULLABLE:
+                continue  # null: the variant is off, as in a Hugging Face config
+            if canon == "alibi" and value is None:
+                continue
             out[canon] = _setting(origin, key, lambda c=SETTINGS[canon], v=value: c(v))
     return out
 

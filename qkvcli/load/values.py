@@ -1,4 +1,4 @@
-"""Values typed as options: ``--mask``, ``--valid-lens``, ``--tokens``.
+"""Values typed as options: ``--mask``, ``--valid-lens``, ``--tokens``, ``--sinks`` ….
 
 >>> parse_tokens("the,cat,sat")
 ['the', 'cat', 'sat']
@@ -30,6 +30,22 @@ def mask_option(text: str) -> tuple[str | None, str | None]:
     raise OptionError(
         f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r} (no such file)"
     )
+
+
+def file_or_numbers(text: str) -> tuple[str | None, str | None]:
+    """A vector option's value (``--sinks``, ``--q-norm``, ``--position-ids``): a file or numbers.
+
+    An existing file (or ``-``, stdin) is read as CSV or .npy; anything else
+    is numbers typed inline, such as ``0.5,-1``.
+
+    >>> file_or_numbers("0.5,-1")
+    (None, '0.5,-1')
+    """
+    import os
+
+    if text == "-" or os.path.isfile(text):
+        return text, None
+    return None, text
 
 
 def parse_lens(text: str, option: str = "--valid-lens") -> np.ndarray:

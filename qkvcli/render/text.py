@@ -68,7 +68,10 @@ def matrices(stage: Stage, trace: Trace) -> list[tuple[str, np.ndarray]]:
 def header(trace: Trace) -> str:
     """The line printed above the tables: input, sizes, layout, scale, keys read."""
     m = trace.meta
-    sizes = f"{m['n_queries']} queries × {m['n_keys']} keys"
+    nq, nk = m["n_queries"], m["n_keys"]
+    sizes = f"{nq} {'query' if nq == 1 else 'queries'} × {nk} {'key' if nk == 1 else 'keys'}"
+    if m.get("past_length"):
+        sizes += f" ({m['past_length']} from the KV cache)"
     if m["d_model"]:
         sizes += f", d_model {m['d_model']}"
     sizes += f", d_k {m['d_k']}, d_v {m['d_v']}"
@@ -88,8 +91,11 @@ def header(trace: Trace) -> str:
         extras.append(f"weights by {m['normalize']}")
     if m["temperature"] != 1:
         extras.append(f"temperature {m['temperature']:g}")
+    extras += variant_words(m)
     if m["mask"]:
-        masks = f"masks: {', '.join(m['mask'])}"
+        words = {"sliding_window": f"sliding window {m.get('sliding_window')}",
+                 "attention_chunk_size": f"chunks of {m.get('attention_chunk_size')}"}  # fmt: skip
+        masks = f"masks: {', '.join(words.get(k, k) for k in m['mask'])}"
         if {"mask", "key_padding_mask"} & set(m["mask"]):
             masks += f" (1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
         extras.append(masks)
@@ -103,6 +109,37 @@ def header(trace: Trace) -> str:
     if keys:
         lines.append("read " + ", ".join(keys))
     return "\n".join(lines)
+
+
+def variant_words(m: dict) -> list[str]:
+    """The variants of today's models in force, as the header names them.
+
+    >>> variant_words({"rope": "half", "rope_theta": 10000.0, "rotary_dim": 4, "d_k": 8,
+    ...                "position_offset": 3, "position_ids": None, "n_queries": 2})
+    ['RoPE half (θ 10000, positions 3…4, 4 of 8 features)']
+    """
+    out = []
+    if m.get("rope"):
+        if m.get("position_ids") is not None:
+            where = "position_ids"
+        else:
+            first, count = m["position_offset"], m["n_queries"]
+            where = f"positions {first}…{first + count - 1}" if count > 1 else f"position {first}"
+        part = f", {m['rotary_dim']} of {m['d_k']} features" if m["rotary_dim"] < m["d_k"] else ""
+        out.append(f"RoPE {m['rope']} (θ {m['rope_theta']:g}, {where}{part})")
+    if m.get("qk_norm"):
+        over = "per head" if m["qk_norm"] == "head" else "over all heads"
+        form = ", weights 1 + w" if m.get("rms_norm_unit_offset") else ""
+        out.append(f"QK-norm {over} (eps {m['rms_norm_eps']:g}{form})")
+    if m.get("attn_logit_softcapping") is not None:
+        out.append(f"soft-cap {m['attn_logit_softcapping']:g}")
+    if m.get("alibi"):
+        slopes = m["alibi_slopes"]
+        shown = ", ".join(f"{v:g}" for v in slopes[:3]) + (" …" if len(slopes) > 3 else "")
+        out.append(f"ALiBi (slopes {shown})")
+    if m.get("sinks") is not None:
+        out.append("sinks (weights sum to < 1)")
+    return out
 
 
 #: ``--full`` tables with more cells than this are drawn as plain text (rich takes seconds).

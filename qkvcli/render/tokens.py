@@ -46,11 +46,13 @@ def query_block(
     softmax: bool,
     width: int = 0,
     filled: str | None = None,
+    sink: bool = False,
 ) -> list[Text]:
     """The lines for one query: its entropy, its top keys ranked with bars, its masked keys.
 
     ``width`` pads the query label so the entropies of every query line up;
-    ``filled`` names the ``--empty-rows`` rule that filled a fully masked row.
+    ``filled`` names the ``--empty-rows`` rule that filled a fully masked row;
+    ``sink``: the row's softmax had a sink, which takes 1 − Σ of the weight.
     """
     from rich.cells import cell_len
     from rich.text import Text
@@ -64,8 +66,16 @@ def query_block(
     head.pad_right(width - cell_len(query))
     if not order:
         head.append("  no weights: every key is masked", style="dim")
+        if sink:
+            head.append(" (the sink takes all of it)", style="dim")
         return [head]
-    if softmax:
+    if sink:
+        total = float(row[order].sum())
+        head.append(
+            f"  the sink takes {fmt(1 - total, precision)}; the keys {fmt(total, precision)}",
+            style="dim",
+        )
+    elif softmax:
         h = entropy_bits(row[order])
         most = math.log2(len(order))
         head.append(
@@ -111,6 +121,7 @@ def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
     queries = trace.labels("queries", n, short=True)
     keys = trace.labels("keys", m, short=True)
     softmax = trace.meta["normalize"] == "softmax"
+    sink = trace.meta.get("sinks") is not None
     shown = min(top, m)
     width = max(cell_len(q) for q in queries)
     lines = [
@@ -119,7 +130,9 @@ def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
             style="bold",
         ),
         Text(
-            "entropy in bits: 0 = all weight on one key; log₂(keys) = spread evenly",
+            "with sinks a row's weights sum to less than 1: the sink takes the rest"
+            if sink
+            else "entropy in bits: 0 = all weight on one key; log₂(keys) = spread evenly",
             style="dim",
         ),
     ]
@@ -129,7 +142,7 @@ def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
         for i, q in enumerate(queries):
             filled = trace.meta["empty_rows"] if empty is not None and empty[idx][i] else None
             row, no = matrix[i], blocked[idx][i]
-            lines += query_block(q, row, no, keys, top, precision, softmax, width, filled)
+            lines += query_block(q, row, no, keys, top, precision, softmax, width, filled, sink)
     return lines
 
 

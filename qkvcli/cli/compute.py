@@ -257,10 +257,8 @@ def compute(
       qkv compute samples/multihead.json --heads 2 --mask causal --trace
       qkv compute samples/worked_example.json --heatmap --tokens-view --svg report.svg
     """
-    from ..errors import OptionError
     from ..load import load, mask_option
     from ..options import Options
-    from ..problem import resolve
 
     mask_kind, mask_csv = mask_option(mask) if mask is not None else (None, None)
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v, "X_kv": x_kv,
@@ -268,11 +266,7 @@ def compute(
              "attn_bias": attn_bias}  # fmt: skip
     inline = {"valid_lens": valid_lens, "tokens": tokens, "kv_tokens": kv_tokens}
     drawing = (heatmap, tokens_view, top, svg, html)
-    if any(drawing) and format != "table":
-        raise OptionError(
-            f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
-        )
-    _check_format(format, output)
+    check_output(format, output, drawing)
     problem, settings = load(input, files, inline)
     cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
                     "weights_layout": weights_layout, "similarity": similarity,
@@ -280,16 +274,60 @@ def compute(
                     "mask_polarity": mask_polarity, "empty_rows": empty_rows,
                     "exact": exact or None, "dtype": dtype}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
+    present(problem, options, format, stage, trace, precision, output, full, stream, drawing)
+
+
+def check_output(format: str, output: str | None, drawing: tuple[Any, ...]) -> None:
+    """Refuse, before any work, output options that do not go together."""
+    from ..errors import OptionError
+
+    if any(drawing) and format != "table":
+        raise OptionError(
+            f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
+        )
+    _check_format(format, output)
+
+
+def present(
+    problem: Any,
+    options: Any,
+    format: str,
+    stage: list[str] | None,
+    trace: bool,
+    precision: int | None,
+    output: str | None,
+    full: bool,
+    stream: bool,
+    drawing: tuple[Any, ...],
+    report: Any = None,
+    title: str | None = None,
+) -> Any:
+    """Resolve and evaluate a problem, then write it as tables, pictures or data (``qkv model`` too).
+
+    ``drawing`` is (heatmap, tokens_view, top, svg, html); ``report(drawn)``
+    turns the drawing's HTML into the saved page (default: the interactive
+    report of this problem, render/explore.py); ``title`` names saved drawings.
+    """
+    from ..problem import resolve
+
     names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
     picture = next((name for name, on in zip(names, drawing) if on), None)
     why = {"weights": picture} if picture else None  # pictures need the weights
     result = _evaluate(resolve(problem, options), format, stage, trace, stream, why)
     if any(drawing):
+        from ..render.explore import View, page
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
 
-        show(result, Pictures(*drawing), stage, trace, 4 if precision is None else precision)
-        return
+        digits = 4 if precision is None else precision
+        if report is None:
+
+            def report(drawn: str) -> str:
+                return page([View("", problem, options, result)], drawn, digits)
+
+        show(result, Pictures(*drawing), stage, trace, digits, page=report, title=title)
+        return result
     _emit(result, format, stage, trace, precision, output, full)
+    return result
 
 
 FORMATS = ("table", "json", "csv", "tsv", "markdown", "latex", "npz")

@@ -7,7 +7,7 @@ canonical names, ``tokens``, and the settings (``heads``, ``weights_layout``
 …) that differ from the defaults; ``description`` says where it came from.
 
 >>> document_settings(Options(heads=12, weights_layout="out-in"))
-{'heads': 12, 'weights_layout': 'out-in'}
+{'weights_layout': 'out-in', 'heads': 12}
 """
 
 from __future__ import annotations

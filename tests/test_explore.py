@@ -177,3 +177,13 @@ def test_big_runs_keep_the_drawing_and_say_why_there_is_no_explorer(tmp_path):
         "this run is 70×70: the page explores grids of at most 64 tokens; "
         "the drawing below is what the terminal showed"
     ]
+
+
+def test_an_exact_run_explains_in_fractions(tmp_path):
+    target = tmp_path / "exact.html"
+    r = qkv("compute", str(SAMPLES / "worked_example.json"), "--exact", "--html", str(target))
+    assert r.exit_code == 0, r.output
+    data = data_of(target.read_text(encoding="utf-8"))
+    assert "scores[2,3] × 1/√3 = 12 × √3/3 = 4√3 ≈ 6.9282" in data["explain"]["0|weights|0|-|1|2"]
+    scores = next(s for s in data["views"][0]["stages"] if s["name"] == "scores")
+    assert scores["matrices"][0]["cells"][:3] == ["2.0000", "4.0000", "4.0000"]

@@ -383,3 +383,23 @@ def test_minilm_runs_from_its_package():
     assert (
         "on     entropy 1.6805 bits (uniform over 9 keys: 3.1699)\n  1. mat    0.6783" in r.stdout
     )
+
+
+@pytest.mark.slow
+def test_no_torch_at_run_time(tiny):
+    """qkv model imports neither torch nor transformers (only numpy, safetensors, tokenizers)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from qkvcli.cli import app\n"
+        "try:\n"
+        f"    app(['model', {str(tiny)!r}, 'the cat', '--stage', 'weights'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "print('heavy:', heavy, 'safetensors' in sys.modules, 'tokenizers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "heavy: [] True True"

@@ -20,7 +20,7 @@ through it).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..trace import PER_HEAD, SQUARE
@@ -118,9 +118,9 @@ def stage_data(stage: Stage, trace: Trace, precision: int) -> dict[str, Any]:
     from ..focus import allowed, blocked_cells
     from .heatmap import MASKED, shades_for
 
-    array = np.asarray(stage.array, dtype=float)
+    array = np.asarray(stage.array, dtype=float)  # exact runs hold fractions
     square = stage.name in SQUARE
-    shades = shades_for(stage) if square else None
+    shades = shades_for(replace(stage, array=array)) if square else None
     blocked = blocked_cells(array, allowed(trace)) if stage.name == "weights" else None
     mats = []
     for idx, item, head in _places(stage, trace):
@@ -273,7 +273,7 @@ def view_data(view: View, precision: int, drawn: list[str]) -> dict[str, Any]:
         "stages": [stage_data(s, t, precision) for s in t.stages.values() if s.name in drawn],
         "tokens": token_view(t, precision),
         "entropy": None if ent is None else [[fmt(float(v), precision) for v in e] for e in ent],
-        "focus": None if ent is None else [[float(v) for v in e] for e in ent],
+        "entropy2": None if ent is None else [[f"{float(v):.2f}" for v in e] for e in ent],
     }
 
 
@@ -367,7 +367,7 @@ EXPLORER = """<div id="qkv">
 <h1>qkv: explore the attention</h1>
 <div id="qkv-intro"></div>
 <div id="qkv-overview-box"><h2 class="qkv-h">Every layer and head</h2>
-<div class="intro">mean entropy of each head's query rows in bits (0 = each query looks at one key); click a head to open it</div>
+<div class="intro">under each head: the mean entropy of its query rows in bits (0 = each query looks at one key); click a head to open it</div>
 <div id="qkv-overview" class="overview"></div></div>
 <div id="qkv-controls"></div>
 <div id="qkv-header"></div>
@@ -434,8 +434,9 @@ function overview() {
       cv.dataset.view = k; cv.dataset.head = h;
       cv.onclick = () => { S.view = k; S.head = h; S.stage = "weights"; S.cell = null; draw(); };
       const cell = el("div"); cell.appendChild(cv);
-      const e = v.entropy ? v.entropy[S.item][h] + " bits" : "";
-      cell.appendChild(el("div", "cap", "h" + (h + 1) + " " + e)); box.appendChild(cell);
+      const e = v.entropy2 ? " " + v.entropy2[S.item][h] : "";
+      if (v.entropy) cv.title += ": mean entropy " + v.entropy[S.item][h] + " bits";
+      cell.appendChild(el("div", "cap", "h" + (h + 1) + e)); box.appendChild(cell);
     }
   });
 }

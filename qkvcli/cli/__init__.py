@@ -9,8 +9,9 @@ from __future__ import annotations
 from .app import app
 from .compute import compute
 from .homework import check, explain, new
+from .model import model
 
-for command in (compute, check, explain, new):
+for command in (compute, check, explain, new, model):
     app.command()(command)
 
 

@@ -358,7 +358,11 @@ def compute(
         str | None, typer.Option(help="Save the drawing as SVG.", rich_help_panel=PIC)
     ] = None,
     html: Annotated[
-        str | None, typer.Option(help="Save the drawing as HTML.", rich_help_panel=PIC)
+        str | None,
+        typer.Option(
+            help="Save an interactive report (HTML, offline; the drawing in it).",
+            rich_help_panel=PIC,
+        ),
     ] = None,
 ) -> None:
     """Compute scaled dot-product attention and show its stages.
@@ -379,11 +383,9 @@ def compute(
       qkv compute samples/rope.json --stage Q_rotated --stage K_rotated
       qkv compute samples/decode.json --trace
     """
-    from ..errors import OptionError
     from ..load import load, mask_option
     from ..load.values import file_or_numbers
     from ..options import Options
-    from ..problem import resolve
 
     mask_kind, mask_csv = mask_option(mask) if mask is not None else (None, None)
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v, "X_kv": x_kv,
@@ -395,11 +397,7 @@ def compute(
         path, numbers = file_or_numbers(value) if value is not None else (None, None)
         files[name], inline[name] = path, numbers
     drawing = (heatmap, tokens_view, top, svg, html)
-    if any(drawing) and format != "table":
-        raise OptionError(
-            f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
-        )
-    _check_format(format, output)
+    check_output(format, output, drawing)
     problem, settings = load(input, files, inline)
     cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
                     "weights_layout": weights_layout, "similarity": similarity,
@@ -414,16 +412,60 @@ def compute(
                     "attn_logit_softcapping": attn_logit_softcapping,
                     "alibi": alibi or None}  # fmt: skip
     options = Options().merged(settings).merged(cli_settings)
+    present(problem, options, format, stage, trace, precision, output, full, stream, drawing)
+
+
+def check_output(format: str, output: str | None, drawing: tuple[Any, ...]) -> None:
+    """Refuse, before any work, output options that do not go together."""
+    from ..errors import OptionError
+
+    if any(drawing) and format != "table":
+        raise OptionError(
+            f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
+        )
+    _check_format(format, output)
+
+
+def present(
+    problem: Any,
+    options: Any,
+    format: str,
+    stage: list[str] | None,
+    trace: bool,
+    precision: int | None,
+    output: str | None,
+    full: bool,
+    stream: bool,
+    drawing: tuple[Any, ...],
+    report: Any = None,
+    title: str | None = None,
+) -> Any:
+    """Resolve and evaluate a problem, then write it as tables, pictures or data (``qkv model`` too).
+
+    ``drawing`` is (heatmap, tokens_view, top, svg, html); ``report(drawn)``
+    turns the drawing's HTML into the saved page (default: the interactive
+    report of this problem, render/explore.py); ``title`` names saved drawings.
+    """
+    from ..problem import resolve
+
     names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
     picture = next((name for name, on in zip(names, drawing) if on), None)
     why = {"weights": picture} if picture else None  # pictures need the weights
     result = _evaluate(resolve(problem, options), format, stage, trace, stream, why)
     if any(drawing):
+        from ..render.explore import View, page
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
 
-        show(result, Pictures(*drawing), stage, trace, 4 if precision is None else precision)
-        return
+        digits = 4 if precision is None else precision
+        if report is None:
+
+            def report(drawn: str) -> str:
+                return page([View("", problem, options, result)], drawn, digits)
+
+        show(result, Pictures(*drawing), stage, trace, digits, page=report, title=title)
+        return result
     _emit(result, format, stage, trace, precision, output, full)
+    return result
 
 
 FORMATS = ("table", "json", "csv", "tsv", "markdown", "latex", "npz")

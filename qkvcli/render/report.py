@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from ..atomic import check_target, write_atomic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from ..trace import Trace
@@ -124,8 +126,14 @@ def show(
     every: bool,
     precision: int,
     console: Console | None = None,
+    page: Callable[[str], str] | None = None,
+    title: str | None = None,
 ) -> None:
-    """Draw on the terminal (or ``console``) and save the drawing to the files asked for."""
+    """Draw on the terminal (or ``console``) and save the drawing to the files asked for.
+
+    ``page(drawn)`` turns the drawing's HTML into the page saved by ``--html``
+    (the interactive report); ``title`` names the saved files' window.
+    """
     from .tables import make_console
 
     targets = [(p, kind) for p, kind in ((pictures.svg, "svg"), (pictures.html, "html")) if p]
@@ -134,6 +142,7 @@ def show(
     console = console or make_console()
     console.record = bool(targets)
     draw(trace, pictures, console, stages, every, precision)
-    title = f"qkv compute {os.path.basename(trace.meta['input'])}"
+    title = title or f"qkv compute {os.path.basename(trace.meta['input'])}"
     for path, kind in targets:
-        write_atomic(path, export(console, kind, title), f"--{kind}")
+        text = export(console, kind, title)
+        write_atomic(path, page(text) if page and kind == "html" else text, f"--{kind}")

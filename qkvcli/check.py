@@ -369,7 +369,8 @@ class _Marker:
                 v = -math.inf  # −1e9 written for a masked cell stands for −∞
             carried[c.index] = v
             where[c.index] = True
-            halves[c.index] = half(c.written, c.correct, self.precision)
+            exact = _same(v, c.correct) or (_same(v, float(np.round(v))) and _same(v, c.expected))
+            halves[c.index] = 0.0 if exact else half(c.written, c.correct, self.precision)
         self.grids[name] = grid
         self.windows[name] = fb
         self.basis[name] = to_internal(r, name, carried)
@@ -471,6 +472,11 @@ class _Marker:
                 self.slipped.append(name)
                 return
         raise _misfit_error(sheet, self.truth, name, grid.shape)
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal but for float noise: a value carried exactly (a whole number, an exact truth)."""
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-12 * max(1.0, abs(b))
 
 
 def _stage_of(t: Trace, name: str) -> np.ndarray | None:
@@ -772,58 +778,96 @@ class _Diagnosis:
         return total, abs(total - 1) > width + 1e-9
 
     def _row_slip(self, row: tuple[int, ...]) -> Slip | None:
-        """A softmax row that follows from a denominator missing a term, or from a wrong e^x."""
+        """A softmax row that follows from a denominator missing a term, or from a wrong e^x.
+
+        Either changes every weight of the row, so at least two of its cells
+        must be wrong; a wrong e^x keeps the row summing to 1, a missing term
+        does not.
+        """
         import numpy as np
 
         given, z = self._row(row)
         live = np.isfinite(z)
-        if len(given) < 2 or live.sum() < 2:
+        wrong = [c for c in self.wrong if c.index[:-1] == row]
+        if len(wrong) < 2 or len(given) < 2 or live.sum() < 2:
             return None
-        top = z[live].max()
-        e = np.where(live, np.exp(np.where(live, z, 0.0) - top), 0.0)  # shifted numerators
-        S = e.sum()
+        zero = np.where(live, z, 0.0)
+        logits = "masked" if "masked" in self.exp_trace.stages else "scaled"
+        hz = np.zeros(len(z))
+        for k in (logits, "scaled"):
+            if k in self.m.given:
+                where, h = self.m.given[k]
+                hz = np.where(to_public(self.m.r, k, where)[row], to_public(self.m.r, k, h)[row], hz)
+                break
         where = self.place((*row, 0)).rsplit("[", 1)[0] + f"row {row[-1] + 1}"
-        src = "masked" if "masked" in self.exp_trace.stages else "scaled"
         i = row[-1] + 1
 
-        def fits(pred: np.ndarray, alt: dict[int, float] | None = None) -> bool:
+        def numerators(zz: np.ndarray) -> np.ndarray:
+            top = zz[live].max()
+            return np.where(live, np.exp(zz - top), 0.0)  # shifted numerators
+
+        def fits(pred: Any, alt: dict[int, Any] | None = None) -> bool:
+            base = pred(zero)
+            moved = np.zeros(len(z))
+            for j in np.nonzero(hz > 0)[0]:  # what the written logits' rounding can move
+                nudged = zero.copy()
+                nudged[j] += hz[j]
+                moved += np.abs(pred(nudged) - base)
             for j, w in given:
-                ok = self.near(w, float(pred[j]), (*row, j))
+                ok = self.near(w, float(base[j]), (*row, j), float(moved[j]))
                 if not ok and alt and j in alt:
-                    ok = self.near(w, alt[j], (*row, j))
+                    ok = self.near(w, float(alt[j](zero)), (*row, j), float(moved[j]))
                 if not ok:
                     return False
             return True
 
-        missing = [k for k in range(len(z)) if live[k] and S - e[k] > 0
-                   and fits(e / (S - e[k]), {k: float(e[k] / S)})]  # fmt: skip
-        if missing:
-            total, _ = self._row_sum(row)
+        def without(k: int) -> Any:
+            def pred(zz: np.ndarray) -> np.ndarray:
+                e = numerators(zz)
+                return e / (e.sum() - e[k])
+
+            return pred
+
+        def exact(k: int) -> Any:
+            return lambda zz: numerators(zz)[k] / numerators(zz).sum()
+
+        total, off = self._row_sum(row)
+        missing = [k for k in range(len(z)) if live[k] and (numerators(zero).sum() - numerators(zero)[k]) > 0
+                   and fits(without(k), {k: exact(k)})]  # fmt: skip
+        if missing and off:
             keys = " or ".join(f"key {k + 1}" for k in missing)
             k = missing[0]
             return Slip(row, "denominator",
-                        f"{where}: the denominator leaves out e^{{{src}[{i},{k + 1}]}} "
+                        f"{where}: the denominator leaves out e^{{{logits}[{i},{k + 1}]}} "
                         f"({keys}); the row sums to {total:.4f}, not 1")  # fmt: skip
+        if off:
+            return None
+        e0 = numerators(zero)
+        S = e0.sum()
         wrong_e = []
         for k, wk in given:
             if not live[k] or not 0 < wk.value < 1:
                 continue
-            E = wk.value * (S - e[k]) / (1 - wk.value)  # the e-term the student's row implies
-            if abs(E - e[k]) <= 1e-6 * max(e[k], 1e-300):
-                continue
-            pred = np.where(live, e, 0.0) / (S - e[k] + E)
-            pred[k] = wk.value
-            if len(given) >= 2 and fits(pred):
+            E = wk.value * (S - e0[k]) / (1 - wk.value)  # the e-term the student's row implies
+
+            def other(zz: np.ndarray, k: int = k, E: float = E) -> np.ndarray:
+                e = numerators(zz)
+                p = e / (e.sum() - e[k] + E * e[k] / max(e0[k], 1e-300))
+                p[k] = wk.value
+                return p
+
+            if abs(E - e0[k]) > 1e-6 * max(e0[k], 1e-300) and fits(other):
                 wrong_e.append((k, E))
         if wrong_e and len(wrong_e) < len(given):
             k, E = wrong_e[0]
+            top = float(z[live].max())
             raw_true = math.exp(float(z[k]))
-            raw_mine = E * math.exp(float(top))
+            raw_mine = E * math.exp(top)
             keys = " or ".join(f"key {kk + 1}" for kk, _ in wrong_e)
-            as_if = f"as if {src}[{i},{k + 1}] were {math.log(raw_mine):.4f}" if raw_mine > 0 else ""
+            as_if = f", as if {logits}[{i},{k + 1}] were {math.log(raw_mine):.4f}" if raw_mine > 0 else ""
             return Slip(row, "exp",
-                        f"{where}: a wrong e^x for {keys}: your weights imply e^{{{src}[{i},{k + 1}]}} "
-                        f"≈ {raw_mine:.6g} ({as_if}), but e^{{{z[k]:.4f}}} = {raw_true:.6g}; "
+                        f"{where}: a wrong e^x for {keys}: your weights imply e^{{{logits}[{i},{k + 1}]}} "
+                        f"≈ {raw_mine:.6g}{as_if}, but e^{{{z[k]:.4f}}} = {raw_true:.6g}; "
                         "the row still sums to 1")  # fmt: skip
         return None
 

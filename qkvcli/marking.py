@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Precision", "agrees", "bounds", "parse_precision", "window", "written"]
 
-#: The most a scale factor such as 1/√3 is assumed rounded to by hand (0.5774 ± 5e-5 … 0.577).
-SCALE_CARRY = 5e-4
+#: The most a scale factor such as 1/√3 is assumed rounded to by hand: 2 decimals (0.58).
+SCALE_CARRY = 5e-3
 
 
 @dataclass(frozen=True)
@@ -235,8 +235,11 @@ def bounds(
         live = np.isfinite(z)
         top = np.max(np.where(live, z, -np.inf), axis=-1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
-        shifted = np.where(live, np.exp(np.where(live, z, 0.0) - top), 0.0).sum(axis=-1, keepdims=True)
-        terms = (1 + live.sum(axis=-1, keepdims=True) * w) / np.maximum(shifted, 1.0)  # e^x rounded
+        zz = np.where(live, z, 0.0)
+        shifted = np.where(live, np.exp(zz - top), 0.0).sum(axis=-1, keepdims=True)  # ≥ 1
+        raw = np.where(live, np.exp(np.minimum(zz, 700)), 0.0).sum(axis=-1, keepdims=True)
+        total = np.clip(np.minimum(shifted, raw), 0.1, None)  # e^x rounded, shifted by the max or not
+        terms = (1 + live.sum(axis=-1, keepdims=True) * w) / total
         inherited = (inherited[0] + np.where(live, terms, 0.0), inherited[1], inherited[2])
     settle("weights", w, inherited)
     w_carry = carry["weights"]

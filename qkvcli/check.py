@@ -443,6 +443,14 @@ class _Marker:
         if finding.fit == "full" and same:
             same[0].more.append(name)  # one slip seen in parallel stages (Q, K, V)
             return
+        if finding.fit == "full":
+            for f in self.findings:  # the same mistake, seen again further on: one finding
+                if f.fit in ("full", "several") and finding.mistake in f.keys:
+                    if f.mistake != finding.mistake or f.fit == "several":
+                        f.fit, f.mistake, f.label = "full", finding.mistake, finding.label
+                        f.also, f.keys = finding.also, finding.keys
+                    f.more.append(name)
+                    return
         self.findings.append(finding)
 
     def mark_misfit(self, name: str, grid: np.ndarray, sheet: Sheet) -> None:

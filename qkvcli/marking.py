@@ -231,19 +231,34 @@ def bounds(
         slope = w * (1 - w)
         inherited = tuple(slope * t for t in z_carry)
     else:
-        inherited = tuple(w * (t + (w * t).sum(axis=-1, keepdims=True)) for t in z_carry)
+        # δw_i = w_i((1 − w_i)·δz_i − Σ_{j≠i} w_j·δz_j), bounded term by term
+        inherited = tuple(
+            w * ((1 - w) * t + (w * t).sum(axis=-1, keepdims=True) - w * t) for t in z_carry
+        )
         live = np.isfinite(z)
         top = np.max(np.where(live, z, -np.inf), axis=-1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
         zz = np.where(live, z, 0.0)
         shifted = np.where(live, np.exp(zz - top), 0.0).sum(axis=-1, keepdims=True)  # ≥ 1
-        raw = np.where(live, np.exp(np.minimum(zz, 700)), 0.0).sum(axis=-1, keepdims=True)
-        total = np.clip(np.minimum(shifted, raw), 0.1, None)  # e^x rounded, shifted by the max or not
-        terms = (1 + live.sum(axis=-1, keepdims=True) * w) / total
+        terms = (1 + live.sum(axis=-1, keepdims=True) * w) / shifted  # each e^{z − max} rounded
         inherited = (inherited[0] + np.where(live, terms, 0.0), inherited[1], inherited[2])
     settle("weights", w, inherited)
     w_carry = carry["weights"]
-    inherited = tuple(w_carry[t] @ v + w @ qe[t][2] for t in range(3))  # weights·v
+    # What the weights inherit sums to 0 along a row (they are renormalised), so it moves
+    # weights·v by at most Σ|δw|·|v − mid|; their own rounding and written values by Σ|δw|·|v|.
+    vals = qv[2]
+    mid = (np.nanmax(vals, axis=-2, keepdims=True) + np.nanmin(vals, axis=-2, keepdims=True)) / 2
+    centred = np.abs(np.nan_to_num(vals - mid))  # (B, h, m, dv)
+    free = [np.where(w_carry[t] > out["weights"][t], w_carry[t] - out["weights"][t], 0.0)
+            if t == 0 else np.zeros_like(w) for t in range(3)]  # fmt: skip
+    if "weights" in given:
+        where = given["weights"][0]
+        zero_sum = [np.where(where, 0.0, out["weights"][t]) for t in range(3)]
+        free = [np.where(where, w_carry[t], free[t]) for t in range(3)]
+    else:
+        zero_sum = [out["weights"][t] for t in range(3)]
+    zero_sum = [np.where(np.isfinite(z), zs, 0.0) for zs in zero_sum]
+    inherited = tuple(zero_sum[t] @ centred + free[t] @ v + w @ qe[t][2] for t in range(3))
     if "head_outputs" in values:
         settle("head_outputs", values["head_outputs"], inherited)
         inherited = carry["head_outputs"]

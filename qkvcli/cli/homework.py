@@ -230,13 +230,17 @@ def explain(
 
 
 def new(
-    seed: Annotated[int, typer.Option(help="Same seed, same problem.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Same seed, same problem (default: a random one, printed).")
+    ] = None,
     tokens: Annotated[int, typer.Option(help="Number of tokens (rows of X).")] = 3,
     d_model: Annotated[int, typer.Option("--d-model", help="Columns of X.")] = 4,
     d_k: Annotated[int, typer.Option("--d-k", help="d_k per head (4: the scale is 1/2).")] = 4,
     d_v: Annotated[int | None, typer.Option("--d-v", help="d_v per head (default d_k).")] = None,
     heads: Annotated[int, typer.Option(help="Number of heads.")] = 1,
-    scale: Annotated[str, typer.Option(help="sqrt (1/√d_k) or none.")] = "sqrt",
+    scale: Annotated[
+        str, typer.Option(help="sqrt (1/√d_k), none, or nice (1/√d_k with d_k 1, 4 or 9).")
+    ] = "sqrt",
     mask: Annotated[str | None, typer.Option(help="causal, or no mask.")] = None,
     negative: Annotated[
         bool, typer.Option("--negative", help="Allow −1 among the entries.")
@@ -251,6 +255,10 @@ def new(
 ) -> None:
     """Write a practice problem with friendly numbers (small whole entries).
 
+    Friendly by construction: no zero row or column, Q ≠ K, every scaled
+    score within ±6 and no weight above 0.95. Without --seed a random seed is
+    drawn and printed (a note on stderr, and in the problem's "_about").
+
     \b
     Examples:
       qkv new --seed 3 -o problem.json --answers key.json
@@ -262,6 +270,11 @@ def new(
     from ..options import Options
     from ..problem import resolve
 
+    if seed is None:
+        import random
+
+        seed = random.SystemRandom().randrange(1_000_000)
+        print(f"note: seed {seed} (qkv new --seed {seed} … makes this problem again)", file=sys.stderr)
     spec = Spec(seed, tokens, d_model, d_k, d_v, heads, scale, mask, negative)
     doc = practice(spec)
     text = to_json(doc)

@@ -387,8 +387,9 @@ class _Marker:
 
     def _rounding_note(self, name: str, cells: list[Cell]) -> None:
         basis = cells[0].basis or "earlier stages"
-        places = sorted({c.written.decimals for c in self.cells if c.stage == basis} - {None})
-        how = f" ({places[0]} decimals)" if len(places) == 1 else ""
+        places = [c.written.decimals for c in self.cells if c.stage == basis and c.written.decimals is not None]
+        most = max(places, default=None)
+        how = "" if most is None else f" ({most} decimal{'s' * (most != 1)})"
         cost = max(abs(c.expected - c.correct) for c in cells)
         self.notes.append(
             f"rounding: your {name} follows from your {basis} as you rounded it{how}; that moved "

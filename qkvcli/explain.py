@@ -423,17 +423,17 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         f"m = {src}[{i + 1},{top + 1}], the largest in row {i + 1}"
         + _left_out([k for k in range(len(row)) if k not in live])
     )
+    weights = [float(x) for x in c.stage("weights")[i]]
+    shown = [fmt(x) for x in weights]
+    total = sum((dec(x) for x in shown), Decimal(0))
+    rounded = "" if total == 1 else ", 1 before rounding"
+    lines.append(
+        f"  (row {i + 1} of weights sums to 1: {' + '.join(shown)} = {_plain_dec(total)}{rounded})"
+    )
     if any(is_exact(row[k]) for k in live):
         lines += _exact_softmax(row, live, j, top, w, fmt)
     else:
         lines += _float_softmax(row, live, j, top, w, fmt)
-    weights = [float(x) for x in c.stage("weights")[i]]
-    shown = [fmt(x) for x in weights]
-    total = sum((dec(x) for x in shown), Decimal(0))
-    rounded = "" if total == 1 else " (1 before rounding)"
-    lines.append(
-        f"  row {i + 1} of weights sums to 1: {' + '.join(shown)} = {_plain_dec(total)}{rounded}"
-    )
     return lines
 
 
@@ -509,7 +509,7 @@ def _left_out(dead: list[int]) -> str:
     if not dead:
         return ""
     word = "key" if len(dead) == 1 else "keys"
-    return f" (masked {word} {', '.join(str(k + 1) for k in dead)} left out)"
+    return f" ({word} {', '.join(str(k + 1) for k in dead)} masked, left out)"
 
 
 def _weighted_sum(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:

@@ -270,13 +270,15 @@ def new(
     from ..options import Options
     from ..problem import resolve
 
+    drawn = seed is None
     if seed is None:
         import random
 
         seed = random.SystemRandom().randrange(1_000_000)
-        print(f"note: seed {seed} (qkv new --seed {seed} … makes this problem again)", file=sys.stderr)
     spec = Spec(seed, tokens, d_model, d_k, d_v, heads, scale, mask, negative)
     doc = practice(spec)
+    if drawn:
+        print(f"note: seed {seed} (qkv new --seed {seed} … makes this problem again)", file=sys.stderr)
     text = to_json(doc)
     _write(output, text, "--output")
     if answers:

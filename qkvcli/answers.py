@@ -431,4 +431,3 @@ def _shape(nested: Any, origin: str, key: str) -> tuple[int, ...]:
                 f"{origin}: {key} entry {i + 1} is {shape_str(s) or 'a number'} but entry 1 is {first}"
             )
     return (len(nested), *shapes[0])
-

@@ -45,7 +45,9 @@ def parse_cell(text: str) -> tuple[str, int, int]:
         )
     if len(m[2]) > 9 or len(m[3]) > 9:
         which = "row" if len(m[2]) > 9 else "column"
-        raise OptionError(f"cell {m[1]}[…]: the {which} number has {max(len(m[2]), len(m[3]))} digits; no stage is that large")
+        raise OptionError(
+            f"cell {m[1]}[…]: the {which} number has {max(len(m[2]), len(m[3]))} digits; no stage is that large"
+        )
     row, col = int(m[2]), int(m[3])
     if row < 1 or col < 1:
         raise OptionError(f"cell {text!r}: rows and columns count from 1")
@@ -147,7 +149,9 @@ def dot_line(a: list[Any], b: list[Any], target: float, fmt: Numbers) -> tuple[s
     from .exact import is_exact
 
     if any(is_exact(x) for x in (*a, *b)):
-        return " + ".join(f"{fmt.factor(x)}·{fmt.factor(y)}" for x, y in zip(a, b)), fmt.approx(target)
+        return " + ".join(f"{fmt.factor(x)}·{fmt.factor(y)}" for x, y in zip(a, b)), fmt.approx(
+            target
+        )
 
     def make(places: int) -> tuple[Any, Decimal]:
         xs = [_short(x, places, fmt) for x in a]
@@ -437,7 +441,9 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     return lines
 
 
-def _float_softmax(row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers) -> list[str]:
+def _float_softmax(
+    row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers
+) -> list[str]:
     """The softmax of one row, shifted by its maximum, every number printed so that it redoes."""
     values = [float(row[k]) for k in live]
     mine = live.index(j)
@@ -446,7 +452,9 @@ def _float_softmax(row: Any, live: list[int], j: int, top: int, w: float, fmt: N
     def make(places: int) -> tuple[Any, Decimal]:
         z = [_short(v, places, fmt) for v in values]
         d = [dec(x) - dec(z[peak]) for x in z]
-        e = [Decimal(repr(math.exp(float(x)))).quantize(Decimal(1).scaleb(-(places + 2))) for x in d]
+        e = [
+            Decimal(repr(math.exp(float(x)))).quantize(Decimal(1).scaleb(-(places + 2))) for x in d
+        ]
         e = [Decimal(1) if x == 0 else y for x, y in zip(d, e)]
         total = sum(e, Decimal(0))
         return (z, d, e, total), e[mine] / total
@@ -462,7 +470,9 @@ def _float_softmax(row: Any, live: list[int], j: int, top: int, w: float, fmt: N
     ]
 
 
-def _exact_softmax(row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers) -> list[str]:
+def _exact_softmax(
+    row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers
+) -> list[str]:
     """The softmax of one row in exact forms: e-powers of surds, shifted by the maximum."""
     from .exact import text
 

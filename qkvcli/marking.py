@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Precision", "agrees", "bounds", "parse_precision", "window", "written"]
 
-#: The most a scale factor such as 1/√3 is assumed rounded to by hand: 2 decimals (0.58).
-SCALE_CARRY = 5e-3
+#: How coarsely values not written are assumed carried, at most: 3 decimals (1/√3 as 0.577).
+#: Hand work carried more coarsely is "consistent with rounding", with a note, not "right".
+CARRY = 5e-4
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def parse_precision(value: Any, where: str) -> Precision:
     """
     source = f"precision in {where}"
     if isinstance(value, dict) and len(value) == 1:
-        (key, v), = value.items()
+        ((key, v),) = value.items()
         key = str(key).lower().replace("-", "_").replace(" ", "_")
         if key in ("decimals", "sig_figs", "significant_figures", "rel_tol"):
             if key == "rel_tol":
@@ -101,7 +102,7 @@ def parse_precision(value: Any, where: str) -> Precision:
             return Precision(None, sig_figs=max(n, 1), source=source)
     if isinstance(value, dict):
         raise OptionError(
-            f"{where}: precision must be N (decimals) or one of {{\"decimals\": N}}, "
+            f'{where}: precision must be N (decimals) or one of {{"decimals": N}}, '
             '{"sig_figs": N}, {"rel_tol": X}'
         )
     return Precision(_count(value, where), source=source)
@@ -109,7 +110,9 @@ def parse_precision(value: Any, where: str) -> Precision:
 
 def _count(v: Any, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 15:
-        raise OptionError(f"{where}: precision must be a whole number of digits from 0 to 15, not {v!r}")
+        raise OptionError(
+            f"{where}: precision must be a whole number of digits from 0 to 15, not {v!r}"
+        )
     return v
 
 
@@ -126,23 +129,25 @@ def half(w: Written, true: float, p: Precision) -> float:
         return p.tolerance
     if w.decimals is None:
         return 0.0
-    return min(0.5 * 10.0 ** -w.decimals, p.floor(true))
+    return min(0.5 * 10.0**-w.decimals, p.floor(true))
 
 
 def window(
-    w: Written, true: float, p: Precision, carried: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    w: Written, true: float, p: Precision, carried: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
 ) -> float:
     """How far ``w`` may be from ``true`` and still agree.
 
-    ``carried`` = (u, c, a): what earlier steps add, per unit of this value's
-    half-unit (u), per unit of the scale factor's rounding (c), and in
-    absolute terms from the student's own written earlier values (a).
+    ``carried`` = (u, c, a, o): what earlier steps add, per unit of the
+    precision values not written are carried at (u; at most `CARRY`), per
+    unit of the scale factor's rounding (c), in absolute terms from the
+    student's own written earlier values (a), and per unit of this value's
+    half-unit from the e-terms of a softmax rounded on the way (o).
     """
     if p.tolerance is not None:
         return p.tolerance
     h = half(w, true, p)
-    u, c, a = carried
-    width = h * (1 + u) + c * min(h, SCALE_CARRY) + a
+    u, c, a, o = (*carried, 0.0)[:4] if len(carried) == 3 else carried
+    width = h + (u + c) * min(h, CARRY) + a + o * h
     return width * (1 + 1e-9) + 1e-12 * max(1.0, abs(true))
 
 
@@ -162,7 +167,7 @@ def agrees(w: Written, true: float, width: float) -> bool:
 
 def bounds(
     r: Resolved, values: dict[str, np.ndarray], given: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> dict[str, tuple[np.ndarray, ...]]:
     """What carrying rounded values through the earlier steps can add to each cell of each stage.
 
     ``values`` are the stages in the evaluators' (internal) shape; ``given``
@@ -177,35 +182,42 @@ def bounds(
 
     from .attention import heads, merge_heads
 
-    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    carry: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    carry: dict[str, tuple[np.ndarray, ...]] = {}
 
-    def settle(name: str, x: np.ndarray, inherited: tuple[np.ndarray, ...], own: bool = True) -> None:
+    def settle(
+        name: str, x: np.ndarray, inherited: tuple[np.ndarray, ...], own: bool = True
+    ) -> None:
         """Record what a stage inherits, and what it passes on once the student rounds it."""
-        u, c, a = (np.broadcast_to(t, x.shape).astype(float) for t in inherited)
-        out[name] = (u, c, a)
-        passed_u = u.copy()
+        u, c, a, o = (np.broadcast_to(t, x.shape).astype(float) for t in inherited)
+        out[name] = (u, c, a, o)
+        passed_u = u + o  # what this stage's own e-terms cost is carried on like a rounding
         if own:
-            rough = ~_whole(x) | (u > 0) | (c > 0) | (a > 0)  # an exact integer stays exact
+            rough = (
+                ~_whole(x) | (u > 0) | (c > 0) | (a > 0) | (o > 0)
+            )  # an exact integer stays exact
             passed_u = passed_u + rough
-        passed_u = np.where(np.isfinite(x), passed_u, 0.0)
-        passed = (passed_u, np.where(np.isfinite(x), c, 0.0), np.where(np.isfinite(x), a, 0.0))
+        fin = np.isfinite(x)
+        passed = (np.where(fin, passed_u, 0.0), np.where(fin, c, 0.0), np.where(fin, a, 0.0),
+                  np.zeros(x.shape))  # fmt: skip
         if name in given:
             where, h = given[name]
             passed = (np.where(where, 0.0, passed[0]), np.where(where, 0.0, passed[1]),
-                      np.where(where, h, passed[2]))  # fmt: skip
+                      np.where(where, h, passed[2]), passed[3])  # fmt: skip
         carry[name] = passed
 
     zero = np.zeros(1)
     for name in ("Q", "K", "V"):
         x = values[name]
         direct = name in r.arrays  # copied from the problem: exact as given
-        settle(name, x, (zero, zero, zero), own=not direct)
+        settle(name, x, (zero, zero, zero, zero), own=not direct)
     qv = heads(values["Q"], values["K"], values["V"], r)
-    qe = [heads(*(carry[n][t] for n in "QKV"), r) for t in range(3)]
+    qe = [heads(*(carry[n][t] for n in "QKV"), r) for t in range(4)]
     q, k, v = (np.abs(np.nan_to_num(t)) for t in qv)
     scores = values["scores"]
-    inherited = tuple(qe[t][0] @ k.swapaxes(-1, -2) + q @ qe[t][1].swapaxes(-1, -2) for t in range(3))
+    inherited = tuple(
+        qe[t][0] @ k.swapaxes(-1, -2) + q @ qe[t][1].swapaxes(-1, -2) for t in range(4)
+    )
     if r.options.similarity == "cosine":
         nq = np.linalg.norm(q, axis=-1, keepdims=True)
         nk = np.linalg.norm(k, axis=-1, keepdims=True)
@@ -215,10 +227,10 @@ def bounds(
     f = float(factor_of(r))
     rough_factor = abs(f * 1e4 - round(f * 1e4)) > 1e-6
     scaled = values["scaled"]
-    u, c, a = (abs(f) * t for t in s_carry)
+    u, c, a, o = (abs(f) * t for t in s_carry)
     if rough_factor:
         c = c + np.abs(np.nan_to_num(scores))
-    settle("scaled", scaled, (u, c, a))
+    settle("scaled", scaled, (u, c, a, o))
     logits_name = "scaled"
     if "masked" in values:
         masked = values["masked"]
@@ -240,8 +252,11 @@ def bounds(
         top = np.where(np.isfinite(top), top, 0.0)
         zz = np.where(live, z, 0.0)
         shifted = np.where(live, np.exp(zz - top), 0.0).sum(axis=-1, keepdims=True)  # ≥ 1
-        terms = (1 + live.sum(axis=-1, keepdims=True) * w) / shifted  # each e^{z − max} rounded
-        inherited = (inherited[0] + np.where(live, terms, 0.0), inherited[1], inherited[2])
+        rounded = live & (zz < top)  # every e^{z − max} but the largest's e⁰ = 1 is rounded
+        others = (rounded * 1.0).sum(axis=-1, keepdims=True) - rounded
+        terms = np.where(rounded, 1 - w, 0.0) + w * others  # δw_i = (δe_i − w_i·Σδe)/S
+        terms = terms / shifted
+        inherited = (*inherited[:3], inherited[3] + np.where(live, terms, 0.0))
     settle("weights", w, inherited)
     w_carry = carry["weights"]
     # What the weights inherit sums to 0 along a row (they are renormalised), so it moves
@@ -250,15 +265,17 @@ def bounds(
     mid = (np.nanmax(vals, axis=-2, keepdims=True) + np.nanmin(vals, axis=-2, keepdims=True)) / 2
     centred = np.abs(np.nan_to_num(vals - mid))  # (B, h, m, dv)
     free = [np.where(w_carry[t] > out["weights"][t], w_carry[t] - out["weights"][t], 0.0)
-            if t == 0 else np.zeros_like(w) for t in range(3)]  # fmt: skip
+            if t == 0 else np.zeros_like(w) for t in range(4)]  # fmt: skip
     if "weights" in given:
         where = given["weights"][0]
-        zero_sum = [np.where(where, 0.0, out["weights"][t]) for t in range(3)]
-        free = [np.where(where, w_carry[t], free[t]) for t in range(3)]
+        zero_sum = [np.where(where, 0.0, out["weights"][t]) for t in range(4)]
+        free = [np.where(where, w_carry[t], free[t]) for t in range(4)]
     else:
-        zero_sum = [out["weights"][t] for t in range(3)]
+        zero_sum = [out["weights"][t] for t in range(4)]
     zero_sum = [np.where(np.isfinite(z), zs, 0.0) for zs in zero_sum]
-    inherited = tuple(zero_sum[t] @ centred + free[t] @ v + w @ qe[t][2] for t in range(3))
+    zero_sum[0] = zero_sum[0] + zero_sum[3]  # the e-terms' cost, carried on
+    zero_sum[3] = np.zeros_like(w)
+    inherited = tuple(zero_sum[t] @ centred + free[t] @ v + w @ qe[t][2] for t in range(4))
     if "head_outputs" in values:
         settle("head_outputs", values["head_outputs"], inherited)
         inherited = carry["head_outputs"]

@@ -122,7 +122,9 @@ def _weights_k(p: Problem, o: Options, r: Resolved) -> Variants:
 def _q_q(p: Problem, o: Options, r: Resolved) -> Variants:
     if r.n == r.m and o.similarity == "dot":
 
-        def heads(Q: np.ndarray, K: np.ndarray, V: np.ndarray, r: Resolved) -> tuple[np.ndarray, ...]:
+        def heads(
+            Q: np.ndarray, K: np.ndarray, V: np.ndarray, r: Resolved
+        ) -> tuple[np.ndarray, ...]:
             q, _, v = STEPS.heads(Q, K, V, r)
             return q, q, v
 
@@ -160,7 +162,9 @@ def _wrong_weight(p: Problem, o: Options, r: Resolved) -> Variants:
         if (stage == "Q") != (used == "Q") and "X_kv" in a:
             continue  # Q comes from X, K and V from X_kv
 
-        def proj(arrays: dict[str, np.ndarray], name: str, s: str = stage, u: str = used) -> np.ndarray:
+        def proj(
+            arrays: dict[str, np.ndarray], name: str, s: str = stage, u: str = used
+        ) -> np.ndarray:
             if name != s:
                 return project(arrays, name)
             swapped = {**arrays, f"W_{s}": arrays[f"W_{u}"]}
@@ -191,7 +195,9 @@ def _weights_layout(p: Problem, o: Options, r: Resolved) -> Variants:
         return
     for names in [tuple(square)] + ([(n,) for n in square] if len(square) > 1 else []):
 
-        def proj(arrays: dict[str, np.ndarray], name: str, names: tuple[str, ...] = names) -> np.ndarray:
+        def proj(
+            arrays: dict[str, np.ndarray], name: str, names: tuple[str, ...] = names
+        ) -> np.ndarray:
             if name not in names:
                 return project(arrays, name)
             return project({**arrays, f"W_{name}": arrays[f"W_{name}"].T}, name)
@@ -266,9 +272,12 @@ def _causal_upper(p: Problem, o: Options, r: Resolved) -> Variants:
         return
     plain = replace(o, mask=None, mask_polarity="attend")
     upper = np.triu(np.ones((r.n, r.m)))  # (n, m) 1 = may attend: key j ≥ query i
-    yield "causal mask as the upper triangle (each query saw itself and the later keys)", _with_grid(
-        p, upper
-    ), plain, STEPS
+    yield (
+        "causal mask as the upper triangle (each query saw itself and the later keys)",
+        _with_grid(p, upper),
+        plain,
+        STEPS,
+    )
     strict = np.triu(np.ones((r.n, r.m)), 1)  # the causal mask inverted: the future only
     yield (
         "causal mask inverted (each query saw only the later keys)",
@@ -333,7 +342,9 @@ def _finite(logits: np.ndarray) -> np.ndarray:
     return np.isfinite(logits)
 
 
-@mistake("softmax-columns", "normalisation", "softmax over columns (queries) instead of rows (keys)")
+@mistake(
+    "softmax-columns", "normalisation", "softmax over columns (queries) instead of rows (keys)"
+)
 def _softmax_columns(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize == "softmax":
         yield "softmax taken down each column instead of along each row", p, o, _COLUMNS
@@ -349,8 +360,11 @@ def _softmax_whole(p: Problem, o: Options, r: Resolved) -> Variants:
         flat = logits.reshape(B, h, 1, n * m)  # one row per head
         return softmax(flat, "error").reshape(B, h, n, m)
 
-    yield "softmax over the whole matrix (every entry of a head sums to 1)", p, o, _swap(
-        weights=weights
+    yield (
+        "softmax over the whole matrix (every entry of a head sums to 1)",
+        p,
+        o,
+        _swap(weights=weights),
     )
 
 
@@ -364,8 +378,11 @@ def _exp_only(p: Problem, o: Options, r: Resolved) -> Variants:
 
         return np.exp(logits)  # (B, h, n, m): e^{−∞} = 0
 
-    yield "e^x not normalised (the weights are e^{scaled}, not divided by their row sum)", p, o, _swap(
-        weights=weights
+    yield (
+        "e^x not normalised (the weights are e^{scaled}, not divided by their row sum)",
+        p,
+        o,
+        _swap(weights=weights),
     )
 
 
@@ -404,24 +421,36 @@ def _argmax(p: Problem, o: Options, r: Resolved) -> Variants:
 
         return weights
 
-    yield "argmax instead of softmax (one-hot weights: 1 for the largest score)", p, o, _swap(
-        weights=one_hot(False)
+    yield (
+        "argmax instead of softmax (one-hot weights: 1 for the largest score)",
+        p,
+        o,
+        _swap(weights=one_hot(False)),
     )
-    yield "argmax instead of softmax (weight shared by the largest scores)", p, o, _swap(
-        weights=one_hot(True)
+    yield (
+        "argmax instead of softmax (weight shared by the largest scores)",
+        p,
+        o,
+        _swap(weights=one_hot(True)),
     )
 
 
 @mistake("sigmoid-for-softmax", "normalisation", "sigmoid instead of softmax (or the reverse)")
 def _sigmoid(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize == "softmax":
-        yield "sigmoid of each score instead of a softmax of the row", p, o, _swap(
-            weights=lambda x, rr: sigmoid_terms(x)
+        yield (
+            "sigmoid of each score instead of a softmax of the row",
+            p,
+            o,
+            _swap(weights=lambda x, rr: sigmoid_terms(x)),
         )
     else:
-        yield "softmax of each row instead of the sigmoid of each score", p, replace(
-            o, normalize="softmax"
-        ), STEPS
+        yield (
+            "softmax of each row instead of the sigmoid of each score",
+            p,
+            replace(o, normalize="softmax"),
+            STEPS,
+        )
 
 
 @mistake("no-softmax", "normalisation", "forgot the softmax")
@@ -546,8 +575,11 @@ def _heads_interleaved(p: Problem, o: Options, r: Resolved) -> Variants:
 @mistake("wo-forgotten", "multi-head", "W_O forgotten (output = concat)")
 def _wo_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if "W_O" in r.arrays:
-        yield "W_O forgotten (the output is the concatenated heads)", p, o, _swap(
-            out=lambda c, a: c
+        yield (
+            "W_O forgotten (the output is the concatenated heads)",
+            p,
+            o,
+            _swap(out=lambda c, a: c),
         )
 
 
@@ -579,16 +611,25 @@ def _cosine(p: Problem, o: Options, r: Resolved) -> Variants:
     q, k, _ = heads(*(project(a, n).astype(float) for n in "QKV"), r)
     norms = np.linalg.norm(q, axis=-1)[..., :, None] * np.linalg.norm(k, axis=-1)[..., None, :]
     if np.all(norms > 0):  # (B, h, n, m): |q_i|·|k_j|
-        yield "cosine similarity used as the scaled dot product (scaled = q·k / (|q|·|k|))", p, o, _swap(
-            scale=lambda x, c: x / norms
+        yield (
+            "cosine similarity used as the scaled dot product (scaled = q·k / (|q|·|k|))",
+            p,
+            o,
+            _swap(scale=lambda x, c: x / norms),
         )
-    yield "cosine similarity for the scores, used unscaled (scores = scaled = cos(q, k))", p, replace(
-        o, similarity="cosine", scale="none"
-    ), STEPS
+    yield (
+        "cosine similarity for the scores, used unscaled (scores = scaled = cos(q, k))",
+        p,
+        replace(o, similarity="cosine", scale="none"),
+        STEPS,
+    )
     if o.scale != "none":
-        yield "cosine similarity used for the dot product, then scaled", p, replace(
-            o, similarity="cosine"
-        ), STEPS
+        yield (
+            "cosine similarity used for the dot product, then scaled",
+            p,
+            replace(o, similarity="cosine"),
+            STEPS,
+        )
 
 
 # ---------------------------------------------------------------- swapped stage functions
@@ -644,7 +685,15 @@ def roundings() -> Iterator[Rounding]:
         def every(name: str, x: np.ndarray, k: int = places) -> np.ndarray:
             return np.round(x, k)
 
+        def scale(x: np.ndarray, c: Any, k: int = places) -> np.ndarray:
+            return x * round(float(c), k)
+
         yield Rounding(places, None, replace(STEPS, keep=every))
+        if places:
+            yield Rounding(places, "the scale", replace(STEPS, scale=scale))
+            yield Rounding(
+                places, "the scale and every value", replace(STEPS, scale=scale, keep=every)
+            )
         for stage in ROUNDED:
 
             def one(name: str, x: np.ndarray, k: int = places, s: str = stage) -> np.ndarray:

@@ -172,7 +172,9 @@ def stages(c: Case, bug: str | None = None) -> dict[str, np.ndarray]:
         elif bug == "softmax-whole":
             weights = softmax(masked.reshape(1, -1)).reshape(masked.shape)
         elif bug == "exp-only":
-            weights = np.where(np.isfinite(masked), np.exp(np.where(np.isfinite(masked), masked, 0)), 0)
+            weights = np.where(
+                np.isfinite(masked), np.exp(np.where(np.isfinite(masked), masked, 0)), 0
+            )
         elif bug == "row-sum":
             z = np.where(np.isfinite(masked), masked, 0.0)
             weights = z / z.sum(axis=1, keepdims=True)
@@ -202,9 +204,10 @@ def stages(c: Case, bug: str | None = None) -> dict[str, np.ndarray]:
         pass  # merged in blocks, as the heads were computed
     out["output"] = out["concat"]
     if c.W_O is not None:
-        out["output"] = {"wo-forgotten": out["concat"], "wo-transposed": out["concat"] @ c.W_O.T}.get(
-            bug, out["concat"] @ c.W_O
-        )
+        out["output"] = {
+            "wo-forgotten": out["concat"],
+            "wo-transposed": out["concat"] @ c.W_O.T,
+        }.get(bug, out["concat"] @ c.W_O)
     if c.mask is None:
         out.pop("masked", None)
     if h == 1:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from qkvcli.check import Sheet, grade, parse_answers, written
-from qkvcli.marking import Precision, agrees, window
 from qkvcli.errors import InputError
+from qkvcli.marking import Precision, agrees, window
 from qkvcli.options import Options
 from qkvcli.problem import Problem
 
@@ -65,7 +65,9 @@ def test_trailing_zeros_never_change_a_verdict():
     for true in (0.431937, 2.2049, 2.2051, 16.0, 0.0903, 9.2376):
         for body in ("2.2", "0.43", "16", "0.09", "9.24", "9.2376"):
             point = "" if "." in body else "."
-            verdicts = {right(body, true)} | {right(body + point + z, true) for z in ("0", "00", "000")}
+            verdicts = {right(body, true)} | {
+                right(body + point + z, true) for z in ("0", "00", "000")
+            }
             assert len(verdicts) == 1, (body, true)
 
 
@@ -111,8 +113,14 @@ def test_unknown_stage_is_an_error():
     [
         ('{"weights": [[1, {"a": 1}]]}', r"weights\[1,2\]: an object is not an answer"),
         ('{"weights": [[1, true]]}', r"weights\[1,2\]: true/false is not an answer"),
-        ('{"weights": [[1' + "0" * 400 + "]]}", r"weights\[1,1\]: 1000.* is too large for a number"),
-        ('{"weights": [[' + "9" * 5000 + "]]}", r"weights\[1,1\]: 9999.*5000 characters.* too large"),
+        (
+            '{"weights": [[1' + "0" * 400 + "]]}",
+            r"weights\[1,1\]: 1000.* is too large for a number",
+        ),
+        (
+            '{"weights": [[' + "9" * 5000 + "]]}",
+            r"weights\[1,1\]: 9999.*5000 characters.* too large",
+        ),
         ('{"weights": [[1e400]]}', r"1e400 is too large for a number"),
         ('{"weights": [["seven"]]}', r"'seven' is not a number, a fraction, a surd or -inf"),
     ],

@@ -43,7 +43,9 @@ def test_check_names_the_mistake_and_exits_1():
         "with the same numbers, the scale applied twice (scores × scale × scale); it first departs "
         "from your working at scaled (not in your answers).\n"
     )
-    assert r.stdout.splitlines()[1].startswith("marking: each value at the decimals you wrote, at least 2")
+    assert r.stdout.splitlines()[1].startswith(
+        "marking: each value at the decimals you wrote, at least 2"
+    )
     assert "│ output │ [2,3] │ 0.660 │  0.2735 │ ✗ wrong │" in r.stdout
 
 
@@ -152,9 +154,18 @@ def test_check_bad_usage(args, message):
             '{"masked": [[1]]}',
             "no stage 'masked' in this problem (stages: Q K V scores scaled weights output)",
         ),
-        ('{"weights": [[1, "x", 2]]}', "weights[1,2]: 'x' is not a number, a fraction, a surd or -inf"),
-        ('{"weights": [[1, {"a": 1}]]}', "weights[1,2]: an object is not an answer (write a number, or null for a blank)"),
-        ('{"weights": [[1' + "0" * 400 + "]]}", "weights[1,1]: 100000000000…0000 (401 characters) is too large for a number"),
+        (
+            '{"weights": [[1, "x", 2]]}',
+            "weights[1,2]: 'x' is not a number, a fraction, a surd or -inf",
+        ),
+        (
+            '{"weights": [[1, {"a": 1}]]}',
+            "weights[1,2]: an object is not an answer (write a number, or null for a blank)",
+        ),
+        (
+            '{"weights": [[1' + "0" * 400 + "]]}",
+            "weights[1,1]: 100000000000…0000 (401 characters) is too large for a number",
+        ),
         ("[1, 2]", "the top level must be an object keyed by stage names"),
         ('{"weights": [[1, 2]', "invalid JSON at line 1, column 20: Expecting ',' delimiter"),
     ],
@@ -375,3 +386,56 @@ def test_stage_file_in_compute_csv_form_for_two_heads(tmp_path):
     assert r.stderr == (
         f"qkv: error: {f}: weights is 3×4 but this problem's weights is 2×3×3 (heads × queries × keys)\n"
     )
+
+
+def test_gradebook_row_for_an_unreadable_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"weights": [[1, 2]')
+    r = qkv("check", WORKED, f"{HW}/worked/right.json", str(bad), "-f", "csv")
+    assert r.exit_code == 2
+    rows = r.stdout.splitlines()
+    assert rows[1].startswith("samples/homework/worked/right.json,36,0,0,0,100%")
+    assert rows[2].startswith(f'{bad},,,,,,,,"error: {bad}: invalid JSON at line 1')
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+        "qkv: error: 1 answer file could not be marked"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tolerance", "nan"], "qkv: error: --tolerance must be a finite number ≥ 0, not nan\n"),
+        (["--rel-tol", "2"], "qkv: error: --rel-tol must be between 0 and 1 (e.g. 0.01), not 2\n"),
+        (
+            ["--decimals", "3", "--sig-figs", "2"],
+            "qkv: error: --decimals and --sig-figs: give one way to mark, not several\n",
+        ),
+    ],
+)
+def test_check_marking_options_refused_in_one_line(args, message):
+    r = qkv("check", WORKED, f"{HW}/worked/right.json", *args)
+    assert (r.exit_code, r.stderr) == (2, message)
+
+
+def test_precision_from_the_problem_file(tmp_path):
+    doc = json.loads(open(WORKED).read())
+    doc["precision"] = 3
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(doc))
+    r = qkv("check", str(p), f"{HW}/worked/right.json")
+    assert r.exit_code == 1  # 2 decimals are too coarse now
+    assert f"at least 3 decimals (precision in {p})" in r.stdout.splitlines()[1]
+
+
+def test_stage_csv_read_as_compute_reads_it(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_text("k1;k2;k3\n0,1361;43.19%;0,4319\n;0.9088;9.03%\n0.0074;0.7547;0.2378\n")
+    r = qkv("check", WORKED, "--stage-file", f"Weights={f}")
+    assert r.exit_code == 0, r.stdout
+    assert r.stdout.splitlines()[0].endswith("8 right, 0 wrong, 1 blank")
+
+
+@pytest.mark.parametrize("cell", ["scores[1" + "0" * 5000 + ",1]", "scores[1,1" + "0" * 400 + "]"])
+def test_explain_huge_cell_index_is_one_line(cell):
+    r = qkv("explain", WORKED, cell)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "digits" in r.stderr

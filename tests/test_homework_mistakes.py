@@ -10,6 +10,7 @@ the mistake (alone, or among mistakes that give the same numbers).
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -72,7 +73,7 @@ def finite(values: dict) -> bool:
 
 def planted_case(bug: str, seed: int):
     """A random problem, its true stages and the stages with ``bug``; None when it cannot show."""
-    key, kw = BUGS[bug]
+    _key, kw = BUGS[bug]
     c = random_case(np.random.default_rng(seed), **kw)
     truth, wrong = stages(c), stages(c, bug)
     if set(truth) != set(wrong) or not finite(wrong):
@@ -91,8 +92,12 @@ def mark(c, wrong, names, places=4):
 def check_verdicts(report, truth, wrong, names, places=4):
     """Every cell: right where the student's number is the truth as rounded, wrong at the
     first stage that departs, consistent after it."""
-    first = next(n for n in names if n in wrong and (
-        truth[n].shape != wrong[n].shape or not _same_text(truth[n], wrong[n], places)))
+    first = next(
+        n
+        for n in names
+        if n in wrong
+        and (truth[n].shape != wrong[n].shape or not _same_text(truth[n], wrong[n], places))
+    )
     order = list(truth)
     for cell in report.cells:
         if truth[cell.stage].shape != wrong[cell.stage].shape:  # e.g. weights·X: another shape
@@ -193,7 +198,7 @@ def _slip(kind: str, seed: int):
         return c, t, s, "scores", ["Q", "K", "V", "scores", "scaled", "weights", "output"], (i, j)
     if kind == "digits":
         digits = text(t["weights"][i, j]).split(".")[1]
-        k = int(np.argmax([a != b for a, b in zip(digits, digits[1:])]))
+        k = int(np.argmax([a != b for a, b in itertools.pairwise(digits)]))
         if digits[k] == digits[k + 1] or text(t["weights"][i, j]).startswith("1"):
             return None
         s["weights"][i, j] = float("0." + digits[:k] + digits[k + 1] + digits[k] + digits[k + 2 :])
@@ -262,7 +267,9 @@ def test_hand_work_carried_at_the_written_precision_is_right(places, seed):
     if c.mask is not None:
         hand["masked"] = z
     dv = c.d_v
-    heads = [r((w if c.heads == 1 else w[h]) @ t["V"][:, h * dv : (h + 1) * dv]) for h in range(c.heads)]
+    heads = [
+        r((w if c.heads == 1 else w[h]) @ t["V"][:, h * dv : (h + 1) * dv]) for h in range(c.heads)
+    ]
     if c.heads > 1:
         hand["head_outputs"], hand["concat"] = np.array(heads), np.concatenate(heads, axis=1)
     hand["output"] = np.concatenate(heads, axis=1)

@@ -32,7 +32,9 @@ def lines(m):
     return list(m) + [list(c) for c in zip(*m)]
 
 
-@pytest.mark.parametrize("size", SIZES, ids=[str(s.values[0] if hasattr(s, "marks") else s) for s in SIZES])
+@pytest.mark.parametrize(
+    "size", SIZES, ids=[str(s.values[0] if hasattr(s, "marks") else s) for s in SIZES]
+)
 def test_friendly_over_many_seeds(size):
     for seed in range(60):
         spec = Spec(seed=seed, **size)

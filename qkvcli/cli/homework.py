@@ -49,7 +49,9 @@ def check(
     ] = None,
     sig_figs: Annotated[
         int | None,
-        typer.Option("--sig-figs", min=1, max=15, help="Mark at least this many significant figures."),
+        typer.Option(
+            "--sig-figs", min=1, max=15, help="Mark at least this many significant figures."
+        ),
     ] = None,
     rel_tol: Annotated[
         float | None,
@@ -61,7 +63,9 @@ def check(
     ] = None,
     precision: Annotated[
         int,
-        typer.Option(min=0, max=17, help="Decimals of the correct values shown.", rich_help_panel=OUT),
+        typer.Option(
+            min=0, max=17, help="Decimals of the correct values shown.", rich_help_panel=OUT
+        ),
     ] = 4,
     format: Annotated[
         str,
@@ -278,7 +282,9 @@ def new(
     spec = Spec(seed, tokens, d_model, d_k, d_v, heads, scale, mask, negative)
     doc = practice(spec)
     if drawn:
-        print(f"note: seed {seed} (qkv new --seed {seed} … makes this problem again)", file=sys.stderr)
+        print(
+            f"note: seed {seed} (qkv new --seed {seed} … makes this problem again)", file=sys.stderr
+        )
     text = to_json(doc)
     _write(output, text, "--output")
     if answers:

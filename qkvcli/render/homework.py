@@ -154,7 +154,11 @@ def _diagnosis_short(report: Report, labels: bool = False) -> str:
         if f.fit == "none" or f.mistake is None:
             what = "no single known mistake"
         elif f.fit == "several":
-            what = "one of " + ", ".join(f.keys) if not labels else f"{f.label}; or {'; or '.join(f.also)}"
+            what = (
+                "one of " + ", ".join(f.keys)
+                if not labels
+                else f"{f.label}; or {'; or '.join(f.also)}"
+            )
         elif f.fit == "partial":
             what = f"partly {f.label if labels else f.mistake}"
         elif f.fit == "slips":

@@ -75,7 +75,8 @@ def planted_case(bug: str, seed: int):
     """A random problem, its true stages and the stages with ``bug``; None when it cannot show."""
     _key, kw = BUGS[bug]
     c = random_case(np.random.default_rng(seed), **kw)
-    truth, wrong = stages(c), stages(c, bug)
+    with np.errstate(all="ignore"):  # a planted 0/0 is a draw that cannot show the mistake
+        truth, wrong = stages(c), stages(c, bug)
     if set(truth) != set(wrong) or not finite(wrong):
         return None
     if all(np.array_equal(truth[n], wrong[n]) for n in truth):
@@ -148,9 +149,9 @@ def test_every_planted_mistake_is_named_and_every_cell_marked(bug, seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_never_a_wrong_name_over_many_problems(bug):
-    """60 problems per mistake, answers at 4 and at 2 decimals, all stages or a few."""
+    """30 more problems per mistake, answers at 4 and at 2 decimals, all stages or a few."""
     key = BUGS[bug][0]
-    for seed in range(100, 160):
+    for seed in range(100, 130):
         case = planted_case(bug, seed)
         if case is None:
             continue

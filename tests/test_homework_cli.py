@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import re
 import shutil
 import subprocess
@@ -418,7 +419,7 @@ def test_check_marking_options_refused_in_one_line(args, message):
 
 
 def test_precision_from_the_problem_file(tmp_path):
-    doc = json.loads(open(WORKED).read())
+    doc = json.loads(Path(WORKED).read_text())
     doc["precision"] = 3
     p = tmp_path / "p.json"
     p.write_text(json.dumps(doc))

@@ -4,7 +4,7 @@
     K, V         = [past_key; K], [past_value; V] (decode)  with_cache
     Q_normed …   = RMSNorm of Q and K's rows (QK-norm)      qk_norm
     Q_rotated …  = Q and K turned by their positions (RoPE)  rotary
-    q, k, v      = Q, K, V split into heads (GQA: k, v shared)  split_heads, share
+    q, k, v      = Q, K, V split into heads (GQA: k, v shared)  heads
     q, k         = row transforms before any score (cosine)   prepare
     scores       = q·kᵀ                                       dot_scores
     scaled       = scores × scale / temperature + attn_bias   scale, add_bias
@@ -201,6 +201,13 @@ def split_heads(a: np.ndarray, h: int) -> np.ndarray:
     """(B, n, h·d) → (B, h, n, d): head i holds columns i·d … (i+1)·d − 1."""
     B, n, hd = a.shape
     return a.reshape(B, n, h, hd // h).swapaxes(1, 2)  # (B, h, n, d)
+
+
+def heads(Q: np.ndarray, K: np.ndarray, V: np.ndarray, r: Resolved) -> tuple[np.ndarray, ...]:
+    """q, k, v: Q, K and V split into heads, K and V shared by groups of query heads (GQA)."""
+    h = r.heads
+    k = share(split_heads(K, r.kv_heads), h)  # (B, h, m, dk)
+    return split_heads(Q, h), k, share(split_heads(V, r.kv_heads), h)  # (B, h, n|m, d)
 
 
 def share(kv: np.ndarray, h: int) -> np.ndarray:
@@ -443,14 +450,22 @@ def _place(b: int, h: int, i: int) -> str:
 class Steps:
     """The stage functions a run may swap; a correct run uses `STEPS`.
 
+    Each field has the signature of the function it defaults to; the homework
+    side swaps one to reproduce a mistake of a hand computation (W_Q for the
+    keys, the mask after the softmax, the heads in the wrong order, …).
     ``keep(name, x)`` gives what flows on from each computed stage (the
-    homework side rounds there). The others have the signatures of
-    `dot_scores`, `normalise` and `mix`.
+    homework side rounds there).
     """
 
+    project: Callable[[dict[str, np.ndarray], str], np.ndarray] = project
+    heads: Callable[..., tuple[np.ndarray, ...]] = heads
     scores: Callable[[np.ndarray, np.ndarray], np.ndarray] = dot_scores
+    scale: Callable[[np.ndarray, Any], np.ndarray] = scale
+    mask: Callable[[np.ndarray, np.ndarray | None], np.ndarray] = mask
     weights: Callable[[np.ndarray, Resolved], np.ndarray] = normalise
     mix: Callable[[np.ndarray, np.ndarray], np.ndarray] = mix
+    merge: Callable[[np.ndarray], np.ndarray] = merge_heads
+    out: Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray] = out_project
     keep: Callable[[str, np.ndarray], np.ndarray] | None = None
 
 
@@ -474,7 +489,7 @@ def run(r: Resolved, given: dict[str, np.ndarray] | None = None, steps: Steps = 
 def _stages(r: Resolved, given: dict[str, np.ndarray], steps: Steps) -> dict[str, np.ndarray]:
     import numpy as np
 
-    o, h = r.options, r.heads
+    o = r.options
     shown: dict[str, np.ndarray] = {}
 
     def stage(name: str, x: np.ndarray) -> np.ndarray:
@@ -483,18 +498,16 @@ def _stages(r: Resolved, given: dict[str, np.ndarray], steps: Steps) -> dict[str
         return x if steps.keep is None or name in given else steps.keep(name, x)
 
     a = inputs(r)
-    Q = stage("Q", project(a, "Q"))  # (B, n, h·dk)
-    K = stage("K", with_cache(a, "K", project(a, "K")))  # (B, m, g·dk): cache rows first
-    V = stage("V", with_cache(a, "V", project(a, "V")))  # (B, m, g·dv)
+    Q = stage("Q", steps.project(a, "Q"))  # (B, n, h·dk)
+    K = stage("K", with_cache(a, "K", steps.project(a, "K")))  # (B, m, g·dk): cache rows first
+    V = stage("V", with_cache(a, "V", steps.project(a, "V")))  # (B, m, g·dv)
     check_projections(Q, K, V)
     Q, K = transform_rows(Q, K, a, r, stage)  # QK-norm, RoPE
-    q = split_heads(Q, h)  # (B, h, n, dk)
-    k = share(split_heads(K, r.kv_heads), h)  # (B, h, m, dk)
-    v = share(split_heads(V, r.kv_heads), h)  # (B, h, m, dv)
+    q, k, v = steps.heads(Q, K, V, r)  # (B, h, n, dk), (B, h, m, dk), (B, h, m, dv)
     q, k = prepare(q, k, o)
     scores = stage("scores", steps.scores(q, k))  # (B, h, n, m)
     finite(scores, "scores", "Q·Kᵀ")
-    logits = scale(scores, factor(r))  # (B, h, n, m)
+    logits = steps.scale(scores, factor(r))  # (B, h, n, m)
     finite(logits, "scaled", "scores × scale")
     name = logit_stage(r)
     if name == "capped":
@@ -510,10 +523,10 @@ def _stages(r: Resolved, given: dict[str, np.ndarray], steps: Steps) -> dict[str
             allowed = open_ if allowed is None else (allowed & open_)
     logits = stage(name, logits)
     if r.masked:
-        logits = stage("masked", mask(logits, allowed))  # (B, h, n, m)
+        logits = stage("masked", steps.mask(logits, allowed))  # (B, h, n, m)
     weights = stage("weights", steps.weights(real(logits), r))  # (B, h, n, m)
     heads_out = stage("head_outputs", steps.mix(weights, v))  # (B, h, n, dv)
-    concat = stage("concat", merge_heads(heads_out))  # (B, n, h·dv)
-    output = out_project(concat, a)  # (B, n, d_out)
+    concat = stage("concat", steps.merge(heads_out))  # (B, n, h·dv)
+    output = steps.out(concat, a)  # (B, n, d_out)
     check_output(output, o)
     return shown | {"output": output}

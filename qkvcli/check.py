@@ -1,33 +1,36 @@
 """Mark a student's answers against the true stages, with follow-through and diagnosis.
 
-An answer sheet is JSON keyed by stage names (``null`` = left blank), or CSV
-per stage. Numbers keep the text they were written with, because a value
-written with k decimals is right when it agrees with the true value rounded to
-k decimals, with one unit in the last place of slack (none for a whole number,
-nor when the true value itself has no more than k decimals, e.g. a score of 16). A wrong cell that
-agrees with what follows from the student's own earlier stages is
-"consistent" (follow-through marking), so one slip is not counted five times.
+Stages are marked in pipeline order, each cell by the marking model
+(`marking`): **right** when it agrees with the truth; **consistent** when it
+agrees with what follows from the student's own earlier values — after an
+earlier slip (so one slip is counted once), or after rounding carried
+forward (not a mistake: the note says what it cost); else **wrong**. A stage
+with wrong cells is recomputed from the student's earlier values under every
+known mistake (`mistakes`), and every one that reproduces it is named; when
+none does, single-cell slips are looked for (a sign, two digits swapped, a
+softmax row missing a term of its denominator or carrying a wrong e^x); when
+nothing fits, the diagnosis says so.
 
->>> agrees(written("0.43"), 0.4319371), agrees(written("0.44"), 0.4319371)
-(True, True)
->>> agrees(written("0.45"), 0.4319371), agrees(written("2"), 1.1547)
-(False, False)
->>> agrees(written("17"), 16.0), agrees(written("16.0"), 16.0)
-(False, True)
+>>> from .answers import parse_answers
+>>> import numpy as np
+>>> from .problem import Problem
+>>> from .options import Options
+>>> p = Problem({"Q": np.eye(2), "K": np.eye(2), "V": np.eye(2)}, origin="p.json")
+>>> report = grade(p, Options(), parse_answers('{"weights": [[1, 0], [0, 1]]}', "a.json"))
+>>> sorted(report.findings[0].keys), report.count("wrong")  # the same numbers: both named
+(['argmax', 'row-sum'], 4)
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .answers import Sheet, Written, grid_of, load_answers, parse_answers, written
 from .errors import InputError, QkvError, shape_str
-from .load import decode_json
-from .load.nested import NEG_INF_WORDS
-from .trace import STAGES, to_internal
+from .marking import Precision, agrees, bounds, half, window
+from .trace import to_internal, to_public
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,10 +40,14 @@ if TYPE_CHECKING:
     from .problem import Problem, Resolved
     from .trace import Trace
 
+__all__ = ["Cell", "Finding", "Report", "Sheet", "Slip", "cell_name", "grade", "load_answers",
+           "parse_answers", "upstream", "written"]  # fmt: skip
+
 #: The stages each stage is computed from directly.
 INPUTS = {"Q": (), "K": (), "V": (), "scores": ("Q", "K"), "scaled": ("scores",),
           "masked": ("scaled",), "weights": ("masked", "scaled"), "head_outputs": ("weights", "V"),
           "concat": ("head_outputs", "weights", "V"), "output": ("concat", "weights", "V")}  # fmt: skip
+VERDICTS = ("right", "consistent", "wrong")
 
 
 def upstream(stage: str) -> set[str]:
@@ -55,228 +62,20 @@ def upstream(stage: str) -> set[str]:
     return out
 
 
-MASKED_WORDS = (*NEG_INF_WORDS, "masked")
-VERDICTS = ("right", "consistent", "wrong")
+def cell_name(index: tuple[int, ...], per_head: bool, batched: bool) -> str:
+    """A cell as people name it, 1-based: ``[2,3]``, ``head 1 [2,3]``, ``item 2 [1,1]``.
 
-
-class Written:
-    """One number as the student wrote it: its text, value and decimals.
-
-    >>> w = written("0.250"); (w.value, w.decimals)
-    (0.25, 3)
+    >>> cell_name((0, 1, 2), per_head=True, batched=False)
+    'head 1 [2,3]'
     """
-
-    __slots__ = ("decimals", "text", "value")
-
-    def __init__(self, text: str, value: float, decimals: int) -> None:
-        self.text, self.value, self.decimals = text, value, decimals
-
-    def __repr__(self) -> str:
-        return f"Written({self.text!r})"
-
-
-def written(text: str) -> Written:
-    """Read a number keeping its text; ``-inf`` / ``−∞`` / ``masked`` mean a masked cell."""
-    t = text.strip()
-    if t.lower() in MASKED_WORDS:
-        return Written(t, -math.inf, 0)
-    try:
-        d = Decimal(t)
-    except InvalidOperation:
-        raise ValueError(t) from None
-    if not d.is_finite():
-        raise ValueError(t)
-    exponent = d.as_tuple().exponent
-    assert isinstance(exponent, int)
-    return Written(t, float(d), max(0, -exponent))
-
-
-def agrees(w: Written, true: float, tolerance: float | None = None) -> bool:
-    """Is ``w`` right for ``true``? Rounding-aware unless a ``tolerance`` is given."""
-    if math.isnan(true):
-        return False
-    if math.isinf(true) or math.isinf(w.value):
-        return w.value == true
-    if tolerance is not None:
-        return abs(w.value - true) <= tolerance
-    with localcontext() as ctx:
-        ctx.prec = 800
-        unit = Decimal(1).scaleb(-w.decimals)
-        exact = Decimal(true)
-        rounded = exact.quantize(unit, rounding=ROUND_HALF_UP)
-        mine = Decimal(w.text)
-        if mine == rounded:
-            return True
-        if abs(mine - rounded) > unit:
-            return False
-        # One unit of slack for written decimals, unless the true value has no more decimals.
-        exact_enough = abs(exact - rounded) <= exact.copy_abs() * Decimal("1e-9") + Decimal("1e-12")
-        return w.decimals > 0 and not exact_enough
-
-
-# ---------------------------------------------------------------- reading answer sheets
-
-
-@dataclass
-class Sheet:
-    """A student's answers: stage name → nested lists of `Written` or None (blank)."""
-
-    origin: str
-    stages: dict[str, Any]
-
-
-def parse_answers(text: str, origin: str) -> Sheet:
-    """Parse a JSON answer sheet, keeping every number's text.
-
-    >>> s = parse_answers('{"scores": [[2, 4.0], [null, "-inf"]]}', "a.json")
-    >>> s.stages["scores"]
-    [[Written('2'), Written('4.0')], [None, Written('-inf')]]
-    """
-
-    def number(t: str) -> Written:
-        return written(t)
-
-    def constant(t: str) -> Written:
-        if t == "-Infinity":
-            return Written(t, -math.inf, 0)
-        raise InputError(f"{origin}: {t} is not an answer (write null for a blank cell)")
-
-    hooks = {"parse_float": number, "parse_int": number, "parse_constant": constant}
-    doc = decode_json(text, origin, **hooks)
-    if not isinstance(doc, dict):
-        raise InputError(f"{origin}: the top level must be an object keyed by stage names")
-    stages: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key.startswith("_"):
-            continue
-        if key not in STAGES:
-            raise InputError(
-                f"{origin}: unknown stage {key!r} (answer keys are stage names: {' '.join(STAGES)})"
-            )
-        stages[key] = _cells(value, origin, key, ())
-    return Sheet(origin, stages)
-
-
-def _cells(value: Any, origin: str, key: str, path: tuple[int, ...]) -> Any:
-    """Check the leaves of an answer are numbers, masked words or null."""
-    if isinstance(value, list):
-        return [_cells(v, origin, key, (*path, i)) for i, v in enumerate(value)]
-    if value is None or isinstance(value, Written):
-        return value
-    if isinstance(value, str):
-        try:
-            return written(value)
-        except ValueError:
-            pass
-    where = ",".join(str(i + 1) for i in path)
-    raise InputError(f"{origin}: {key}[{where}]: {json.dumps(value)} is not a number or null")
-
-
-def parse_stage_csv(text: str, origin: str) -> list[list[Written | None]]:
-    """One stage's answers from CSV text: rows of numbers, empty cells blank.
-
-    >>> parse_stage_csv("0.5,0.5\\n1,\\n", "w.csv")
-    [[Written('0.5'), Written('0.5')], [Written('1'), None]]
-    """
-    lines = [
-        (i, ln)
-        for i, ln in enumerate(text.splitlines(), 1)
-        if ln.strip() and not ln.lstrip().startswith("#")
-    ]
-    if not lines:
-        raise InputError(f"{origin}: holds no answers")
-    delim = next((d for d in ("\t", ";", ",") if d in lines[0][1]), None)
-    rows = []
-    for lineno, line in lines:
-        cells = line.split(delim) if delim else line.split()
-        row: list[Written | None] = []
-        for col, cell in enumerate(cells, 1):
-            cell = cell.strip()
-            if cell.lower() in ("", "null", "none", "?", "_"):
-                row.append(None)
-                continue
-            try:
-                row.append(written(cell))
-            except ValueError:
-                raise InputError(
-                    f"{origin}: line {lineno}, column {col}: {cell!r} is not a number"
-                ) from None
-        rows.append(row)
-    return rows
-
-
-def load_answers(path: str | None, stage_files: dict[str, str] | None = None) -> Sheet:
-    """An answer sheet from a JSON file (or none) with per-stage CSV files on top."""
-    from .load import display, read_text
-
-    sheet = parse_answers(read_text(path), display(path)) if path is not None else Sheet("", {})
-    for stage, csv_path in (stage_files or {}).items():
-        if stage not in STAGES:
-            raise InputError(
-                f"--stage-file {stage}={csv_path}: unknown stage {stage!r} (stages: {' '.join(STAGES)})"
-            )
-        sheet.stages[stage] = parse_stage_csv(read_text(csv_path), display(csv_path))
-        sheet.origin = sheet.origin or display(csv_path)
-    if not sheet.stages:
-        raise InputError(
-            f"{sheet.origin or 'answers'}: no answers (give stages such as scores, weights, output)"
-        )
-    return sheet
-
-
-def _shape(nested: Any, origin: str, key: str) -> tuple[int, ...]:
-    """The shape of a rectangular nested list, or an error naming where it is ragged."""
-    if not isinstance(nested, list):
-        return ()
-    if not nested:
-        raise InputError(f"{origin}: {key} is empty")
-    shapes = [_shape(v, origin, key) for v in nested]
-    for i, s in enumerate(shapes):
-        if s != shapes[0]:
-            raise InputError(
-                f"{origin}: {key} entry {i + 1} is {shape_str(s) or 'a number'} but entry 1 is {shape_str(shapes[0]) or 'a number'}"
-            )
-    return (len(nested), *shapes[0])
-
-
-def _grid(nested: Any, want: tuple[int, ...], origin: str, key: str, axes: str) -> np.ndarray:
-    """The answers of one stage as an object array of `Written`/None in the stage's shape."""
-    import numpy as np
-
-    shape = _shape(nested, origin, key)
-    lead = want[:-2]
-    if shape != want and len(shape) == 2 and lead:
-        # CSV as `qkv compute --format csv` writes it: index columns, then the row.
-        rows, width = shape
-        count = math.prod(lead)
-        if rows == count * want[-2] and width in (want[-1], want[-1] + len(lead)):
-            flat = [row[width - want[-1] :] for row in nested]
-            nested, shape = flat, (rows, want[-1])
-            out = np.empty(want, dtype=object)
-            out.reshape(-1, want[-1])[:] = np.array(flat, dtype=object).reshape(-1, want[-1])
-            return out
-    if shape != want:
-        raise InputError(
-            f"{origin}: {key} is {shape_str(shape) or 'a number'} but this problem's {key} is "
-            f"{shape_str(want)} ({axes})"
-        )
-    out = np.empty(want, dtype=object)
-    for idx in np.ndindex(*want):
-        v: Any = nested
-        for i in idx:
-            v = v[i]
-        out[idx] = v
-    return out
-
-
-def axes_words(trace: Trace, name: str) -> str:
-    """What the axes of a stage are: ``heads × queries × keys``."""
-    s = trace.stages[name]
-    words = (["batch items"] if trace.batched else []) + (["heads"] if s.per_head else [])
-    return " × ".join([*words, s.rows, s.cols])
-
-
-# ---------------------------------------------------------------- marking
+    lead = []
+    rest = list(index)
+    if batched:
+        lead.append(f"item {rest.pop(0) + 1}")
+    if per_head:
+        lead.append(f"head {rest.pop(0) + 1}")
+    where = f"[{rest[0] + 1},{rest[1] + 1}]" if len(rest) == 2 else f"row {rest[0] + 1}"
+    return " ".join([*lead, where])
 
 
 @dataclass
@@ -290,30 +89,54 @@ class Cell:
     expected: float  # what follows from the student's own earlier stages
     verdict: str  # right | consistent | wrong
     basis: str | None = None  # for "consistent": the earlier stage it follows from
+    rounding: bool = False  # consistent because of rounding carried forward (not a mistake)
+
+
+@dataclass
+class Slip:
+    """A slip in one cell (``index``) or one row of weights (``index`` ends at the row)."""
+
+    index: tuple[int, ...]
+    kind: str  # sign | digits | cell | denominator | exp
+    text: str
 
 
 @dataclass
 class Finding:
-    """The diagnosis of a stage with wrong cells."""
+    """The diagnosis of a stage with wrong cells.
+
+    ``fit``: ``full`` (one known mistake, or several giving the same numbers,
+    reproduces every given cell), ``several`` (different mistakes each do),
+    ``partial`` (one reproduces most of the wrong cells), ``slips`` (single
+    cells or rows), ``layout`` (the stage written transposed or in another
+    shape), ``none`` (nothing known explains it).
+    """
 
     stage: str
+    fit: str = "none"
     mistake: str | None = None  # key in mistakes.MISTAKES
     label: str | None = None
     astray: str | None = None  # first stage where the mistake's computation departs
-    also: list[str] = field(default_factory=list)  # other mistakes that fit as well
-    more: list[str] = field(default_factory=list)  # later stages the same mistake explains
+    also: list[str] = field(default_factory=list)  # other labels that fit as well
+    keys: list[str] = field(default_factory=list)  # every mistake key that fits
+    more: list[str] = field(default_factory=list)  # parallel stages the same mistake explains
+    slips: list[Slip] = field(default_factory=list)
+    detail: str = ""
 
 
 @dataclass
 class Report:
-    """The marking of one answer sheet."""
+    """The marking of one answer sheet (``error`` set when it could not be read or marked)."""
 
     answers: str
     problem: str
     cells: list[Cell]
     findings: list[Finding]
     blank: int
-    trace: Trace
+    trace: Trace | None
+    precision: Precision = field(default_factory=Precision)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
 
     def count(self, verdict: str) -> int:
         """How many given cells got ``verdict``."""
@@ -321,101 +144,415 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """Every given cell is right."""
-        return all(c.verdict == "right" for c in self.cells)
+        """Nothing wrong: every given cell right, or consistent only through rounding."""
+        return self.error is None and not self.findings and self._cells_ok()
+
+    def _cells_ok(self) -> bool:
+        return all(c.verdict == "right" or (c.verdict == "consistent" and c.rounding)
+                   for c in self.cells)  # fmt: skip
 
     @property
     def first_wrong(self) -> str | None:
-        """The first stage with a wrong cell."""
+        """The first stage with a wrong cell (or a layout finding)."""
         return self.findings[0].stage if self.findings else None
 
+    @property
+    def score(self) -> float | None:
+        """Credit over the cells given: right and rounding 1, consistent after a slip ½."""
+        if not self.cells:
+            return None
+        credit = sum(
+            1.0 if c.verdict == "right" or c.rounding else 0.5 if c.verdict == "consistent" else 0
+            for c in self.cells
+        )
+        return credit / len(self.cells)
 
-def sheet_arrays(sheet: Sheet, trace: Trace) -> dict[str, np.ndarray]:
-    """Every answered stage as an object array of `Written`/None, shapes checked."""
-    arrays = {}
+
+# ---------------------------------------------------------------- the answers in the stages' shapes
+
+
+def axes_words(trace: Trace, name: str) -> str:
+    """What the axes of a stage are: ``heads × queries × keys``."""
+    s = trace.stages[name]
+    words = (["batch items"] if trace.batched else []) + (["heads"] if s.per_head else [])
+    return " × ".join([*words, s.rows, s.cols])
+
+
+@dataclass
+class Answered:
+    """One answered stage: its cells in the stage's shape, or in another shape (``misfit``)."""
+
+    grid: np.ndarray
+    transposed: bool = False
+    misfit: bool = False
+
+
+def sheet_arrays(sheet: Sheet, trace: Trace) -> dict[str, Answered]:
+    """Every answered stage in the stage's shape; a stage written transposed is turned back."""
+    import numpy as np
+
+    out = {}
     for name, nested in sheet.stages.items():
         if name not in trace.stages:
             raise InputError(
                 f"{sheet.origin}: no stage {name!r} in this problem (stages: {' '.join(trace.stages)})"
             )
         want = tuple(trace[name].shape)
-        arrays[name] = _grid(nested, want, sheet.origin, name, axes_words(trace, name))
-    return arrays
+        grid = grid_of(nested, sheet.origin, name)
+        if grid.shape == want:
+            out[name] = Answered(grid)
+            continue
+        flat = _index_columns(grid, want)
+        if flat is not None:
+            out[name] = Answered(flat)
+        elif len(grid.shape) == len(want) >= 2 and grid.shape[:-2] + grid.shape[-2:][::-1] == want:
+            out[name] = Answered(np.ascontiguousarray(grid.swapaxes(-1, -2)), transposed=True)
+        else:
+            out[name] = Answered(grid, misfit=True)
+    return out
+
+
+def _index_columns(grid: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
+    """A per-head stage as `qkv compute --format csv` writes it: index columns, then the row."""
+    import numpy as np
+
+    lead = want[:-2]
+    if len(grid.shape) != 2 or not lead:
+        return None
+    rows, width = grid.shape
+    if rows != math.prod(lead) * want[-2] or width not in (want[-1], want[-1] + len(lead)):
+        return None
+    out = np.empty(want, dtype=object)
+    out.reshape(-1, want[-1])[:] = grid[:, width - want[-1] :].reshape(-1, want[-1])
+    return out
+
+
+def _misfit_error(sheet: Sheet, trace: Trace, name: str, shape: tuple[int, ...]) -> InputError:
+    return InputError(
+        f"{sheet.origin}: {name} is {shape_str(shape) or 'a number'} but this problem's {name} is "
+        f"{shape_str(tuple(trace[name].shape))} ({axes_words(trace, name)})"
+    )
+
+
+# ---------------------------------------------------------------- marking
+
+
+class _Marker:
+    """The state of marking one sheet: what the student carries forward, stage by stage."""
+
+    def __init__(
+        self, problem: Problem, options: Options, precision: Precision, diagnose: bool
+    ) -> None:
+        from .attention import run
+        from .problem import resolve
+
+        self.problem, self.options, self.precision, self.diagnose = (
+            problem, options, precision, diagnose)  # fmt: skip
+        self.r = r = resolve(problem, options)
+        self.truth = run(r)
+        # What follows from a student's values may have rows with no key left: NaN, not an error.
+        self.r_follow = resolve(problem, replace(options, empty_rows="nan")) if (
+            options.empty_rows == "error") else r  # fmt: skip
+        self.truth_int = _internal(r, self.truth)
+        self.truth_bounds = bounds(r, self.truth_int, {})
+        self.basis: dict[str, np.ndarray] = {}
+        self.given: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.slipped: list[str] = []  # stages with a wrong or slip-consistent cell
+        self.cells: list[Cell] = []
+        self.findings: list[Finding] = []
+        self.notes: list[str] = []
+        self.blank = 0
+        self.grids: dict[str, np.ndarray] = {}
+        self.windows: dict[str, tuple[np.ndarray, ...]] = {}
+        self._tried: list[tuple[Variant, Resolved]] | None = None
+
+    @property
+    def tried(self) -> list[tuple[Variant, Resolved]]:
+        if self._tried is None:
+            self._tried = _variants(self.problem, self.options, self.r)
+        return self._tried
+
+    def follow(
+        self, rv: Resolved | None = None, steps: Any = None, given: Any = None
+    ) -> Trace | None:
+        """A run from the student's own values (None when they lead nowhere, e.g. an overflow)."""
+        from .attention import STEPS, run
+
+        try:
+            return run(rv or self.r_follow, given=self.basis if given is None else given,
+                       steps=steps or STEPS)  # fmt: skip
+        except (QkvError, ValueError, FloatingPointError, IndexError):
+            return None
+
+    def spread(self, rv: Resolved, steps: Any, name: str) -> np.ndarray | None:
+        """How far a stage moves when the student's written values move within their rounding.
+
+        The first-order bound Σ |∂cell/∂x|·half-unit(x), by nudging each
+        written value that flows into the stage (those not hidden behind a
+        later written stage) by its half-unit: what a computation from
+        unrounded values may differ by under a mistake (e^x grows with its
+        exponent, so a mistake's stage may move more than the right one).
+        """
+        import numpy as np
+
+        base = self.follow(rv, steps)
+        a = None if base is None else _stage_of(base, name)
+        if a is None:
+            return None
+        a = np.asarray(a, float)
+        ups = upstream(name)
+        written_ups = [k for k in self.basis if k in ups]
+        frontier = [k for k in written_ups if not any(k in upstream(t) for t in written_ups)]
+        moved = np.zeros(a.shape)
+        for k in frontier:
+            where, h = self.given[k]
+            b = self.basis[k]
+            for idx in zip(*np.nonzero(where & (h > 0) & np.isfinite(b))):
+                nudged = dict(self.basis)
+                nudged[k] = b.copy()
+                nudged[k][idx] += h[idx]
+                t = self.follow(rv, steps, nudged)
+                other = None if t is None else _stage_of(t, name)
+                if other is None or other.shape != a.shape:
+                    return None
+                moved = moved + np.nan_to_num(np.abs(np.asarray(other, float) - a))
+        return moved
+
+    def window_at(self, w: Written, true: float, b: tuple[np.ndarray, ...], idx: tuple) -> float:
+        return window(w, true, self.precision, tuple(float(t[idx]) for t in b))
+
+    def mark(self, name: str, ans: Answered, origin: str) -> None:
+        """Mark one stage, diagnose its wrong cells, and carry the student's values on."""
+        import numpy as np
+
+        r, grid = self.r, ans.grid
+        exp_trace = (self.follow() or self.truth) if self.basis else self.truth
+        exp_int = _internal(r, exp_trace) if self.basis else self.truth_int
+        follow = bounds(r, exp_int, self.given) if self.given else self.truth_bounds
+        truth = np.asarray(self.truth[name], dtype=float)
+        expected = np.asarray(exp_trace[name], dtype=float)
+        tb = tuple(to_public(r, name, t) for t in self.truth_bounds[name])
+        fb = tuple(to_public(r, name, t) for t in follow[name])
+        start = len(self.cells)
+        pending: list[int] = []
+        for idx in np.ndindex(*grid.shape):
+            w = grid[idx]
+            if w is None:
+                self.blank += 1
+                continue
+            t, e = float(truth[idx]), float(expected[idx])
+            if agrees(w, t, self.window_at(w, t, tb, idx)):
+                self.cells.append(Cell(name, idx, w, t, e, "right"))
+            elif agrees(w, e, self.window_at(w, e, fb, idx)):
+                basis, rounding = self._basis(name)
+                self.cells.append(Cell(name, idx, w, t, e, "consistent", basis, rounding))
+            else:
+                pending.append(len(self.cells))
+                self.cells.append(Cell(name, idx, w, t, e, "wrong"))
+        mine = self.cells[start:]
+        rounded = [c for c in mine if c.verdict == "consistent" and c.rounding]
+        if rounded:
+            self._rounding_note(name, rounded)
+        if pending and self.diagnose:
+            self._infer_rounding(name, [self.cells[i] for i in pending], fb)
+        wrong = [c for c in mine if c.verdict == "wrong"]
+        if ans.transposed:
+            self.findings.append(_layout(self.truth, name, grid.shape))
+        if wrong:
+            self._diagnose(name, grid, wrong, expected, exp_trace, fb)
+        if any(
+            c.verdict == "wrong" or (c.verdict == "consistent" and not c.rounding) for c in mine
+        ):
+            self.slipped.append(name)
+        carried = expected.copy()
+        where = np.zeros(grid.shape, dtype=bool)
+        halves = np.zeros(grid.shape)
+        for c in mine:
+            v = c.written.value
+            if c.written.sentinel and math.isinf(c.correct):
+                v = -math.inf  # −1e9 written for a masked cell stands for −∞
+            carried[c.index] = v
+            where[c.index] = True
+            exact = _same(v, c.correct) or (_same(v, float(np.round(v))) and _same(v, c.expected))
+            halves[c.index] = 0.0 if exact else half(c.written, c.correct, self.precision)
+        self.grids[name] = grid
+        self.windows[name] = fb
+        self.basis[name] = to_internal(r, name, carried)
+        self.given[name] = (to_internal(r, name, where).astype(bool), to_internal(r, name, halves))
+
+    def _basis(self, name: str) -> tuple[str, bool]:
+        """The earlier stage a consistent cell follows from, and whether only by rounding."""
+        ups = upstream(name)
+        slips = [s for s in self.slipped if s in ups]
+        if slips:
+            return slips[-1], False
+        rounded = [s for s in self.given if s in ups]
+        return (rounded[-1] if rounded else "earlier stages"), True
+
+    def _rounding_note(self, name: str, cells: list[Cell]) -> None:
+        basis = cells[0].basis or "earlier stages"
+        places = [
+            c.written.decimals
+            for c in self.cells
+            if c.stage == basis and c.written.decimals is not None
+        ]
+        most = max(places, default=None)
+        how = "" if most is None else f" ({most} decimal{'s' * (most != 1)})"
+        cost = max(abs(c.expected - c.correct) for c in cells)
+        self.notes.append(
+            f"rounding: your {name} follows from your {basis} as you rounded it{how}; that moved "
+            f"{name} by up to {_short(cost)}, so {len(cells)} cell{'s' * (len(cells) != 1)} "
+            "marked consistent, not wrong"
+        )
+
+    def _infer_rounding(self, name: str, pending: list[Cell], fb: tuple[np.ndarray, ...]) -> None:
+        """Wrong cells that follow from earlier values rounded as they went (not written)."""
+        import numpy as np
+
+        from .mistakes import roundings
+
+        ups = upstream(name)
+        for ro in roundings():
+            named = ro.stage is not None and not ro.stage.startswith("the scale")
+            if named and (ro.stage not in ups or ro.stage in self.given
+                          or ro.stage not in self.truth.stages):  # fmt: skip
+                continue
+            if (
+                ro.stage is not None
+                and ro.stage.startswith("the scale")
+                and "scaled" not in ups | {name}
+            ):
+                continue
+            t = self.follow(steps=ro.steps)
+            if t is None:
+                continue
+            got = np.asarray(t[name], dtype=float)
+            if all(agrees(c.written, float(got[c.index]),
+                          self.window_at(c.written, float(got[c.index]), fb, c.index))
+                   for c in pending):  # fmt: skip
+                for c in pending:
+                    c.verdict, c.basis, c.rounding = "consistent", ro.words, True
+                    c.expected = float(got[c.index])
+                cost = max(abs(float(got[c.index]) - c.correct) for c in pending)
+                self.notes.append(
+                    f"rounding: your {name} follows from {ro.words} (not in your answers); that "
+                    f"moved {name} by up to {_short(cost)}, so {len(pending)} "
+                    f"cell{'s' * (len(pending) != 1)} marked consistent, not wrong"
+                )
+                return
+
+    def _diagnose(
+        self,
+        name: str,
+        grid: np.ndarray,
+        wrong: list[Cell],
+        expected: np.ndarray,
+        exp_trace: Trace,
+        fb: tuple[np.ndarray, ...],
+    ) -> None:
+        finding = Finding(name)
+        if self.diagnose:
+            _Diagnosis(self, name, grid, wrong, expected, exp_trace, fb).run(finding)
+        same = [f for f in self.findings
+                if f.mistake and f.mistake == finding.mistake and f.fit == finding.fit
+                and f.stage in ("Q", "K", "V") and name in ("K", "V")]  # fmt: skip
+        if finding.fit == "full" and same:
+            same[0].more.append(name)  # one slip seen in parallel stages (Q, K, V)
+            return
+        if finding.fit == "full":
+            for f in self.findings:  # the same mistake, seen again further on: one finding
+                if f.fit in ("full", "several") and finding.mistake in f.keys:
+                    if f.mistake != finding.mistake or f.fit == "several":
+                        f.fit, f.mistake, f.label = "full", finding.mistake, finding.label
+                        f.also, f.keys = finding.also, finding.keys
+                    f.more.append(name)
+                    return
+        self.findings.append(finding)
+
+    def mark_misfit(self, name: str, grid: np.ndarray, sheet: Sheet) -> None:
+        """A stage in a shape this problem's stage does not have: a known mistake's shape, or refused."""
+        import numpy as np
+
+        for v, rv in self.tried if self.diagnose else []:
+            t = self.follow(rv, v.steps)
+            stage = None if t is None else t.stages.get(name)
+            if stage is None or stage.array.shape != grid.shape:
+                continue
+            got = np.asarray(stage.array, dtype=float)
+            moved = self.spread(rv, v.steps, name)
+            extra = np.zeros(got.shape) if moved is None else moved
+            if all(w is None or agrees(w, float(got[i]),
+                                       window(w, float(got[i]), self.precision) + float(extra[i]))
+                   for i, w in np.ndenumerate(grid)):  # fmt: skip
+                for idx, w in np.ndenumerate(grid):
+                    if w is None:
+                        self.blank += 1
+                    else:
+                        self.cells.append(Cell(name, idx, w, math.nan, float(got[idx]), "wrong"))
+                want = shape_str(tuple(self.truth[name].shape))
+                self.findings.append(Finding(
+                    name, "full", v.key, v.label, name, keys=[v.key],
+                    detail=f"your {name} is {shape_str(grid.shape)}, this problem's is {want}"))  # fmt: skip
+                self.slipped.append(name)
+                return
+        raise _misfit_error(sheet, self.truth, name, grid.shape)
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal but for float noise: a value carried exactly (a whole number, an exact truth)."""
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-12 * max(1.0, abs(b))
+
+
+def _stage_of(t: Trace, name: str) -> np.ndarray | None:
+    """A stage of a run; a run without a mask stands in its scaled scores for ``masked``."""
+    stage = t.stages.get(name) or (t.stages.get("scaled") if name == "masked" else None)
+    return None if stage is None else stage.array
+
+
+def _short(x: float) -> str:
+    """A cost in a note: 4 significant digits."""
+    return f"{x:.4g}"
+
+
+def _layout(truth: Trace, name: str, shape: tuple[int, ...]) -> Finding:
+    s = truth.stages[name]
+    return Finding(
+        name, "layout", "transposed", f"your {name} look transposed",
+        detail=f"written {shape_str(shape[-2:])} with {s.cols} as rows; marked at the transposed places",
+    )  # fmt: skip
+
+
+def _internal(r: Resolved, t: Trace) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    return {name: np.asarray(to_internal(r, name, t[name]), dtype=float) for name in t.stages}
 
 
 def grade(
     problem: Problem,
     options: Options,
     sheet: Sheet,
-    tolerance: float | None = None,
+    precision: Precision | None = None,
     diagnose: bool = True,
 ) -> Report:
     """Mark ``sheet`` against ``problem``: verdict per cell, follow-through, diagnosis.
 
-    Stages are marked in pipeline order. Each is compared with the truth and
-    with what follows from the student's own earlier stages (blanks filled
-    from the stages before them). What the student carries forward is the
-    unrounded value their written one stands for: the true or followed-through
-    value when it agrees, the diagnosed mistake's value when one reproduces
-    it, else the number as written.
+    What the student carries forward is what they wrote (blanks filled from
+    their earlier values): a stage computed from their own rounded values is
+    consistent, and the window of each later cell accounts for that rounding.
     """
-    import numpy as np
-
-    from .attention import run
-    from .problem import resolve
-
-    r = resolve(problem, options)
-    truth = run(r)
-    grids = sheet_arrays(sheet, truth)
-    tried: list[tuple[Variant, Resolved]] | None = None  # the mistake variants, made when needed
-    basis: dict[str, np.ndarray] = {}
-    cells: list[Cell] = []
-    findings: list[Finding] = []
-    blank = 0
-    troubled: list[str] = []  # stages so far with a cell that is not right
-    for name in truth.stages:
-        if name not in grids:
+    m = _Marker(problem, options, precision or Precision(), diagnose)
+    answered = sheet_arrays(sheet, m.truth)
+    for name in m.truth.stages:
+        ans = answered.get(name)
+        if ans is None:
             continue
-        grid = grids[name]
-        expected = np.asarray(run(r, given=basis)[name], dtype=float) if basis else truth[name]
-        carried = np.array(expected, dtype=float)
-        wrong: list[tuple[tuple[int, ...], Written]] = []
-        for idx in np.ndindex(*grid.shape):
-            w = grid[idx]
-            if w is None:
-                blank += 1
-                continue
-            correct, exp = float(truth[name][idx]), float(expected[idx])
-            if agrees(w, exp, tolerance):
-                causes = [s for s in troubled if s in upstream(name)]
-                if causes and not agrees(w, correct, tolerance):
-                    cells.append(Cell(name, idx, w, correct, exp, "consistent", causes[-1]))
-                else:
-                    cells.append(Cell(name, idx, w, correct, exp, "right"))
-            elif agrees(w, correct, tolerance):
-                cells.append(Cell(name, idx, w, correct, exp, "right"))
-                carried[idx] = correct
-            else:
-                cells.append(Cell(name, idx, w, correct, exp, "wrong"))
-                carried[idx] = w.value
-                wrong.append((idx, w))
-        if wrong:
-            finding = Finding(name)
-            if tried is None:
-                tried = _variants(problem, options, r) if diagnose else []
-            fit = _diagnose(r, truth, tried, basis, name, grid, finding, tolerance)
-            same = [f for f in findings if f.mistake and f.label == finding.label]
-            if fit is not None and same:
-                same[0].more.append(name)  # one slip seen in parallel stages (Q, K, V)
-            else:
-                findings.append(finding)
-            if fit is not None:  # every given cell agrees with the mistake: carry its values
-                given = np.array([w is not None for w in grid.reshape(-1)]).reshape(grid.shape)
-                carried = np.where(given, fit, carried)
-        if any(c.stage == name and c.verdict != "right" for c in cells):
-            troubled.append(name)
-        basis[name] = to_internal(r, name, carried)
-    return Report(sheet.origin, problem.origin, cells, findings, blank, truth)
+        if ans.misfit:
+            m.mark_misfit(name, ans.grid, sheet)
+        else:
+            m.mark(name, ans, sheet.origin)
+    return Report(sheet.origin, problem.origin, m.cells, m.findings, m.blank, m.truth,
+                  m.precision, m.notes)  # fmt: skip
 
 
 def _variants(problem: Problem, options: Options, r: Resolved) -> list[tuple[Variant, Resolved]]:
@@ -425,63 +562,408 @@ def _variants(problem: Problem, options: Options, r: Resolved) -> list[tuple[Var
 
     out = []
     for v in variants(problem, options, r):
+        o = v.options if v.options.empty_rows != "error" else replace(v.options, empty_rows="nan")
         try:
-            out.append((v, resolve(v.problem, v.options)))
+            out.append((v, resolve(v.problem, o)))
         except QkvError:
             continue
     return out
 
 
-def _diagnose(
-    r: Resolved,
-    truth: Trace,
-    tried: list[tuple[Variant, Resolved]],
-    basis: dict[str, np.ndarray],
-    name: str,
-    grid: np.ndarray,
-    finding: Finding,
-    tolerance: float | None,
-) -> np.ndarray | None:
-    """Name the first listed mistake that reproduces stage ``name`` from the student's earlier
-    stages; return its values of that stage (None when no mistake fits)."""
-    import numpy as np
+# ---------------------------------------------------------------- diagnosis
 
-    from .attention import run
 
-    fit = None
-    for v, rv in tried:
-        try:
-            t = run(rv, given=basis, steps=v.steps)
-        except (QkvError, ValueError, FloatingPointError):
-            continue
-        stage = t.stages.get(name) or (t.stages.get("scaled") if name == "masked" else None)
-        if stage is None or stage.array.shape != grid.shape:
-            continue
-        got = np.asarray(stage.array, dtype=float)
-        if not all(
-            w is None or agrees(w, float(got[idx]), tolerance) for idx, w in np.ndenumerate(grid)
+class _Diagnosis:
+    """Which known mistakes, or which single-cell slips, reproduce a stage's wrong cells."""
+
+    def __init__(
+        self,
+        m: _Marker,
+        name: str,
+        grid: np.ndarray,
+        wrong: list[Cell],
+        expected: np.ndarray,
+        exp_trace: Trace,
+        fb: tuple[np.ndarray, ...],
+    ) -> None:
+        self.m, self.name, self.grid, self.wrong = m, name, grid, wrong
+        self.expected, self.exp_trace, self.fb = expected, exp_trace, fb
+        self.given = [(idx, w) for idx, w in _cells(grid)]
+
+    def agrees_all(self, got: np.ndarray, extra: np.ndarray | None = None) -> bool:
+        return all(self.near(w, float(got[idx]), idx, 0.0 if extra is None else float(extra[idx]))
+                   for idx, w in self.given)  # fmt: skip
+
+    def close(self, got: np.ndarray) -> bool:
+        """Within a few percent everywhere: worth asking how far rounding could move it."""
+        for idx, w in self.given:
+            value = float(got[idx])
+            if not math.isfinite(value) or not math.isfinite(w.value):
+                if not agrees(w, value, 0.0):
+                    return False
+                continue
+            if abs(w.value - value) > max(
+                0.05 * abs(value), 100 * self.m.window_at(w, value, self.fb, idx)
+            ):
+                return False
+        return True
+
+    def near(self, w: Written, value: float, idx: tuple, extra: float = 0.0) -> bool:
+        return agrees(w, value, self.m.window_at(w, value, self.fb, idx) + extra)
+
+    def run(self, finding: Finding) -> None:
+        import numpy as np
+
+        fits, partial = self._fits()
+        if fits:
+            groups: list[tuple[np.ndarray, list[tuple[Variant | None, str]]]] = []
+            for got, v, label in fits:
+                for g in groups:
+                    same_key = v is not None and g[1][0][0] is not None and g[1][0][0].key == v.key
+                    if same_key or np.allclose(g[0], got, rtol=1e-9, atol=1e-12, equal_nan=True):
+                        g[1].append((v, label))
+                        break
+                else:
+                    groups.append((got, [(v, label)]))
+            first = groups[0][1]
+            v0 = first[0][0]
+            finding.fit = "full" if len(groups) == 1 else "several"
+            finding.mistake = v0.key if v0 else "transposed"
+            finding.label = first[0][1]
+            finding.also = [label for _, label in first[1:]] + [
+                " or ".join(label for _, label in g[1]) for g in groups[1:]
+            ]
+            finding.keys = list(dict.fromkeys(
+                (v.key if v else "transposed") for g in groups for v, _ in g[1]))  # fmt: skip
+            finding.astray = self._astray(v0)
+            return
+        slips = self._slips()
+        if slips is not None:
+            finding.fit, finding.slips = "slips", slips
+            finding.mistake = "slip"
+            finding.label = "; ".join(s.text for s in slips)
+            return
+        if partial is not None:
+            got, v, missed = partial
+            finding.fit, finding.mistake, finding.label = "partial", v.key, v.label
+            finding.keys = [v.key]
+            finding.detail = ", ".join(self.place(c.index) for c in missed)
+            finding.astray = self._astray(v)
+
+    def place(self, idx: tuple[int, ...]) -> str:
+        t = self.m.truth
+        return cell_name(idx, t.stages[self.name].per_head, t.batched)
+
+    def _fits(self) -> tuple[list[tuple[np.ndarray, Variant | None, str]], Any]:
+        """Every variant reproducing every given cell; the best partial fit."""
+        import numpy as np
+
+        name, m = self.name, self.m
+        fits: list[tuple[np.ndarray, Variant | None, str]] = []
+        best: tuple[int, Any] = (0, None)
+        for v, rv in m.tried:
+            t = m.follow(rv, v.steps)
+            got = None if t is None else _stage_of(t, name)
+            if got is None or got.shape != self.grid.shape:
+                continue
+            got = np.asarray(got, dtype=float)
+            fit = self.agrees_all(got)
+            if not fit and self.close(got):
+                moved = m.spread(rv, v.steps, name)
+                fit = moved is not None and self.agrees_all(got, moved)
+            if fit:
+                if self.upstream_agrees(v, rv):
+                    fits.append((got, v, v.label))
+                continue
+            matched = [c for c in self.wrong if self.near(c.written, float(got[c.index]), c.index)]
+            missed = [c for c in self.wrong if c not in matched]
+            changed = [
+                (idx, w) for idx, w in self.given
+                if not self.near(w, float(got[idx]), idx) and w not in [c.written for c in self.wrong]
+            ]  # fmt: skip
+            enough = len(matched) >= max(2, math.ceil(0.75 * len(self.wrong)))
+            if enough and not changed and len(matched) > best[0] and self.upstream_agrees(v, rv):
+                best = (len(matched), (got, v, missed))
+        if len(self.grid.shape) >= 2 and self.grid.shape[-1] == self.grid.shape[-2]:
+            flipped = self.expected.swapaxes(-1, -2)
+            if self.agrees_all(flipped):
+                label = f"your {name} are the right values transposed (rows and columns swapped)"
+                fits.append((flipped, None, label))
+        return fits, best[1]
+
+    def upstream_agrees(self, v: Variant, rv: Resolved) -> bool:
+        """Does the mistake also give the earlier stages the student wrote (where they are not wrong)?
+
+        A mistake that would have changed a stage the student got right does
+        not explain this one (cosine similarity does not explain weights that
+        follow from correct dot-product scores).
+        """
+        import numpy as np
+
+        from .attention import run
+
+        m = self.m
+        for s in [s for s in m.grids if s in upstream(self.name)]:
+            before = {k: b for k, b in m.basis.items() if k in upstream(s)}
+            try:
+                t = run(rv, given=before, steps=v.steps)
+            except (QkvError, ValueError, FloatingPointError, IndexError):
+                return False
+            stage = t.stages.get(s) or (t.stages.get("scaled") if s == "masked" else None)
+            grid = m.grids[s]
+            if stage is None or stage.array.shape != grid.shape:
+                return False
+            got = np.asarray(stage.array, dtype=float)
+            fb = m.windows[s]
+            for c in m.cells:
+                if c.stage != s or c.verdict == "wrong":
+                    continue
+                value = float(got[c.index])
+                width = window(c.written, value, m.precision, tuple(float(b[c.index]) for b in fb))
+                if not agrees(c.written, value, width):
+                    return False
+        return True
+
+    def _astray(self, v: Variant | None) -> str:
+        """The first stage (up to this one) where the mistake's computation departs from the student's."""
+        import numpy as np
+
+        if v is None:
+            return self.name
+        rv = next(rv for vv, rv in self.m.tried if vv is v)
+        wrong = self.m.follow(rv, v.steps)
+        if wrong is None:
+            return self.name
+        for name in self.exp_trace.stages:
+            other = wrong.stages.get(name) or (
+                wrong.stages.get("scaled") if name == "masked" else None
+            )
+            mine = self.exp_trace[name]
+            if other is None or other.array.shape != mine.shape:
+                return name
+            a, b = np.asarray(mine, float), np.asarray(other.array, float)
+            if not np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True):
+                return name
+            if name == self.name:
+                break
+        return self.name
+
+    # ------------------------------------------------------------ single-cell slips
+
+    def _slips(self) -> list[Slip] | None:
+        """Every wrong cell explained as a slip of its own (or a softmax row's slip), or None."""
+        m, name = self.m, self.name
+        wrong = list(self.wrong)
+        slips: list[Slip] = []
+        rows_done: set[tuple[int, ...]] = set()
+        softmax_rows = name == "weights" and m.r.options.normalize == "softmax"
+        if softmax_rows:
+            for c in wrong:
+                row = c.index[:-1]
+                if row in rows_done:
+                    continue
+                slip = self._row_slip(row)
+                if slip is not None:
+                    rows_done.add(row)
+                    slips.append(slip)
+            wrong = [c for c in wrong if c.index[:-1] not in rows_done]
+        given = len(self.given)
+        if len(wrong) > 3 or (wrong and len(wrong) * 2 > given):
+            return None
+        for c in wrong:
+            slips.append(self._cell_slip(c))
+        if softmax_rows:
+            for slip in list(slips):
+                if slip.kind in ("sign", "digits", "cell"):
+                    slip.text += self._row_sum_words(slip.index[:-1])
+        return slips
+
+    def _row(self, row: tuple[int, ...]) -> tuple[list[tuple[int, Written]], np.ndarray]:
+        import numpy as np
+
+        cells = [(j, self.grid[(*row, j)]) for j in range(self.grid.shape[-1])]
+        logits_name = "masked" if "masked" in self.exp_trace.stages else "scaled"
+        z = np.asarray(self.exp_trace[logits_name], dtype=float)[row]
+        return [(j, w) for j, w in cells if w is not None], z
+
+    def _row_sum_words(self, row: tuple[int, ...]) -> str:
+        total, off = self._row_sum(row)
+        label = self.place((*row, 0)).rsplit("[", 1)[0] + f"row {row[-1] + 1}"
+        if off:
+            return f"; {label} now sums to {total:.4f}, not 1"
+        return f"; {label} still sums to 1"
+
+    def _row_sum(self, row: tuple[int, ...]) -> tuple[float, bool]:
+        given, _ = self._row(row)
+        values = dict((j, w.value) for j, w in given)
+        width = sum(
+            self.m.window_at(w, float(self.expected[(*row, j)]), self.fb, (*row, j))
+            for j, w in given
+        )
+        total = sum(
+            values.get(j, float(self.expected[(*row, j)])) for j in range(self.grid.shape[-1])
+        )
+        return total, abs(total - 1) > width + 1e-9
+
+    def _row_slip(self, row: tuple[int, ...]) -> Slip | None:
+        """A softmax row that follows from a denominator missing a term, or from a wrong e^x.
+
+        Either changes every weight of the row, so at least two of its cells
+        must be wrong; a wrong e^x keeps the row summing to 1, a missing term
+        does not.
+        """
+        import numpy as np
+
+        given, z = self._row(row)
+        live = np.isfinite(z)
+        wrong = [c for c in self.wrong if c.index[:-1] == row]
+        if len(wrong) < 2 or len(given) < 2 or live.sum() < 2:
+            return None
+        zero = np.where(live, z, 0.0)
+        logits = "masked" if "masked" in self.exp_trace.stages else "scaled"
+        hz = np.zeros(len(z))
+        for k in (logits, "scaled"):
+            if k in self.m.given:
+                where, h = self.m.given[k]
+                hz = np.where(
+                    to_public(self.m.r, k, where)[row], to_public(self.m.r, k, h)[row], hz
+                )
+                break
+        where = self.place((*row, 0)).rsplit("[", 1)[0] + f"row {row[-1] + 1}"
+        i = row[-1] + 1
+
+        def numerators(zz: np.ndarray) -> np.ndarray:
+            top = zz[live].max()
+            return np.where(live, np.exp(zz - top), 0.0)  # shifted numerators
+
+        def fits(pred: Any, alt: dict[int, Any] | None = None, extra: Any = 0.0) -> bool:
+            base = pred(zero)
+            moved = np.zeros(len(z)) + extra
+            for j in np.nonzero(hz > 0)[0]:  # what the written logits' rounding can move
+                nudged = zero.copy()
+                nudged[j] += hz[j]
+                moved += np.abs(pred(nudged) - base)
+            for j, w in given:
+                ok = self.near(w, float(base[j]), (*row, j), float(moved[j]))
+                if not ok and alt and j in alt:
+                    ok = self.near(w, float(alt[j](zero)), (*row, j), float(moved[j]))
+                if not ok:
+                    return False
+            return True
+
+        def without(k: int) -> Any:
+            def pred(zz: np.ndarray) -> np.ndarray:
+                e = numerators(zz)
+                return e / (e.sum() - e[k])
+
+            return pred
+
+        def exact(k: int) -> Any:
+            return lambda zz: numerators(zz)[k] / numerators(zz).sum()
+
+        total, off = self._row_sum(row)
+        missing = [k for k in range(len(z)) if live[k] and (numerators(zero).sum() - numerators(zero)[k]) > 0
+                   and fits(without(k), {k: exact(k)})]  # fmt: skip
+        if missing and off:
+            keys = " or ".join(f"key {k + 1}" for k in missing)
+            k = missing[0]
+            return Slip(row, "denominator",
+                        f"{where}: the denominator leaves out e^{{{logits}[{i},{k + 1}]}} "
+                        f"({keys}); the row sums to {total:.4f}, not 1")  # fmt: skip
+        if off:
+            return None
+        e0 = numerators(zero)
+        S = e0.sum()
+        wrong_e = []
+        for k, wk in given:
+            if not live[k] or not 0 < wk.value < 1:
+                continue
+            E = wk.value * (S - e0[k]) / (1 - wk.value)  # the e-term the student's row implies
+
+            def other(zz: np.ndarray, k: int = k, E: float = E, wk: float = wk.value) -> np.ndarray:
+                e = numerators(zz)
+                p = e / (e.sum() - e[k] + E * e[k] / max(e0[k], 1e-300))
+                p[k] = wk
+                return p
+
+            hk = self.m.window_at(wk, wk.value, self.fb, (*row, k))  # E as the rounded w_k gives it
+            nudged = min(wk.value + hk, 1 - 1e-12)
+            moved = np.abs(
+                other(zero, k, nudged * (S - e0[k]) / (1 - nudged), wk.value) - other(zero)
+            )
+            if abs(E - e0[k]) > 1e-6 * max(e0[k], 1e-300) and fits(other, extra=moved):
+                wrong_e.append((k, E))
+        if wrong_e and len(wrong_e) < len(given):
+            k, E = wrong_e[0]
+            top = float(z[live].max())
+            raw_true = math.exp(float(z[k]))
+            raw_mine = E * math.exp(top)
+            keys = " or ".join(f"key {kk + 1}" for kk, _ in wrong_e)
+            as_if = (
+                f", as if {logits}[{i},{k + 1}] were {math.log(raw_mine):.4f}"
+                if raw_mine > 0
+                else ""
+            )
+            return Slip(row, "exp",
+                        f"{where}: a wrong e^x for {keys}: your weights imply e^{{{logits}[{i},{k + 1}]}} "
+                        f"≈ {raw_mine:.6g}{as_if}, but e^{{{z[k]:.4f}}} = {raw_true:.6g}; "
+                        "the row still sums to 1")  # fmt: skip
+        return None
+
+    def _cell_slip(self, c: Cell) -> Slip:
+        where = self.place(c.index)
+        e = c.expected
+        if (
+            e != 0
+            and math.isfinite(e)
+            and agrees(c.written, -e, self.m.window_at(c.written, -e, self.fb, c.index))
         ):
+            return Slip(
+                c.index, "sign", f"{where}: the sign is wrong ({c.written.text} for {_plain(e)})"
+            )
+        swapped = _digit_swap(c.written, e)
+        if swapped is not None:
+            return Slip(
+                c.index, "digits", f"{where}: two digits swapped ({c.written.text} for {swapped})"
+            )
+        return Slip(
+            c.index,
+            "cell",
+            f"{where}: a slip in this cell alone ({c.written.text} for {_plain(e)})",
+        )
+
+
+def _plain(x: float) -> str:
+    if math.isinf(x):
+        return "−∞" if x < 0 else "∞"
+    if x == int(x) and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:.4f}"
+
+
+def _digit_swap(w: Written, true: float) -> str | None:
+    """The correct value's text when ``w`` is it with two neighbouring digits swapped."""
+    if w.form != "decimal" or not math.isfinite(true) or "e" in w.text.lower():
+        return None
+    text = w.text.strip().replace("−", "-").lstrip("+")
+    places = len(text.split(".", 1)[1]) if "." in text else 0
+    unit = 10.0**-places
+    for candidate in {
+        round(true, places),
+        math.floor(true / unit) * unit,
+        math.ceil(true / unit) * unit,
+    }:
+        right = f"{candidate:.{places}f}"
+        if len(right) != len(text) or right == text:
             continue
-        if fit is None:
-            fit = got
-            finding.mistake, finding.label = v.key, v.label
-            finding.astray = _astray(truth, run(rv, steps=v.steps), name)
-        elif v.label != finding.label and len(finding.also) < 3:
-            finding.also.append(v.label)
-    return fit
+        diff = [i for i, (a, b) in enumerate(zip(text, right)) if a != b]
+        if (len(diff) == 2 and diff[1] == diff[0] + 1 and text[diff[0]] == right[diff[1]]
+                and text[diff[1]] == right[diff[0]] and "." not in (text[diff[0]], text[diff[1]])):  # fmt: skip
+            return right
+    return None
 
 
-def _astray(truth: Trace, wrong: Trace, limit: str) -> str:
-    """The first stage (up to ``limit``) where a mistaken computation departs from the truth."""
+def _cells(grid: np.ndarray) -> list[tuple[tuple[int, ...], Written]]:
     import numpy as np
 
-    for name in truth.stages:
-        other = wrong.stages.get(name) or (wrong.stages.get("scaled") if name == "masked" else None)
-        if other is None or other.array.shape != truth[name].shape:
-            return name
-        a, b = np.asarray(truth[name], float), np.asarray(other.array, float)
-        if not np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True):
-            return name
-        if name == limit:
-            break
-    return limit
+    return [(idx, w) for idx, w in np.ndenumerate(grid) if w is not None]

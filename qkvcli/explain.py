@@ -2,8 +2,10 @@
 
 Cells are named as people write them by hand, 1-based: ``scores[2,3]`` is
 row 2, column 3. The explanation walks the cell's own chain — the dot product
-``q₂·k₃ = 2·4 + 2·4 + 2·0 = 16``, the scaling, ``e^{…}/Σ e^{…}`` with its
-terms, the weighted sum of the rows of V.
+``q₂·k₃ = 2·4 + 2·4 + 2·0 = 16``, the scaling, the softmax shifted by the
+row's maximum with its terms and the row's sum, the weighted sum of the rows
+of V. Every line redoes with a calculator from the numbers printed on it:
+factors are printed with as many decimals as that takes.
 
 >>> parse_cell("weights[1, 2]")
 ('weights', 0, 1)
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError, shape_str
@@ -27,14 +31,22 @@ if TYPE_CHECKING:
 
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _CELL = re.compile(r"^\s*([A-Za-z_]+)\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]\s*$")
+#: The most decimals a factor is printed with to make a line add up.
+MOST = 12
 
 
 def parse_cell(text: str) -> tuple[str, int, int]:
     """``"scores[2,3]"`` → ``("scores", 1, 2)`` (0-based inside, 1-based as written)."""
     m = _CELL.match(text)
     if not m:
+        shown = text if len(text) <= 40 else text[:37] + "…"
         raise OptionError(
-            f"cell {text!r} is not of the form STAGE[ROW,COLUMN], e.g. scores[2,3] (1-based)"
+            f"cell {shown!r} is not of the form STAGE[ROW,COLUMN], e.g. scores[2,3] (1-based)"
+        )
+    if len(m[2]) > 9 or len(m[3]) > 9:
+        which = "row" if len(m[2]) > 9 else "column"
+        raise OptionError(
+            f"cell {m[1]}[…]: the {which} number has {max(len(m[2]), len(m[3]))} digits; no stage is that large"
         )
     row, col = int(m[2]), int(m[3])
     if row < 1 or col < 1:
@@ -48,12 +60,21 @@ def sub(i: int) -> str:
 
 
 class Numbers:
-    """How numbers are written: exact values as such, whole numbers bare, others fixed."""
+    """How numbers are written: exact values as such, whole numbers bare, others fixed.
+
+    >>> fmt = Numbers(4)
+    >>> fmt(2 / 3), fmt.at(2 / 3, 6), fmt.given(0.125), fmt(-2.0)
+    ('0.6667', '0.666667', '0.125', '−2')
+    """
 
     def __init__(self, precision: int) -> None:
         self.precision = precision
 
     def __call__(self, v: Any) -> str:
+        return self.at(v, self.precision)
+
+    def at(self, v: Any, places: int) -> str:
+        """``v`` with ``places`` decimals (whole numbers and exact values as they are)."""
         from .exact import is_exact, text
 
         if is_exact(v):
@@ -63,7 +84,18 @@ class Numbers:
             return NEG_INF if v < 0 else "∞"
         if v == int(v) and abs(v) < 1e15:
             return str(int(v)).replace("-", "−")
-        return f"{v:.{self.precision}f}".replace("-", "−")
+        return f"{v:.{places}f}".replace("-", "−")
+
+    def given(self, v: Any) -> str:
+        """A number of the problem exactly as given (its shortest form)."""
+        from .exact import is_exact, text
+
+        if is_exact(v):
+            return text(v)
+        v = float(v)
+        if v == int(v) and abs(v) < 1e15:
+            return str(int(v)).replace("-", "−")
+        return repr(v).replace("-", "−")
 
     def factor(self, v: Any) -> str:
         """A number as a factor in a product: negatives in parentheses."""
@@ -82,6 +114,59 @@ class Numbers:
         if is_exact(v) and float(v) != int(float(v)):
             return f"{s} ≈ {float(v):.{self.precision}f}"
         return s
+
+
+def dec(text: str) -> Decimal:
+    """A printed number read back exactly (``−`` as minus)."""
+    return Decimal(text.replace("−", "-").strip("()"))
+
+
+def paren(text: str) -> str:
+    """A printed number as a factor: negatives in parentheses."""
+    return f"({text})" if text.startswith("−") else text
+
+
+def reproduces(got: Decimal, target: float, places: int) -> bool:
+    """Does a result redone from printed numbers round to the printed target?"""
+    want = Decimal(repr(float(target))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
+    return got.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN) == want
+
+
+def fitted(
+    make: Callable[[int], tuple[Any, Decimal]], target: float, fmt: Numbers
+) -> tuple[Any, int]:
+    """The fewest decimals (from ``fmt.precision`` up) at which a line's printed numbers redo
+    its result; ``make(places)`` gives the printed parts and what they compute."""
+    for places in range(fmt.precision, MOST + 1):
+        parts, got = make(places)
+        if reproduces(got, target, fmt.precision):
+            return parts, places
+    return make(MOST)[0], MOST
+
+
+def dot_line(a: list[Any], b: list[Any], target: float, fmt: Numbers) -> tuple[str, str]:
+    """``2·4 + 2·4 + 2·0`` and the result, factors at the decimals that make the sum redo."""
+    from .exact import is_exact
+
+    if any(is_exact(x) for x in (*a, *b)):
+        return " + ".join(f"{fmt.factor(x)}·{fmt.factor(y)}" for x, y in zip(a, b)), fmt.approx(
+            target
+        )
+
+    def make(places: int) -> tuple[Any, Decimal]:
+        xs = [_short(x, places, fmt) for x in a]
+        ys = [_short(y, places, fmt) for y in b]
+        return (xs, ys), sum((dec(x) * dec(y) for x, y in zip(xs, ys)), Decimal(0))
+
+    (xs, ys), _ = fitted(make, target, fmt)
+    return " + ".join(f"{paren(x)}·{paren(y)}" for x, y in zip(xs, ys)), fmt(target)
+
+
+def _short(v: Any, places: int, fmt: Numbers) -> str:
+    """A factor: exactly when it has few decimals, else rounded to ``places``."""
+    text = fmt.given(v)
+    digits = text.split(".", 1)[1] if "." in text else ""
+    return text if len(digits) <= places else fmt.at(v, places)
 
 
 def dot_terms(a: list[Any], b: list[Any], fmt: Numbers) -> str:
@@ -194,9 +279,10 @@ def _projection(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     w = _exact_row(r, r.arrays[f"W_{name}"][:, j])
     which = _w_axis(r)
     line = f"{name}[{i + 1},{j + 1}] = {src.lower()}{sub(i)} · ({which} {j + 1} of W_{name})"
-    line += f" = {dot_terms(x, w, fmt)}"
+    terms = " + ".join(f"{paren(fmt.given(a))}·{paren(fmt.given(b))}" for a, b in zip(x, w))
+    line += f" = {terms}"
     if f"b_{name}" in r.arrays:
-        line += f" + {fmt.factor(_exact_row(r, r.arrays[f'b_{name}'])[j])}"
+        line += f" + {paren(fmt.given(_exact_row(r, r.arrays[f'b_{name}'])[j]))}"
     return [f"{line} = {fmt.approx(value)}"]
 
 
@@ -227,18 +313,24 @@ def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         kv = c.group * r.d_head
         cols += f" and {_span(kv, r.d_head)} of K)" if r.kv_heads != r.heads else " and K)"
     if r.options.similarity == "cosine":
-        dot = sum(float(a) * float(b) for a, b in zip(q, k))
-        nq = math.sqrt(sum(float(a) ** 2 for a in q))
-        nk = math.sqrt(sum(float(b) ** 2 for b in k))
+        qf, kf = [float(a) for a in q], [float(b) for b in k]
+        dot = sum(a * b for a, b in zip(qf, kf))
+        nq = math.sqrt(sum(a * a for a in qf))
+        nk = math.sqrt(sum(b * b for b in kf))
+        terms, shown = dot_line(qf, kf, dot, fmt)
+
+        def make(places: int) -> tuple[Any, Decimal]:
+            parts = (fmt.at(nq, places), fmt.at(nk, places))
+            return parts, dec(shown) / (dec(parts[0]) * dec(parts[1]))
+
+        (a, b), _ = fitted(make, float(value), fmt)
+        product = fmt.at(float(dec(a) * dec(b)), len(a.split(".")[-1]) * 2 if "." in a else 0)
         return [
             f"scores[{i + 1},{j + 1}] = cos(q{sub(i)}, k{sub(j)}) = q{sub(i)}·k{sub(j)} / (|q{sub(i)}|·|k{sub(j)}|)"
-            f" = ({dot_terms(q, k, fmt)}) / ({fmt(nq)}·{fmt(nk)}) = {fmt(dot)} / {fmt(nq * nk)}"
-            f" = {fmt(value)}{cols}"
+            f" = ({terms}) / ({a}·{b}) = {shown} / {product} = {fmt(value)}{cols}"
         ]
-    return [
-        f"scores[{i + 1},{j + 1}] = q{sub(i)}·k{sub(j)} = {dot_terms(q, k, fmt)}"
-        f" = {fmt.approx(value)}{cols}"
-    ]
+    terms, shown = dot_line(q, k, value, fmt)
+    return [f"scores[{i + 1},{j + 1}] = q{sub(i)}·k{sub(j)} = {terms} = {shown}{cols}"]
 
 
 def _span(lo: int, width: int) -> str:
@@ -260,16 +352,30 @@ def _scale_words(c: Cell, fmt: Numbers) -> tuple[str, Any]:
 
 
 def _scaled(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    from .exact import is_exact
+
     lines = _scores(c, "scores", i, j, fmt)
     r = c.r
     s = c.stage("scores")[i, j]
     words, factor = _scale_words(c, fmt)
     value = c.stage("scaled")[i, j]
-    line = f"scaled[{i + 1},{j + 1}] = scores[{i + 1},{j + 1}] × {words} = {fmt.factor(s)} × {fmt(factor)}"
     added = r.rules.added(slice(i, i + 1), slice(j, j + 1), c.b, c.h)
-    if added is not None:
-        bias = float(added[0, 0])
-        line += f" + attn_bias[{i + 1},{j + 1}] ({fmt(bias)})"
+    bias = None if added is None else float(added[0, 0])
+    line = f"scaled[{i + 1},{j + 1}] = scores[{i + 1},{j + 1}] × {words}"
+    if is_exact(value) or is_exact(factor):
+        line += f" = {fmt.factor(s)} × {fmt(factor)}"
+    else:
+        shown_s = _short(float(s), fmt.precision, fmt)
+        extra = Decimal(0) if bias is None else dec(fmt.given(bias))
+
+        def make(places: int) -> tuple[Any, Decimal]:
+            f = _short(float(factor), places, fmt)
+            return f, dec(shown_s) * dec(f) + extra
+
+        f, _ = fitted(make, float(value), fmt)
+        line += f" = {paren(shown_s)} × {f}"
+    if bias is not None:
+        line += f" + attn_bias[{i + 1},{j + 1}] ({fmt.given(bias)})"
     lines.append(f"{line} = {fmt.approx(value)}")
     return lines
 
@@ -307,31 +413,105 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         if not math.isfinite(float(x)):
             lines.append(f"{cell} = 0: key {j + 1} is masked, so it gets no weight")
         else:
-            lines.append(
-                f"{cell} = σ({src}[{i + 1},{j + 1}]) = 1 / (1 + e^{{{fmt(-x)}}}) = {fmt(w)}"
-            )
+            lines += _sigmoid(cell, src, i, j, x, w, fmt)
         return lines
     live = [k for k in range(len(row)) if math.isfinite(float(row[k]))]
     if j not in live:
         lines.append(f"{cell} = 0: key {j + 1} is masked, so it gets no weight")
         return lines
-    if not live:
-        lines.append(f"{cell}: every key is masked in row {i + 1}")
-        return lines
-    powers = [f"e^{{{fmt(row[k])}}}" for k in live]
-    exps = [math.exp(float(row[k])) for k in live]
-    total = sum(exps)
-    mine = math.exp(float(row[j]))
+    from .exact import is_exact
+
+    top = max(live, key=lambda k: float(row[k]))
     lines.append(
-        f"{cell} = e^{{{src}[{i + 1},{j + 1}]}} / Σₖ e^{{{src}[{i + 1},k]}}"
+        f"{cell} = e^{{{src}[{i + 1},{j + 1}] − m}} / Σₖ e^{{{src}[{i + 1},k] − m}}, where "
+        f"m = {src}[{i + 1},{top + 1}], the largest in row {i + 1}"
         + _left_out([k for k in range(len(row)) if k not in live])
     )
-    lines.append(f"  = e^{{{fmt(row[j])}}} / ({' + '.join(powers)})")
+    weights = [float(x) for x in c.stage("weights")[i]]
+    shown = [fmt(x) for x in weights]
+    total = sum((dec(x) for x in shown), Decimal(0))
+    rounded = "" if total == 1 else ", 1 before rounding"
     lines.append(
-        f"  = {fmt.big(mine)} / ({' + '.join(fmt.big(e) for e in exps)}) = {fmt.big(mine)} / {fmt.big(total)}"
+        f"  (row {i + 1} of weights sums to 1: {' + '.join(shown)} = {_plain_dec(total)}{rounded})"
     )
-    lines.append(f"  = {fmt(w)}")
+    if any(is_exact(row[k]) for k in live):
+        lines += _exact_softmax(row, live, j, top, w, fmt)
+    else:
+        lines += _float_softmax(row, live, j, top, w, fmt)
     return lines
+
+
+def _float_softmax(
+    row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers
+) -> list[str]:
+    """The softmax of one row, shifted by its maximum, every number printed so that it redoes."""
+    values = [float(row[k]) for k in live]
+    mine = live.index(j)
+    peak = live.index(top)
+
+    def make(places: int) -> tuple[Any, Decimal]:
+        z = [_short(v, places, fmt) for v in values]
+        d = [dec(x) - dec(z[peak]) for x in z]
+        e = [
+            Decimal(repr(math.exp(float(x)))).quantize(Decimal(1).scaleb(-(places + 2))) for x in d
+        ]
+        e = [Decimal(1) if x == 0 else y for x, y in zip(d, e)]
+        total = sum(e, Decimal(0))
+        return (z, d, e, total), e[mine] / total
+
+    (z, d, e, total), _ = fitted(make, w, fmt)
+    m = z[peak]
+    return [
+        f"  = e^{{{z[mine]} − {m}}} / ({' + '.join(f'e^{{{x} − {paren(m)}}}' for x in z)})",
+        f"  = e^{{{_plain_dec(d[mine])}}} / ({' + '.join(f'e^{{{_plain_dec(x)}}}' for x in d)})",
+        f"  = {_plain_dec(e[mine])} / ({' + '.join(_plain_dec(x) for x in e)})"
+        f" = {_plain_dec(e[mine])} / {_plain_dec(total)}",
+        f"  = {fmt(w)}",
+    ]
+
+
+def _exact_softmax(
+    row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers
+) -> list[str]:
+    """The softmax of one row in exact forms: e-powers of surds, shifted by the maximum."""
+    from .exact import text
+
+    z = [row[k] for k in live]
+    mine, peak = live.index(j), live.index(top)
+    d = [x - z[peak] for x in z]
+    e = [math.exp(float(x)) for x in d]
+    total = sum(e)
+    return [
+        f"  = e^{{{text(z[mine])} − {text(z[peak])}}} / "
+        f"({' + '.join(f'e^{{{text(x)} − {text(z[peak])}}}' for x in z)})",
+        f"  = e^{{{text(d[mine])}}} / ({' + '.join(f'e^{{{text(x)}}}' for x in d)})",
+        f"  ≈ {fmt.big(e[mine])} / ({' + '.join(fmt.big(x) for x in e)}) ≈ {fmt.big(e[mine])} / {fmt.big(total)}",
+        f"  = {fmt(w)}",
+    ]
+
+
+def _sigmoid(cell: str, src: str, i: int, j: int, x: Any, w: float, fmt: Numbers) -> list[str]:
+    """σ(x) = 1 / (1 + e^{−x}), printed so that it redoes."""
+    xv = float(x)
+
+    def make(places: int) -> tuple[Any, Decimal]:
+        z = _short(-xv, places, fmt)
+        e = Decimal(repr(math.exp(float(dec(z))))).quantize(Decimal(1).scaleb(-(places + 2)))
+        return (z, e), 1 / (1 + e)
+
+    (z, e), _ = fitted(make, w, fmt)
+    return [
+        f"{cell} = σ({src}[{i + 1},{j + 1}]) = 1 / (1 + e^{{{z}}}) = 1 / (1 + {_plain_dec(e)})"
+        f" = 1 / {_plain_dec(1 + e)} = {fmt(w)}"
+    ]
+
+
+def _plain_dec(d: Decimal) -> str:
+    """A Decimal as printed: no exponent, no trailing zeros, ``−`` for minus."""
+    text = format(d.normalize(), "f") if d != 0 else "0"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text.replace("-", "−")
 
 
 def _left_out(dead: list[int]) -> str:
@@ -344,21 +524,23 @@ def _left_out(dead: list[int]) -> str:
 
 def _weighted_sum(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     r = c.r
-    weights = c.stage("weights")[i]
+    weights = [float(x) for x in c.stage("weights")[i]]
     v = c.head_cols("V", r.dv_head, True)[:, j]
     if name == "head_outputs":
         value = c.stage("head_outputs")[i, j]
     else:
         value = c.internal[name][c.b][i, j]
+    col = c.group * r.dv_head + j  # V's column as the user's V numbers them
     target = f"{name}[{i + 1},{j + 1}]"
-    lines = [f"weights[{i + 1},·] = ({', '.join(fmt(w) for w in weights)})"]
+    terms, shown = dot_line(weights, [float(x) for x in v], float(value), fmt)
+    places = max((len(t.split(".")[1].rstrip(")")) for t in terms.split(" + ") for t in t.split("·")[:1]
+                  if "." in t), default=fmt.precision)  # fmt: skip
+    listed = ", ".join(_short(x, max(places, fmt.precision), fmt) for x in weights)
+    lines = [f"weights[{i + 1},·] = ({listed})"]
     if r.multihead:
         lo = c.group * r.dv_head
         lines.append(f"head {c.h + 1} uses {_span(lo, r.dv_head)} of V")
-    lines.append(
-        f"{target} = Σⱼ weights[{i + 1},j]·V[j,{j + 1}] = {dot_terms(list(weights), list(v), fmt)}"
-        f" = {fmt(value)}"
-    )
+    lines.append(f"{target} = Σⱼ weights[{i + 1},j]·V[j,{col + 1}] = {terms} = {shown}")
     return lines
 
 
@@ -384,7 +566,10 @@ def _output(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     row = list(c.internal["concat"][c.b][i])
     w = _exact_row(r, r.arrays["W_O"][:, j])
     value = c.internal["output"][c.b][i, j]
-    line = f"output[{i + 1},{j + 1}] = concat{sub(i)} · ({_w_axis(r)} {j + 1} of W_O) = {dot_terms(row, w, fmt)}"
-    if "b_O" in r.arrays:
-        line += f" + {fmt.factor(_exact_row(r, r.arrays['b_O'])[j])}"
+    bias = _exact_row(r, r.arrays["b_O"])[j] if "b_O" in r.arrays else None
+    target = float(value) - (0.0 if bias is None else float(bias))
+    terms, _ = dot_line([float(x) for x in row], [float(x) for x in w], target, fmt)
+    line = f"output[{i + 1},{j + 1}] = concat{sub(i)} · ({_w_axis(r)} {j + 1} of W_O) = {terms}"
+    if bias is not None:
+        line += f" + {paren(fmt.given(bias))}"
     return [f"{line} = {fmt(value)}"]

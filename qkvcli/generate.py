@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Spec:
-    """What to generate. ``d_k`` and ``d_v`` are per head; ``scale`` is sqrt or none."""
+    """What to generate. ``d_k`` and ``d_v`` are per head; ``scale`` is sqrt, none or nice."""
 
     seed: int = 0
     tokens: int = 3
@@ -37,6 +37,13 @@ class Spec:
     negative: bool = False
 
 
+#: The bounds a practice problem keeps (see `friendly`).
+MOST_SCALED = 6.0
+MOST_WEIGHT = 0.95
+#: How many draws before giving up on a size that cannot be made friendly.
+DRAWS = 4000
+
+
 def _check(spec: Spec) -> None:
     for name in ("tokens", "d_model", "d_k", "heads"):
         value = getattr(spec, name)
@@ -44,65 +51,109 @@ def _check(spec: Spec) -> None:
             raise OptionError(f"--{name.replace('_', '-')} must be from 1 to 12, not {value}")
     if spec.d_v is not None and not 1 <= spec.d_v <= 12:
         raise OptionError(f"--d-v must be from 1 to 12, not {spec.d_v}")
-    if spec.scale not in ("sqrt", "none"):
-        raise OptionError(f"--scale must be sqrt or none, not {spec.scale!r}")
+    if spec.scale not in ("sqrt", "none", "nice"):
+        raise OptionError(f"--scale must be sqrt, none or nice, not {spec.scale!r}")
+    if spec.scale == "nice" and math.isqrt(spec.d_k) ** 2 != spec.d_k:
+        raise OptionError(
+            f"--scale nice needs d_k a perfect square (1, 4, 9), so that 1/√d_k is 1, 1/2 or 1/3; "
+            f"--d-k {spec.d_k} gives 1/√{spec.d_k}"
+        )
     if spec.mask not in (None, "causal"):
         raise OptionError(f"--mask must be causal, not {spec.mask!r}")
+    if not 0 <= spec.seed < 2**63:
+        raise OptionError(f"--seed must be from 0 to 2^63 − 1, not {spec.seed}")
+
+
+Matrix = list[list[int]]
 
 
 def practice(spec: Spec) -> dict[str, Any]:
-    """A problem as a JSON-ready dict: tokens, X, W_Q, W_K, W_V and its settings."""
+    """A problem as a JSON-ready dict: tokens, X, W_Q, W_K, W_V and its settings.
+
+    Friendly by construction (`friendly`): whole entries, no zero row or column
+    anywhere, Q ≠ K in every head, every scaled score within ±6, no weight
+    above 0.95 (but for a row that has one key only). Draws are seeded: the
+    same spec gives the same problem on any machine. A size that cannot be
+    made so is refused (`OptionError`).
+    """
     _check(spec)
     rng = random.Random(spec.seed)
     low = -1 if spec.negative else 0
-
-    def matrix(rows: int, cols: int, high: int) -> list[list[int]]:
-        out = []
-        while len(out) < rows:
-            row = [rng.randint(low, high) for _ in range(cols)]
-            if any(row):  # a zero row makes a dull problem
-                out.append(row)
-        return out
-
     dk, dv = spec.heads * spec.d_k, spec.heads * (spec.d_v or spec.d_k)
-    for _ in range(500):  # draw until no softmax row is all but one-hot
-        x = matrix(spec.tokens, spec.d_model, 2)
-        wq, wk = matrix(spec.d_model, dk, 1), matrix(spec.d_model, dk, 1)
-        if _spread(x, wq, wk, spec) <= 3:
+
+    def dense(rows: int, cols: int, high: int) -> Matrix:
+        return [[rng.randint(low, high) for _ in range(cols)] for _ in range(rows)]
+
+    def sparse(rows: int, cols: int) -> Matrix:
+        """Each row one ±1 (every column at least one when there are rows enough)."""
+        order = [j % cols for j in range(rows)]
+        rng.shuffle(order)
+        return [[(rng.choice((-1, 1)) if low else 1) if j == order[i] else 0 for j in range(cols)]
+                for i in range(rows)]  # fmt: skip
+
+    for attempt in range(DRAWS):
+        level = 0 if attempt < 150 else 1 if attempt < 1500 else 2  # denser first, then sparser
+        x = dense(spec.tokens, spec.d_model, 1 if level == 2 else 2)
+        w = [
+            dense(spec.d_model, cols, 1) if level == 0 else sparse(spec.d_model, cols)
+            for cols in (dk, dk, dv)
+        ]
+        if friendly(x, *w, spec):
             break
+    else:
+        raise OptionError(
+            f"no friendly problem of this size in {DRAWS} draws (scaled scores within ±6, no weight "
+            "above 0.95, no zero row or column): try fewer tokens, a smaller --d-model or --d-k"
+        )
     doc: dict[str, Any] = {
         "_about": f"practice problem: qkv new {_args(spec)}",
         "tokens": [f"x{i}" for i in range(1, spec.tokens + 1)],
         "X": x,
-        "W_Q": wq,
-        "W_K": wk,
-        "W_V": matrix(spec.d_model, dv, 1),
+        "W_Q": w[0],
+        "W_K": w[1],
+        "W_V": w[2],
     }
     if spec.heads > 1:
         doc["heads"] = spec.heads
-    if spec.scale != "sqrt":
-        doc["scale"] = spec.scale
+    if spec.scale == "none":
+        doc["scale"] = "none"
     if spec.mask:
         doc["mask"] = spec.mask
     return doc
 
 
-def _spread(x: list[list[int]], wq: list[list[int]], wk: list[list[int]], spec: Spec) -> float:
-    """The widest range of scaled scores in any row of any head (3 keeps weights readable)."""
+def _mul(a: Matrix, b: Matrix) -> Matrix:
+    return [[sum(r[t] * b[t][j] for t in range(len(b))) for j in range(len(b[0]))] for r in a]
 
-    def mul(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-        return [[sum(r[t] * b[t][j] for t in range(len(b))) for j in range(len(b[0]))] for r in a]
 
-    q, k = mul(x, wq), mul(x, wk)
-    scale = 1 / math.sqrt(spec.d_k) if spec.scale == "sqrt" else 1.0
-    widest = 0.0
+def _no_zero_lines(m: Matrix) -> bool:
+    return all(any(row) for row in m) and all(any(col) for col in zip(*m))
+
+
+def friendly(x: Matrix, wq: Matrix, wk: Matrix, wv: Matrix, spec: Spec) -> bool:
+    """Whole entries, no zero row or column in X, W_Q, W_K, W_V, Q, K, V; Q ≠ K in every head;
+    every scaled score within ±6 and no weight above 0.95 (a row with one key excepted)."""
+    if not all(_no_zero_lines(m) for m in (x, wq, wk, wv)):
+        return False
+    q, k, v = _mul(x, wq), _mul(x, wk), _mul(x, wv)
+    if not all(_no_zero_lines(m) for m in (q, k, v)):
+        return False
+    scale = 1.0 if spec.scale == "none" else 1 / math.sqrt(spec.d_k)
     for h in range(spec.heads):
         cols = range(h * spec.d_k, (h + 1) * spec.d_k)
+        if all(qi[c] == ki[c] for qi, ki in zip(q, k) for c in cols):
+            return False  # Q = K in this head: scores would be symmetric Q·Qᵀ
         for i, qi in enumerate(q):
             keys = k[: i + 1] if spec.mask else k
             row = [sum(qi[c] * kj[c] for c in cols) * scale for kj in keys]
-            widest = max(widest, max(row) - min(row))
-    return widest
+            if max(abs(z) for z in row) > MOST_SCALED:
+                return False
+            if len(row) > 1:
+                top = max(row)
+                total = sum(math.exp(z - top) for z in row)
+                if 1 / total > MOST_WEIGHT:
+                    return False
+    return True
 
 
 def _args(spec: Spec) -> str:

@@ -1,15 +1,22 @@
 """The common mistakes of a hand computation, each a variant of the one pipeline.
 
-A variant changes what the user gave (a setting, the problem) or swaps one
-of the pipeline's stage functions (`attention.Steps`): K for Kᵀ, the softmax
-down the columns, weightsᵀ·V, rounding too early. `MISTAKES` is the list, in
-the order they are tried; to add one, write a function that yields
-``(label, problem, options, steps)`` for the variants that apply to a
-problem and decorate it with `mistake`. ``check`` recomputes the problem
-under each variant and names the first that reproduces a wrong stage.
+A variant changes what the user gave (a setting, the problem's mask) or swaps
+one of the pipeline's stage functions (`attention.Steps`): W_Q for the keys,
+the mask after the softmax, the heads in the wrong order, W_Oᵀ. `MISTAKES`
+is the list, by family; to add one, write a function that yields
+``(label, problem, options, steps)`` for the variants that apply to a problem
+and decorate it with `mistake`. ``check`` recomputes the problem from the
+student's own earlier stages under each variant and names those that
+reproduce a wrong stage — every one that does, so that it never names one
+when another fits as well.
+
+`roundings` are not mistakes: they reproduce a hand computation that rounded
+its intermediate values, which ``check`` marks as consistent.
 
 >>> [m.key for m in MISTAKES][:3]
-['no-scaling', 'divided-by-dk', 'sqrt-d-model']
+['weights-times-x', 'weights-times-k', 'q-times-q']
+>>> sorted({m.family for m in MISTAKES})[:3]
+['article', 'mask', 'multi-head']
 """
 
 from __future__ import annotations
@@ -17,10 +24,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .attention import STEPS, Steps, softmax
-from .describe import sqrt_text
+from .attention import STEPS, Steps, merge_heads, project, share, sigmoid_terms, softmax
+from .describe import factor, sqrt_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,9 +40,10 @@ Variants = Iterator[tuple[str, "Problem", "Options", Steps]]
 
 @dataclass(frozen=True)
 class Mistake:
-    """A kind of mistake: a key, a one-line summary and the variants it yields."""
+    """A kind of mistake: a key, its family, a one-line summary and the variants it yields."""
 
     key: str
+    family: str
     summary: str
     make: Callable[[Problem, Options, Resolved], Variants]
 
@@ -49,16 +57,19 @@ class Variant:
     problem: Problem
     options: Options
     steps: Steps = STEPS
+    summary: str = ""
 
 
 MISTAKES: list[Mistake] = []
 
 
-def mistake(key: str, summary: str) -> Callable[[Callable[..., Variants]], Callable[..., Variants]]:
+def mistake(
+    key: str, family: str, summary: str
+) -> Callable[[Callable[..., Variants]], Callable[..., Variants]]:
     """Register a mistake in `MISTAKES` (in definition order)."""
 
     def add(make: Callable[..., Variants]) -> Callable[..., Variants]:
-        MISTAKES.append(Mistake(key, summary, make))
+        MISTAKES.append(Mistake(key, family, summary, make))
         return make
 
     return add
@@ -68,55 +79,104 @@ def variants(p: Problem, o: Options, r: Resolved) -> Iterator[Variant]:
     """Every variant of every mistake that applies to this problem, in list order."""
     for m in MISTAKES:
         for label, problem, options, steps in m.make(p, o, r):
-            yield Variant(m.key, label, problem, options, steps)
+            yield Variant(m.key, label, problem, options, steps, m.summary)
 
 
 def _sqrt_scale(o: Options) -> bool:
     return o.scale == "sqrt"
 
 
-@mistake("no-scaling", "no scaling: the scores were not divided by √d_k")
-def _no_scaling(p: Problem, o: Options, r: Resolved) -> Variants:
-    if o.scale != "none":
-        yield "no scaling (the scores were not divided by √d_k)", p, replace(o, scale="none"), STEPS
+def _swap(**changes: Any) -> Steps:
+    return replace(STEPS, **changes)
 
 
-@mistake("divided-by-dk", "divided by d_k instead of √d_k")
-def _divided_by_dk(p: Problem, o: Options, r: Resolved) -> Variants:
-    d = r.d_head
-    if _sqrt_scale(o) and d > 1:
-        label = f"divided by d_k = {d} instead of √d_k = {sqrt_text(d)}"
-        yield label, p, replace(o, scale=1 / d), STEPS
+def _self_attention(r: Resolved) -> bool:
+    return "X_kv" not in r.arrays and r.n == r.m
 
 
-@mistake("sqrt-d-model", "scaled by √d_model instead of the per-head √d_k")
-def _sqrt_d_model(p: Problem, o: Options, r: Resolved) -> Variants:
-    if not _sqrt_scale(o):
+# ---------------------------------------------------------------- wrong operand
+
+
+@mistake("weights-times-x", "operand", "weights·X instead of weights·V")
+def _weights_x(p: Problem, o: Options, r: Resolved) -> Variants:
+    src = "X_kv" if "X_kv" in r.arrays else "X"
+    if src in r.arrays and "V" not in r.arrays:
+        x = r.arrays[src].astype(float)[:, None]  # (B, 1, m, d_model)
+
+        def mix(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+            return w @ x  # (B, h, n, m) @ (B, 1, m, d_model)
+
+        yield f"output computed as weights·{src} instead of weights·V", p, o, _swap(mix=mix)
+
+
+@mistake("weights-times-k", "operand", "weights·K instead of weights·V")
+def _weights_k(p: Problem, o: Options, r: Resolved) -> Variants:
+    def heads(Q: np.ndarray, K: np.ndarray, V: np.ndarray, r: Resolved) -> tuple[np.ndarray, ...]:
+        q, k, _ = STEPS.heads(Q, K, V, r)
+        return q, k, k
+
+    yield "output computed as weights·K instead of weights·V", p, o, _swap(heads=heads)
+
+
+@mistake("q-times-q", "operand", "Q·Qᵀ instead of Q·Kᵀ")
+def _q_q(p: Problem, o: Options, r: Resolved) -> Variants:
+    if r.n == r.m and o.similarity == "dot":
+
+        def heads(
+            Q: np.ndarray, K: np.ndarray, V: np.ndarray, r: Resolved
+        ) -> tuple[np.ndarray, ...]:
+            q, _, v = STEPS.heads(Q, K, V, r)
+            return q, q, v
+
+        yield "scores computed as Q·Qᵀ instead of Q·Kᵀ", p, o, _swap(heads=heads)
+
+
+@mistake("no-projection", "operand", "X used as Q, K or V (no projection)")
+def _no_projection(p: Problem, o: Options, r: Resolved) -> Variants:
+    if "X" not in r.arrays:
         return
-    widths = {}
-    if "X" in r.arrays:
-        widths[int(r.arrays["X"].shape[-1])] = "d_model"
-    widths.setdefault(r.heads * r.d_head, "all heads' d_k together")
-    d = r.d_head
-    for width, what in widths.items():
-        if width != d:
-            label = f"divided by √{width} ({what}) instead of the per-head √d_k = {sqrt_text(d)}"
-            yield label, p, replace(o, scale=1 / math.sqrt(width)), STEPS
+    for names in (("Q",), ("K",), ("V",), ("Q", "K", "V")):
+        if not all(f"W_{n}" in r.arrays for n in names):
+            continue
+        if any(r.arrays[f"W_{n}"].shape[0] != r.arrays[f"W_{n}"].shape[1] for n in names):
+            continue  # X has another width: no stage lines up
+
+        def proj(a: dict[str, np.ndarray], name: str, names: tuple[str, ...] = names) -> np.ndarray:
+            if name not in names:
+                return project(a, name)
+            src = a["X_kv"] if name != "Q" and "X_kv" in a else a["X"]
+            return src  # (B, rows, d_model): no projection
+
+        what = "Q, K and V" if len(names) == 3 else names[0]
+        label = f"{what} taken as X itself (no projection by W)"
+        yield label, p, o, _swap(project=proj)
 
 
-@mistake("softmax-columns", "softmax over columns (queries) instead of rows (keys)")
-def _softmax_columns(p: Problem, o: Options, r: Resolved) -> Variants:
-    if o.normalize == "softmax":
-        yield "softmax taken down each column instead of along each row", p, o, _COLUMNS
+@mistake("wrong-weight", "operand", "the wrong W for Q, K or V (e.g. W_Q for the keys)")
+def _wrong_weight(p: Problem, o: Options, r: Resolved) -> Variants:
+    a = r.arrays
+    for stage, used in (("K", "Q"), ("Q", "K"), ("V", "Q"), ("V", "K"), ("K", "V"), ("Q", "V")):
+        w, u = f"W_{stage}", f"W_{used}"
+        if w not in a or u not in a or a[w].shape != a[u].shape:
+            continue
+        if (stage == "Q") != (used == "Q") and "X_kv" in a:
+            continue  # Q comes from X, K and V from X_kv
+
+        def proj(
+            arrays: dict[str, np.ndarray], name: str, s: str = stage, u: str = used
+        ) -> np.ndarray:
+            if name != s:
+                return project(arrays, name)
+            swapped = {**arrays, f"W_{s}": arrays[f"W_{u}"]}
+            swapped.pop(f"b_{s}", None)
+            if f"b_{u}" in arrays:
+                swapped[f"b_{s}"] = arrays[f"b_{u}"]
+            return project(swapped, name)
+
+        yield f"{stage} computed with W_{used} instead of W_{stage}", p, o, _swap(project=proj)
 
 
-@mistake("weights-transposed", "weightsᵀ·V instead of weights·V")
-def _weights_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
-    if r.n == r.m:
-        yield "output computed as weightsᵀ·V instead of weights·V", p, o, _TRANSPOSED_MIX
-
-
-@mistake("k-not-transposed", "K instead of Kᵀ, or Q·Kᵀ transposed")
+@mistake("k-not-transposed", "operand", "K instead of Kᵀ, or Q·Kᵀ transposed")
 def _k_not_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.similarity != "dot":
         return
@@ -126,20 +186,108 @@ def _k_not_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
         yield "scores transposed (K·Qᵀ instead of Q·Kᵀ)", p, o, _KQT
 
 
-@mistake("weights-layout", "W in the other layout: X·Wᵀ instead of X·W")
+@mistake("weights-layout", "operand", "W in the other layout: X·Wᵀ instead of X·W")
 def _weights_layout(p: Problem, o: Options, r: Resolved) -> Variants:
-    if o.layout == "rows" and any(f"W_{n}" in r.arrays for n in "QKV"):
-        other = "out-in" if o.weights_layout == "in-out" else "in-out"
-        how = "X·Wᵀ instead of X·W" if other == "out-in" else "X·W instead of X·Wᵀ"
-        yield f"W in the other layout ({how})", p, replace(o, weights_layout=other), STEPS
+    a = r.arrays
+    how = "X·Wᵀ instead of X·W" if o.weights_layout == "in-out" else "X·W instead of X·Wᵀ"
+    square = [n for n in "QKV" if f"W_{n}" in a and a[f"W_{n}"].shape[0] == a[f"W_{n}"].shape[1]]
+    if o.layout != "rows" or not square:
+        return
+    for names in [tuple(square)] + ([(n,) for n in square] if len(square) > 1 else []):
+
+        def proj(
+            arrays: dict[str, np.ndarray], name: str, names: tuple[str, ...] = names
+        ) -> np.ndarray:
+            if name not in names:
+                return project(arrays, name)
+            return project({**arrays, f"W_{name}": arrays[f"W_{name}"].T}, name)
+
+        which = "every W" if len(names) > 1 else f"W_{names[0]}"
+        yield f"{which} used in the other layout ({how})", p, o, _swap(project=proj)
 
 
-@mistake("no-softmax", "forgot the softmax")
-def _no_softmax(p: Problem, o: Options, r: Resolved) -> Variants:
-    yield "forgot the softmax (the scaled scores were used as weights)", p, o, _NO_SOFTMAX
+@mistake("weights-transposed", "operand", "weightsᵀ·V instead of weights·V")
+def _weights_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
+    if r.n == r.m:
+        yield "output computed as weightsᵀ·V instead of weights·V", p, o, _TRANSPOSED_MIX
 
 
-@mistake("mask-polarity", "inverted mask polarity")
+# ---------------------------------------------------------------- masks
+
+
+def _allowed(r: Resolved) -> np.ndarray | None:
+    """Which pairs may attend, from the masks and −∞ in the bias: (B|1, h|1, n, m)."""
+    allowed = r.rules.allowed()
+    if r.rules.bias is not None:
+        open_ = r.rules.bias != -math.inf
+        allowed = open_ if allowed is None else (allowed & open_)
+    return allowed
+
+
+def _causal_kind(p: Problem, o: Options) -> str | None:
+    return o.mask or p.mask_kind
+
+
+@mistake("mask-after-softmax", "mask", "the mask applied after the softmax, not renormalised")
+def _mask_after_softmax(p: Problem, o: Options, r: Resolved) -> Variants:
+    if not r.rules.masked_by_rule or o.normalize != "softmax":
+        return
+    allowed = _allowed(r)
+
+    def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+        import numpy as np
+
+        w = softmax(logits, rr.options.empty_rows)  # (B, h, n, m) over every key
+        return np.where(allowed, w, 0.0)
+
+    label = "mask applied after the softmax (masked weights set to 0, rows not renormalised)"
+    yield label, p, o, _swap(mask=lambda s, a: s, weights=weights)
+
+
+@mistake("mask-zero", "mask", "masked entries set to 0 instead of −∞")
+def _mask_zero(p: Problem, o: Options, r: Resolved) -> Variants:
+    if not r.rules.masked_by_rule:
+        return
+
+    def mask(s: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+        import numpy as np
+
+        return s if allowed is None else np.where(allowed, s, 0.0)  # (B, h, n, m)
+
+    yield "masked entries set to 0 instead of −∞ (e⁰ = 1 still counts)", p, o, _swap(mask=mask)
+
+
+def _with_grid(p: Problem, grid: np.ndarray) -> Problem:
+    shifted = replace(p, matrices={**p.matrices, "mask": grid})
+    shifted.mask_kind = None
+    return shifted
+
+
+@mistake("causal-upper", "mask", "causal mask as the upper triangle, or inverted")
+def _causal_upper(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    kind = _causal_kind(p, o)
+    if kind is None or "mask" in p.matrices or r.n != r.m:
+        return
+    plain = replace(o, mask=None, mask_polarity="attend")
+    upper = np.triu(np.ones((r.n, r.m)))  # (n, m) 1 = may attend: key j ≥ query i
+    yield (
+        "causal mask as the upper triangle (each query saw itself and the later keys)",
+        _with_grid(p, upper),
+        plain,
+        STEPS,
+    )
+    strict = np.triu(np.ones((r.n, r.m)), 1)  # the causal mask inverted: the future only
+    yield (
+        "causal mask inverted (each query saw only the later keys)",
+        _with_grid(p, strict),
+        replace(plain, empty_rows="nan"),
+        STEPS,
+    )
+
+
+@mistake("mask-polarity", "mask", "inverted mask polarity")
 def _mask_polarity(p: Problem, o: Options, r: Resolved) -> Variants:
     if "mask" in p.matrices or "key_padding_mask" in p.matrices:
         flip = "block" if o.mask_polarity == "attend" else "attend"
@@ -152,11 +300,7 @@ def _mask_polarity(p: Problem, o: Options, r: Resolved) -> Variants:
         )
 
 
-def _causal_kind(p: Problem, o: Options) -> str | None:
-    return o.mask or p.mask_kind
-
-
-@mistake("mask-forgotten", "causal mask (or mask) forgotten")
+@mistake("mask-forgotten", "mask", "causal mask (or mask) forgotten")
 def _mask_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if not r.rules.masked_by_rule:
         return
@@ -168,7 +312,7 @@ def _mask_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     yield f"{what} was forgotten", bare, replace(o, mask=None), STEPS
 
 
-@mistake("causal-misaligned", "causal mask misaligned")
+@mistake("causal-misaligned", "mask", "causal mask misaligned")
 def _causal_misaligned(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -186,23 +330,306 @@ def _causal_misaligned(p: Problem, o: Options, r: Resolved) -> Variants:
         (-1, "causal mask off by one (each query missed its own key)"),
     ):
         grid = np.tri(n, m, offset + shift)  # (n, m) 1 = may attend
-        shifted = replace(p, matrices={**p.matrices, "mask": grid})
-        shifted.mask_kind = None
-        yield label, shifted, replace(o, mask=None, mask_polarity="attend"), STEPS
+        yield label, _with_grid(p, grid), replace(o, mask=None, mask_polarity="attend"), STEPS
 
 
-@mistake("rounded-early", "intermediate results rounded too early")
-def _rounded_early(p: Problem, o: Options, r: Resolved) -> Variants:
-    for k in (2, 1, 0, 3):
-        places = "decimal" if k == 1 else "decimals"
-        steps = replace(STEPS, keep=lambda name, x, k=k: _rounded(x, k))
-        yield f"intermediate results rounded to {k} {places} too early", p, o, steps
+# ---------------------------------------------------------------- normalisation
 
 
-def _rounded(x: np.ndarray, places: int) -> np.ndarray:
+def _finite(logits: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    return np.round(x, places)
+    return np.isfinite(logits)
+
+
+@mistake(
+    "softmax-columns", "normalisation", "softmax over columns (queries) instead of rows (keys)"
+)
+def _softmax_columns(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.normalize == "softmax":
+        yield "softmax taken down each column instead of along each row", p, o, _COLUMNS
+
+
+@mistake("softmax-whole", "normalisation", "softmax over the whole matrix instead of each row")
+def _softmax_whole(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.normalize != "softmax" or r.n < 2:
+        return
+
+    def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+        B, h, n, m = logits.shape
+        flat = logits.reshape(B, h, 1, n * m)  # one row per head
+        return softmax(flat, "error").reshape(B, h, n, m)
+
+    yield (
+        "softmax over the whole matrix (every entry of a head sums to 1)",
+        p,
+        o,
+        _swap(weights=weights),
+    )
+
+
+@mistake("exp-not-normalised", "normalisation", "e^x not divided by the row sum")
+def _exp_only(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.normalize != "softmax":
+        return
+
+    def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+        import numpy as np
+
+        return np.exp(logits)  # (B, h, n, m): e^{−∞} = 0
+
+    yield (
+        "e^x not normalised (the weights are e^{scaled}, not divided by their row sum)",
+        p,
+        o,
+        _swap(weights=weights),
+    )
+
+
+@mistake("row-sum", "normalisation", "scores divided by their row sum instead of a softmax")
+def _row_sum(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.normalize != "softmax":
+        return
+
+    def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+        import numpy as np
+
+        x = np.where(_finite(logits), logits, 0.0)  # (B, h, n, m)
+        total = x.sum(axis=-1, keepdims=True)  # (B, h, n, 1)
+        if np.any(total == 0):
+            raise ValueError("a row sums to 0")
+        return x / total
+
+    yield "scores divided by their row sum instead of a softmax", p, o, _swap(weights=weights)
+
+
+@mistake("argmax", "normalisation", "argmax (one-hot weights) instead of softmax")
+def _argmax(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.normalize != "softmax":
+        return
+
+    def one_hot(split: bool) -> Callable[[np.ndarray, Resolved], np.ndarray]:
+        def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+            import numpy as np
+
+            top = logits.max(axis=-1, keepdims=True)  # (B, h, n, 1)
+            hit = np.isclose(logits, top, rtol=1e-12, atol=1e-12)  # ties
+            if not split:
+                first = np.cumsum(hit, axis=-1) == 1
+                hit = hit & first
+            return hit / hit.sum(axis=-1, keepdims=True)
+
+        return weights
+
+    yield (
+        "argmax instead of softmax (one-hot weights: 1 for the largest score)",
+        p,
+        o,
+        _swap(weights=one_hot(False)),
+    )
+    yield (
+        "argmax instead of softmax (weight shared by the largest scores)",
+        p,
+        o,
+        _swap(weights=one_hot(True)),
+    )
+
+
+@mistake("sigmoid-for-softmax", "normalisation", "sigmoid instead of softmax (or the reverse)")
+def _sigmoid(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.normalize == "softmax":
+        yield (
+            "sigmoid of each score instead of a softmax of the row",
+            p,
+            o,
+            _swap(weights=lambda x, rr: sigmoid_terms(x)),
+        )
+    else:
+        yield (
+            "softmax of each row instead of the sigmoid of each score",
+            p,
+            replace(o, normalize="softmax"),
+            STEPS,
+        )
+
+
+@mistake("no-softmax", "normalisation", "forgot the softmax")
+def _no_softmax(p: Problem, o: Options, r: Resolved) -> Variants:
+    yield "forgot the softmax (the scaled scores were used as weights)", p, o, _NO_SOFTMAX
+
+
+# ---------------------------------------------------------------- scale
+
+
+@mistake("no-scaling", "scale", "no scaling: the scores were not divided by √d_k")
+def _no_scaling(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.scale != "none":
+        yield "no scaling (the scores were not divided by √d_k)", p, replace(o, scale="none"), STEPS
+
+
+@mistake("divided-by-dk", "scale", "divided by d_k instead of √d_k")
+def _divided_by_dk(p: Problem, o: Options, r: Resolved) -> Variants:
+    d = r.d_head
+    if _sqrt_scale(o) and d > 1:
+        label = f"divided by d_k = {d} instead of √d_k = {sqrt_text(d)}"
+        yield label, p, replace(o, scale=1 / d), STEPS
+
+
+@mistake("scale-twice", "scale", "the scale applied twice")
+def _scale_twice(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.scale != "none" and r.scale != 1:
+        label = "the scale applied twice (scores × scale × scale)"
+        yield label, p, o, _swap(scale=lambda x, c: x * c * c)
+
+
+@mistake("scale-after-softmax", "scale", "the scale applied after the softmax")
+def _scale_after(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.scale == "none" or r.scale == 1 or o.normalize != "softmax":
+        return
+    c = factor(r)
+
+    def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+        return softmax(logits, rr.options.empty_rows) * c  # (B, h, n, m)
+
+    label = "the scale applied after the softmax (softmax(scores) × scale)"
+    yield label, p, o, _swap(scale=lambda x, cc: x, weights=weights)
+
+
+@mistake("times-sqrt-dk", "scale", "multiplied by √d_k instead of divided")
+def _times_sqrt(p: Problem, o: Options, r: Resolved) -> Variants:
+    d = r.d_head
+    if _sqrt_scale(o) and d > 1:
+        label = f"multiplied by √d_k = {sqrt_text(d)} instead of divided by it"
+        yield label, p, replace(o, scale=math.sqrt(d)), STEPS
+
+
+@mistake("dk-squared", "scale", "divided by d_k² instead of √d_k")
+def _dk_squared(p: Problem, o: Options, r: Resolved) -> Variants:
+    d = r.d_head
+    if _sqrt_scale(o) and d > 1:
+        label = f"divided by d_k² = {d * d} instead of √d_k = {sqrt_text(d)}"
+        yield label, p, replace(o, scale=1 / (d * d)), STEPS
+
+
+@mistake("sqrt-other", "scale", "divided by √ of another size: d_v, n, d_model, all heads' d_k")
+def _sqrt_other(p: Problem, o: Options, r: Resolved) -> Variants:
+    if not _sqrt_scale(o):
+        return
+    d = r.d_head
+    widths: dict[int, list[str]] = {}
+
+    def add(width: int, what: str) -> None:
+        if width != d and width > 0:
+            widths.setdefault(width, []).append(what)
+
+    if "X" in r.arrays:
+        add(int(r.arrays["X"].shape[-1]), "d_model")
+    if r.heads > 1:
+        add(r.heads * r.d_head, "all heads' d_k together")
+    add(r.dv_head, "d_v")
+    add(r.n, "the number of tokens n" if r.n == r.m else "the number of queries")
+    if r.m != r.n:
+        add(r.m, "the number of keys")
+    for width, what in widths.items():
+        label = f"divided by √{width} ({' = '.join(what)}) instead of √d_k = {sqrt_text(d)}"
+        yield label, p, replace(o, scale=1 / math.sqrt(width)), STEPS
+
+
+# ---------------------------------------------------------------- multi-head
+
+
+@mistake("heads-order", "multi-head", "heads concatenated in the wrong order")
+def _heads_order(p: Problem, o: Options, r: Resolved) -> Variants:
+    if r.heads < 2:
+        return
+
+    def merge(a: np.ndarray) -> np.ndarray:
+        return merge_heads(a[:, ::-1])  # (B, n, h·dv), head h first
+
+    yield "heads concatenated in the wrong order (the last head first)", p, o, _swap(merge=merge)
+
+
+@mistake("heads-interleaved", "multi-head", "heads split interleaved instead of in blocks")
+def _heads_interleaved(p: Problem, o: Options, r: Resolved) -> Variants:
+    if r.heads < 2:
+        return
+
+    def split(a: np.ndarray, h: int) -> np.ndarray:
+        B, n, hd = a.shape
+        return a.reshape(B, n, hd // h, h).transpose(0, 3, 1, 2)  # head i: columns i, i+h, …
+
+    def heads(Q: np.ndarray, K: np.ndarray, V: np.ndarray, rr: Resolved) -> tuple[np.ndarray, ...]:
+        h = rr.heads
+        k = share(split(K, rr.kv_heads), h)
+        return split(Q, h), k, share(split(V, rr.kv_heads), h)
+
+    def merge(a: np.ndarray) -> np.ndarray:
+        B, h, n, d = a.shape
+        return a.transpose(0, 2, 3, 1).reshape(B, n, d * h)  # back to interleaved columns
+
+    label = "heads split interleaved (head i took columns i, i+h, …) instead of in blocks"
+    yield label, p, o, _swap(heads=heads)
+    yield label + ", and merged back the same way", p, o, _swap(heads=heads, merge=merge)
+
+
+@mistake("wo-forgotten", "multi-head", "W_O forgotten (output = concat)")
+def _wo_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if "W_O" in r.arrays:
+        yield (
+            "W_O forgotten (the output is the concatenated heads)",
+            p,
+            o,
+            _swap(out=lambda c, a: c),
+        )
+
+
+@mistake("wo-transposed", "multi-head", "concat·W_Oᵀ instead of concat·W_O")
+def _wo_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
+    w = r.arrays.get("W_O")
+    if w is not None and w.shape[0] == w.shape[1]:
+
+        def out(c: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
+            b = a.get("b_O")
+            y = c @ a["W_O"].T  # (B, n, d_out)
+            return y if b is None else y + b
+
+        yield "output computed with W_Oᵀ instead of W_O", p, o, _swap(out=out)
+
+
+# ---------------------------------------------------------------- the source articles' slips
+
+
+@mistake("cosine-as-scaled", "article", "cosine similarity used as the scaled dot product")
+def _cosine(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    from .attention import heads, inputs
+
+    if o.similarity != "dot":
+        return
+    a = inputs(r)
+    q, k, _ = heads(*(project(a, n).astype(float) for n in "QKV"), r)
+    norms = np.linalg.norm(q, axis=-1)[..., :, None] * np.linalg.norm(k, axis=-1)[..., None, :]
+    if np.all(norms > 0):  # (B, h, n, m): |q_i|·|k_j|
+        yield (
+            "cosine similarity used as the scaled dot product (scaled = q·k / (|q|·|k|))",
+            p,
+            o,
+            _swap(scale=lambda x, c: x / norms),
+        )
+    yield (
+        "cosine similarity for the scores, used unscaled (scores = scaled = cos(q, k))",
+        p,
+        replace(o, similarity="cosine", scale="none"),
+        STEPS,
+    )
+    if o.scale != "none":
+        yield (
+            "cosine similarity used for the dot product, then scaled",
+            p,
+            replace(o, similarity="cosine"),
+            STEPS,
+        )
 
 
 # ---------------------------------------------------------------- swapped stage functions
@@ -213,15 +640,63 @@ def _columns_softmax(logits: np.ndarray, r: Resolved) -> np.ndarray:
     return softmax(logits.swapaxes(-1, -2), r.options.empty_rows).swapaxes(-1, -2)
 
 
-def _no_softmax(logits: np.ndarray, r: Resolved) -> np.ndarray:
+def _scaled_as_weights(logits: np.ndarray, r: Resolved) -> np.ndarray:
     """The (masked) scaled scores used as weights, 0 where masked."""
     import numpy as np
 
     return np.where(np.isfinite(logits), logits, 0.0)  # (B, h, n, m)
 
 
-_COLUMNS = replace(STEPS, weights=_columns_softmax)
-_NO_SOFTMAX = replace(STEPS, weights=_no_softmax)
-_TRANSPOSED_MIX = replace(STEPS, mix=lambda w, v: w.swapaxes(-1, -2) @ v)  # weightsᵀ·V (n = m)
-_QK = replace(STEPS, scores=lambda q, k: q @ k)  # K not transposed (d_k = m)
-_KQT = replace(STEPS, scores=lambda q, k: k @ q.swapaxes(-1, -2))  # (Q·Kᵀ)ᵀ (n = m)
+_COLUMNS = _swap(weights=_columns_softmax)
+_NO_SOFTMAX = _swap(weights=_scaled_as_weights)
+_TRANSPOSED_MIX = _swap(mix=lambda w, v: w.swapaxes(-1, -2) @ v)  # weightsᵀ·V (n = m)
+_QK = _swap(scores=lambda q, k: q @ k)  # K not transposed (d_k = m)
+_KQT = _swap(scores=lambda q, k: k @ q.swapaxes(-1, -2))  # (Q·Kᵀ)ᵀ (n = m)
+
+
+# ---------------------------------------------------------------- rounding (not a mistake)
+
+#: The stages a hand computation may round before going on (the others are copies or inputs).
+ROUNDED = ("Q", "K", "V", "scores", "scaled", "masked", "weights", "head_outputs", "concat")
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """Intermediate values rounded to ``places`` decimals: every stage, or only ``stage``."""
+
+    places: int
+    stage: str | None
+    steps: Steps
+
+    @property
+    def words(self) -> str:
+        """``weights rounded to 2 decimals`` / ``every intermediate value rounded to 1 decimal``."""
+        unit = "decimal" if self.places == 1 else "decimals"
+        what = self.stage or "every intermediate value"
+        return f"{what} rounded to {self.places} {unit}"
+
+
+def roundings() -> Iterator[Rounding]:
+    """Hand computations that round as they go: finest first, every stage before one stage."""
+    import numpy as np
+
+    for places in (3, 2, 1, 0):
+
+        def every(name: str, x: np.ndarray, k: int = places) -> np.ndarray:
+            return np.round(x, k)
+
+        def scale(x: np.ndarray, c: Any, k: int = places) -> np.ndarray:
+            return x * round(float(c), k)
+
+        yield Rounding(places, None, replace(STEPS, keep=every))
+        if places:
+            yield Rounding(places, "the scale", replace(STEPS, scale=scale))
+            yield Rounding(
+                places, "the scale and every value", replace(STEPS, scale=scale, keep=every)
+            )
+        for stage in ROUNDED:
+
+            def one(name: str, x: np.ndarray, k: int = places, s: str = stage) -> np.ndarray:
+                return np.round(x, k) if name == s else x
+
+            yield Rounding(places, stage, replace(STEPS, keep=one))

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -39,8 +40,12 @@ def test_check_names_the_mistake_and_exits_1():
     assert r.exit_code == 1
     assert r.stdout.endswith(
         "Diagnosis:\n"
-        "output: your values match a common mistake: divided by d_k = 3 instead of √d_k = √3; "
-        "the first stage that went astray is scaled (not in your answers).\n"
+        "output: your values match a known mistake: divided by d_k = 3 instead of √d_k = √3 — or, "
+        "with the same numbers, the scale applied twice (scores × scale × scale); it first departs "
+        "from your working at scaled (not in your answers).\n"
+    )
+    assert r.stdout.splitlines()[1].startswith(
+        "marking: each value at the decimals you wrote, at least 2"
     )
     assert "│ output │ [2,3] │ 0.660 │  0.2735 │ ✗ wrong │" in r.stdout
 
@@ -59,7 +64,7 @@ def test_check_the_articles_code():
     assert all(c["verdict"] == "right" for c in scores) and len(scores) == 9
     assert rep["cells"][0] == {
         "stage": "scores", "row": 1, "col": 1, "yours": "2", "correct": 2.0,
-        "from_yours": 2.0, "verdict": "right", "basis": None,
+        "from_yours": 2.0, "verdict": "right", "basis": None, "rounding": False,
     }  # fmt: skip
 
 
@@ -150,8 +155,18 @@ def test_check_bad_usage(args, message):
             '{"masked": [[1]]}',
             "no stage 'masked' in this problem (stages: Q K V scores scaled weights output)",
         ),
-        ('{"weights": [[1, "x", 2]]}', 'weights[1,2]: "x" is not a number or null'),
-        ('{"weights": [[1, NaN]]}', "NaN is not an answer (write null for a blank cell)"),
+        (
+            '{"weights": [[1, "x", 2]]}',
+            "weights[1,2]: 'x' is not a number, a fraction, a surd or -inf",
+        ),
+        (
+            '{"weights": [[1, {"a": 1}]]}',
+            "weights[1,2]: an object is not an answer (write a number, or null for a blank)",
+        ),
+        (
+            '{"weights": [[1' + "0" * 400 + "]]}",
+            "weights[1,1]: 100000000000…0000 (401 characters) is too large for a number",
+        ),
         ("[1, 2]", "the top level must be an object keyed by stage names"),
         ('{"weights": [[1, 2]', "invalid JSON at line 1, column 20: Expecting ',' delimiter"),
     ],
@@ -203,18 +218,6 @@ def test_new_same_seed_same_problem(tmp_path):
     assert doc["_about"] == "practice problem: qkv new --seed 4 --tokens 3 --d-model 4 --d-k 4"
     assert all(v in (0, 1, 2) for row in doc["X"] for v in row)
     assert all(v in (0, 1) for name in ("W_Q", "W_K", "W_V") for row in doc[name] for v in row)
-
-
-def test_new_friendly_weights():
-    """No softmax row all but one-hot: every weight within a factor e³ of the row's largest."""
-    for seed in range(10):
-        doc = json.loads(qkv("new", "--seed", str(seed)).stdout)
-        X, Wq, Wk = doc["X"], doc["W_Q"], doc["W_K"]
-        q = [[sum(x[t] * Wq[t][j] for t in range(4)) for j in range(4)] for x in X]
-        k = [[sum(x[t] * Wk[t][j] for t in range(4)) for j in range(4)] for x in X]
-        for qi in q:
-            row = [sum(a * b for a, b in zip(qi, kj)) / 2 for kj in k]
-            assert max(row) - min(row) <= 3
 
 
 def test_new_answer_key_checks_out(tmp_path):
@@ -326,7 +329,7 @@ def test_check_two_heads_sample():
     assert r.exit_code == 1
     (rep,) = json.loads(r.stdout)["reports"]
     (d,) = rep["diagnosis"]
-    assert (d["stage"], d["mistake"], d["astray"]) == ("weights", "sqrt-d-model", "scaled")
+    assert (d["stage"], d["mistake"], d["astray"]) == ("weights", "sqrt-other", "scaled")
     heads = {c["head"] for c in rep["cells"] if c["stage"] == "weights"}
     assert heads == {1, 2}
     # row 1 attends only to itself under the causal mask, so its output is right anyway
@@ -384,3 +387,56 @@ def test_stage_file_in_compute_csv_form_for_two_heads(tmp_path):
     assert r.stderr == (
         f"qkv: error: {f}: weights is 3×4 but this problem's weights is 2×3×3 (heads × queries × keys)\n"
     )
+
+
+def test_gradebook_row_for_an_unreadable_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"weights": [[1, 2]')
+    r = qkv("check", WORKED, f"{HW}/worked/right.json", str(bad), "-f", "csv")
+    assert r.exit_code == 2
+    rows = r.stdout.splitlines()
+    assert rows[1].startswith("samples/homework/worked/right.json,36,0,0,0,100%")
+    assert rows[2].startswith(f'{bad},,,,,,,,"error: {bad}: invalid JSON at line 1')
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+        "qkv: error: 1 answer file could not be marked"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tolerance", "nan"], "qkv: error: --tolerance must be a finite number ≥ 0, not nan\n"),
+        (["--rel-tol", "2"], "qkv: error: --rel-tol must be between 0 and 1 (e.g. 0.01), not 2\n"),
+        (
+            ["--decimals", "3", "--sig-figs", "2"],
+            "qkv: error: --decimals and --sig-figs: give one way to mark, not several\n",
+        ),
+    ],
+)
+def test_check_marking_options_refused_in_one_line(args, message):
+    r = qkv("check", WORKED, f"{HW}/worked/right.json", *args)
+    assert (r.exit_code, r.stderr) == (2, message)
+
+
+def test_precision_from_the_problem_file(tmp_path):
+    doc = json.loads(Path(WORKED).read_text())
+    doc["precision"] = 3
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(doc))
+    r = qkv("check", str(p), f"{HW}/worked/right.json")
+    assert r.exit_code == 1  # 2 decimals are too coarse now
+    assert f"at least 3 decimals (precision in {p})" in r.stdout.splitlines()[1]
+
+
+def test_stage_csv_read_as_compute_reads_it(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_text("k1;k2;k3\n0,1361;43.19%;0,4319\n;0.9088;9.03%\n0.0074;0.7547;0.2378\n")
+    r = qkv("check", WORKED, "--stage-file", f"Weights={f}")
+    assert r.exit_code == 0, r.stdout
+    assert r.stdout.splitlines()[0].endswith("8 right, 0 wrong, 1 blank")
+
+
+@pytest.mark.parametrize("cell", ["scores[1" + "0" * 5000 + ",1]", "scores[1,1" + "0" * 400 + "]"])
+def test_explain_huge_cell_index_is_one_line(cell):
+    r = qkv("explain", WORKED, cell)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "digits" in r.stderr

@@ -120,7 +120,8 @@ def test_explain_exact_shows_surds_and_e_powers():
     s = sum(q * k for q, k in zip(Q[0], K[0]))
     assert lines[1].endswith(f"= {s.numerator}/{s.denominator} ≈ {float(s):.4f}")
     assert f"× √3/3 = {text(Surd(0, s / 3, 3))} ≈ {float(s) / 3**0.5:.4f}" in lines[2]
-    assert lines[4].startswith(f"  = e^{{{text(t['scaled'][0][0])}}} / (e^{{")
+    assert lines[5].startswith(f"  = e^{{{text(t['scaled'][0][0])} − ")  # shifted by the row's max
+    assert lines[6].startswith("  = e^{")
 
 
 def test_exact_needs_dot_products():

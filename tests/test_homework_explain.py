@@ -40,24 +40,26 @@ def test_weights_cell_written_out():
     p, o = worked()
     lines = explain(p, o, "weights[1,2]")
     # By hand: q₁ = (1, 0, 2), k₂ = (4, 4, 0): 4; ×1/√3 = 2.3094; row 1 scaled = (1.1547, 2.3094, 2.3094).
-    assert lines[1] == "scores[1,2] = q₁·k₂ = 1·4 + 0·4 + 2·0 = 4"
-    assert lines[2] == "scaled[1,2] = scores[1,2] × 1/√3 = 4 × 0.5774 = 2.3094"
-    assert lines[3] == "weights[1,2] = e^{scaled[1,2]} / Σₖ e^{scaled[1,k]}"
-    assert lines[4] == "  = e^{2.3094} / (e^{1.1547} + e^{2.3094} + e^{2.3094})"
-    e1, e2 = math.exp(2 / math.sqrt(3)), math.exp(4 / math.sqrt(3))
-    assert (
-        lines[5]
-        == f"  = {e2:.6g} / ({e1:.6g} + {e2:.6g} + {e2:.6g}) = {e2:.6g} / {e1 + 2 * e2:.6g}"
-    )
-    assert lines[6] == f"  = {e2 / (e1 + 2 * e2):.4f}"
+    assert lines[1:] == [
+        "scores[1,2] = q₁·k₂ = 1·4 + 0·4 + 2·0 = 4",
+        "scaled[1,2] = scores[1,2] × 1/√3 = 4 × 0.57735 = 2.3094",  # 4 × 0.5774 would be 2.3096
+        "weights[1,2] = e^{scaled[1,2] − m} / Σₖ e^{scaled[1,k] − m}, where m = scaled[1,2], "
+        "the largest in row 1",
+        "  (row 1 of weights sums to 1: 0.1361 + 0.4319 + 0.4319 = 0.9999, 1 before rounding)",
+        "  = e^{2.3094 − 2.3094} / (e^{1.1547 − 2.3094} + e^{2.3094 − 2.3094} + e^{2.3094 − 2.3094})",
+        "  = e^{0} / (e^{−1.1547} + e^{0} + e^{0})",
+        f"  = 1 / ({math.exp(-1.1547):.6f} + 1 + 1) = 1 / {2 + math.exp(-1.1547):.6f}",
+        "  = 0.4319",
+    ]
 
 
 def test_output_cell_written_out():
     p, o = worked()
     lines = explain(p, o, "output[3,1]")
-    assert lines[1] == "weights[3,·] = (0.0074, 0.7547, 0.2378)"
+    # 0.0074·1 + 0.7547·2 + 0.2378·2 = 1.9924: the weights need 5 decimals to give 1.9926
+    assert lines[1] == "weights[3,·] = (0.00744, 0.75471, 0.23785)"
     assert lines[2] == (
-        "output[3,1] = Σⱼ weights[3,j]·V[j,1] = 0.0074·1 + 0.7547·2 + 0.2378·2 = 1.9926"
+        "output[3,1] = Σⱼ weights[3,j]·V[j,1] = 0.00744·1 + 0.75471·2 + 0.23785·2 = 1.9926"
     )
 
 
@@ -193,9 +195,10 @@ def test_sigmoid_temperature_bias_and_batch():
     assert lines == [
         "weights[2,1] (batch item 2): rows and columns count from 1; row = query 2, column = key 1.",
         "scores[2,1] = q₂·k₁ = 0·1 + 2·0 = 0",
-        "scaled[2,1] = scores[2,1] × 1/√2 / 2 = 0 × 0.3536 + attn_bias[2,1] (0.5000) = 0.5000",
+        "scaled[2,1] = scores[2,1] × 1/√2 / 2 = 0 × 0.3536 + attn_bias[2,1] (0.5) = 0.5000",
         "masked[2,1] = scaled[2,1] = 0.5000 (query 2 may attend key 1)",
-        f"weights[2,1] = σ(masked[2,1]) = 1 / (1 + e^{{−0.5000}}) = {1 / (1 + math.exp(-0.5)):.4f}",
+        "weights[2,1] = σ(masked[2,1]) = 1 / (1 + e^{−0.5}) = 1 / (1 + 0.606531) = 1 / 1.606531"
+        f" = {1 / (1 + math.exp(-0.5)):.4f}",
     ]
     with pytest.raises(OptionError, match="--item 3: this problem has 2 batch item"):
         explain(p, o, "weights[2,1]", item=3)

@@ -7,7 +7,7 @@ Each parses its options, calls one core function (``check``, ``explain``,
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,15 +43,29 @@ def check(
             help="One stage's answers from CSV: STAGE=FILE, e.g. weights=w.csv (repeatable).",
         ),
     ] = None,
+    decimals: Annotated[
+        int | None,
+        typer.Option(min=0, max=15, help="Mark at least this many decimals (default 2)."),
+    ] = None,
+    sig_figs: Annotated[
+        int | None,
+        typer.Option(
+            "--sig-figs", min=1, max=15, help="Mark at least this many significant figures."
+        ),
+    ] = None,
+    rel_tol: Annotated[
+        float | None,
+        typer.Option("--rel-tol", help="Mark within this fraction of the true value (e.g. 0.01)."),
+    ] = None,
     tolerance: Annotated[
         float | None,
-        typer.Option(
-            min=0, help="Right when within this absolute distance (default: by rounding)."
-        ),
+        typer.Option(help="Right when within this absolute distance (replaces the model)."),
     ] = None,
     precision: Annotated[
         int,
-        typer.Option(min=0, max=17, help="Decimals of the correct values.", rich_help_panel=OUT),
+        typer.Option(
+            min=0, max=17, help="Decimals of the correct values shown.", rich_help_panel=OUT
+        ),
     ] = 4,
     format: Annotated[
         str,
@@ -62,14 +76,18 @@ def check(
 ) -> None:
     """Mark a hand computation: every given cell right or wrong beside the correct value.
 
-    A value written with k decimals is right when it agrees with the true
-    value rounded to k decimals, one unit in the last place of slack (none for
-    whole numbers or when the true value has no more decimals). A stage that
-    is wrong only because an earlier one was is marked "consistent with your
-    <stage>"; a wrong stage is recomputed under the common mistakes and the
-    one that reproduces it is named. Several answer files give a gradebook.
+    A value is compared with the truth at the decimals you wrote (trailing
+    zeros carry none), never coarser than the problem's precision: 2 decimals
+    unless --decimals, --sig-figs, --rel-tol or the problem file's
+    "precision" says otherwise; the window is half a unit in that last place
+    plus what carrying that precision through earlier steps can add. A stage
+    that follows from your own earlier values is "consistent": after an
+    earlier slip, or after rounding carried forward (not a mistake). A wrong
+    stage is recomputed under the known mistakes and every one that
+    reproduces it is named, or single-cell slips are found, or the diagnosis
+    says nothing known explains it. Several answer files give a gradebook.
 
-    Exit codes: 0 every given cell right, 1 something wrong, 2 bad input.
+    Exit codes: 0 nothing wrong, 1 something wrong, 2 bad input.
 
     \b
     Examples:
@@ -77,10 +95,8 @@ def check(
       qkv check samples/worked_example.json --stage-file weights=samples/homework/worked/weights.csv
       qkv check samples/worked_example.json samples/homework/worked/*.json -f csv
     """
-    from ..check import grade, load_answers
-    from ..errors import OptionError
-    from ..load import load
-    from ..options import Options
+    from ..check import Report, grade, load_answers
+    from ..errors import OptionError, QkvError
     from ..problem import refuse_model_variants
 
     formats = ("table", "json", "csv")
@@ -92,11 +108,18 @@ def check(
         raise OptionError("--stage-file adds to one answer file, not to several")
     if not paths and not files:
         raise OptionError("no answers: give an answer file or --stage-file STAGE=FILE")
-    prob, settings = load(problem)
-    options = Options().merged(settings)
+    prob, options, model = _marked_problem(problem, decimals, sig_figs, rel_tol, tolerance)
     refuse_model_variants(prob, options, "qkv check")
-    sheets = [load_answers(p, files) for p in paths] if paths else [load_answers(None, files)]
-    reports = [grade(prob, options, s, tolerance) for s in sheets]
+    if len(paths) <= 1:
+        sheet = load_answers(paths[0] if paths else None, files)
+        reports = [grade(prob, options, sheet, model)]
+    else:
+        reports = []
+        for path in paths:  # a gradebook: an unreadable file is a row with its error
+            try:
+                reports.append(grade(prob, options, load_answers(path, files), model))
+            except QkvError as e:
+                reports.append(Report(path, prob.origin, [], [], 0, None, model, error=str(e)))
     if format == "json":
         from ..render.homework import reports_json
 
@@ -114,8 +137,66 @@ def check(
             render_report(reports[0], console, precision)
         else:
             render_gradebook(reports, console)
+    bad = [r for r in reports if r.error is not None]
+    if bad:
+        sys.stdout.flush()
+        what = "answer file" if len(bad) == 1 else "answer files"
+        print(f"qkv: error: {len(bad)} {what} could not be marked ({bad[0].answers}: {bad[0].error})",
+              file=sys.stderr)  # fmt: skip
+        raise typer.Exit(2)
     if not all(r.ok for r in reports):
         raise typer.Exit(EXIT_MISMATCH)
+
+
+def _marked_problem(
+    path: str,
+    decimals: int | None,
+    sig_figs: int | None,
+    rel_tol: float | None,
+    tolerance: float | None,
+) -> tuple[Any, Any, Any]:
+    """The problem, its options, and the marking precision: the options', else the file's."""
+    import math
+
+    from ..errors import InputError, OptionError
+    from ..load import display, load, parse_json, read_text
+    from ..load.document import precision_entry
+    from ..marking import Precision, parse_precision
+    from ..options import Options
+
+    chosen = [n for n, v in (("--decimals", decimals), ("--sig-figs", sig_figs),
+                             ("--rel-tol", rel_tol), ("--tolerance", tolerance)) if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise OptionError(f"{' and '.join(chosen)}: give one way to mark, not several")
+    for name, value in (("--rel-tol", rel_tol), ("--tolerance", tolerance)):
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise OptionError(f"{name} must be a finite number ≥ 0, not {value:g}")
+    if rel_tol is not None and not 0 < rel_tol < 1:
+        raise OptionError(f"--rel-tol must be between 0 and 1 (e.g. 0.01), not {rel_tol:g}")
+    entry = None
+    if path.lower().endswith(".npz"):
+        prob, settings = load(path)
+    else:
+        text = read_text(path)
+        prob, settings = parse_json(text, display(path))
+        entry = precision_entry(text, display(path))
+    options = Options().merged(settings)
+    if decimals is not None:
+        model = Precision(decimals, source="--decimals")
+    elif sig_figs is not None:
+        model = Precision(None, sig_figs=sig_figs, source="--sig-figs")
+    elif rel_tol is not None:
+        model = Precision(None, rel_tol=rel_tol, source="--rel-tol")
+    elif tolerance is not None:
+        model = Precision(None, tolerance=tolerance, source="--tolerance")
+    elif entry is not None:
+        try:
+            model = parse_precision(entry[1], display(path))
+        except OptionError as e:
+            raise InputError(str(e)) from None
+    else:
+        model = Precision(source="the default")
+    return prob, options, model
 
 
 def explain(
@@ -157,13 +238,17 @@ def explain(
 
 
 def new(
-    seed: Annotated[int, typer.Option(help="Same seed, same problem.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Same seed, same problem (default: a random one, printed).")
+    ] = None,
     tokens: Annotated[int, typer.Option(help="Number of tokens (rows of X).")] = 3,
     d_model: Annotated[int, typer.Option("--d-model", help="Columns of X.")] = 4,
     d_k: Annotated[int, typer.Option("--d-k", help="d_k per head (4: the scale is 1/2).")] = 4,
     d_v: Annotated[int | None, typer.Option("--d-v", help="d_v per head (default d_k).")] = None,
     heads: Annotated[int, typer.Option(help="Number of heads.")] = 1,
-    scale: Annotated[str, typer.Option(help="sqrt (1/√d_k) or none.")] = "sqrt",
+    scale: Annotated[
+        str, typer.Option(help="sqrt (1/√d_k), none, or nice (1/√d_k with d_k 1, 4 or 9).")
+    ] = "sqrt",
     mask: Annotated[str | None, typer.Option(help="causal, or no mask.")] = None,
     negative: Annotated[
         bool, typer.Option("--negative", help="Allow −1 among the entries.")
@@ -178,6 +263,10 @@ def new(
 ) -> None:
     """Write a practice problem with friendly numbers (small whole entries).
 
+    Friendly by construction: no zero row or column, Q ≠ K, every scaled
+    score within ±6 and no weight above 0.95. Without --seed a random seed is
+    drawn and printed (a note on stderr, and in the problem's "_about").
+
     \b
     Examples:
       qkv new --seed 3 -o problem.json --answers key.json
@@ -189,8 +278,17 @@ def new(
     from ..options import Options
     from ..problem import resolve
 
+    drawn = seed is None
+    if seed is None:
+        import random
+
+        seed = random.SystemRandom().randrange(1_000_000)
     spec = Spec(seed, tokens, d_model, d_k, d_v, heads, scale, mask, negative)
     doc = practice(spec)
+    if drawn:
+        print(
+            f"note: seed {seed} (qkv new --seed {seed} … makes this problem again)", file=sys.stderr
+        )
     text = to_json(doc)
     _write(output, text, "--output")
     if answers:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from .files import display, read_text
@@ -29,8 +30,14 @@ def load_csv(path: str, name: str) -> tuple[np.ndarray, list[str] | None]:
     return parse_csv(read_text(path), display(path), name)
 
 
-def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray, list[str] | None]:
+def parse_csv(
+    text: str, origin: str, name: str = "matrix", read: Callable[[str], Any] | None = None
+) -> tuple[np.ndarray, list[str] | None]:
     """Parse CSV text; see `load_csv`. An ``attn_bias`` may hold ``-inf`` (blocked).
+
+    ``read`` turns one cell's text (a decimal comma already a point) into its
+    value, raising ValueError for what is not one; with it the result is an
+    object array of what it returns (``check`` keeps each answer as written).
 
     >>> a, labels = parse_csv("q;k\\n1,5;2\\n3;4\\n", "m.csv")
     >>> a.tolist(), labels
@@ -57,11 +64,23 @@ def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray,
     decimal_comma = delim in ("\t", ";")
     neg_inf = name == "attn_bias"
 
+    def value(cell: str) -> Any:
+        if read is None:
+            return _float(cell, decimal_comma, neg_inf)
+        return read(cell.replace(",", ".") if decimal_comma else cell)
+
+    def is_number(cell: str) -> bool:
+        try:
+            value(cell)
+        except ValueError:
+            return False
+        return True
+
     def numeric(cells: list[str]) -> bool:
-        return all(_is_number(c, decimal_comma, neg_inf) for c in cells)
+        return all(is_number(c) for c in cells)
 
     # A first column of labels (tokens) when no row starts with a number.
-    labelled = all(len(r) > 1 and not _is_number(r[0], decimal_comma, neg_inf) for _, r in rows)
+    labelled = all(len(r) > 1 and not is_number(r[0]) for _, r in rows)
     if not numeric(rows[0][1][1 if labelled else 0 :]) and len(rows) > 1:
         rows = rows[1:]  # a header row
     labels = [r[0] for _, r in rows] if labelled else None
@@ -78,18 +97,22 @@ def parse_csv(text: str, origin: str, name: str = "matrix") -> tuple[np.ndarray,
         row = []
         for col, cell in enumerate(cells, 1):
             try:
-                v = _float(cell, decimal_comma, neg_inf)
+                v = value(cell)
             except ValueError:
                 shown = cell if len(cell) <= 40 else cell[:37] + "…"
                 raise InputError(
                     f"{origin}: line {lineno}, column {col}: {shown!r} is not a number"
                 ) from None
-            if not math.isfinite(v) and not (neg_inf and v == -math.inf):
+            if read is None and not math.isfinite(v) and not (neg_inf and v == -math.inf):
                 raise InputError(
                     f"{origin}: line {lineno}, column {col} is {cell!r}: qkv needs finite numbers"
                 )
             row.append(v)
         values.append(row)
+    if read is not None:
+        out = np.empty((len(values), width), dtype=object)
+        out[:] = values
+        return out, labels
     return np.array(values, dtype=np.float64), labels
 
 
@@ -98,11 +121,3 @@ def _float(cell: str, decimal_comma: bool, neg_inf: bool = False) -> float:
     if neg_inf and cell.strip().lower() in NEG_INF_WORDS:
         return -math.inf
     return float(cell.replace(",", ".") if decimal_comma else cell)
-
-
-def _is_number(cell: str, decimal_comma: bool, neg_inf: bool = False) -> bool:
-    try:
-        _float(cell, decimal_comma, neg_inf)
-    except ValueError:
-        return False
-    return True

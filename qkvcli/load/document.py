@@ -78,6 +78,8 @@ TORCH_KEYS = {
 }
 
 IGNORED = ("comment", "comments", "description", "title", "name", "notes", "note", "source_url")
+#: The key of a problem file that sets how finely ``qkv check`` marks it (read by `precision_entry`).
+PRECISION_KEYS = ("precision", "markingprecision")
 #: The settings a problem file may carry (the other keys are matrices and labels).
 FILE_SETTINGS = ("scale", "layout", "weights_layout", "heads", "kv_heads", "mask_polarity",
                  "empty_rows", "similarity", "normalize", "temperature", "rope", "rope_theta",
@@ -141,7 +143,7 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
                 raise InputError(f"{origin}: keys {torch[tkey][0]!r} and {key!r} both give {tkey}")
             torch[tkey] = (key, value)
             continue
-        if key.startswith("_") or sq in IGNORED:
+        if key.startswith("_") or sq in IGNORED or sq in PRECISION_KEYS:
             continue
         canon = _LOOKUP.get(sq)
         if sq == "alibi" and (isinstance(value, bool) or value is None):
@@ -173,6 +175,21 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
         problem.matrices[canon] = to_array(value, key, origin, SHAPED_AS.get(canon, canon))
         problem.sources[canon] = key
     return problem, settings
+
+
+def precision_entry(text: str, origin: str) -> tuple[str, Any] | None:
+    """The marking precision a JSON problem file sets (its key and raw value), or None.
+
+    >>> precision_entry('{"Q": [[1]], "precision": 3}', "p.json")
+    ('precision', 3)
+    """
+    doc = decode_json(text, origin)
+    if not isinstance(doc, dict):
+        return None
+    for key, value in doc.items():
+        if squash(key) in PRECISION_KEYS:
+            return key, value
+    return None
 
 
 def _setting(origin: str, key: str, check: Any) -> Any:

@@ -1,7 +1,9 @@
 """Writers for ``qkv check``: a marked table per answer sheet, a gradebook, JSON and CSV.
 
->>> cell_name("weights", (0, 1, 2), per_head=True, batched=False)
-'head 1 [2,3]'
+>>> from ..check import Cell
+>>> from ..answers import written
+>>> verdict_text(Cell("output", (0, 0), written("1.86"), 1.8639, 1.86, "consistent", "weights", True))
+'consistent with your rounded weights'
 """
 
 from __future__ import annotations
@@ -17,42 +19,47 @@ if TYPE_CHECKING:
 
     from ..check import Cell, Finding, Report
 
-
-def cell_name(stage: str, index: tuple[int, ...], per_head: bool, batched: bool) -> str:
-    """A cell as people name it, 1-based: ``[2,3]``, ``head 1 [2,3]``, ``item 2 [1,1]``."""
-    lead = []
-    rest = list(index)
-    if batched:
-        lead.append(f"item {rest.pop(0) + 1}")
-    if per_head:
-        lead.append(f"head {rest.pop(0) + 1}")
-    where = f"[{rest[0] + 1},{rest[1] + 1}]"
-    return " ".join([*lead, where])
+from ..check import cell_name
 
 
 def _value(v: float, precision: int) -> str:
     from .text import fmt
 
+    if math.isnan(v):
+        return "—"
     if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
         return str(int(v))
     return fmt(v, precision)
 
 
 def _where(report: Report, c: Cell) -> str:
+    assert report.trace is not None
     s = report.trace.stages[c.stage]
-    return cell_name(c.stage, c.index, s.per_head, report.trace.batched)
+    return cell_name(c.index, s.per_head, report.trace.batched)
 
 
 def verdict_text(c: Cell) -> str:
-    """``right``, ``wrong`` or ``consistent with your scores``."""
-    return f"consistent with your {c.basis}" if c.verdict == "consistent" else c.verdict
+    """``right``, ``wrong``, ``consistent with your scores`` or ``… with your rounded weights``."""
+    if c.verdict != "consistent":
+        return c.verdict
+    if c.rounding and c.basis and " " not in c.basis:
+        return f"consistent with your rounded {c.basis}"
+    if c.rounding:
+        return f"consistent with {c.basis}"
+    return f"consistent with your {c.basis}"
 
 
 def summary(report: Report) -> str:
     """One line: how many cells got each verdict."""
+    if report.error is not None:
+        return f"{report.answers}: not marked: {report.error}"
     parts = [f"{report.count('right')} right"]
-    if report.count("consistent"):
-        parts.append(f"{report.count('consistent')} consistent with an earlier slip")
+    slips = sum(c.verdict == "consistent" and not c.rounding for c in report.cells)
+    rounded = sum(c.verdict == "consistent" and c.rounding for c in report.cells)
+    if slips:
+        parts.append(f"{slips} consistent with an earlier slip")
+    if rounded:
+        parts.append(f"{rounded} consistent with your rounding")
     parts.append(f"{report.count('wrong')} wrong")
     if report.blank:
         parts.append(f"{report.blank} blank")
@@ -60,29 +67,57 @@ def summary(report: Report) -> str:
 
 
 def finding_lines(report: Report) -> list[str]:
-    """The diagnosis, one line (or two) per stage that went wrong."""
+    """The diagnosis, one line per stage that went wrong (one per slip)."""
     lines = []
     given = {c.stage for c in report.cells}
     for f in report.findings:
-        if f.mistake is None:
-            lines.append(f"{f.stage}: wrong, and none of the common mistakes reproduces it.")
-            continue
-        where = f"the first stage that went astray is {f.astray}"
-        if f.astray not in given:
-            where += " (not in your answers)"
         stages = f.stage + (f" (and {', '.join(f.more)})" if f.more else "")
-        lines.append(f"{stages}: your values match a common mistake: {f.label}; {where}.")
-        if f.also:
-            lines.append(f"  (these fit as well: {'; '.join(f.also)})")
+        where = ""
+        if f.astray:
+            where = f"; it first departs from your working at {f.astray}"
+            if f.astray not in given:
+                where += " (not in your answers)"
+        if f.fit == "full" and f.detail:
+            lines.append(f"{stages}: {f.detail}: it matches a known mistake: {f.label}.")
+        elif f.fit == "full":
+            label = f.label if not f.more else _summary(f)
+            same = f" — or, with the same numbers, {'; '.join(f.also)}" if f.also else ""
+            lines.append(f"{stages}: your values match a known mistake: {label}{same}{where}.")
+        elif f.fit == "several":
+            others = "; or ".join(f.also)
+            lines.append(
+                f"{stages}: your values fit several known mistakes, so qkv cannot tell which: "
+                f"{f.label}; or {others}."
+            )
+        elif f.fit == "partial":
+            lines.append(
+                f"{stages}: only partly fits a known mistake: {f.label} gives your values except at "
+                f"{f.detail}; no single known mistake explains all of them."
+            )
+        elif f.fit == "slips":
+            for slip in f.slips:
+                lines.append(f"{stages}: {slip.text}.")
+        elif f.fit == "layout":
+            lines.append(f"{stages}: {f.label}: {f.detail}.")
+        else:
+            lines.append(f"{stages}: wrong, and no single known mistake explains it.")
     return lines
 
 
+def _summary(f: Finding) -> str:
+    from ..mistakes import MISTAKES
+
+    return next((m.summary for m in MISTAKES if m.key == f.mistake), f.label or "")
+
+
 def render_report(report: Report, console: Console, precision: int = 4) -> None:
-    """The summary, a table of every given cell beside the correct value, the diagnosis."""
+    """The summary, the marking model, a table of every given cell beside the correct value,
+    the diagnosis and the notes."""
     from rich.table import Table
     from rich.text import Text
 
     console.print(Text(summary(report)), soft_wrap=True)
+    console.print(Text(report.precision.describe()), soft_wrap=True)
     table = Table(header_style="bold")
     for title, justify in (("stage", "left"), ("cell", "left"), ("yours", "right"),
                            ("correct", "right"), ("verdict", "left")):  # fmt: skip
@@ -104,19 +139,38 @@ def render_report(report: Report, console: Console, precision: int = 4) -> None:
         console.print(Text("Diagnosis:"))
         for line in lines:
             console.print(Text(line), soft_wrap=True)
+    if report.notes:
+        console.print()
+        for note in report.notes:
+            console.print(Text(f"Note: {note}."), soft_wrap=True)
 
 
 def _diagnosis_short(report: Report, labels: bool = False) -> str:
     """``scaled: no-scaling; output: weights-transposed`` (full labels when asked)."""
+    if report.error is not None:
+        return f"error: {report.error}"
     parts = []
     for f in report.findings:
-        what = (f.label if labels else f.mistake) if f.mistake else "not a listed mistake"
+        if f.fit == "none" or f.mistake is None:
+            what = "no single known mistake"
+        elif f.fit == "several":
+            what = (
+                "one of " + ", ".join(f.keys)
+                if not labels
+                else f"{f.label}; or {'; or '.join(f.also)}"
+            )
+        elif f.fit == "partial":
+            what = f"partly {f.label if labels else f.mistake}"
+        elif f.fit == "slips":
+            what = f.label if labels else "slip " + ", ".join(sorted({s.kind for s in f.slips}))
+        else:
+            what = (f.label or "") if labels else (f.mistake or "")
         parts.append(f"{f.stage}: {what}")
     return "; ".join(parts)
 
 
 def render_gradebook(reports: list[Report], console: Console) -> None:
-    """One row per answer file: counts, score, first wrong stage, diagnosis."""
+    """One row per answer file: counts, score, first wrong stage, diagnosis (or its error)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -126,6 +180,9 @@ def render_gradebook(reports: list[Report], console: Console) -> None:
                            ("first wrong", "left"), ("diagnosis", "left")):  # fmt: skip
         table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in reports:
+        if r.error is not None:
+            table.add_row(Text(r.answers), "", "", "", "", "-", "", Text(f"error: {r.error}"))
+            continue
         table.add_row(
             Text(r.answers),
             str(r.count("right")),
@@ -137,6 +194,7 @@ def render_gradebook(reports: list[Report], console: Console) -> None:
             Text(_diagnosis_short(r)),
         )
     _print(console, table)
+    console.print(Text(reports[0].precision.describe()), soft_wrap=True)
 
 
 def _print(console: Console, table: Any) -> None:
@@ -150,11 +208,9 @@ def _print(console: Console, table: Any) -> None:
 
 
 def score(r: Report) -> str:
-    """Right cells as a percentage of the cells given (consistent ones count half)."""
-    given = len(r.cells)
-    if not given:
-        return "-"
-    return f"{100 * (r.count('right') + 0.5 * r.count('consistent')) / given:.0f}%"
+    """Credit as a percentage of the cells given (a cell consistent with an earlier slip: half)."""
+    value = r.score
+    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 def gradebook_csv(reports: list[Report]) -> str:
@@ -164,6 +220,9 @@ def gradebook_csv(reports: list[Report]) -> str:
     w.writerow(["file", "right", "consistent", "wrong", "blank", "score", "first_wrong",
                 "mistake", "diagnosis"])  # fmt: skip
     for r in reports:
+        if r.error is not None:
+            w.writerow([r.answers, "", "", "", "", "", "", "", f"error: {r.error}"])
+            continue
         first = r.findings[0] if r.findings else None
         w.writerow([r.answers, r.count("right"), r.count("consistent"), r.count("wrong"),
                     r.blank, score(r), r.first_wrong or "", (first.mistake or "") if first else "",
@@ -172,12 +231,17 @@ def gradebook_csv(reports: list[Report]) -> str:
 
 
 def _finding(f: Finding) -> dict[str, Any]:
-    return {"stage": f.stage, "mistake": f.mistake, "label": f.label, "astray": f.astray,
-            "also": f.also, "same_in": f.more}  # fmt: skip
+    return {"stage": f.stage, "fit": f.fit, "mistake": f.mistake, "label": f.label,
+            "astray": f.astray, "also": f.also, "keys": f.keys, "same_in": f.more,
+            "detail": f.detail or None,
+            "slips": [{"kind": s.kind, "text": s.text} for s in f.slips]}  # fmt: skip
 
 
 def report_dict(report: Report) -> dict[str, Any]:
     """A report for scripts: counts, a verdict per cell (1-based indices), the diagnosis."""
+    if report.error is not None:
+        return {"answers": report.answers, "ok": False, "error": report.error}
+    assert report.trace is not None
     cells = []
     for c in report.cells:
         s = report.trace.stages[c.stage]
@@ -189,7 +253,7 @@ def report_dict(report: Report) -> dict[str, Any]:
             cell["head"] = rest.pop(0) + 1
         cell |= {"row": rest[0] + 1, "col": rest[1] + 1, "yours": c.written.text,
                  "correct": _json_float(c.correct), "from_yours": _json_float(c.expected),
-                 "verdict": c.verdict, "basis": c.basis}  # fmt: skip
+                 "verdict": c.verdict, "basis": c.basis, "rounding": c.rounding}  # fmt: skip
         cells.append(cell)
     return {
         "answers": report.answers,
@@ -198,8 +262,11 @@ def report_dict(report: Report) -> dict[str, Any]:
         "consistent": report.count("consistent"),
         "wrong": report.count("wrong"),
         "blank": report.blank,
+        "score": report.score,
+        "marking": report.precision.describe(),
         "cells": cells,
         "diagnosis": [_finding(f) for f in report.findings],
+        "notes": report.notes,
     }
 
 

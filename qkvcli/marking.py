@@ -1,0 +1,305 @@
+"""The marking model: how close a written value must be to count.
+
+A value is compared with the truth at the precision the student wrote it
+(trailing zeros carry none), never coarser than the problem's precision — by
+default 2 decimals (``--decimals``, ``--sig-figs``, ``--rel-tol`` or the
+problem file's ``precision``). Its window is half a unit in that last place,
+widened by what carrying that precision through the earlier steps can move it
+(a scale 1/√3 carried as 0.5774, weights carried at 4 decimals): so correct
+hand work is right, an exact truth (integer scores from integer inputs) must
+be written exactly, and writing fewer digits never earns more credit.
+
+>>> p = Precision()
+>>> w = written("0.43"); round(window(w, 0.4319, p), 6)
+0.005
+>>> agrees(written("0"), 0.3177, window(written("0"), 0.3177, p))
+False
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .answers import Written, written
+from .errors import OptionError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .problem import Resolved
+
+__all__ = ["Precision", "agrees", "bounds", "parse_precision", "window", "written"]
+
+#: How coarsely values not written are assumed carried, at most: 3 decimals (1/√3 as 0.577).
+#: Hand work carried more coarsely is "consistent with rounding", with a note, not "right".
+CARRY = 5e-4
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The problem's precision: the coarsest a written value is compared at.
+
+    One of ``decimals``, ``sig_figs``, ``rel_tol`` (a fraction of the
+    truth), or ``tolerance`` (``--tolerance``: a flat absolute window that
+    replaces the model).
+    """
+
+    decimals: int | None = 2
+    sig_figs: int | None = None
+    rel_tol: float | None = None
+    tolerance: float | None = None
+    source: str = "default"
+
+    def floor(self, true: float) -> float:
+        """The widest half-window the problem allows at this truth."""
+        if self.sig_figs is not None:
+            if true == 0 or not math.isfinite(true):
+                return 0.5 * 10.0 ** -(self.sig_figs + 3)
+            return 0.5 * 10.0 ** (math.floor(math.log10(abs(true))) - self.sig_figs + 1)
+        if self.rel_tol is not None:
+            return self.rel_tol * abs(true)
+        return 0.5 * 10.0 ** -(self.decimals if self.decimals is not None else 2)
+
+    def describe(self) -> str:
+        """The model in one line, as ``check`` prints it."""
+        if self.tolerance is not None:
+            return (
+                f"marking: right within ±{self.tolerance:g} of the true value (--tolerance), "
+                "or of what follows from your own earlier values"
+            )
+        if self.sig_figs is not None:
+            least = f"at least {self.sig_figs} significant figure" + "s" * (self.sig_figs != 1)
+        elif self.rel_tol is not None:
+            least = f"never coarser than {self.rel_tol:g} of the value"
+        else:
+            d = self.decimals if self.decimals is not None else 2
+            least = f"at least {d} decimal" + "s" * (d != 1)
+        return (
+            f"marking: each value at the decimals you wrote, {least} ({self.source}); "
+            "±½ in the last place plus what carrying that precision through earlier steps can add; "
+            "exact values must be exact"
+        )
+
+
+def parse_precision(value: Any, where: str) -> Precision:
+    """A problem file's ``precision``: N decimals, or ``{"sig_figs": N}`` / ``{"rel_tol": X}``.
+
+    >>> parse_precision(3, "p.json").decimals, parse_precision({"sig_figs": 3}, "p.json").sig_figs
+    (3, 3)
+    """
+    source = f"precision in {where}"
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, v),) = value.items()
+        key = str(key).lower().replace("-", "_").replace(" ", "_")
+        if key in ("decimals", "sig_figs", "significant_figures", "rel_tol"):
+            if key == "rel_tol":
+                return Precision(None, rel_tol=_fraction(v, where), source=source)
+            n = _count(v, where)
+            if key == "decimals":
+                return Precision(n, source=source)
+            return Precision(None, sig_figs=max(n, 1), source=source)
+    if isinstance(value, dict):
+        raise OptionError(
+            f'{where}: precision must be N (decimals) or one of {{"decimals": N}}, '
+            '{"sig_figs": N}, {"rel_tol": X}'
+        )
+    return Precision(_count(value, where), source=source)
+
+
+def _count(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 15:
+        raise OptionError(
+            f"{where}: precision must be a whole number of digits from 0 to 15, not {v!r}"
+        )
+    return v
+
+
+def _fraction(v: Any, where: str) -> float:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or not 0 < v < 1:
+        raise OptionError(f"{where}: rel_tol must be a number between 0 and 1, not {v!r}")
+    return float(v)
+
+
+def half(w: Written, true: float, p: Precision) -> float:
+    """Half a unit in the last place the value is compared at (0 for an exact form)."""
+    if p.tolerance is not None:
+        return p.tolerance
+    if w.decimals is None:
+        return 0.0
+    return min(0.5 * 10.0**-w.decimals, p.floor(true))
+
+
+def window(
+    w: Written, true: float, p: Precision, carried: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+) -> float:
+    """How far ``w`` may be from ``true`` and still agree.
+
+    ``carried`` = (u, c, a, o): what earlier steps add, per unit of the
+    precision values not written are carried at (u; at most `CARRY`), per
+    unit of the scale factor's rounding (c), in absolute terms from the
+    student's own written earlier values (a), and per unit of this value's
+    half-unit from the e-terms of a softmax rounded on the way (o).
+    """
+    if p.tolerance is not None:
+        return p.tolerance
+    h = half(w, true, p)
+    u, c, a, o = (*carried, 0.0)[:4] if len(carried) == 3 else carried
+    width = h + (u + c) * min(h, CARRY) + a + o * h
+    return width * (1 + 1e-9) + 1e-12 * max(1.0, abs(true))
+
+
+def agrees(w: Written, true: float, width: float) -> bool:
+    """Is ``w`` within ``width`` of ``true``? −∞ (a masked cell) only as −∞ or a sentinel (−1e9)."""
+    if math.isnan(true):
+        return w.form == "nan"
+    if math.isinf(true):
+        return w.sentinel if true < 0 else w.value == true
+    if not math.isfinite(w.value):
+        return False
+    return abs(w.value - true) <= width
+
+
+# ---------------------------------------------------------------- carried rounding
+
+
+def bounds(
+    r: Resolved, values: dict[str, np.ndarray], given: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """What carrying rounded values through the earlier steps can add to each cell of each stage.
+
+    ``values`` are the stages in the evaluators' (internal) shape; ``given``
+    maps a stage the student wrote to (where they wrote it, the half-unit of
+    each written cell). Returns, per stage, three arrays (u, c, a) for
+    `window`: the first-order bound of the error each cell inherits when
+    every value not written is carried at the cell's own precision, the
+    scale factor to 4 decimals or so, and the written ones as written.
+    A stage's own rounding is not included (the cell's half-unit is).
+    """
+    import numpy as np
+
+    from .attention import heads, merge_heads
+
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    carry: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def settle(
+        name: str, x: np.ndarray, inherited: tuple[np.ndarray, ...], own: bool = True
+    ) -> None:
+        """Record what a stage inherits, and what it passes on once the student rounds it."""
+        u, c, a, o = (np.broadcast_to(t, x.shape).astype(float) for t in inherited)
+        out[name] = (u, c, a, o)
+        passed_u = u + o  # what this stage's own e-terms cost is carried on like a rounding
+        if own:
+            rough = (
+                ~_whole(x) | (u > 0) | (c > 0) | (a > 0) | (o > 0)
+            )  # an exact integer stays exact
+            passed_u = passed_u + rough
+        fin = np.isfinite(x)
+        passed = (np.where(fin, passed_u, 0.0), np.where(fin, c, 0.0), np.where(fin, a, 0.0),
+                  np.zeros(x.shape))  # fmt: skip
+        if name in given:
+            where, h = given[name]
+            passed = (np.where(where, 0.0, passed[0]), np.where(where, 0.0, passed[1]),
+                      np.where(where, h, passed[2]), passed[3])  # fmt: skip
+        carry[name] = passed
+
+    zero = np.zeros(1)
+    for name in ("Q", "K", "V"):
+        x = values[name]
+        direct = name in r.arrays  # copied from the problem: exact as given
+        settle(name, x, (zero, zero, zero, zero), own=not direct)
+    qv = heads(values["Q"], values["K"], values["V"], r)
+    qe = [heads(*(carry[n][t] for n in "QKV"), r) for t in range(4)]
+    q, k, v = (np.abs(np.nan_to_num(t)) for t in qv)
+    scores = values["scores"]
+    inherited = tuple(
+        qe[t][0] @ k.swapaxes(-1, -2) + q @ qe[t][1].swapaxes(-1, -2) for t in range(4)
+    )
+    if r.options.similarity == "cosine":
+        nq = np.linalg.norm(q, axis=-1, keepdims=True)
+        nk = np.linalg.norm(k, axis=-1, keepdims=True)
+        inherited = tuple(2 * t / np.maximum(nq * nk.swapaxes(-1, -2), 1e-300) for t in inherited)
+    settle("scores", scores, inherited)
+    s_carry = carry["scores"]
+    f = float(factor_of(r))
+    rough_factor = abs(f * 1e4 - round(f * 1e4)) > 1e-6
+    scaled = values["scaled"]
+    u, c, a, o = (abs(f) * t for t in s_carry)
+    if rough_factor:
+        c = c + np.abs(np.nan_to_num(scores))
+    settle("scaled", scaled, (u, c, a, o))
+    logits_name = "scaled"
+    if "masked" in values:
+        masked = values["masked"]
+        settle("masked", masked, carry["scaled"], own=False)
+        logits_name = "masked"
+    z_carry = carry[logits_name]
+    z = values[logits_name]
+    w = np.nan_to_num(values["weights"])
+    if r.options.normalize == "sigmoid":
+        slope = w * (1 - w)
+        inherited = tuple(slope * t for t in z_carry)
+    else:
+        # δw_i = w_i((1 − w_i)·δz_i − Σ_{j≠i} w_j·δz_j), bounded term by term
+        inherited = tuple(
+            w * ((1 - w) * t + (w * t).sum(axis=-1, keepdims=True) - w * t) for t in z_carry
+        )
+        live = np.isfinite(z)
+        top = np.max(np.where(live, z, -np.inf), axis=-1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        zz = np.where(live, z, 0.0)
+        shifted = np.where(live, np.exp(zz - top), 0.0).sum(axis=-1, keepdims=True)  # ≥ 1
+        rounded = live & (zz < top)  # every e^{z − max} but the largest's e⁰ = 1 is rounded
+        others = (rounded * 1.0).sum(axis=-1, keepdims=True) - rounded
+        terms = np.where(rounded, 1 - w, 0.0) + w * others  # δw_i = (δe_i − w_i·Σδe)/S
+        terms = terms / shifted
+        inherited = (*inherited[:3], inherited[3] + np.where(live, terms, 0.0))
+    settle("weights", w, inherited)
+    w_carry = carry["weights"]
+    # What the weights inherit sums to 0 along a row (they are renormalised), so it moves
+    # weights·v by at most Σ|δw|·|v − mid|; their own rounding and written values by Σ|δw|·|v|.
+    vals = qv[2]
+    mid = (np.nanmax(vals, axis=-2, keepdims=True) + np.nanmin(vals, axis=-2, keepdims=True)) / 2
+    centred = np.abs(np.nan_to_num(vals - mid))  # (B, h, m, dv)
+    free = [np.where(w_carry[t] > out["weights"][t], w_carry[t] - out["weights"][t], 0.0)
+            if t == 0 else np.zeros_like(w) for t in range(4)]  # fmt: skip
+    if "weights" in given:
+        where = given["weights"][0]
+        zero_sum = [np.where(where, 0.0, out["weights"][t]) for t in range(4)]
+        free = [np.where(where, w_carry[t], free[t]) for t in range(4)]
+    else:
+        zero_sum = [out["weights"][t] for t in range(4)]
+    zero_sum = [np.where(np.isfinite(z), zs, 0.0) for zs in zero_sum]
+    zero_sum[0] = zero_sum[0] + zero_sum[3]  # the e-terms' cost, carried on
+    zero_sum[3] = np.zeros_like(w)
+    inherited = tuple(zero_sum[t] @ centred + free[t] @ v + w @ qe[t][2] for t in range(4))
+    if "head_outputs" in values:
+        settle("head_outputs", values["head_outputs"], inherited)
+        inherited = carry["head_outputs"]
+    inherited = tuple(merge_heads(t) for t in inherited)  # (B, n, h·dv)
+    if "concat" in values:
+        settle("concat", values["concat"], inherited, own="head_outputs" not in values)
+        inherited = carry["concat"]
+    if "W_O" in r.arrays:
+        wo = np.abs(r.arrays["W_O"].astype(float))  # (h·dv, d_out)
+        inherited = tuple(t @ wo for t in inherited)
+    settle("output", values["output"], inherited)
+    return out
+
+
+def _whole(x: np.ndarray) -> np.ndarray:
+    """Where a value is a whole number (exactly as a hand computation would have it)."""
+    import numpy as np
+
+    y = np.nan_to_num(x, posinf=0.0, neginf=0.0)
+    return np.abs(y - np.round(y)) <= 1e-9 * np.maximum(1.0, np.abs(y))
+
+
+def factor_of(r: Resolved) -> float:
+    """The scale factor the scores are multiplied by, as a float."""
+    from .describe import factor
+
+    return float(factor(r))

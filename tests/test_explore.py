@@ -26,6 +26,12 @@ from qkvcli.trace import PER_HEAD
 TWO_HEADS = str(SAMPLES / "causal_two_heads.json")
 
 
+def cell_texts(data):
+    """The page's explanations, each cell's lines joined (the page stores each line once)."""
+    shared = data["explain"]
+    return {k: "\n".join(shared["lines"][n] for n in ids) for k, ids in shared["cells"].items()}
+
+
 def qkv(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
@@ -64,7 +70,7 @@ def test_compute_html_is_one_offline_file_with_the_explorer(tmp_path):
 def test_every_cell_of_a_small_problem_has_qkvs_explanation():
     view = view_of(TWO_HEADS)
     data = report_data([view], 4)
-    texts = data["explain"]
+    texts = cell_texts(data)
     t = view.trace
     count = 0
     for stage in t.stages.values():
@@ -135,8 +141,8 @@ def test_a_small_budget_keeps_weights_first_and_says_so(monkeypatch):
     monkeypatch.setattr(explore, "MAX_EXPLAINED", 20)
     view = view_of(TWO_HEADS)  # 2 heads × 16 weights
     data = report_data([view], 4)
-    assert len(data["explain"]) == 20
-    assert all("|weights|" in k for k in data["explain"])
+    assert len(cell_texts(data)) == 20
+    assert all("|weights|" in k for k in cell_texts(data))
     assert data["notes"] == [
         "the page holds the arithmetic of 20 weights (at most 20 cells): "
         "for the others, save the problem and run qkv explain"
@@ -184,6 +190,6 @@ def test_an_exact_run_explains_in_fractions(tmp_path):
     r = qkv("compute", str(SAMPLES / "worked_example.json"), "--exact", "--html", str(target))
     assert r.exit_code == 0, r.output
     data = data_of(target.read_text(encoding="utf-8"))
-    assert "scores[2,3] × 1/√3 = 12 × √3/3 = 4√3 ≈ 6.9282" in data["explain"]["0|weights|0|-|1|2"]
+    assert "scores[2,3] × 1/√3 = 12 × √3/3 = 4√3 ≈ 6.9282" in cell_texts(data)["0|weights|0|-|1|2"]
     scores = next(s for s in data["views"][0]["stages"] if s["name"] == "scores")
     assert scores["matrices"][0]["cells"][:3] == ["2.0000", "4.0000", "4.0000"]

@@ -206,6 +206,7 @@ def explanations(views: list[View], precision: int, selected: int) -> Explained:
     """
     order = [selected] + [v for v in range(len(views)) if v != selected]
     texts: dict[str, str] = {}
+    seen: set[str] = set()  # lines already held: the page stores each distinct line once
     fast = [quick(v) for v in views]
     budget = {"cells": MAX_EXPLAINED, "chars": MAX_CHARS}
 
@@ -235,8 +236,10 @@ def explanations(views: list[View], precision: int, selected: int) -> Explained:
                     cell = f"{name}[{i + 1},{j + 1}]"
                     h = None if head is None else head + 1
                     b = item + 1 if t.batched else None
-                    text = "\n".join(explain(problem, view.options, cell, h, b, precision))
-                    used += len(text)
+                    said = explain(problem, view.options, cell, h, b, precision)
+                    used += sum(len(line) + 1 for line in said if line not in seen)
+                    seen.update(said)
+                    text = "\n".join(said)
                     added[key(v, name, item, head, i, j)] = text
         texts.update(added)
         budget["cells"] -= len(added)
@@ -309,8 +312,21 @@ def report_data(
         "ink": list(INK),
         "selected": {"view": selected[0], "head": selected[1]},
         "views": [view_data(v, precision, d) for v, d in zip(views, done.drawn)],
-        "explain": done.texts,
+        "explain": shared_lines(done.texts),
     }
+
+
+def shared_lines(texts: dict[str, str]) -> dict[str, Any]:
+    """Cell texts as indices into one list of distinct lines (a row's softmax line is shared).
+
+    >>> shared_lines({"a": "x\\ny", "b": "x\\nz"})
+    {'lines': ['x', 'y', 'z'], 'cells': {'a': [0, 1], 'b': [0, 2]}}
+    """
+    index: dict[str, int] = {}
+    cells = {}
+    for k, text in texts.items():
+        cells[k] = [index.setdefault(line, len(index)) for line in text.split("\n")]
+    return {"lines": list(index), "cells": cells}
 
 
 def page(
@@ -468,13 +484,17 @@ function grid() {
       s.style.background = D.palette[k]; s.style.color = D.ink[k]; lg.appendChild(s); }); }
   if (S.cell) pick(S.cell[0], S.cell[1]);
 }
+function said(k) {
+  const ids = D.explain.cells[k];
+  return ids === undefined ? undefined : ids.map((n) => D.explain.lines[n]).join("\\n");
+}
 function explanation(st, i, j) {
-  const h = st.per_head ? S.head : "-", own = [S.view, st.name, S.item, h, i, j].join("|");
-  if (D.explain[own] !== undefined) return [D.explain[own], ""];
+  const h = st.per_head ? S.head : "-", own = said([S.view, st.name, S.item, h, i, j].join("|"));
+  if (own !== undefined) return [own, ""];
   if (st.square) {
-    const w = [S.view, "weights", S.item, st.per_head ? S.head : "-", i, j].join("|");
-    if (D.explain[w] !== undefined)
-      return [D.explain[w], "(the arithmetic of weights[" + (i + 1) + "," + (j + 1) + "], which passes through this cell)"];
+    const w = said([S.view, "weights", S.item, st.per_head ? S.head : "-", i, j].join("|"));
+    if (w !== undefined)
+      return [w, "(the arithmetic of weights[" + (i + 1) + "," + (j + 1) + "], which passes through this cell)"];
   }
   return ["", "no arithmetic kept for this cell in the page: run qkv explain on the problem"];
 }

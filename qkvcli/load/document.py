@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, one_line
 from ..options import MASK_KINDS, SETTINGS, choice
 from ..problem import Problem
 from .files import decode_json, display, read_text
 from .nested import to_array
+from .values import check_labels
 
 #: Spellings people use, after lower-casing and dropping ``_``, ``-``, ``.`` and spaces.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -133,18 +134,18 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
     mask = found.get("mask")
     if mask is not None and isinstance(mask[1], str):
         problem.mask_kind = _setting(origin, mask[0], lambda: choice("mask", mask[1], MASK_KINDS))
-        problem.sources["mask"] = mask[0]
+        problem.sources["mask"] = one_line(mask[0])
         del found["mask"]
     for canon in ("tokens", "kv_tokens"):
         if canon in found:
             key, value = found.pop(canon)
             setattr(problem, canon, _labels(value, f"{origin}: {key}"))
-            problem.sources[canon] = key
+            problem.sources[canon] = one_line(key)
     for canon, (key, value) in found.items():
         if canon in FILE_SETTINGS:
             continue
         problem.matrices[canon] = to_array(value, key, origin, canon)
-        problem.sources[canon] = key
+        problem.sources[canon] = one_line(key)  # printed in the header: one line, whatever the key
     return problem, settings
 
 
@@ -173,7 +174,9 @@ def _labels(value: Any, where: str) -> list[str]:
     for i, t in enumerate(value, 1):
         if isinstance(t, (list, dict)) or t is None:
             raise InputError(f"{where}: label {i} is not text or a number")
-    return [str(t) for t in value]
+        if isinstance(t, int) and not isinstance(t, bool) and t.bit_length() > 10_000:
+            raise InputError(f"{where}: label {i} is a number of thousands of digits")
+    return check_labels([str(t) for t in value], where)
 
 
 def _torch_state_dict(
@@ -185,7 +188,7 @@ def _torch_state_dict(
             f"{origin}: PyTorch keys such as {next(iter(torch))!r} hold (out, in) weights but weights_layout is in-out"
         )
     settings["weights_layout"] = "out-in"
-    problem.torch_key = next(iter(torch.values()))[0]
+    problem.torch_key = one_line(next(iter(torch.values()))[0])
     for canon in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
         if canon in found:
             raise InputError(f"{origin}: both {found[canon][0]!r} and PyTorch weights give {canon}")
@@ -203,7 +206,7 @@ def _torch_state_dict(
             e = a.shape[0] // 3
             for i, canon in enumerate(names):
                 problem.matrices[canon] = a[i * e : (i + 1) * e]
-                problem.sources[canon] = f"{key}[{i * e}:{(i + 1) * e}]"
+                problem.sources[canon] = f"{one_line(key)}[{i * e}:{(i + 1) * e}]"
     plain = {
         "out_proj.weight": "W_O",
         "out_proj.bias": "b_O",
@@ -219,4 +222,4 @@ def _torch_state_dict(
                     f"{origin}: both {key!r} and {problem.sources[canon]!r} give {canon}"
                 )
             problem.matrices[canon] = to_array(value, key, origin, canon)
-            problem.sources[canon] = key
+            problem.sources[canon] = one_line(key)

@@ -216,8 +216,10 @@ def out_project(concat: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def real(x: np.ndarray) -> np.ndarray:
-    """Floats for the functions that need them (exact runs carry fractions)."""
-    return x.astype(float) if x.dtype == object else x
+    """Floats for the functions that need them (exact runs carry fractions; too large: ±∞)."""
+    from .exact import floats
+
+    return floats(x) if x.dtype == object else x
 
 
 def finite(x: np.ndarray, name: str, what: str) -> None:

@@ -99,7 +99,10 @@ def _app():
 def test_absurd_nesting_and_long_lines(tmp_path):
     deep = "[" * 200_000 + "]" * 200_000
     result = runner.invoke(_app(), ["compute", "-"], input='{"X": ' + deep + "}")
-    assert result.stderr == "qkv: error: <stdin>: JSON nested too deeply (qkv reads at most 32 levels)\n"
+    assert (
+        result.stderr
+        == "qkv: error: <stdin>: JSON nested too deeply (qkv reads at most 32 levels)\n"
+    )
     wide = tmp_path / "wide.csv"
     wide.write_text(",".join(["1"] * 50_000) + "\n")
     result = runner.invoke(

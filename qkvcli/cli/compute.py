@@ -272,7 +272,11 @@ def compute(
         raise OptionError(
             f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
         )
+    output = None if output == "-" and format != "npz" else output  # -o - is stdout
     _check_format(format, output)
+    from ..atomic import check_outputs
+
+    check_outputs({"--output": output, "--svg": svg, "--html": html}, [input, *files.values()])
     problem, settings = load(input, files, inline)
     cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
                     "weights_layout": weights_layout, "similarity": similarity,
@@ -286,8 +290,12 @@ def compute(
     result = _evaluate(resolve(problem, options), format, stage, trace, stream, why)
     if any(drawing):
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
+        from ..render.tables import make_console
 
-        show(result, Pictures(*drawing), stage, trace, 4 if precision is None else precision)
+        with _opened(output) as out:  # the drawing goes to --output when given, like a table
+            console = make_console(None if output is None else out)
+            show(result, Pictures(*drawing), stage, trace, 4 if precision is None else precision,
+                 console)  # fmt: skip
         return
     _emit(result, format, stage, trace, precision, output, full)
 
@@ -300,12 +308,8 @@ def _check_format(format: str, output: str | None) -> None:
 
     if format not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
-    if format == "npz" and output is None:
+    if format == "npz" and output in (None, "-"):
         raise OptionError("--format npz writes a file: give it with --output FILE")
-    if output is not None:
-        from ..atomic import check_target
-
-        check_target(output, "--output")
 
 
 def _evaluate(
@@ -326,7 +330,9 @@ def _evaluate(
     how = plan(resolved, asked, stream, why=why)
     result = evaluate(resolved, how, bar)
     if how.note:
-        print(f"qkv: note: {how.note}", file=sys.stderr)
+        from ..notes import note
+
+        note(how.note)
     return result
 
 

@@ -175,7 +175,9 @@ class _Walk:
             return
         elif self.neg_inf and isinstance(value, str) and value.strip().lower() in NEG_INF_WORDS:
             return
-        raise InputError(f"{_cell(self.key, self.origin, path)}: {_bad_cell(value)} is not a number")
+        raise InputError(
+            f"{_cell(self.key, self.origin, path)}: {_bad_cell(value)} is not a number"
+        )
 
 
 _FLOAT_MAX = int(sys.float_info.max)  # a whole number above this has no float (OverflowError)

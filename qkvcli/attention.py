@@ -89,6 +89,8 @@ def unit_rows(a: np.ndarray, name: str) -> np.ndarray:
     """Each row divided by its length; a zero row has no direction (`ComputeError`)."""
     import numpy as np
 
+    peak = np.max(np.abs(a), axis=-1, keepdims=True)  # (…, rows, 1)
+    a = a / np.where(peak == 0, 1, peak)  # guard (issue 12): a length past 1e154 overflowed to ∞
     norms = np.linalg.norm(a, axis=-1, keepdims=True)  # (…, rows, 1)
     if np.any(norms == 0):
         index = np.argwhere(norms[..., 0] == 0)[0]

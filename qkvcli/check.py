@@ -88,7 +88,7 @@ def written(text: str) -> Written:
         raise ValueError(t)
     exponent = d.as_tuple().exponent
     assert isinstance(exponent, int)
-    return Written(t, float(d), max(0, -exponent))
+    return Written(t, float(d), min(max(0, -exponent), 400))  # guard (issue 12): 4.5e-32400
 
 
 def agrees(w: Written, true: float, tolerance: float | None = None) -> bool:
@@ -169,7 +169,9 @@ def _cells(value: Any, origin: str, key: str, path: tuple[int, ...]) -> Any:
         except ValueError:
             pass
     where = ",".join(str(i + 1) for i in path)
-    raise InputError(f"{origin}: {key}[{where}]: {json.dumps(value)} is not a number or null")
+    raise InputError(
+        f"{origin}: {key}[{where}]: {json.dumps(value, default=str)} is not a number or null"
+    )
 
 
 def parse_stage_csv(text: str, origin: str) -> list[list[Written | None]]:

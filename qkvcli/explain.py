@@ -36,6 +36,8 @@ def parse_cell(text: str) -> tuple[str, int, int]:
         raise OptionError(
             f"cell {text!r} is not of the form STAGE[ROW,COLUMN], e.g. scores[2,3] (1-based)"
         )
+    if len(m[2]) > 18 or len(m[3]) > 18:  # guard (issue 12): int() refuses over 4,300 digits
+        raise OptionError(f"cell {text[:30]!r}…: no stage has that many rows or columns")
     row, col = int(m[2]), int(m[3])
     if row < 1 or col < 1:
         raise OptionError(f"cell {text!r}: rows and columns count from 1")

@@ -160,8 +160,9 @@ def attend_head(
     ka[:, :dk], ka[:, dk] = k, 1.0
     va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): v and 1, so p·[v | 1] also sums p
     va[:, :dv], va[:, dv] = v, 1.0
-    kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
-    shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
+    with np.errstate(over="ignore"):  # guard (issue 12): |q| of 1e200 squares past the float range
+        kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
+        shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
     qa[:, dk] = -shift
     lse = np.empty(n, dtype=dt)  # (n,)
     mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"

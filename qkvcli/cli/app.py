@@ -8,6 +8,7 @@ so ``qkv --version`` and ``qkv --help`` stay fast.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -49,7 +50,8 @@ class QkvGroup(TyperGroup):
         argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
         notes.take()  # a fresh run: nothing left over from an earlier one in this process
         try:
-            with signals_raise():
+            with signals_raise(), warnings.catch_warnings():
+                warnings.showwarning = _warning_as_note  # one line, never Python's two
                 rv = super().main(
                     args=argv, prog_name=prog_name or "qkv", standalone_mode=False, **extra
                 )
@@ -126,6 +128,15 @@ def signals_raise() -> Iterator[None]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def _warning_as_note(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """A Python warning (numpy's overflow, say) kept as a note: one line, and only if the run succeeds."""
+    from .. import notes
+
+    notes.note(
+        f"{getattr(category, '__name__', 'warning')} (a bug in qkv: please report it): {message}"
+    )
 
 
 def _fail(message: str, code: int) -> None:

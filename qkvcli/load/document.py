@@ -14,7 +14,7 @@ from ..errors import InputError, OptionError, one_line
 from ..options import MASK_KINDS, SETTINGS, choice
 from ..problem import Problem
 from .files import decode_json, display, read_text
-from .nested import to_array
+from .nested import FLOAT_MAX, bad_cell, to_array
 from .values import check_labels
 
 #: Spellings people use, after lower-casing and dropping ``_``, ``-``, ``.`` and spaces.
@@ -162,6 +162,8 @@ def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
     for canon in FILE_SETTINGS:
         if canon in found:
             key, value = found[canon]
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_MAX:
+                raise InputError(f"{origin}: {key}: {bad_cell(value)} is too large for a float")
             out[canon] = _setting(origin, key, lambda c=SETTINGS[canon], v=value: c(v))
     return out
 

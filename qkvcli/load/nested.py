@@ -42,7 +42,7 @@ _AXIS_WORDS = {1: ("value",), 2: ("row", "column"), 3: ("matrix", "row", "column
                4: ("item", "head", "row", "column")}  # fmt: skip
 
 
-def _bad_cell(cell: Any) -> str:
+def bad_cell(cell: Any) -> str:
     if isinstance(cell, int) and not isinstance(cell, bool) and cell.bit_length() > 10_000:
         return "a whole number of thousands of digits"  # str() refuses past 4,300 digits
     text = json.dumps(cell) if not isinstance(cell, float) else repr(cell)
@@ -162,25 +162,23 @@ class _Walk:
             if self.flags:
                 return
         elif isinstance(value, int):
-            if abs(value) <= _FLOAT_MAX:
+            if abs(value) <= FLOAT_MAX:
                 return
             raise InputError(
-                f"{_cell(self.key, self.origin, path)} is {_bad_cell(value)}: too large for a float"
+                f"{_cell(self.key, self.origin, path)} is {bad_cell(value)}: too large for a float"
             )
         elif isinstance(value, float):
             if math.isnan(value) or (math.isinf(value) and not (self.neg_inf and value < 0)):
                 raise InputError(
-                    f"{_cell(self.key, self.origin, path)} is {_bad_cell(value)}: qkv needs finite numbers"
+                    f"{_cell(self.key, self.origin, path)} is {bad_cell(value)}: qkv needs finite numbers"
                 )
             return
         elif self.neg_inf and isinstance(value, str) and value.strip().lower() in NEG_INF_WORDS:
             return
-        raise InputError(
-            f"{_cell(self.key, self.origin, path)}: {_bad_cell(value)} is not a number"
-        )
+        raise InputError(f"{_cell(self.key, self.origin, path)}: {bad_cell(value)} is not a number")
 
 
-_FLOAT_MAX = int(sys.float_info.max)  # a whole number above this has no float (OverflowError)
+FLOAT_MAX = int(sys.float_info.max)  # a whole number above this has no float (OverflowError)
 
 
 def _depth(value: Any) -> int:

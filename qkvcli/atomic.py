@@ -93,13 +93,11 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> N
     given = {option: path for option, path in outputs.items() if path is not None}
     for option, path in given.items():
         check_target(path, option)
-    seen: dict[tuple[int, int], str] = {}
+    seen: dict[object, str] = {}
     for option, path in given.items():
         here = _identity(path)
-        if here is None:
-            continue
         for source in inputs:
-            if source is not None and _identity(source) == here:
+            if here is not None and source is not None and _identity(source) == here:
                 name = (
                     "the file read on stdin"
                     if source == "-"
@@ -109,9 +107,10 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> N
                     f"{option} {display(path)} is {name}: qkv never writes over its input; "
                     "choose another file"
                 )
-        if here in seen and _atomic(path):
-            raise OutputError(f"{seen[here]} and {option} name the same file {display(path)}")
-        seen[here] = option
+        same = here or os.path.realpath(path)  # a file still to be made: by its full name
+        if same in seen and _atomic(path):
+            raise OutputError(f"{seen[same]} and {option} name the same file {display(path)}")
+        seen[same] = option
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -170,7 +170,7 @@ def _cells(value: Any, origin: str, key: str, path: tuple[int, ...]) -> Any:
             pass
     where = ",".join(str(i + 1) for i in path)
     raise InputError(
-        f"{origin}: {key}[{where}]: {json.dumps(value, default=str)} is not a number or null"
+        f"{origin}: {key}[{where}]: {json.dumps(value, default=lambda w: w.value)} is not a number or null"
     )
 
 

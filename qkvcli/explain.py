@@ -321,6 +321,10 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         lines.append(f"{cell}: every key is masked in row {i + 1}")
         return lines
     powers = [f"e^{{{fmt(row[k])}}}" for k in live]
+    if max(float(row[k]) for k in live) > 709:  # guard (issue 12): e^x past the float range
+        raise OptionError(
+            f"{cell}: its e-powers (e^{fmt(max(row[k] for k in live))}) are beyond the float range"
+        )
     exps = [math.exp(float(row[k])) for k in live]
     total = sum(exps)
     mine = math.exp(float(row[j]))

@@ -266,6 +266,8 @@ def compute_case(rng: random.Random) -> Case:
     seed = rng.choice(PROBLEMS)
     text = seed.read_text(encoding="utf-8")
     kind = rng.random()
+    if kind < 0.1:  # a problem that still makes sense: its answer is checked against the reference
+        return Case(["compute", "-", "-f", "json"], mild_numbers(rng, text).encode())
     if kind < 0.3:  # a problem that still makes sense, under any options
         stdin = (text if rng.random() < 0.3 else mild_numbers(rng, text)).encode()
         return Case(
@@ -363,6 +365,21 @@ def broken_promise(code: int | None, stdout: str, stderr: str) -> str | None:
     return None
 
 
+class _Last:
+    result = None
+
+
+LAST = _Last()  # the last in-process result, for checks beyond the promise
+
+#: File names a shell can make: line breaks, tabs, escapes, bytes that are not UTF-8, spaces.
+AWKWARD = [b"plain.json", b"two\nlines.json", b"tab\there.json", b"esc\x1b[2J.json",
+           b"\xff\xfe.json", b"sp ace.json", "ünï.json".encode(), b"\r.json", b"--x.json"]  # fmt: skip
+
+
+def awkward_name(case: Case) -> bytes:
+    return AWKWARD[sum(map(len, case.args)) % len(AWKWARD)]
+
+
 def run_in_process(runner, app, case: Case, tmp: Path) -> str | None:
     """Run ``case`` with CliRunner; what went wrong, or None."""
     for name, data in case.files.items():
@@ -371,6 +388,7 @@ def run_in_process(runner, app, case: Case, tmp: Path) -> str | None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = runner.invoke(app, args, input=case.stdin)
+    LAST.result = result
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return f"{type(result.exception).__name__}: {result.exception}"
     if caught:

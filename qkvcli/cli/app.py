@@ -92,6 +92,11 @@ class QkvGroup(TyperGroup):
             if e.filename is not None:
                 raise
             raise OutputError(f"cannot write the output: {e.strerror or e}") from None
+        except UnicodeEncodeError as e:  # stdout in ASCII or Latin-1 (PYTHONIOENCODING, a C locale)
+            raise OutputError(
+                f"cannot write the output: its encoding ({e.encoding}) has no {e.object[e.start]!r}; "
+                "use a UTF-8 locale or PYTHONIOENCODING=utf-8"
+            ) from None
 
 
 class Interrupted(BaseException):

@@ -230,8 +230,8 @@ def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         cols += f" and {_span(kv, r.d_head)} of K)" if r.kv_heads != r.heads else " and K)"
     if r.options.similarity == "cosine":
         dot = sum(float(a) * float(b) for a, b in zip(q, k))
-        nq = math.sqrt(sum(float(a) ** 2 for a in q))
-        nk = math.sqrt(sum(float(b) ** 2 for b in k))
+        nq = math.hypot(*(float(a) for a in q))  # guard (issue 12): hypot, as a² overflowed
+        nk = math.hypot(*(float(b) for b in k))
         return [
             f"scores[{i + 1},{j + 1}] = cos(q{sub(i)}, k{sub(j)}) = q{sub(i)}·k{sub(j)} / (|q{sub(i)}|·|k{sub(j)}|)"
             f" = ({dot_terms(q, k, fmt)}) / ({fmt(nq)}·{fmt(nk)}) = {fmt(dot)} / {fmt(nq * nk)}"
@@ -323,7 +323,7 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     powers = [f"e^{{{fmt(row[k])}}}" for k in live]
     if max(float(row[k]) for k in live) > 709:  # guard (issue 12): e^x past the float range
         raise OptionError(
-            f"{cell}: its e-powers (e^{fmt(max(row[k] for k in live))}) are beyond the float range"
+            f"{cell}: its e-powers (e^{fmt(max((row[k] for k in live), key=float))}) are beyond the float range"
         )
     exps = [math.exp(float(row[k])) for k in live]
     total = sum(exps)

@@ -43,7 +43,7 @@ def invoke(args: list[str], stdin: str | bytes | None = None):
     result = runner.invoke(app, args, input=stdin)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"{args}: {type(result.exception).__name__}: {result.exception}")
-    assert result.exit_code in (0, 2), (args, result.exit_code, result.stderr)
+    assert result.exit_code in (0, 1, 2), (args, result.exit_code, result.stderr)
     if result.exit_code == 2:
         assert result.stdout == ""
         assert result.stderr.startswith("qkv: error: ")

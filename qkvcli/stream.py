@@ -160,7 +160,7 @@ def attend_head(
     ka[:, :dk], ka[:, dk] = k, 1.0
     va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): v and 1, so p·[v | 1] also sums p
     va[:, :dv], va[:, dv] = v, 1.0
-    with np.errstate(over="ignore"):  # guard (issue 12): |q| of 1e200 squares past the float range
+    with np.errstate(over="ignore", invalid="ignore"):  # guard (issue 12): |q| of 1e200 squared
         kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
         shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
     qa[:, dk] = -shift

@@ -319,8 +319,8 @@ def test_exact_runs_that_overflow_are_reported_like_float_runs():
 
 def test_exact_pictures_with_a_bias_work():
     text = problem(attn_bias=[[0, "-inf"], [1, 0]])
-    for picture in ("--tokens-view", "--heatmap"):
-        result = runner.invoke(_app(), ["compute", "-", "--exact", picture], input=text)
+    for picture in (["--tokens-view"], ["--heatmap"], ["--heatmap", "--trace"]):
+        result = runner.invoke(_app(), ["compute", "-", "--exact", *picture], input=text)
         assert (result.exit_code, result.stderr) == (0, ""), result.stderr
 
 

@@ -202,8 +202,8 @@ def floats(a: np.ndarray) -> np.ndarray:
     So an exact run that overflows is reported like a float run, at the stage and cell.
 
     >>> import numpy as np
-    >>> floats(np.array([Fraction(1, 2), Fraction(10**400)], dtype=object)).tolist()
-    [0.5, inf]
+    >>> floats(np.array([Fraction(1, 2), Fraction(10**400), Surd(0, -(10**400), 3)], dtype=object)).tolist()
+    [0.5, inf, -inf]
     """
     import numpy as np
 
@@ -215,8 +215,17 @@ def floats(a: np.ndarray) -> np.ndarray:
             try:
                 out[idx] = float(v)
             except OverflowError:
-                out[idx] = math.inf if v > 0 else -math.inf
+                out[idx] = math.inf if _positive(v) else -math.inf
         return out
+
+
+def _positive(v: Any) -> bool:
+    """Whether an exact value is above zero; a + b·√r by comparing a² with b²·r."""
+    if not isinstance(v, Surd):
+        return v > 0
+    if (v.a >= 0) == (v.b >= 0):
+        return v.a + v.b > 0
+    return v.a > 0 if v.a * v.a > v.b * v.b * v.r else v.b > 0
 
 
 def exact_scale(r: Resolved) -> Fraction | Surd:

@@ -221,7 +221,12 @@ def test_mutation_fuzz_in_process(tmp_path, monkeypatch):
         why = fuzzing.run_in_process(runner, app, case, tmp_path)
         result = fuzzing.LAST.result
         codes[result.exit_code] += 1
-        if why is None and case.args == ["compute", "-", "-f", "json"] and result.exit_code == 0:
+        if (
+            why is None
+            and case.args == ["compute", "-", "-f", "json"]
+            and result.exit_code == 0
+            and moderate(case.stdin)
+        ):
             try:
                 check_answer(case.stdin.decode("utf-8"), result.stdout)
             except AssertionError as e:
@@ -233,6 +238,19 @@ def test_mutation_fuzz_in_process(tmp_path, monkeypatch):
     )
     # The cases reach past the readers: many runs succeed, many are refused, some checks fail.
     assert codes[0] > CASES // 10 and codes[2] > CASES // 5 and codes[1] > CASES // 100, codes
+
+
+def moderate(stdin: bytes) -> bool:
+    """Every number of a problem within ±1000: no cancellation that sums in another order can tell."""
+
+    def ok(v) -> bool:
+        if isinstance(v, dict):
+            return all(ok(x) for x in v.values())
+        if isinstance(v, list):
+            return all(ok(x) for x in v)
+        return not isinstance(v, (int, float)) or abs(v) <= 1000
+
+    return ok(json.loads(stdin))
 
 
 def run_process(case: fuzzing.Case, tmp: Path) -> str | None:

@@ -1,7 +1,10 @@
 """Files written whole or not at all: a temporary file beside the target, then a rename.
 
-A failure (full disk, read-only directory, Ctrl-C) never leaves a partial file
-and never clobbers the previous one.
+A failure (full disk, read-only directory, Ctrl-C, SIGTERM, SIGHUP) never
+leaves a partial file and never clobbers the previous one. A symlink is
+written through (its target is replaced); a FIFO or a device (``/dev/stdout``,
+``/dev/null``) is written in place, since renaming over it would replace the
+device itself.
 
 >>> import os, tempfile
 >>> path = os.path.join(tempfile.mkdtemp(), "out.txt")
@@ -15,11 +18,51 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
 from .errors import OutputError
+from .load.files import display
+
+
+def target(path: str, option: str) -> tuple[str, bool]:
+    """Where writing ``path`` lands, and whether it is replaced atomically (a regular file).
+
+    A symlink resolves to its target (made if missing); a FIFO, a device or a
+    name under ``/proc`` (``/dev/stdout``) is written in place.
+
+    >>> target("/dev/null", "-o")
+    ('/dev/null', False)
+    """
+    shown = display(path)
+    if not path or path.endswith(os.sep):
+        raise OutputError(f"{option} {path!r}: needs a file name")
+    linked = os.path.islink(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:  # new, or a dangling symlink: made where it points
+        return (os.path.realpath(path) if linked else path), True
+    except OSError as e:
+        raise OutputError(f"{option} {shown}: cannot write: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{option} {path!r}: needs a file name")
+    if not stat.S_ISREG(mode) or _through_proc(path):
+        return path, False  # a FIFO, a device, or a stream of this process (/dev/stdout)
+    return (os.path.realpath(path) if linked else path), True
+
+
+def _through_proc(path: str) -> bool:
+    """True when ``path`` or a link on the way to its file is under /proc (``/dev/stdout`` → ``/proc/self/fd/1``)."""
+    for _ in range(40):  # the kernel's own limit on links followed
+        path = os.path.abspath(path)
+        if path.startswith("/proc/"):
+            return True
+        if not os.path.islink(path):
+            return False
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return False
 
 
 def check_target(path: str, option: str) -> None:
@@ -30,36 +73,102 @@ def check_target(path: str, option: str) -> None:
     ...
     qkvcli.errors.OutputError: --svg /no/such/dir/r.svg: directory /no/such/dir does not exist
     """
-    folder = os.path.dirname(path) or "."
-    if not path or os.path.isdir(path):
-        raise OutputError(f"{option} {path!r}: needs a file name")
+    where, atomic = target(path, option)
+    if not atomic:
+        return
+    folder = os.path.dirname(where) or "."
+    shown = display(path)
     if not os.path.isdir(folder):
-        raise OutputError(f"{option} {path}: directory {folder} does not exist")
+        raise OutputError(f"{option} {shown}: directory {display(folder)} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {path}: directory {folder} is not writable")
+        raise OutputError(f"{option} {shown}: directory {display(folder)} is not writable")
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> None:
+    """Each output writable, none of them an input (same file by inode, through any link), none twice.
+
+    ``outputs`` maps an option (``--output``) to its path; ``-`` among the
+    inputs stands for stdin, compared when stdin is a file.
+    """
+    given = {option: path for option, path in outputs.items() if path is not None}
+    for option, path in given.items():
+        check_target(path, option)
+    seen: dict[object, str] = {}
+    for option, path in given.items():
+        here = _identity(path)
+        for source in inputs:
+            if here is not None and source is not None and _identity(source) == here:
+                name = (
+                    "the file read on stdin"
+                    if source == "-"
+                    else f"the input file {display(source)}"
+                )
+                raise OutputError(
+                    f"{option} {display(path)} is {name}: qkv never writes over its input; "
+                    "choose another file"
+                )
+        same = here or os.path.realpath(path)  # a file still to be made: by its full name
+        if same in seen and _atomic(path):
+            raise OutputError(f"{seen[same]} and {option} name the same file {display(path)}")
+        seen[same] = option
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, following links; stdin's when ``path`` is ``-``."""
+    import sys
+
+    try:
+        if path == "-":
+            st = os.fstat(sys.stdin.fileno())
+            return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+        st = os.stat(path)
+    except (OSError, ValueError, AttributeError):  # no such file, or stdin is not a real file
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _atomic(path: str) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISREG(os.stat(path).st_mode)
+    return True
 
 
 @contextlib.contextmanager
 def atomic_file(path: str, option: str, binary: bool = False) -> Iterator[IO[Any]]:
-    """A file to write ``path`` through; it replaces ``path`` only when the block succeeds."""
+    """A file to write ``path`` through; it replaces ``path`` only when the block succeeds.
+
+    A FIFO or a device is written in place (it has no old contents to keep).
+    """
     check_target(path, option)
-    folder = os.path.dirname(path) or "."
+    where, atomic = target(path, option)
+    mode = "wb" if binary else "w"
+    text = {} if binary else {"encoding": "utf-8"}
+    if not atomic:
+        try:  # appending: a device ignores it, and /dev/stdout keeps what the shell's >> meant
+            with open(where, mode.replace("w", "a"), **text) as f:
+                yield f
+        except OSError as e:
+            raise OutputError(
+                f"{option} {display(path)}: cannot write: {e.strerror or e}"
+            ) from None
+        return
+    folder = os.path.dirname(where) or "."
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".qkv-", suffix=".tmp", dir=folder)
-        mode = "wb" if binary else "w"
-        with os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _copy_mode(path, tmp)
-        os.replace(tmp, path)
-        tmp = None
+        with signals_held():  # a signal now waits until the new file is in place
+            _copy_mode(where, tmp)
+            os.replace(tmp, where)
+            tmp = None
     except OSError as e:
-        raise OutputError(f"{option} {path}: cannot write: {e.strerror or e}") from None
+        raise OutputError(f"{option} {display(path)}: cannot write: {e.strerror or e}") from None
     finally:
         if tmp is not None:
-            with contextlib.suppress(OSError):
+            with signals_held(), contextlib.suppress(OSError):
                 os.unlink(tmp)
 
 
@@ -67,6 +176,22 @@ def write_atomic(path: str, text: str, option: str) -> None:
     """Write ``text`` to ``path`` whole or not at all; errors name the option and file."""
     with atomic_file(path, option) as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait while the block runs (a rename, a clean-up), then arrive."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _copy_mode(path: str, tmp: str) -> None:

@@ -229,6 +229,8 @@ def unit_rows(a: np.ndarray, name: str) -> np.ndarray:
     """Each row divided by its length; a zero row has no direction (`ComputeError`)."""
     import numpy as np
 
+    peak = np.max(np.abs(a), axis=-1, keepdims=True)  # (…, rows, 1)
+    a = a / np.where(peak == 0, 1, peak)  # guard (issue 12): a length past 1e154 overflowed to ∞
     norms = np.linalg.norm(a, axis=-1, keepdims=True)  # (…, rows, 1)
     if np.any(norms == 0):
         index = np.argwhere(norms[..., 0] == 0)[0]
@@ -377,8 +379,10 @@ def out_project(concat: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def real(x: np.ndarray) -> np.ndarray:
-    """Floats for the functions that need them (exact runs carry fractions)."""
-    return x.astype(float) if x.dtype == object else x
+    """Floats for the functions that need them (exact runs carry fractions; too large: ±∞)."""
+    from .exact import floats
+
+    return floats(x) if x.dtype == object else x
 
 
 def finite(x: np.ndarray, name: str, what: str) -> None:

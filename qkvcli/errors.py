@@ -42,6 +42,35 @@ class ComputeError(QkvError):
     """Input that is well formed but has no defined result (e.g. a fully masked row)."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks, control characters and lone surrogates escaped, so it prints as one line.
+
+    An undecodable byte of a file name (a surrogate escape) is written as ``\\xNN``.
+
+    >>> one_line("a\\nb\\tc"), one_line("\\udcff.json"), one_line("3×4 −∞")
+    ('a\\\\nb\\\\tc', '\\\\xff.json', '3×4 −∞')
+    """
+    if text.isprintable():
+        return text
+    import unicodedata
+
+    out = []
+    for c in text:
+        if c.isprintable() or unicodedata.category(c) not in _UNSAFE:
+            out.append(c)
+        elif c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif 0xDC80 <= ord(c) <= 0xDCFF:
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")  # a byte that is not UTF-8 (surrogateescape)
+        else:
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+    return "".join(out)
+
+
+_UNSAFE = ("Cc", "Cs", "Zl", "Zp")  # control characters, surrogates, line and paragraph breaks
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def shape_str(shape: tuple[int, ...]) -> str:
     """Write a shape the way people do.
 

@@ -196,6 +196,38 @@ def exact_array(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def floats(a: np.ndarray) -> np.ndarray:
+    """An array of exact values as float64; one beyond the float range becomes ±∞.
+
+    So an exact run that overflows is reported like a float run, at the stage and cell.
+
+    >>> import numpy as np
+    >>> floats(np.array([Fraction(1, 2), Fraction(10**400), Surd(0, -(10**400), 3)], dtype=object)).tolist()
+    [0.5, inf, -inf]
+    """
+    import numpy as np
+
+    try:
+        return a.astype(np.float64)
+    except OverflowError:
+        out = np.empty(a.shape, dtype=np.float64)
+        for idx, v in np.ndenumerate(a):
+            try:
+                out[idx] = float(v)
+            except OverflowError:
+                out[idx] = math.inf if _positive(v) else -math.inf
+        return out
+
+
+def _positive(v: Any) -> bool:
+    """Whether an exact value is above zero; a + b·√r by comparing a² with b²·r."""
+    if not isinstance(v, Surd):
+        return v > 0
+    if (v.a >= 0) == (v.b >= 0):
+        return v.a + v.b > 0
+    return v.a > 0 if v.a * v.a > v.b * v.b * v.r else v.b > 0
+
+
 def exact_scale(r: Resolved) -> Fraction | Surd:
     """The scale of a run, exactly: 1/√d_k (a surd unless d_k is a square), 1 or the number given."""
     o = r.options

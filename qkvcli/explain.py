@@ -315,8 +315,7 @@ def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     if r.options.similarity == "cosine":
         qf, kf = [float(a) for a in q], [float(b) for b in k]
         dot = sum(a * b for a, b in zip(qf, kf))
-        nq = math.sqrt(sum(a * a for a in qf))
-        nk = math.sqrt(sum(b * b for b in kf))
+        nq, nk = math.hypot(*qf), math.hypot(*kf)  # a² would overflow for long rows
         terms, shown = dot_line(qf, kf, dot, fmt)
 
         def make(places: int) -> tuple[Any, Decimal]:

@@ -30,7 +30,9 @@ def allowed(trace: Trace) -> np.ndarray | None:
     stage = trace.stages.get("masked")
     if stage is None:
         return None
-    return np.isfinite(stage.array)  # same shape as weights: ([B,] [h,] n, m)
+    return np.isfinite(
+        stage.array.astype(np.float64)
+    )  # exact runs hold fractions; same shape as weights: ([B,] [h,] n, m)
 
 
 def blocked_cells(weights: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:

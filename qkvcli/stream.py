@@ -182,8 +182,9 @@ def attend_head(
     ka[:, :dk], ka[:, dk] = k, 1.0
     va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): v and 1, so p·[v | 1] also sums p
     va[:, :dv], va[:, dv] = v, 1.0
-    kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
-    shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
+    with np.errstate(over="ignore", invalid="ignore"):  # |q| of 1e200 squared is inf: rows redone
+        kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
+        shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
     if cap is not None:
         shift = np.minimum(shift, dt.type(cap))  # cap·tanh(x/cap) ≤ min(x, cap) for x ≥ 0
     shift = (shift + r.rules.bias_ceiling(hh)).astype(dt)  # ALiBi can lift a row by this much

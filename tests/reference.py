@@ -68,7 +68,7 @@ def attention(Q, K, V, *, scale=None, heads=1, kv_heads=None, allowed=None, bias
             for i in range(n)
         ]
         if normalize == "sigmoid":
-            weights = [[1 / (1 + math.exp(-s)) if ok[i][j] else 0.0 for j, s in enumerate(row)]
+            weights = [[sigmoid(s) if ok[i][j] else 0.0 for j, s in enumerate(row)]
                        for i, row in enumerate(scaled)]  # fmt: skip
         else:
             weights = [softmax(row, ok[i]) for i, row in enumerate(scaled)]
@@ -86,3 +86,8 @@ def attention(Q, K, V, *, scale=None, heads=1, kv_heads=None, allowed=None, bias
     out["concat"] = concat
     out["output"] = project(concat, W_O, b_O) if W_O is not None else concat
     return out
+
+
+def sigmoid(s: float) -> float:
+    """1 / (1 + e^−s), written so that e^−s never overflows for a large negative s."""
+    return 1 / (1 + math.exp(-s)) if s >= 0 else math.exp(s) / (1 + math.exp(s))

@@ -8,6 +8,9 @@ so ``qkv --version`` and ``qkv --help`` stay fast.
 from __future__ import annotations
 
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -18,9 +21,12 @@ from ..errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_OK,
     EXIT_USAGE,
     OutputError,
     QkvError,
+    one_line,
 )
 
 
@@ -35,21 +41,28 @@ class QkvGroup(TyperGroup):
             install(command)  # plain option types without pydantic: fast start-up
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
+        from .. import notes
+
         extra.pop("standalone_mode", None)
         argv = list(sys.argv[1:] if args is None else args)
         end = argv.index("--") if "--" in argv else len(argv)
         debug = "--debug" in argv[:end]  # accepted anywhere before --
         argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+        notes.take()  # a fresh run: nothing left over from an earlier one in this process
         try:
-            rv = super().main(
-                args=argv, prog_name=prog_name or "qkv", standalone_mode=False, **extra
-            )
+            with signals_raise(), warnings.catch_warnings():
+                warnings.showwarning = _warning_as_note  # one line, never Python's two
+                rv = super().main(
+                    args=argv, prog_name=prog_name or "qkv", standalone_mode=False, **extra
+                )
         except QkvError as e:
             if debug:
                 raise
             _fail(str(e), e.exit_code)
+        except Interrupted as e:
+            _stop(128 + e.signum)
         except (KeyboardInterrupt, typer.Abort):
-            _fail("interrupted", EXIT_INTERRUPTED)
+            _stop(EXIT_INTERRUPTED)
         except BrokenPipeError:
             _quiet_pipe()
         except Exception as e:
@@ -63,7 +76,11 @@ class QkvGroup(TyperGroup):
                 "run again with --debug for the traceback and please report it",
                 EXIT_INTERNAL,
             )
-        sys.exit(rv if isinstance(rv, int) else 0)
+        code = rv if isinstance(rv, int) else 0
+        if code in (EXIT_OK, EXIT_MISMATCH):  # notes go out only when the run succeeded
+            for text in notes.take():
+                print(f"qkv: note: {one_line(text)}", file=sys.stderr)
+        sys.exit(code)
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; a closed pipe is caught here, before typer's own handler."""
@@ -75,10 +92,66 @@ class QkvGroup(TyperGroup):
             if e.filename is not None:
                 raise
             raise OutputError(f"cannot write the output: {e.strerror or e}") from None
+        except UnicodeEncodeError as e:  # stdout in ASCII or Latin-1 (PYTHONIOENCODING, a C locale)
+            raise OutputError(
+                f"cannot write the output: its encoding ({e.encoding}) has no {e.object[e.start]!r}; "
+                "use a UTF-8 locale or PYTHONIOENCODING=utf-8"
+            ) from None
+
+
+class Interrupted(BaseException):
+    """A signal (SIGTERM, SIGHUP, SIGINT) stopped the run; like KeyboardInterrupt, not an error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """While the block runs, SIGTERM, SIGHUP and SIGINT raise `Interrupted`.
+
+    So every ``finally`` runs: a file being written is removed, the old one
+    kept. A signal the caller ignores (``nohup``) stays ignored; the old
+    handlers come back afterwards (the tests run many commands in one process).
+    """
+    import signal
+    import threading
+
+    def raise_(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            old[sig] = signal.signal(sig, raise_)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _warning_as_note(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """A Python warning (numpy's overflow, say) kept as a note: one line, and only if the run succeeds."""
+    from .. import notes
+
+    notes.note(
+        f"{getattr(category, '__name__', 'warning')} (a bug in qkv: please report it): {message}"
+    )
 
 
 def _fail(message: str, code: int) -> None:
-    print(f"qkv: error: {message}", file=sys.stderr)
+    """The one line of an error, whatever the message holds (a name with a newline stays one line)."""
+    print(f"qkv: error: {one_line(message)}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _stop(code: int) -> None:
+    """Stopped by a signal or Ctrl-C: nothing printed, exit 128 + the signal number."""
     sys.exit(code)
 
 

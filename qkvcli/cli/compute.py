@@ -397,7 +397,11 @@ def compute(
         path, numbers = file_or_numbers(value) if value is not None else (None, None)
         files[name], inline[name] = path, numbers
     drawing = (heatmap, tokens_view, top, svg, html)
+    output = None if output == "-" and format != "npz" else output  # -o - is stdout
     check_output(format, output, drawing)
+    from ..atomic import check_outputs
+
+    check_outputs({"--output": output, "--svg": svg, "--html": html}, [input, *files.values()])
     problem, settings = load(input, files, inline)
     cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
                     "weights_layout": weights_layout, "similarity": similarity,
@@ -455,6 +459,7 @@ def present(
     if any(drawing):
         from ..render.explore import View, page
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
+        from ..render.tables import make_console
 
         digits = 4 if precision is None else precision
         if report is None:
@@ -462,7 +467,11 @@ def present(
             def report(drawn: str) -> str:
                 return page([View("", problem, options, result)], drawn, digits)
 
-        show(result, Pictures(*drawing), stage, trace, digits, page=report, title=title)
+        with _opened(output) as out:  # the drawing goes to --output when given, like a table
+            console = make_console(None if output is None else out)
+            show(
+                result, Pictures(*drawing), stage, trace, digits, console, page=report, title=title
+            )
         return result
     _emit(result, format, stage, trace, precision, output, full)
     return result
@@ -476,12 +485,8 @@ def _check_format(format: str, output: str | None) -> None:
 
     if format not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
-    if format == "npz" and output is None:
+    if format == "npz" and output in (None, "-"):
         raise OptionError("--format npz writes a file: give it with --output FILE")
-    if output is not None:
-        from ..atomic import check_target
-
-        check_target(output, "--output")
 
 
 def _evaluate(
@@ -502,7 +507,9 @@ def _evaluate(
     how = plan(resolved, asked, stream, why=why)
     result = evaluate(resolved, how, bar)
     if how.note:
-        print(f"qkv: note: {how.note}", file=sys.stderr)
+        from ..notes import note
+
+        note(how.note)
     return result
 
 

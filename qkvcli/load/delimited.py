@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..notes import note
 from .files import display, read_text
 from .nested import NEG_INF_WORDS
+from .values import check_labels
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,23 +71,20 @@ def parse_csv(
             return _float(cell, decimal_comma, neg_inf)
         return read(cell.replace(",", ".") if decimal_comma else cell)
 
-    def is_number(cell: str) -> bool:
+    def number(cell: str) -> bool:
         try:
             value(cell)
         except ValueError:
             return False
         return True
 
-    def numeric(cells: list[str]) -> bool:
-        return all(is_number(c) for c in cells)
-
-    # A first column of labels (tokens) when no row starts with a number.
-    labelled = all(len(r) > 1 and not is_number(r[0]) for _, r in rows)
-    if not numeric(rows[0][1][1 if labelled else 0 :]) and len(rows) > 1:
-        rows = rows[1:]  # a header row
-    labels = [r[0] for _, r in rows] if labelled else None
+    header, labelled = _header(rows, number, origin)
+    if header:
+        rows = rows[1:]
+    labels = check_labels([r[0] for _, r in rows], f"{origin}: first column") if labelled else None
     if labelled:
         rows = [(ln, r[1:]) for ln, r in rows]
+    mixed = not header and _mixed(rows[0][1], number)
     width = len(rows[0][1])
     values = []
     for lineno, cells in rows:
@@ -95,13 +94,14 @@ def parse_csv(
                 f"{origin}: line {lineno} has {count} but line {rows[0][0]} has {width}"
             )
         row = []
-        for col, cell in enumerate(cells, 1):
+        for col, cell in enumerate(cells, 1 + bool(labelled)):
             try:
                 v = value(cell)
             except ValueError:
                 shown = cell if len(cell) <= 40 else cell[:37] + "…"
+                hint = " (a header row holds labels only)" if mixed and lineno == rows[0][0] else ""
                 raise InputError(
-                    f"{origin}: line {lineno}, column {col}: {shown!r} is not a number"
+                    f"{origin}: line {lineno}, column {col}: {shown!r} is not a number{hint}"
                 ) from None
             if read is None and not math.isfinite(v) and not (neg_inf and v == -math.inf):
                 raise InputError(
@@ -114,6 +114,76 @@ def parse_csv(
         out[:] = values
         return out, labels
     return np.array(values, dtype=np.float64), labels
+
+
+def _header(
+    rows: list[tuple[int, list[str]]], number: Callable[[str], bool], origin: str
+) -> tuple[bool, bool]:
+    """Whether the first row is a header, and whether the first column holds row labels.
+
+    A header is a row of labels: no cell in it is a number (``token,q1,q2``).
+    A row with numbers and labels mixed (``1,2x,3``) is data with a typo, so
+    its bad cell is named. A row of column numbers ``0,1,2`` (``1,2,3``), as
+    pandas writes for unnamed columns, is a header when the rows below hold
+    fractions or its first cell is empty (pandas' index column); above whole
+    numbers it is read as data. A note says which was chosen (none for
+    ``1,2,3`` read as data: pandas never writes that header).
+    The first column holds row labels when no row starts with a number, or
+    when the header's first cell is empty (as pandas and R write).
+    """
+    first_line, first = rows[0]
+    body = rows[1:]
+
+    def labelled(r: list[str]) -> bool:
+        return len(r) > 1 and not number(r[0])
+
+    if not body:
+        return False, labelled(first)
+    by_rows = all(labelled(r) for _, r in body)
+    corner = len(first) > 1 and first[0] == ""
+    if any(first) and not any(number(c) for c in first):
+        return True, by_rows or corner
+    if corner and _column_numbers(first[1:]):
+        if not by_rows:
+            note(
+                f"{origin}: the first column is read as row labels "
+                "(the header's first cell is empty, as pandas writes)"
+            )
+        return True, True
+    if by_rows or corner or not _column_numbers(first):
+        return False, by_rows and labelled(first)
+    shown = ",".join(first)
+    shown = shown if len(shown) <= 30 else shown[:29] + "…"
+    if not all(_whole(c) for _, r in body for c in r):
+        note(
+            f"{origin}: line {first_line} ({shown}) is read as a header of column numbers, "
+            "as pandas writes; to read it as data, add a row of labels above it"
+        )
+        return True, False
+    if first[0] == "0":  # pandas' names for unnamed columns; 1,2,3 above whole numbers is data
+        note(
+            f"{origin}: line {first_line} ({shown}) is read as data; if it is a header of "
+            "column numbers (as pandas writes), delete that line"
+        )
+    return False, False
+
+
+def _column_numbers(cells: list[str]) -> bool:
+    """``0,1,2`` or ``1,2,3``: the names pandas gives unnamed columns (at least two)."""
+    start = 0 if cells[:1] == ["0"] else 1
+    return len(cells) >= 2 and cells == [str(i) for i in range(start, start + len(cells))]
+
+
+def _whole(cell: str) -> bool:
+    try:
+        return float(cell.replace(",", ".")).is_integer()
+    except ValueError:
+        return False
+
+
+def _mixed(cells: list[str], number: Callable[[str], bool]) -> bool:
+    """A row with numbers and text: data with a typo, not a header."""
+    return any(number(c) for c in cells) and not all(number(c) for c in cells)
 
 
 def _float(cell: str, decimal_comma: bool, neg_inf: bool = False) -> float:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, one_line
 from ..options import MASK_KINDS, SETTINGS, choice
 from ..problem import Problem
 from .files import decode_json, display, read_text
-from .nested import to_array
+from .nested import FLOAT_MAX, bad_cell, to_array
+from .values import check_labels
 
 #: Spellings people use, after lower-casing and dropping ``_``, ``-``, ``.`` and spaces.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -162,18 +163,18 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
     mask = found.get("mask")
     if mask is not None and isinstance(mask[1], str):
         problem.mask_kind = _setting(origin, mask[0], lambda: choice("mask", mask[1], MASK_KINDS))
-        problem.sources["mask"] = mask[0]
+        problem.sources["mask"] = one_line(mask[0])
         del found["mask"]
     for canon in ("tokens", "kv_tokens"):
         if canon in found:
             key, value = found.pop(canon)
             setattr(problem, canon, _labels(value, f"{origin}: {key}"))
-            problem.sources[canon] = key
+            problem.sources[canon] = one_line(key)
     for canon, (key, value) in found.items():
         if canon in FILE_SETTINGS:
             continue
         problem.matrices[canon] = to_array(value, key, origin, SHAPED_AS.get(canon, canon))
-        problem.sources[canon] = key
+        problem.sources[canon] = one_line(key)  # printed in the header: one line, whatever the key
     return problem, settings
 
 
@@ -209,6 +210,8 @@ def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
                 continue  # null: the variant is off, as in a Hugging Face config
             if canon == "alibi" and value is None:
                 continue
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_MAX:
+                raise InputError(f"{origin}: {key}: {bad_cell(value)} is too large for a float")
             out[canon] = _setting(origin, key, lambda c=SETTINGS[canon], v=value: c(v))
     return out
 
@@ -221,7 +224,9 @@ def _labels(value: Any, where: str) -> list[str]:
     for i, t in enumerate(value, 1):
         if isinstance(t, (list, dict)) or t is None:
             raise InputError(f"{where}: label {i} is not text or a number")
-    return [str(t) for t in value]
+        if isinstance(t, int) and not isinstance(t, bool) and t.bit_length() > 10_000:
+            raise InputError(f"{where}: label {i} is a number of thousands of digits")
+    return check_labels([str(t) for t in value], where)
 
 
 def _torch_state_dict(
@@ -233,7 +238,7 @@ def _torch_state_dict(
             f"{origin}: PyTorch keys such as {next(iter(torch))!r} hold (out, in) weights but weights_layout is in-out"
         )
     settings["weights_layout"] = "out-in"
-    problem.torch_key = next(iter(torch.values()))[0]
+    problem.torch_key = one_line(next(iter(torch.values()))[0])
     for canon in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
         if canon in found:
             raise InputError(f"{origin}: both {found[canon][0]!r} and PyTorch weights give {canon}")
@@ -251,7 +256,7 @@ def _torch_state_dict(
             e = a.shape[0] // 3
             for i, canon in enumerate(names):
                 problem.matrices[canon] = a[i * e : (i + 1) * e]
-                problem.sources[canon] = f"{key}[{i * e}:{(i + 1) * e}]"
+                problem.sources[canon] = f"{one_line(key)}[{i * e}:{(i + 1) * e}]"
     plain = {
         "out_proj.weight": "W_O",
         "out_proj.bias": "b_O",
@@ -267,4 +272,4 @@ def _torch_state_dict(
                     f"{origin}: both {key!r} and {problem.sources[canon]!r} give {canon}"
                 )
             problem.matrices[canon] = to_array(value, key, origin, canon)
-            problem.sources[canon] = key
+            problem.sources[canon] = one_line(key)

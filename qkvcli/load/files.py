@@ -11,7 +11,7 @@ import os
 import sys
 from typing import IO, Any
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 MAX_TEXT_BYTES = 512 * 2**20  # a text input larger than this is refused (use .npy)
 
@@ -66,15 +66,63 @@ def read_bytes(path: str, limit: int = MAX_TEXT_BYTES) -> bytes:
 
 
 def decode_json(text: str, origin: str, **hooks: Any) -> Any:
-    """``json.loads`` with its errors as one line naming the place (``hooks`` go to json)."""
+    """``json.loads`` with its errors as one line naming the place (``hooks`` go to json).
+
+    A document nested deeper than `MAX_DEPTH` is refused here, so no reader
+    after this one can run out of stack, whatever it walks.
+
+    >>> decode_json("[" * 40 + "]" * 40, "f.json")
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.InputError: f.json: JSON nested too deeply (qkv reads at most 32 levels)
+    """
     try:
-        return json.loads(text, **hooks)
+        doc = json.loads(text, **hooks)
     except json.JSONDecodeError as e:
         raise InputError(
             f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
         ) from None
     except RecursionError:
-        raise InputError(f"{origin}: JSON nested too deeply") from None
+        raise InputError(f"{origin}: {_TOO_DEEP}") from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        raise InputError(f"{origin}: {_long_number(text)}") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise InputError(f"{origin}: {_TOO_DEEP}")
+    return doc
+
+
+MAX_DEPTH = 32  # lists and objects inside each other; a problem needs 5
+_TOO_DEEP = f"JSON nested too deeply (qkv reads at most {MAX_DEPTH} levels)"
+
+
+def _depth(doc: Any) -> int:
+    """How deeply lists and objects nest in ``doc``, found without recursion (stops past `MAX_DEPTH`)."""
+    deepest = 0
+    todo = [(doc, 1)] if isinstance(doc, (list, dict)) else []
+    while todo:
+        value, depth = todo.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        for v in value.values() if isinstance(value, dict) else value:
+            if type(v) is list or type(v) is dict:
+                todo.append((v, depth + 1))
+    return deepest
+
+
+def _long_number(text: str) -> str:
+    """Where a whole number too long to read stands: ``number at line 1, column 9 has 5000 digits…``."""
+    import re
+
+    m = re.search(r"\d{4301,}", text)
+    if m is None:
+        return "a number too long to read"
+    line = text.count("\n", 0, m.start()) + 1
+    column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+    return (
+        f"the number at line {line}, column {column} has {len(m.group())} digits: "
+        "far too large for a float"
+    )
 
 
 def read_text(path: str) -> str:
@@ -89,5 +137,15 @@ def read_text(path: str) -> str:
 
 
 def display(path: str) -> str:
-    """How a path is named in messages."""
-    return "<stdin>" if path == "-" else path
+    """How a path is named in messages: one line, whatever the name holds.
+
+    A name with a line break, a control character or a byte that is not
+    UTF-8 is quoted, with those characters escaped.
+
+    >>> display("-"), display("a b.json"), display("two\\nlines.json")
+    ('<stdin>', 'a b.json', "'two\\\\nlines.json'")
+    """
+    if path == "-":
+        return "<stdin>"
+    shown = one_line(path)
+    return path if shown == path else f"'{shown}'"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
@@ -24,11 +25,15 @@ NEG_INF_WORDS = ("-inf", "-infinity", "−∞", "-∞")
 
 def _where(name: str, origin: str, path: tuple[int, ...], depth: int) -> str:
     """``origin: W_Q row 2, column 3`` from an index path into a ``depth``-D nested list."""
-    return f"{origin}: {name} {_pos(path, depth)}"
+    return f"{origin}: {name} {position(path, depth)}"
 
 
-def _pos(path: tuple[int, ...], depth: int) -> str:
-    """``row 2, column 3``: an index path named by the axes of a ``depth``-D list."""
+def position(path: tuple[int, ...], depth: int) -> str:
+    """``row 2, column 3``: an index path named by the axes of a ``depth``-D list.
+
+    >>> position((1, 2), 2), position((0, 1, 2), 3)
+    ('row 2, column 3', 'matrix 1, row 2, column 3')
+    """
     words = _AXIS_WORDS.get(depth, ("index",) * depth)[: len(path)]
     return ", ".join(f"{w} {i + 1}" for w, i in zip(words, path))
 
@@ -37,8 +42,12 @@ _AXIS_WORDS = {1: ("value",), 2: ("row", "column"), 3: ("matrix", "row", "column
                4: ("item", "head", "row", "column")}  # fmt: skip
 
 
-def _bad_cell(cell: Any) -> str:
+def bad_cell(cell: Any) -> str:
+    if isinstance(cell, int) and not isinstance(cell, bool) and cell.bit_length() > 10_000:
+        return "a whole number of thousands of digits"  # str() refuses past 4,300 digits
     text = json.dumps(cell) if not isinstance(cell, float) else repr(cell)
+    if isinstance(cell, int) and len(text) > 40:
+        return f"{text[:12]}… ({len(text.lstrip('-'))} digits)"
     return text if len(text) <= 40 else text[:37] + "…"
 
 
@@ -47,6 +56,10 @@ def to_array(value: Any, key: str, origin: str, canon: str = "X") -> np.ndarray:
 
     >>> to_array([[1, 2], [3, 4]], "X", "f.json").shape
     (2, 2)
+    >>> to_array([[[1, 2]], [[3]]], "X", "f.json")
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.InputError: f.json: X matrix 2, row 1 has 1 value but matrix 1, row 1 has 2
     """
     import numpy as np
 
@@ -58,7 +71,7 @@ def to_array(value: Any, key: str, origin: str, canon: str = "X") -> np.ndarray:
         # Arrays and large inputs skip the cell-by-cell walk unless numpy finds a problem.
         try:
             a = value if given else np.array(value)
-        except (ValueError, OverflowError):
+        except (ValueError, OverflowError, RecursionError):
             a = None
         ok_kinds = "iuf" + ("b" if flags else "")
         if a is not None and a.dtype.kind in ok_kinds and a.ndim in ndims and a.size:
@@ -67,12 +80,10 @@ def to_array(value: Any, key: str, origin: str, canon: str = "X") -> np.ndarray:
                 return a
     if given:
         value = value.tolist()  # an array from .npy/.npz: find the bad cell in its lists
-    depth = _walk(value, key, origin, (), flags, neg_inf)
+    walk = _Walk(key, origin, flags, neg_inf, ndims)
+    depth = len(walk.shape(value, ()))
     if depth not in ndims:
-        want = " or ".join(_DIM_WORDS[d] for d in ndims)
-        raise InputError(
-            f"{origin}: {key} must be {want}, not {_DIM_WORDS.get(depth, f'{depth}-D')}"
-        )
+        raise walk.dims_error(depth)
     return np.array(_numbers(value, neg_inf), dtype=np.float64)
 
 
@@ -87,6 +98,7 @@ def _width(value: list) -> int:
 
 _DIM_WORDS = {0: "a number", 1: "a list of numbers", 2: "a matrix (a list of rows)",
               3: "a list of matrices", 4: "a 4-D nested list"}  # fmt: skip
+_PLURAL = {"row": "rows", "matrix": "matrices", "head": "heads", "item": "items"}
 
 
 def _numbers(value: Any, neg_inf: bool) -> Any:
@@ -97,41 +109,87 @@ def _numbers(value: Any, neg_inf: bool) -> Any:
     return value
 
 
-def _walk(
-    value: Any, key: str, origin: str, path: tuple[int, ...], flags: bool, neg_inf: bool
-) -> int:
-    """Check a nested list is rectangular and numeric; return its depth."""
-    if isinstance(value, list):
+class _Walk:
+    """Checks a nested list is rectangular and numeric, never deeper than the entry may be."""
+
+    def __init__(
+        self, key: str, origin: str, flags: bool, neg_inf: bool, ndims: tuple[int, ...]
+    ) -> None:
+        self.key, self.origin, self.flags, self.neg_inf = key, origin, flags, neg_inf
+        self.ndims = ndims
+
+    def dims_error(self, depth: int) -> InputError:
+        want = " or ".join(_DIM_WORDS[d] for d in self.ndims)
+        got = _DIM_WORDS.get(depth, f"{depth}-D")
+        return InputError(f"{self.origin}: {self.key} must be {want}, not {got}")
+
+    def shape(self, value: Any, path: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of ``value`` (at ``path`` in the whole), or an `InputError` placing the fault."""
+        key, origin = self.key, self.origin
+        if isinstance(value, list):
+            if len(path) >= max(self.ndims):  # deeper than any entry may be: stop before recursing
+                raise self.dims_error(len(path) + _depth(value))
+            if not value:
+                where = _where(key, origin, path, len(path) + 1) if path else f"{origin}: {key}"
+                raise InputError(f"{where} is empty")
+            shapes = [self.shape(v, (*path, i)) for i, v in enumerate(value)]
+            first = shapes[0]
+            if len({len(s) for s in shapes}) > 1:
+                raise InputError(
+                    f"{origin}: {key} mixes numbers and lists at {'/'.join(str(i + 1) for i in path) or 'the top level'}"
+                )
+            for i, s in enumerate(shapes):
+                if s != first:
+                    axis = next(a for a in range(len(s)) if s[a] != first[a])
+                    depth = len(path) + 1 + len(first)
+                    here, there = (*path, i, *(0,) * axis), (*path, 0, *(0,) * axis)
+                    n = s[axis]
+                    if axis == len(first) - 1:
+                        what = "value" if n == 1 else "values"
+                    else:
+                        word = _AXIS_WORDS.get(depth, ())[len(here) : len(here) + 1] or ("entry",)
+                        what = _PLURAL.get(word[0], "entries")
+                    raise InputError(
+                        f"{_where(key, origin, here, depth)} has {n} {what} but {position(there, depth)} has {first[axis]}"
+                    )
+            return (len(value), *first)
+        self.cell(value, path)
+        return ()
+
+    def cell(self, value: Any, path: tuple[int, ...]) -> None:
+        """A leaf must be a finite number (a flag may be a bool, a bias may be −∞)."""
+        if isinstance(value, bool):
+            if self.flags:
+                return
+        elif isinstance(value, int):
+            if abs(value) <= FLOAT_MAX:
+                return
+            raise InputError(
+                f"{_cell(self.key, self.origin, path)} is {bad_cell(value)}: too large for a float"
+            )
+        elif isinstance(value, float):
+            if math.isnan(value) or (math.isinf(value) and not (self.neg_inf and value < 0)):
+                raise InputError(
+                    f"{_cell(self.key, self.origin, path)} is {bad_cell(value)}: qkv needs finite numbers"
+                )
+            return
+        elif self.neg_inf and isinstance(value, str) and value.strip().lower() in NEG_INF_WORDS:
+            return
+        raise InputError(f"{_cell(self.key, self.origin, path)}: {bad_cell(value)} is not a number")
+
+
+FLOAT_MAX = int(sys.float_info.max)  # a whole number above this has no float (OverflowError)
+
+
+def _depth(value: Any) -> int:
+    """How deep lists go along their first elements, counted without recursion."""
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
         if not value:
-            where = _where(key, origin, path, len(path) + 1) if path else f"{origin}: {key}"
-            raise InputError(f"{where} is empty")
-        depths = [_walk(v, key, origin, (*path, i), flags, neg_inf) for i, v in enumerate(value)]
-        if len(set(depths)) > 1:
-            raise InputError(
-                f"{origin}: {key} mixes numbers and lists at {'/'.join(str(i + 1) for i in path) or 'the top level'}"
-            )
-        if depths[0] >= 1:
-            lens = [len(v) for v in value]
-            for i, n in enumerate(lens):
-                if n != lens[0]:
-                    depth = len(path) + 1 + depths[0]
-                    row = _where(key, origin, (*path, i), depth)
-                    what = ("value" if n == 1 else "values") if depths[0] == 1 else "entries"
-                    first = _pos((*path, 0), depth)
-                    raise InputError(f"{row} has {n} {what} but {first} has {lens[0]}")
-        return depths[0] + 1
-    ok = isinstance(value, (int, float)) and (flags or not isinstance(value, bool))
-    if isinstance(value, bool) and flags:
-        return 0
-    if ok:
-        if math.isnan(value) or (math.isinf(value) and not (neg_inf and value < 0)):
-            raise InputError(
-                f"{_cell(key, origin, path)} is {_bad_cell(value)}: qkv needs finite numbers"
-            )
-        return 0
-    if neg_inf and isinstance(value, str) and value.strip().lower() in NEG_INF_WORDS:
-        return 0
-    raise InputError(f"{_cell(key, origin, path)}: {_bad_cell(value)} is not a number")
+            break
+        value = value[0]
+    return depth
 
 
 def _cell(key: str, origin: str, path: tuple[int, ...]) -> str:

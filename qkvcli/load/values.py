@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import OptionError
+from ..errors import InputError, OptionError, one_line
 from ..options import MASK_KINDS
 
 if TYPE_CHECKING:
@@ -81,4 +81,26 @@ def parse_tokens(text: str, option: str = "--tokens") -> list[str]:
     words = [w.strip() for w in (text.split(",") if "," in text else text.split())]
     if not words or not all(words):
         raise OptionError(f"{option} must be labels such as a,b,c, not {text!r}")
-    return words
+    return check_labels(words, option, OptionError)
+
+
+def check_labels(labels: list[str], where: str, error: type[Exception] = InputError) -> list[str]:
+    """``labels`` if each is one line of text; else an error naming the first that is not.
+
+    A label is printed in tables and JSON: a control character, a line break
+    or a lone surrogate (``"\\ud800"`` in JSON, a byte that is not UTF-8)
+    would break the line or the encoding.
+
+    >>> check_labels(["a", "b\\tc"], "f.json: tokens")
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.InputError: f.json: tokens: label 2 ('b\\tc') holds a control character: a label must be printable text on one line
+    """
+    for i, label in enumerate(labels, 1):
+        if one_line(label) != label:
+            bad = next(c for c in label if one_line(c) != c)
+            what = "a lone surrogate" if 0xD800 <= ord(bad) <= 0xDFFF else "a control character"
+            raise error(
+                f"{where}: label {i} ('{one_line(label)}') holds {what}: a label must be printable text on one line"
+            )
+    return labels

@@ -73,7 +73,8 @@ def to_npz(trace: Trace, stages: list[Stage], path: str) -> None:
     """
     import numpy as np
 
-    arrays = {s.name: s.array for s in stages} | dict(trace.stats)
+    # Plain float arrays (an exact run's fractions too), so np.load(..., allow_pickle=False) reads them.
+    arrays = {s.name: np.asarray(s.array, dtype=np.float64) for s in stages} | dict(trace.stats)
     meta = trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
     arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
     from ..atomic import atomic_file

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from ..trace import Trace
+    from ..trace import Stage, Trace
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,23 @@ def draw(
         )
         return
     chosen = heatmap_stages(trace, stages, every) if pictures.heatmap else []
+    chosen = [_in_floats(s) for s in chosen]  # an exact run's fractions are shaded as numbers
     for line in picture_header(header(trace), trace.meta["keys"]):
         console.print(Text(line), soft_wrap=True)
     draw_heatmaps(trace, chosen, console, precision)
     if token_view:
         draw_token_view(trace, console, pictures.top or DEFAULT_TOP, precision)
+
+
+def _in_floats(stage: Stage) -> Stage:
+    """The stage with its exact values (fractions, surds) as floats; float stages as they are."""
+    import dataclasses
+
+    from ..exact import floats
+
+    if stage.array.dtype != object:
+        return stage
+    return dataclasses.replace(stage, array=floats(stage.array))
 
 
 def show(

@@ -139,16 +139,20 @@ def positive_number(name: str, value: Any) -> float:
     return float(value)
 
 
+#: The largest position, window or chunk accepted: floats count whole numbers exactly up to here.
+MOST = 2**53
+
+
 def whole_number(name: str, value: Any, least: int = 0) -> int:
-    """Check a whole number of at least ``least`` (a float such as 3.0 counts).
+    """Check a whole number from ``least`` to `MOST` (a float such as 3.0 counts).
 
     >>> whole_number("position_offset", 3.0)
     3
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value != int(value) or value < least:
+    if not ok or not math.isfinite(value) or value != int(value) or not least <= value <= MOST:
         word = "a positive whole number" if least == 1 else f"a whole number ≥ {least}"
-        raise OptionError(f"{name} must be {word}, not {value!r}")
+        raise OptionError(f"{name} must be {word} up to 2^53, not {value!r}")
     return int(value)
 
 

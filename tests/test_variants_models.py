@@ -395,7 +395,7 @@ BAD = [
     (["--rope", "sideways"], "qkv: error: rope must be one of half, interleaved, not 'sideways'"),
     (
         ["--sliding-window", "0"],
-        "qkv: error: sliding_window must be a positive whole number, not 0",
+        "qkv: error: sliding_window must be a positive whole number up to 2^53, not 0",
     ),
     (
         ["--rope-theta", "100"],

@@ -71,7 +71,8 @@ class Stage:
     ``array`` has the public shape: ``[batch,] [head,] rows, cols`` — the batch
     axis only when the input had one, the head axis only for per-head stages
     of a multi-head run. ``rows``/``cols`` say what the axes index
-    (``queries``, ``keys`` or ``features``).
+    (``queries``, ``keys`` or ``features``). ``index``: when only some query
+    rows were computed (for a summarised table), which ones, of ``total``.
     """
 
     name: str
@@ -80,11 +81,14 @@ class Stage:
     per_head: bool
     rows: str
     cols: str
+    index: np.ndarray | None = None
+    total: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape of one matrix of this stage (last two axes)."""
-        return tuple(self.array.shape[-2:])
+        """The shape of one matrix of this stage (last two axes), every row counted."""
+        rows, cols = self.array.shape[-2:]
+        return (rows if self.index is None else self.total, cols)
 
 
 @dataclass

@@ -455,7 +455,8 @@ def present(
     names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
     picture = next((name for name, on in zip(names, drawing) if on), None)
     why = {"weights": picture} if picture else None  # pictures need the weights
-    result = _evaluate(resolve(problem, options), format, stage, trace, stream, why)
+    shown = format == "table" and not full and not any(drawing)  # tables summarise long stages
+    result = _evaluate(resolve(problem, options), format, stage, trace, stream, why, shown)
     if any(drawing):
         from ..render.explore import View, page
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
@@ -496,15 +497,22 @@ def _evaluate(
     trace: bool,
     stream: bool,
     why: dict[str, str] | None = None,
+    summarised: bool = False,
 ) -> Any:
-    """Plan the run (every stage, or in blocks when the n×n stages are large and not asked for) and run it."""
+    """Plan the run (every stage, or in blocks when the n×n stages are large and not asked for) and run it.
+
+    ``summarised``: the stages are shown as tables that summarise long ones,
+    so only the rows they show of the n×n stages are computed.
+    """
     from ..plan import all_stages, evaluate, plan
     from ..render.progress import bar
+    from ..render.text import summary_rows
 
     asked = all_stages() if trace else stage or (["output"] if format in ("csv", "tsv") else None)
     if why:
         asked = [*(asked or ["weights", "output"]), *why]
-    how = plan(resolved, asked, stream, why=why)
+    rows = summary_rows(resolved.n) if summarised else None
+    how = plan(resolved, asked, stream, why=why, rows=rows)
     result = evaluate(resolved, how, bar)
     if how.note:
         from ..notes import note

@@ -455,7 +455,8 @@ def present(
     names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
     picture = next((name for name, on in zip(names, drawing) if on), None)
     why = {"weights": picture} if picture else None  # pictures need the weights
-    shown = format == "table" and not full and not any(drawing)  # tables summarise long stages
+    # Tables and pictures summarise long stages (the --html report explores every cell).
+    shown = format == "table" and not full and not drawing[4]
     result = _evaluate(resolve(problem, options), format, stage, trace, stream, why, shown)
     if any(drawing):
         from ..render.explore import View, page
@@ -471,7 +472,14 @@ def present(
         with _opened(output) as out:  # the drawing goes to --output when given, like a table
             console = make_console(None if output is None else out)
             show(
-                result, Pictures(*drawing), stage, trace, digits, console, page=report, title=title
+                result,
+                Pictures(*drawing, full=full),
+                stage,
+                trace,
+                digits,
+                console,
+                page=report,
+                title=title,
             )
         return result
     _emit(result, format, stage, trace, precision, output, full)

@@ -380,9 +380,11 @@ def out_project(concat: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
 
 def real(x: np.ndarray) -> np.ndarray:
     """Floats for the functions that need them (exact runs carry fractions; too large: ±∞)."""
-    from .exact import floats
+    if x.dtype != object:
+        return x
+    from .exact import floats  # only exact runs pay for importing fractions
 
-    return floats(x) if x.dtype == object else x
+    return floats(x)
 
 
 def finite(x: np.ndarray, name: str, what: str) -> None:

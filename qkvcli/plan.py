@@ -47,6 +47,7 @@ class Plan:
     stream: bool
     note: str | None = None
     rows: tuple[int, ...] | None = None
+    later: bool = False  # the n×n stages are written a block of rows at a time
 
 
 def square_bytes(r: Resolved) -> int:
@@ -100,12 +101,15 @@ def plan(
     available: int | None = None,
     why: dict[str, str] | None = None,
     rows: list[int] | None = None,
+    by_rows: bool = False,
 ) -> Plan:
     """How to evaluate ``r`` given the stages named on the command line (None = the defaults).
 
     ``why`` names the option that asks for a stage (``{"weights":
     "--tokens-view"}``; default ``--stage NAME``). ``rows``: the query rows the
-    display shows (a summarised table), when not every row. Raises `OptionError` when
+    display shows (a summarised table), when not every row. ``by_rows``: the
+    writer takes the n×n stages a block of query rows at a time (NPZ), so big
+    ones are not held whole. Raises `OptionError` when
     an n×n stage is asked for with ``stream``, or would not fit in
     ``available`` bytes (default: what the system has free), or when exact
     arithmetic meets streaming or a problem too big to work out in fractions.
@@ -131,6 +135,8 @@ def plan(
     if rows is not None and not stream and r.options.layout == "rows":
         # Only some rows are shown: stream every row, and the n×n stages of the shown ones.
         return Plan(stream=True, rows=tuple(rows) if square or asked is None else None)
+    if square and by_rows and square_bytes(r) > LARGE:
+        return Plan(stream=True, later=True)
     if square:
         need = square_bytes(r) * FULL_COPIES
         free = available_memory() if available is None else available
@@ -172,6 +178,9 @@ def evaluate(
 
     with bar as tick:
         trace = run_streaming(r, progress=tick)
+    if how.later:
+        trace.later = tuple(s for s in stage_names(r) if s in SQUARE)
+        trace.rows_of = lambda rows: run(r, rows=rows)
     if how.rows is None:
         return trace
     import numpy as np

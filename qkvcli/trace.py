@@ -9,6 +9,7 @@ Stage names are a public contract, the same in tables, JSON keys, ``--stage``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,10 @@ class Trace:
     #: Per query row, when streamed: ``row_logsumexp`` = log Σⱼ exp(logitᵢⱼ) (the softmax's
     #: normaliser; with sinks, log(Σⱼ exp(logitᵢⱼ) + exp(sink))).
     stats: dict[str, np.ndarray] = field(default_factory=dict)
+    #: When the n×n stages are too big to hold: the ones the run has (``later``),
+    #: and ``rows_of(rows)``, a trace of the per-query stages of those query rows.
+    later: tuple[str, ...] = ()
+    rows_of: Callable[[np.ndarray], Trace] | None = None
     #: Rows of the KV cache: the first ``past`` keys are cached tokens (labelled c1 c2 …).
     past: int = 0
 
@@ -147,7 +152,7 @@ class Trace:
         if not names:
             return list(self.stages.values())
         for name in names:
-            if name not in self.stages:
+            if name not in self.stages and name not in self.later:
                 why = "" if name in STAGES else " stage"
                 raise OptionError(f"no{why} {name!r} in this run; stages: {', '.join(self.stages)}")
         return [s for s in self.stages.values() if s.name in names]

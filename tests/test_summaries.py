@@ -91,3 +91,29 @@ def test_the_default_table_of_a_long_input_shows_its_weights(tmp_path):
     assert "weights = softmax(scaled) per row (2100×2100)" in result.stdout
     assert "2100×2100: showing 16 of 2100 rows" in result.stdout
     assert "left out" not in result.stderr
+
+
+@pytest.mark.parametrize("extra", [{}, {"heads": 2}, {"batch": True, "heads": 2}])
+def test_a_big_stage_is_written_to_npz_a_block_of_rows_at_a_time(tmp_path, monkeypatch, extra):
+    from qkvcli import plan as plan_module
+    from qkvcli.render import machine
+
+    monkeypatch.setattr(plan_module, "LARGE", 1000)  # every n×n stage counts as big
+    monkeypatch.setattr(machine, "ROW_BLOCK", 200)  # blocks of a few rows
+    rng = np.random.default_rng(5)
+    lead = (2,) if extra.get("batch") else ()
+    mats = {k: rng.standard_normal((*lead, 37, 4)) for k in "QKV"}
+    src = tmp_path / "in.npz"
+    np.savez(src, **mats, **({"heads": extra["heads"]} if "heads" in extra else {}))
+    out = tmp_path / "out.npz"
+    args = ["compute", str(src), "--stage", "weights", "--stage", "masked", "--mask", "causal"]
+    result = runner.invoke(app, [*args, "-f", "npz", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    z = np.load(out, allow_pickle=False)
+    assert z.files == ["masked", "weights", "row_logsumexp", "meta"]
+    r = resolve(Problem(mats), Options(heads=extra.get("heads"), mask="causal"))
+    full = attention.run(r)
+    for name in ("masked", "weights"):
+        assert z[name].shape == full[name].shape
+        np.testing.assert_allclose(z[name], full[name], rtol=1e-12, atol=1e-12)
+    assert json.loads(str(z["meta"]))["stages"] == ["masked", "weights"]

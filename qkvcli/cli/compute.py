@@ -520,7 +520,7 @@ def _evaluate(
     if why:
         asked = [*(asked or ["weights", "output"]), *why]
     rows = summary_rows(resolved.n) if summarised else None
-    how = plan(resolved, asked, stream, why=why, rows=rows)
+    how = plan(resolved, asked, stream, why=why, rows=rows, by_rows=format == "npz")
     result = evaluate(resolved, how, bar)
     if how.note:
         from ..notes import note
@@ -544,8 +544,12 @@ def _emit(
     digits = 4 if precision is None else precision
     if format == "npz":
         from ..render.machine import to_npz
+        from ..trace import STAGES
 
-        to_npz(result, result.select(stage), output or "")
+        result.select(stage)  # every name must be a stage of this run
+        have = {*result.stages, *result.later}
+        names = [s for s in STAGES if s in have and (not stage or s in stage)]
+        to_npz(result, names, output or "")
         return
     with _opened(output) as out:
         if format in ("markdown", "latex"):

@@ -116,9 +116,7 @@ MAX_CELLS = 100
 MAX_LISTED = 40
 
 
-def render_report(
-    report: Report, console: Console, precision: int = 4, full: bool = False
-) -> None:
+def render_report(report: Report, console: Console, precision: int = 4, full: bool = False) -> None:
     """The summary, the marking model, a table of the given cells beside the correct values,
     the diagnosis and the notes.
 
@@ -154,11 +152,15 @@ def render_report(
         console.print()
         _print(console, table)
     if short:
-        what = "the others are right" if len(listed) == len(cells) else (
-            f"{len(cells) - len(listed)} more not right are left out"
+        what = (
+            "the others are right"
+            if len(listed) == len(cells)
+            else (f"{len(cells) - len(listed)} more not right are left out")
         )
         console.print(
-            Text(f"{len(listed)} of {len(report.cells)} cells listed: {what} (--full lists every cell)"),
+            Text(
+                f"{len(listed)} of {len(report.cells)} cells listed: {what} (--full lists every cell)"
+            ),
             soft_wrap=True,
         )
     lines = finding_lines(report)

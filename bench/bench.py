@@ -1,26 +1,34 @@
-"""Benchmark qkv on long inputs: time and peak memory, as ratios, measured side by side.
+"""Benchmark what a qkv user waits for: time and peak memory as ratios against baselines run side by side.
 
 Usage (from the repository root, in the environment where qkv is installed):
 
-    python bench/bench.py                 # n = 1024 4096 8192 16384, float64 and float32
-    python bench/bench.py --n 1024 4096   # fewer sizes
-    python bench/bench.py --startup-runs 31
+    python bench/bench.py                       # every section
+    python bench/bench.py --only kernel memory  # some sections
+    python bench/bench.py --quick               # smaller sizes, fewer runs (a smoke test)
 
-Every measurement runs in its own child process, so that its peak memory
-(``ru_maxrss`` of the child) is its own. Compared:
+Sections, each measured in child processes so that a peak is its own:
 
-* qkv       — ``qkvcli.stream.run`` (the path ``qkv compute`` takes for the
-              output of long inputs), Q, K, V given, one head, d = 64;
-* torch     — ``torch.nn.functional.scaled_dot_product_attention`` (if installed);
-* textbook  — numpy: scores = Q·Kᵀ/√d, softmax of every row, weights·V;
-* qkv CLI   — ``qkv compute in.npz -f npz -o out.npz``, end to end;
-* start-up  — ``qkv compute <3-token sample> --format json`` (and the table)
-              against ``python -c "import numpy"``, whole processes, median,
-              with bytecode caching on (as for an installed program).
+* startup  — whole processes (bytecode cached, median, in turns): ``qkv compute``
+             with JSON output, with a table, ``qkv check``, against
+             ``python -c "import numpy"``.
+* pictures — ``qkv compute --heatmap`` at n = 256 and ``--heatmap --svg`` at
+             n = 128 (time, and the SVG's size), against ``import numpy``.
+* check    — ``qkv check`` of a 64-token problem with every stage answered.
+* default  — the default path at n = 2048 (no ``--stream``) against
+             ``--stream``: time and peak memory of the whole process.
+* kernel   — the streamed kernel (``qkvcli.stream.run``, Q K V given, one head,
+             d = 64) against torch's ``scaled_dot_product_attention`` with the
+             same thread count, and against the machine's limit for the same
+             work: the two GEMMs and ``np.exp`` of the same blocks, nothing else.
+* memory   — peak resident set of ``qkv compute in.npz -f npz -o out.npz``
+             (streamed, float64) at n = 16384 and 32768.
+* npz      — ``qkv compute --stage weights -f npz`` at n = 10000: peak memory
+             against the size of the result, time against numpy writing the
+             same array with ``np.savez``.
 
-Times are the best of ``--repeat`` runs inside each child, over ``--rounds``
-children of qkv and torch started in turns; memory is the child's peak
-resident set (Python, numpy and the inputs included).
+The BLAS in use is reported (threadpoolctl), since a machine's environment
+may pin an older kernel; every ratio is against a baseline measured in the
+same session.
 """
 
 from __future__ import annotations
@@ -38,55 +46,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "worked_example.json"
+ANSWERS = ROOT / "samples" / "homework" / "worked" / "right.json"
 D = 64
 MiB = 2**20
+BLOCK_ROWS, BLOCK_KEYS = 256, 1024  # the streamed kernel's block (qkvcli.stream.blocks)
 
 
-def inputs(n: int, dtype: str):
+# ---------------------------------------------------------------- helpers run in children
+
+
+def inputs(n: int, dtype: str, d: int = D):
     import numpy as np
 
     rng = np.random.default_rng(n)
-    return [rng.standard_normal((n, D)).astype(dtype, copy=False) for _ in range(3)]
-
-
-def child(method: str, n: int, dtype: str, repeat: int) -> dict:
-    """Run one method in this process; report the best time and the peak memory."""
-    import numpy as np
-
-    q, k, v = inputs(n, dtype)
-    if method == "qkv":
-        from qkvcli.options import Options
-        from qkvcli.problem import Problem, resolve
-        from qkvcli.stream import run
-
-        r = resolve(Problem({"Q": q, "K": k, "V": v}), Options(dtype=dtype))
-
-        def once():
-            return run(r)["output"]
-    elif method == "torch":
-        import torch
-
-        tq, tk, tv = (torch.from_numpy(a)[None, None] for a in (q, k, v))
-
-        def once():
-            with torch.no_grad():
-                return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)[0, 0].numpy()
-    elif method == "textbook":
-
-        def once():
-            s = (q @ k.T) / np.sqrt(D)
-            e = np.exp(s - s.max(axis=1, keepdims=True))
-            w = e / e.sum(axis=1, keepdims=True)
-            return w @ v
-    else:
-        raise SystemExit(f"unknown method {method}")
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = once()
-        times.append(time.perf_counter() - t)
-        del out
-    return {"seconds": min(times), "peak": peak_memory()}
+    return [rng.standard_normal((n, d)).astype(dtype, copy=False) for _ in range(3)]
 
 
 def peak_memory() -> int:
@@ -101,10 +74,91 @@ def peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def in_child(method: str, n: int, dtype: str, repeat: int) -> dict | None:
-    cmd = [sys.executable, __file__, "--child", method, str(n), dtype, str(repeat)]
+def limit_kernel(q, k, v):
+    """The least work attention needs: per block, q·kᵀ, exp, p·[v | 1]; on the same threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from qkvcli.blas import single_threaded
+
+    n, m = q.shape[0], k.shape[0]
+    va = np.empty((m, v.shape[1] + 1), dtype=v.dtype)
+    va[:, :-1], va[:, -1] = v, 1.0
+    out = np.empty((n, v.shape[1] + 1), dtype=v.dtype)
+
+    def rows(i0):
+        buf = np.empty((min(BLOCK_ROWS, n - i0), BLOCK_KEYS), dtype=q.dtype)
+        acc = np.zeros((buf.shape[0], va.shape[1]), dtype=q.dtype)
+        for j0 in range(0, m, BLOCK_KEYS):
+            s = buf[:, : min(BLOCK_KEYS, m - j0)]
+            np.matmul(q[i0 : i0 + BLOCK_ROWS], k[j0 : j0 + BLOCK_KEYS].T, out=s)
+            np.exp(s, out=s)
+            acc += s @ va[j0 : j0 + BLOCK_KEYS]
+        out[i0 : i0 + BLOCK_ROWS] = acc
+
+    with single_threaded(), ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(rows, range(0, n, BLOCK_ROWS)))
+    return out
+
+
+def child(method: str, n: int, dtype: str, repeat: int) -> dict:
+    """Run one method in this process; report the best time and the peak memory."""
+    import numpy as np
+
+    q, k, v = inputs(n, dtype)
+    q = q / np.sqrt(D) if method == "limit" else q  # the limit does no scaling pass
+    if method == "qkv":
+        from qkvcli.options import Options
+        from qkvcli.problem import Problem, resolve
+        from qkvcli.stream import run
+
+        r = resolve(Problem({"Q": q, "K": k, "V": v}), Options(dtype=dtype))
+
+        def once():
+            return run(r)["output"]
+    elif method == "torch":
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        tq, tk, tv = (torch.from_numpy(a)[None, None] for a in (q, k, v))
+
+        def once():
+            with torch.no_grad():
+                return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)[0, 0].numpy()
+    elif method == "limit":
+
+        def once():
+            return limit_kernel(q, k, v)
+    else:
+        raise SystemExit(f"unknown method {method}")
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = once()
+        times.append(time.perf_counter() - t)
+        del out
+    return {"seconds": min(times), "peak": peak_memory()}
+
+
+def savez_child(n: int, path: str) -> dict:
+    """numpy writing an n×n float64 array to an .npz: the baseline for ``--stage weights -f npz``."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((n, n))
+    t = time.perf_counter()
+    np.savez(path, weights=a)
+    return {"seconds": time.perf_counter() - t, "peak": peak_memory()}
+
+
+# ---------------------------------------------------------------- the parent
+
+
+def in_child(*args: str) -> dict | None:
+    cmd = [sys.executable, __file__, "--child", *args]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
+        sys.stderr.write(done.stderr[-2000:])
         return None
     return json.loads(done.stdout)
 
@@ -116,140 +170,288 @@ def best(a: dict | None, b: dict | None) -> dict | None:
     return {"seconds": min(a["seconds"], b["seconds"]), "peak": max(a["peak"], b["peak"])}
 
 
-def versions(torch: bool) -> str:
-    """numpy's (and torch's) version, asked of a child so that this process stays small."""
-    code = "import numpy; print('numpy', numpy.__version__, end='')"
-    if torch:
-        code += "; import torch; print(f', torch {torch.__version__} ({torch.get_num_threads()} threads)', end='')"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
-
-
 def has_torch() -> bool:
-    done = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
-    return done.returncode == 0
+    return (
+        subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+    )
+
+
+def environment(torch: bool) -> str:
+    """numpy's version, the BLAS kernel in use (threadpoolctl), torch's version and threads."""
+    code = (
+        "import numpy, os; print(f'numpy {numpy.__version__}', end='')\n"
+        "try:\n"
+        "    from threadpoolctl import threadpool_info\n"
+        "    for i in threadpool_info():\n"
+        "        if i.get('user_api') == 'blas':\n"
+        "            print(f\"; BLAS {i.get('internal_api')} {i.get('version')} \"\n"
+        "                  f\"({i.get('architecture')}, {i.get('num_threads')} threads)\", end='')\n"
+        "except ImportError:\n"
+        "    print('; BLAS unknown (pip install threadpoolctl)', end='')\n"
+    )
+    if torch:
+        code += "import torch; print(f'; torch {torch.__version__} ({torch.get_num_threads()} threads)', end='')\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout
 
 
 WRAPPER = """
 import resource, subprocess, sys, time
 t = time.perf_counter()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 seconds = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 print(done.returncode, seconds, peak)
 """
-MAKE_INPUT = """
+MAKE_NPZ = """
 import sys, numpy as np
-rng = np.random.default_rng(int(sys.argv[2]))
-n = int(sys.argv[2])
-np.savez(sys.argv[1], **{name: rng.standard_normal((n, %d)) for name in "QKV"})
+n, d = int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(n)
+np.savez(sys.argv[1], **{name: rng.standard_normal((n, d)) for name in "QKV"})
+"""
+MAKE_JSON = """
+import json, sys, numpy as np
+n, d = int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(n)
+doc = {name: rng.integers(-2, 3, (n, d)).tolist() for name in ("X", "W_Q", "W_K", "W_V")}
+doc["W_Q"], doc["W_K"], doc["W_V"] = (rng.integers(-1, 2, (d, d)).tolist() for _ in range(3))
+doc["tokens"] = [f"t{i}" for i in range(1, n + 1)]
+json.dump(doc, open(sys.argv[1], "w"))
 """
 
 
-def qkv_cli(n: int, dtype: str) -> dict:
-    """``qkv compute in.npz -f npz -o out.npz`` end to end: wall time and peak memory.
+def qkv_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("qkv")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "qkvcli"]
 
-    Run from a small wrapper process whose RUSAGE_CHILDREN is qkv's own peak.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        subprocess.run([sys.executable, "-c", MAKE_INPUT % D, str(src), str(n)], check=True)
-        cmd = [sys.executable, "-m", "qkvcli", "compute", str(src), "--dtype", dtype]
-        cmd += ["--format", "npz", "--output", str(dst)]
-        out = subprocess.run(
-            [sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True, check=True
-        )
-        code, seconds, peak = out.stdout.split()
-        if code != "0":
-            raise SystemExit(f"qkv compute failed at n={n}")
+
+def whole(cmd: list[str], env: dict | None = None) -> dict:
+    """A whole process: wall time and peak memory, from a small wrapper's RUSAGE_CHILDREN."""
+    out = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True, check=True, env=env
+    )
+    code, seconds, peak = out.stdout.split()
+    if code != "0" and code != "1":  # check exits 1 when something is wrong
+        raise SystemExit(f"failed ({code}): {' '.join(cmd)}")
     return {"seconds": float(seconds), "peak": int(peak)}
 
 
-def startup(runs: int) -> list[tuple[str, float]]:
+def medians(cmds: dict[str, list[str]], runs: int) -> dict[str, float]:
     """Median wall time of whole processes, run in turns so that load affects all alike."""
-    qkv = [sys.executable, "-m", "qkvcli"]
-    script = Path(sys.executable).with_name("qkv")
-    if script.exists():
-        qkv = [str(script)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env |= {"NO_COLOR": "1", "COLUMNS": "100"}
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for i in range(runs + 1):  # the first round writes the bytecode caches
+        for name, cmd in cmds.items():
+            t = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            if i:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def make(kind: str, path: Path, n: int, d: int) -> Path:
+    code = MAKE_NPZ if kind == "npz" else MAKE_JSON
+    subprocess.run([sys.executable, "-c", code, str(path), str(n), str(d)], check=True)
+    return path
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:5.2f}×"
+
+
+def section_startup(args, tmp: Path) -> None:
+    qkv = qkv_cmd()
     cmds = {
         'python -c "import numpy"': [sys.executable, "-c", "import numpy"],
         "qkv compute sample --format json": [*qkv, "compute", str(SAMPLE), "--format", "json"],
         "qkv compute sample (table)": [*qkv, "compute", str(SAMPLE)],
+        "qkv check sample answers": [*qkv, "check", str(SAMPLE), str(ANSWERS)],
         "qkv --version": [*qkv, "--version"],
-        "qkv --help": [*qkv, "--help"],
     }
-    # As installed programs run: with their bytecode cached (a warm-up run writes it).
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    times: dict[str, list[float]] = {name: [] for name in cmds}
-    for i in range(runs + 1):
-        for name, cmd in cmds.items():
-            t = time.perf_counter()
-            subprocess.run(
-                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env
+    t = medians(cmds, args.runs)
+    base = t['python -c "import numpy"']
+    print(
+        f"start-up (median of {args.runs} runs, in turns; goal json ≤ 1.3×, table ≤ 1.5×, check ≤ 1.5×)"
+    )
+    for name, sec in t.items():
+        print(f"  {name:34s} {sec * 1000:7.1f} ms  {ratio(sec, base)} import numpy")
+
+
+def section_pictures(args, tmp: Path) -> None:
+    qkv = qkv_cmd()
+    n1, n2 = (64, 32) if args.quick else (256, 128)
+    big, mid = make("json", tmp / "h1.json", n1, 8), make("json", tmp / "h2.json", n2, 8)
+    svg = tmp / "h.svg"
+    cmds = {
+        'python -c "import numpy"': [sys.executable, "-c", "import numpy"],
+        f"qkv compute n={n1} --heatmap": [*qkv, "compute", str(big), "--heatmap"],
+        f"qkv compute n={n2} --heatmap --svg": [
+            *qkv,
+            "compute",
+            str(mid),
+            "--heatmap",
+            "--svg",
+            str(svg),
+        ],
+    }
+    t = medians(cmds, max(3, args.runs // 4))
+    base = t['python -c "import numpy"']
+    print("pictures (median; goal heatmap n=256 < 0.3 s, --svg n=128 < 0.5 s)")
+    for name, sec in t.items():
+        print(f"  {name:34s} {sec:7.3f} s   {ratio(sec, base)} import numpy")
+    print(f"  SVG size at n={n2}: {svg.stat().st_size / MiB:.2f} MiB")
+
+
+def section_check(args, tmp: Path) -> None:
+    qkv = qkv_cmd()
+    n = 16 if args.quick else 64
+    problem = make("json", tmp / "c.json", n, 8)
+    key = tmp / "key.json"
+    with open(key, "w") as fh:
+        done = subprocess.run(
+            [*qkv, "compute", str(problem), "--trace", "-f", "json"],
+            stdout=subprocess.PIPE,
+            check=True,
+        )
+        doc = json.loads(done.stdout)
+        doc.pop("meta")
+        json.dump(doc, fh)
+    cells = sum(len(json.dumps(v).split(",")) for v in doc.values())
+    cmds = {
+        'python -c "import numpy"': [sys.executable, "-c", "import numpy"],
+        f"qkv check n={n} ({cells} cells)": [*qkv, "check", str(problem), str(key)],
+    }
+    t = medians(cmds, max(3, args.runs // 4))
+    base = t['python -c "import numpy"']
+    print("check (median; goal 64 tokens < 0.5 s)")
+    for name, sec in t.items():
+        print(f"  {name:34s} {sec:7.3f} s   {ratio(sec, base)} import numpy")
+
+
+def section_default(args, tmp: Path) -> None:
+    qkv = qkv_cmd()
+    n = 512 if args.quick else 2048
+    src = make("npz", tmp / "d.npz", n, D)
+    env = os.environ | {"NO_COLOR": "1"}
+    runs = {"default": [], "stream": []}
+    for _ in range(args.rounds):
+        runs["default"].append(whole([*qkv, "compute", str(src)], env))
+        runs["stream"].append(whole([*qkv, "compute", str(src), "--stream"], env))
+    a = {
+        "seconds": min(r["seconds"] for r in runs["default"]),
+        "peak": max(r["peak"] for r in runs["default"]),
+    }
+    b = {
+        "seconds": min(r["seconds"] for r in runs["stream"]),
+        "peak": max(r["peak"] for r in runs["stream"]),
+    }
+    print(
+        f"default path at n={n} against --stream (whole process; goal ≤ 1.2× time, ≤ 1.5× memory)"
+    )
+    print(
+        f"  default {a['seconds']:6.3f} s {a['peak'] / MiB:6.0f} MiB   --stream {b['seconds']:6.3f} s {b['peak'] / MiB:6.0f} MiB"
+        f"   {ratio(a['seconds'], b['seconds'])} time, {ratio(a['peak'], b['peak'])} memory"
+    )
+
+
+def section_kernel(args, tmp: Path) -> None:
+    torch = has_torch()
+    sizes = [1024, 2048] if args.quick else [4096, 8192, 16384]
+    print(
+        f"streamed kernel (best of {args.repeat} × {args.rounds} rounds; goal f64 ≤ 0.8× torch, f32 ≤ 0.9×, ≥ 0.92 of the limit)"
+    )
+    print(
+        f"  {'dtype':7s} {'n':>6s}  {'qkv s':>7s} {'torch s':>7s} {'limit s':>7s}  {'qkv/torch':>9s} {'limit/qkv':>9s}  {'qkv peak':>8s} {'torch peak':>10s}"
+    )
+    for dtype in ("float64", "float32"):
+        for n in sizes:
+            ours = theirs = floor = None
+            for _ in range(args.rounds):
+                ours = best(ours, in_child("qkv", str(n), dtype, str(args.repeat)))
+                theirs = (
+                    best(theirs, in_child("torch", str(n), dtype, str(args.repeat)))
+                    if torch
+                    else None
+                )
+                floor = best(floor, in_child("limit", str(n), dtype, str(args.repeat)))
+            t = lambda x: f"{x['seconds']:.3f}" if x else "—"  # noqa: E731
+            r = lambda a, b: f"{a['seconds'] / b['seconds']:.2f}" if a and b else "—"  # noqa: E731
+            mem = lambda x: f"{x['peak'] / MiB:.0f} MiB" if x else "—"  # noqa: E731
+            print(
+                f"  {dtype:7s} {n:6d}  {t(ours):>7s} {t(theirs):>7s} {t(floor):>7s}  {r(ours, theirs):>9s} {r(floor, ours):>9s}  {mem(ours):>8s} {mem(theirs):>10s}",
+                flush=True,
             )
-            if i:
-                times[name].append(time.perf_counter() - t)
-    return [(name, statistics.median(ts)) for name, ts in times.items()]
+
+
+def section_memory(args, tmp: Path) -> None:
+    qkv = qkv_cmd()
+    sizes = [4096] if args.quick else [16384, 32768]
+    print(
+        "peak memory of qkv compute in.npz -f npz -o out.npz (float64, streamed; goal < 80 / < 128 MiB)"
+    )
+    for n in sizes:
+        src = make("npz", tmp / f"m{n}.npz", n, D)
+        r = whole([*qkv, "compute", str(src), "-f", "npz", "-o", str(tmp / "out.npz")])
+        io = 6 * n * D * 8  # Q, K, V in, and the output with Q, K, V written back
+        print(
+            f"  n = {n:6d}  {r['seconds']:6.2f} s  peak {r['peak'] / MiB:5.0f} MiB  (inputs + outputs {io / MiB:.0f} MiB)",
+            flush=True,
+        )
+        (tmp / f"m{n}.npz").unlink()
+
+
+def section_npz(args, tmp: Path) -> None:
+    qkv = qkv_cmd()
+    n = 2000 if args.quick else 10000
+    src = make("npz", tmp / "w.npz", n, D)
+    r = whole(
+        [*qkv, "compute", str(src), "--stage", "weights", "-f", "npz", "-o", str(tmp / "w_out.npz")]
+    )
+    base = in_child("savez", str(n), str(tmp / "base.npz"))
+    result = n * n * 8
+    print(
+        f"--stage weights -f npz at n={n} (a {result / MiB:.0f} MiB result; goal peak ≤ 1.3× the result, time ≤ 2× np.savez)"
+    )
+    print(
+        f"  qkv {r['seconds']:6.2f} s  peak {r['peak'] / MiB:6.0f} MiB = {r['peak'] / result:.2f}× the result"
+        f";  np.savez {base['seconds']:.2f} s  →  {ratio(r['seconds'], base['seconds'])}"
+    )
+
+
+SECTIONS = {
+    "startup": section_startup,
+    "pictures": section_pictures,
+    "check": section_check,
+    "default": section_default,
+    "kernel": section_kernel,
+    "memory": section_memory,
+    "npz": section_npz,
+}
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        if sys.argv[2] == "savez":
+            print(json.dumps(savez_child(int(sys.argv[3]), sys.argv[4])))
+            return
         method, n, dtype, repeat = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
         print(json.dumps(child(method, n, dtype, repeat)))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, nargs="+", default=[1024, 4096, 8192, 16384])
-    ap.add_argument("--dtype", nargs="+", default=["float64", "float32"])
+    ap.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    ap.add_argument("--quick", action="store_true", help="small sizes and few runs")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--startup-runs", type=int, default=21)
-    ap.add_argument("--no-textbook-above", type=int, default=16384)
+    ap.add_argument("--runs", type=int, default=21, help="start-up runs")
     args = ap.parse_args()
-    torch = has_torch()
-    print(
-        f"qkv benchmark: d = {D}, one head, Q K V given; {versions(torch)}; {os.cpu_count()} CPUs"
-    )
-    print()
-    print("start-up (median of", args.startup_runs, "runs, side by side)")
-    rows = startup(args.startup_runs)
-    base = rows[0][1]
-    for name, sec in rows:
-        print(f"  {name:34s} {sec * 1000:7.1f} ms  {sec / base:5.2f}× import numpy")
-    print()
-    print(
-        f"attention output (best of {args.repeat} runs × {args.rounds} rounds; peak = the child's peak RSS)"
-    )
-    head = f"  {'dtype':7s} {'n':>6s}  {'qkv s':>7s} {'torch s':>7s} {'textbook s':>10s}"
-    head += f"  {'qkv/torch':>9s} {'qkv/textbook':>12s}  {'qkv peak':>9s} {'torch peak':>10s}"
-    head += f" {'textbook peak':>13s}"
-    print(head)
-    for dtype in args.dtype:
-        for n in args.n:
-            ours = theirs = None
-            for _ in range(args.rounds):  # in turns, so that load from elsewhere hits both
-                ours = best(ours, in_child("qkv", n, dtype, args.repeat))
-                theirs = best(theirs, in_child("torch", n, dtype, args.repeat)) if torch else None
-            book = (
-                in_child("textbook", n, dtype, args.repeat) if n <= args.no_textbook_above else None
-            )
-
-            def sec(x):
-                return f"{x['seconds']:.3f}" if x else "—"
-
-            def mem(x):
-                return f"{x['peak'] / MiB:.0f} MiB" if x else "—"
-
-            def ratio(a, b):
-                return f"{a['seconds'] / b['seconds']:.2f}×" if a and b else "—"
-
-            line = f"  {dtype:7s} {n:6d}  {sec(ours):>7s} {sec(theirs):>7s} {sec(book):>10s}"
-            line += f"  {ratio(ours, theirs):>9s} {ratio(ours, book):>12s}"
-            line += f"  {mem(ours):>9s} {mem(theirs):>10s} {mem(book):>13s}"
-            print(line, flush=True)
-    print()
-    print("qkv compute in.npz -f npz -o out.npz, whole process (float64)")
-    for n in args.n:
-        r = qkv_cli(n, "float64")
-        print(f"  n = {n:6d}  {r['seconds']:6.2f} s  peak {r['peak'] / MiB:5.0f} MiB", flush=True)
+    if args.quick:
+        args.repeat, args.rounds, args.runs = 1, 1, 5
+    print(f"qkv benchmark; {environment(has_torch())}; {len(os.sched_getaffinity(0))} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            print()
+            SECTIONS[name](args, Path(tmp))
 
 
 if __name__ == "__main__":

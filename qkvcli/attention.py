@@ -380,9 +380,11 @@ def out_project(concat: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
 
 def real(x: np.ndarray) -> np.ndarray:
     """Floats for the functions that need them (exact runs carry fractions; too large: ±∞)."""
-    from .exact import floats
+    if x.dtype != object:
+        return x
+    from .exact import floats  # only exact runs pay for importing fractions
 
-    return floats(x) if x.dtype == object else x
+    return floats(x)
 
 
 def finite(x: np.ndarray, name: str, what: str) -> None:
@@ -476,21 +478,30 @@ class Steps:
 STEPS = Steps()
 
 
-def run(r: Resolved, given: dict[str, np.ndarray] | None = None, steps: Steps = STEPS) -> Trace:
+def run(
+    r: Resolved,
+    given: dict[str, np.ndarray] | None = None,
+    steps: Steps = STEPS,
+    rows: np.ndarray | None = None,
+) -> Trace:
     """Every stage of attention for a resolved problem, on whole matrices.
 
     ``given`` maps stage names to arrays in the internal shape (Q: (B, n, h·d),
     per-head stages: (B, h, n, m)) that replace the computed ones, so later
     stages follow from them (``check`` follows a student's own values through).
+    ``rows`` (query indices) computes the per-query stages for those rows only
+    — what a summarised table shows — in O(rows · m) memory.
     Overflow is never a warning: it is reported as a `ComputeError` naming the stage.
     """
     import numpy as np
 
     with np.errstate(all="ignore"):
-        return build(r, _stages(r, given or {}, steps))
+        return build(r, _stages(r, given or {}, steps, rows), rows)
 
 
-def _stages(r: Resolved, given: dict[str, np.ndarray], steps: Steps) -> dict[str, np.ndarray]:
+def _stages(
+    r: Resolved, given: dict[str, np.ndarray], steps: Steps, rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     import numpy as np
 
     o = r.options
@@ -509,6 +520,8 @@ def _stages(r: Resolved, given: dict[str, np.ndarray], steps: Steps) -> dict[str
     Q, K = transform_rows(Q, K, a, r, stage)  # QK-norm, RoPE
     q, k, v = steps.heads(Q, K, V, r)  # (B, h, n, dk), (B, h, m, dk), (B, h, m, dv)
     q, k = prepare(q, k, o)
+    sel = slice(None) if rows is None else rows
+    q = q[:, :, sel]  # (B, h, n | rows, dk): the query rows asked for
     scores = stage("scores", steps.scores(q, k))  # (B, h, n, m)
     finite(scores, "scores", "Q·Kᵀ")
     logits = steps.scale(scores, factor(r))  # (B, h, n, m)
@@ -517,9 +530,9 @@ def _stages(r: Resolved, given: dict[str, np.ndarray], steps: Steps) -> dict[str
     if name == "capped":
         logits = softcap(stage("scaled", logits), o.attn_logit_softcapping)  # (B, h, n, m)
     rules = r.rules
-    allowed = rules.allowed()  # (B|1, h|1, n, m) or None
+    allowed = rules.allowed(rows=sel)  # (B|1, h|1, n, m) or None
     if rules.biased:
-        bias = rules.added()  # (B|1, h|1, n, m)
+        bias = rules.added(rows=sel)  # (B|1, h|1, n, m)
         open_ = bias != -np.inf  # −∞ in the bias blocks
         logits = add_bias(logits, bias)  # (B, h, n, m)
         finite(np.where(open_, real(logits), 0.0), name, biased_words(r))

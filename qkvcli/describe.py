@@ -151,8 +151,13 @@ def row_formulas(r: Resolved) -> dict[str, str]:
     return f
 
 
-def build(r: Resolved, arrays: dict[str, np.ndarray | None]) -> Trace:
-    """A `Trace` of the stages this run has (those in ``arrays``), in public shape."""
+def build(
+    r: Resolved, arrays: dict[str, np.ndarray | None], rows: np.ndarray | None = None
+) -> Trace:
+    """A `Trace` of the stages this run has (those in ``arrays``), in public shape.
+
+    ``rows``: the query rows the per-query stages hold, when not all were computed.
+    """
     f = formulas(r)
     cols = r.options.layout == "columns"
     stages: dict[str, Stage] = {}
@@ -160,11 +165,14 @@ def build(r: Resolved, arrays: dict[str, np.ndarray | None]) -> Trace:
         x = arrays.get(name)
         if x is None:
             continue  # the streamed evaluation has no n×n stages
-        rows, cols_ax = AXES[name]
-        if cols and "features" in (rows, cols_ax):
-            rows, cols_ax = cols_ax, rows
+        rows_ax, cols_ax = AXES[name]
+        if cols and "features" in (rows_ax, cols_ax):
+            rows_ax, cols_ax = cols_ax, rows_ax
         per_head = name in PER_HEAD and r.multihead
-        stages[name] = Stage(name, f[name], to_public(r, name, x), per_head, rows, cols_ax)
+        stage = Stage(name, f[name], to_public(r, name, x), per_head, rows_ax, cols_ax)
+        if rows is not None and AXES[name][0] == "queries":
+            stage.index, stage.total = rows, r.n
+        stages[name] = stage
     p = r.problem
     return Trace(
         stages=stages,
@@ -242,6 +250,6 @@ def meta(r: Resolved, stages: dict[str, Stage]) -> dict[str, Any]:
         "empty_rows": o.empty_rows,
         "dtype": o.dtype,
         **variant_meta(r),
-        "shapes": {name: list(s.array.shape) for name, s in stages.items()},
+        "shapes": {name: [*s.array.shape[:-2], *s.shape] for name, s in stages.items()},
         "stages": list(stages),
     }

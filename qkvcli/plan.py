@@ -38,10 +38,16 @@ EXACT_LIMIT = 2_000_000
 
 @dataclass(frozen=True)
 class Plan:
-    """``stream``: evaluate in blocks; ``note``: what the user should know, or None."""
+    """``stream``: evaluate in blocks; ``note``: what the user should know, or None.
+
+    ``rows``: the n×n stages are needed for these query rows only (a summarised
+    table shows them): computed apart, beside the streamed evaluation.
+    """
 
     stream: bool
     note: str | None = None
+    rows: tuple[int, ...] | None = None
+    later: bool = False  # the n×n stages are written a block of rows at a time
 
 
 def square_bytes(r: Resolved) -> int:
@@ -94,11 +100,16 @@ def plan(
     stream: bool = False,
     available: int | None = None,
     why: dict[str, str] | None = None,
+    rows: list[int] | None = None,
+    by_rows: bool = False,
 ) -> Plan:
     """How to evaluate ``r`` given the stages named on the command line (None = the defaults).
 
     ``why`` names the option that asks for a stage (``{"weights":
-    "--tokens-view"}``; default ``--stage NAME``). Raises `OptionError` when
+    "--tokens-view"}``; default ``--stage NAME``). ``rows``: the query rows the
+    display shows (a summarised table), when not every row. ``by_rows``: the
+    writer takes the n×n stages a block of query rows at a time (NPZ), so big
+    ones are not held whole. Raises `OptionError` when
     an n×n stage is asked for with ``stream``, or would not fit in
     ``available`` bytes (default: what the system has free), or when exact
     arithmetic meets streaming or a problem too big to work out in fractions.
@@ -121,6 +132,11 @@ def plan(
     if square and stream:
         reason = (why or {}).get(square[0], f"--stage {square[0]}")
         raise OptionError(f"--stream computes no {shape} stage: drop {reason} or --stream")
+    if rows is not None and not stream and r.options.layout == "rows":
+        # Only some rows are shown: stream every row, and the n×n stages of the shown ones.
+        return Plan(stream=True, rows=tuple(rows) if square or asked is None else None)
+    if square and by_rows and square_bytes(r) > LARGE:
+        return Plan(stream=True, later=True)
     if square:
         need = square_bytes(r) * FULL_COPIES
         free = available_memory() if available is None else available
@@ -153,15 +169,26 @@ def evaluate(
     from contextlib import nullcontext
 
     bar = progress(r, how.stream) if progress is not None else nullcontext(None)
-    if not how.stream:
-        from .attention import run
+    from .attention import run
 
+    if not how.stream:
         with bar:
             return run(r)
     from .stream import run as run_streaming
 
     with bar as tick:
-        return run_streaming(r, progress=tick)
+        trace = run_streaming(r, progress=tick)
+    if how.later:
+        trace.later = tuple(s for s in stage_names(r) if s in SQUARE)
+        trace.rows_of = lambda rows: run(r, rows=rows)
+    if how.rows is None:
+        return trace
+    import numpy as np
+
+    part = run(r, rows=np.array(how.rows))  # the n×n stages of the rows shown
+    part.stages = {name: trace.stages.get(name, s) for name, s in part.stages.items()}
+    part.stats = trace.stats
+    return part
 
 
 def all_stages() -> list[str]:

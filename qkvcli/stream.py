@@ -24,7 +24,8 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .attention import (
     add_bias,
@@ -159,14 +160,16 @@ def attend_head(
 ) -> np.ndarray:
     """One head of batch item ``b``: fill ``out`` and return log Σⱼ exp(logitᵢⱼ) per row (n,).
 
-    Softmax rows are shifted by a bound on their largest logit: ‖c·qᵢ‖·maxⱼ‖kⱼ‖
-    (Cauchy–Schwarz; for a negative scale c too), at most the soft-cap, plus
-    what ALiBi can add to the row, and at least the row's sink. Without a
-    soft-cap the shift is folded into the product as an extra column. A row
-    whose shifted sum is too small to trust is done again with its exact
-    running maximum, as are all rows when an attn_bias grid is added. Sigmoid
-    rows are not normalised: their value is NaN. Blocks of rows go to ``pool``
-    when given.
+    Key blocks are taken in turn; for each, every block of query rows (on
+    ``pool``'s threads) adds p·[v | 1] of its logits to its rows' running sums,
+    held in ``out`` and a row total — so memory beyond the inputs and the
+    output is a few blocks. Softmax rows are shifted by a bound on their
+    largest logit: ‖c·qᵢ‖·maxⱼ‖kⱼ‖ (Cauchy–Schwarz; for a negative scale c
+    too), at most the soft-cap, plus what ALiBi can add to the row, and at
+    least the row's sink. Without a soft-cap the shift is folded into the
+    product as an extra column. A row whose shifted sum is too small to trust
+    is done again with its exact running maximum, as are all rows when an
+    attn_bias grid is added. Sigmoid rows are not normalised: their value is NaN.
     """
     import numpy as np
 
@@ -176,128 +179,194 @@ def attend_head(
     sinks = r.arrays.get("sinks")
     sink = None if sinks is None else float(sinks[hh])
     bq, bk = blocks(n, m, block)
-    qa = np.empty((n, dk + 1), dtype=dt)  # (n, dk + 1): c·q and −shift
-    qa[:, :dk] = scale(q, dt.type(c))  # c·q·k = c·(q·k): the scale, applied to q
-    ka = np.empty((m, dk + 1), dtype=dt)  # (m, dk + 1): k and 1
-    ka[:, :dk], ka[:, dk] = k, 1.0
-    va = np.empty((m, dv + 1), dtype=dt)  # (m, dv + 1): v and 1, so p·[v | 1] also sums p
-    va[:, :dv], va[:, dv] = v, 1.0
     with np.errstate(over="ignore", invalid="ignore"):  # |q| of 1e200 squared is inf: rows redone
-        kmax = float(np.max(np.linalg.norm(k, axis=1), initial=0.0))
-        shift = np.linalg.norm(qa[:, :dk], axis=1) * dt.type(kmax)  # (n,) ≥ every logit of the row
+        kmax = float(np.max(row_norms(k), initial=0.0))
+        shift = row_norms(q) * dt.type(abs(c) * kmax)  # (n,) ≥ every logit of the row
     if cap is not None:
         shift = np.minimum(shift, dt.type(cap))  # cap·tanh(x/cap) ≤ min(x, cap) for x ≥ 0
     shift = (shift + r.rules.bias_ceiling(hh)).astype(dt)  # ALiBi can lift a row by this much
     if sink is not None:
         shift = np.maximum(shift, dt.type(sink))  # the sink is one more logit of every row
-    qa[:, dk] = -shift if cap is None else 0.0  # a soft-cap needs the logit before the shift
-    lse = np.empty(n, dtype=dt)  # (n,)
     mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"
     if mode == "bound" and r.rules.bias is not None:
         mode = "exact"  # an attn_bias grid can lift a logit above the bound
-    fold = cap is None
-
-    def rows_from(i0: int) -> None:
-        rows = slice(i0, min(n, i0 + bq))
-        buf = np.empty((rows.stop - i0, bk), dtype=dt)  # (bq, bk): one block of logits, reused
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            args = (r, b, hh, qa, ka, va)
-            shifted = None if fold else shift
-            acc, top = _fold(*args, rows, bk, buf, mode, shifted, sink)
-            if mode == "bound":
-                top = shift[rows].copy()
-                low = ~(acc[:, dv] > TINY[dt.name])  # (bq,) shifted too far to trust
-                if sink is not None:
-                    acc[~low, dv] += np.exp(sink - top[~low])  # the sink's term of the sum
-                if low.any():
-                    fix = np.arange(rows.start, rows.stop)[low]
-                    acc[low], top[low] = _fold(*args, fix, bk, buf, "exact", None, sink)
-            total = acc[:, dv]  # (bq,)
-            if mode == "sigmoid":
-                out[rows], lse[rows] = acc[:, :dv], np.nan
-            else:
-                out[rows] = acc[:, :dv] / np.where(total > 0, total, 1.0)[:, None]
-                lse[rows] = top + np.log(total)
-        if tick is not None:
-            tick(rows.stop - rows.start)
-
-    starts = range(0, n, bq)
-    if pool is None:
-        for i0 in starts:
-            rows_from(i0)
-    else:
-        list(pool.map(rows_from, starts))  # blocks of rows are independent
-    return lse
-
-
-#: Shifted row sums below this are redone with the exact maximum (their terms may underflow).
-TINY = {"float64": 1e-200, "float32": 1e-20}
-
-
-def _fold(
-    r: Resolved,
-    b: int,
-    hh: int,
-    qa: np.ndarray,  # (n, dk + 1)
-    ka: np.ndarray,  # (m, dk + 1)
-    va: np.ndarray,  # (m, dv + 1)
-    rows: slice | np.ndarray,
-    bk: int,
-    buf: np.ndarray,  # (≥ rows, bk)
-    mode: str,
-    shift: np.ndarray | None = None,  # (n,) subtracted after the soft-cap (bound mode)
-    sink: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Σⱼ p·[v | 1] over every key block for these rows, and the shift used.
-
-    ``bound``: p = exp(logit − shift), the shift in the last column of ``qa``
-    (or, with a soft-cap, ``shift`` subtracted after capping); ``exact``: the
-    online softmax with a running maximum (which is returned), starting from
-    the row's ``sink`` when there is one (its e^0 = 1 counted in the sum,
-    with no value); ``sigmoid``: p = σ(logit).
-    """
-    import numpy as np
-
-    dk = qa.shape[1] - 1
-    folded = mode == "bound" and shift is None
-    q = qa[rows] if folded else qa[rows, :dk]  # (bq, dk [+ 1])
-    k = ka if folded else ka[:, :dk]  # (m, dk [+ 1])
-    count, m = q.shape[0], ka.shape[0]
-    acc = np.zeros((count, va.shape[1]), dtype=qa.dtype)  # (bq, dv + 1)
-    top = np.full(count, -np.inf, dtype=qa.dtype)  # (bq,) running max (exact mode)
+    sums = Sums(out, np.zeros(n, dtype=dt), np.full(n, -np.inf, dtype=dt))  # (n, dv), (n,), (n,)
     if mode == "exact" and sink is not None:
-        top[:], acc[:, -1] = sink, 1.0  # the sink: e^(sink − sink) in the sum, no value
-    cap = r.options.attn_logit_softcapping
-    rules = r.rules
+        sums.top[:], sums.total[:] = sink, 1.0  # the sink: e^(sink − sink) in the sum, no value
+    out[:] = 0.0
+    kernel = Kernel(r, b, hh, q, k, v, dt.type(c), shift, mode, sink)
+    local = threading.local()
+    starts = range(0, n, bq)
+
+    def rows_from(i0: int, cols: slice) -> None:
+        rows = slice(i0, min(n, i0 + bq))
+        if not hasattr(local, "buf"):
+            local.buf = Buffers(bq, bk, dk, dv, dt)  # one set per thread, reused
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            kernel.add(rows, cols, local.buf, sums)
+
     for j0 in range(0, m, bk):
         cols = slice(j0, min(m, j0 + bk))
-        allowed = rules.allowed(rows, cols, b, hh)  # (bq, bk) or None
+        kernel.keys(cols)
+        if pool is None:
+            for i0 in starts:
+                rows_from(i0, cols)
+        else:
+            list(pool.map(lambda i0, cols=cols: rows_from(i0, cols), starts))  # row blocks apart
+        if tick is not None:
+            tick(n * (cols.stop - j0) // m)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return kernel.finish(sums, bq, bk)
+
+
+@dataclass
+class Sums:
+    """A head's running sums per query row: Σ p·v (``out``), Σ p (``total``), the shift (``top``)."""
+
+    out: np.ndarray  # (n, dv)
+    total: np.ndarray  # (n,)
+    top: np.ndarray  # (n,): the running maximum (exact mode)
+
+
+class Buffers:
+    """One thread's scratch arrays: a block of logits, q's rows with their shift, p·[v | 1]."""
+
+    def __init__(self, bq: int, bk: int, dk: int, dv: int, dt: Any) -> None:
+        import numpy as np
+
+        self.logits = np.empty((bq, bk), dtype=dt)  # (bq, bk)
+        self.q = np.empty((bq, dk + 1), dtype=dt)  # (bq, dk + 1): c·q and −shift
+        self.pv = np.empty((bq, dv + 1), dtype=dt)  # (bq, dv + 1)
+
+
+class Kernel:
+    """The blocked attention of one head: `keys` readies a block of keys, `add` folds a
+    block of query rows against it into the running `Sums`, `finish` normalises."""
+
+    def __init__(
+        self, r: Resolved, b: int, hh: int, q: Any, k: Any, v: Any, c: Any, shift: Any,
+        mode: str, sink: float | None,
+    ) -> None:  # fmt: skip
+        self.r, self.b, self.hh, self.q, self.k, self.v, self.c = r, b, hh, q, k, v, c
+        self.shift, self.mode, self.sink = shift, mode, sink
+        self.cap = r.options.attn_logit_softcapping
+        self.fold = mode == "bound" and self.cap is None  # the shift as an extra column
+
+    def keys(self, cols: slice) -> None:
+        """Ready keys ``cols``: [k | 1] (the shift's column) and [v | 1] (so p·[v | 1] also sums p)."""
+        import numpy as np
+
+        k, v, dk, dv = self.k[cols], self.v[cols], self.k.shape[1], self.v.shape[1]
+        self.kb = np.empty((k.shape[0], dk + 1), dtype=k.dtype)  # (bk, dk + 1)
+        self.kb[:, :dk], self.kb[:, dk] = k, 1.0
+        self.vb = np.empty((v.shape[0], dv + 1), dtype=v.dtype)  # (bk, dv + 1)
+        self.vb[:, :dv], self.vb[:, dv] = v, 1.0
+        self.cols = cols
+
+    def add(
+        self,
+        rows: slice | np.ndarray,
+        cols: slice,
+        buf: Buffers,
+        sums: Sums,
+        mode: str | None = None,
+    ) -> None:
+        """Fold the logits of ``rows`` × ``cols`` into ``sums`` (rows of the head, or of a redo)."""
+        import numpy as np
+
+        mode = mode or self.mode
+        rules = self.r.rules
+        allowed = rules.allowed(rows, cols, self.b, self.hh)  # (bq, bk) or None
         if allowed is not None and not allowed.any():
-            continue  # every pair masked (above a causal diagonal): adds nothing
-        s = dot_scores(q, k[cols], out=buf[:count, : cols.stop - j0])  # (bq, bk) logits [− shift]
-        if cap is not None:
-            softcap(s, cap, out=s)
+            return  # every pair masked (above a causal diagonal): adds nothing
+        q = self.q[rows]  # (bq, dk)
+        count, dk, width = q.shape[0], q.shape[1], cols.stop - cols.start
+        fold = self.fold and mode == "bound"
+        qb = buf.q[:count] if fold else buf.q[:count, :dk]  # (bq, dk [+ 1])
+        np.multiply(q, self.c, out=qb[:, :dk])  # c·q·k = c·(q·k): the scale, applied to q
+        if fold:
+            qb[:, dk] = -self.shift[rows]
+        kb = self.kb if fold else self.kb[:, :dk]
+        s = dot_scores(qb, kb, out=buf.logits[:count, :width])  # (bq, bk) logits [− shift]
+        if self.cap is not None:
+            softcap(s, self.cap, out=s)
             if mode == "bound":
-                s -= shift[rows][:, None]  # type: ignore[index]
-        bias = rules.added(rows, cols, b, hh)
+                s -= self.shift[rows][:, None]
+        bias = rules.added(rows, cols, self.b, self.hh)
         if bias is not None:
             add_bias(s, bias, out=s)
             if rules.bias is not None:
                 open_ = bias != -np.inf  # −∞ in the bias blocks
                 allowed = open_ if allowed is None else (allowed & open_)
         mask(s, allowed, out=s)
+        out, total, top = sums.out[rows], sums.total[rows], sums.top[rows]
         if mode == "sigmoid":
             sigmoid_terms(s, out=s)
         elif mode == "exact":
             new = np.maximum(top, s.max(axis=1))  # (bq,)
             shift = np.where(new == -np.inf, 0.0, new)  # a fully masked block adds 0
-            acc *= np.exp(top - shift)[:, None]  # rescale what came before
-            top = new
+            rescale = np.exp(top - shift)  # (bq,): what came before, under the new shift
+            out *= rescale[:, None]
+            total *= rescale
+            top[:] = new
             softmax_terms(s, shift[:, None], out=s)
         else:
             softmax_terms(s, None, out=s)  # the shift is already in the product
-        acc += s @ va[cols]  # (bq, dv + 1)
-    return acc, top
+        pv = np.matmul(s, self.vb, out=buf.pv[:count])  # (bq, dv + 1): p·[v | 1]
+        out += pv[:, :-1]
+        total += pv[:, -1]
+        if isinstance(rows, np.ndarray):  # a redo works on copies of its rows
+            sums.out[rows], sums.total[rows], sums.top[rows] = out, total, top
+
+    def finish(self, sums: Sums, bq: int, bk: int) -> np.ndarray:
+        """Redo the rows whose shifted sum is too small to trust, normalise; log-sums (n,)."""
+        import numpy as np
+
+        n, dt = sums.out.shape[0], sums.out.dtype
+        if self.mode == "sigmoid":
+            return np.full(n, np.nan, dtype=dt)
+        if self.mode == "bound":
+            sums.top[:] = self.shift
+            low = ~(sums.total > TINY[dt.name])  # (n,) shifted too far to trust
+            if self.sink is not None:
+                sums.total[~low] += np.exp(self.sink - sums.top[~low])  # the sink's term
+            fix = np.flatnonzero(low)
+            if len(fix):
+                self.redo(fix, sums, bq, bk)
+        total = sums.total
+        sums.out /= np.where(total > 0, total, 1.0)[:, None]
+        return sums.top + np.log(total)
+
+    def redo(self, fix: np.ndarray, sums: Sums, bq: int, bk: int) -> None:
+        """The online softmax with an exact running maximum, for rows ``fix``."""
+        import numpy as np
+
+        dt = sums.out.dtype
+        sums.out[fix], sums.total[fix], sums.top[fix] = 0.0, 0.0, -np.inf
+        if self.sink is not None:
+            sums.top[fix], sums.total[fix] = self.sink, 1.0
+        buf = Buffers(bq, bk, self.q.shape[1], self.v.shape[1], dt)
+        for j0 in range(0, self.k.shape[0], bk):
+            cols = slice(j0, min(self.k.shape[0], j0 + bk))
+            self.keys(cols)
+            for i0 in range(0, len(fix), bq):
+                self.add(fix[i0 : i0 + bq], cols, buf, sums, "exact")
+
+
+def row_norms(a: np.ndarray) -> np.ndarray:
+    """‖row‖ of every row, (…, rows, d) → (…, rows), without an array of squares as big as ``a``.
+
+    >>> import numpy as np
+    >>> row_norms(np.array([[3.0, 4.0], [0.0, 1.0]])).tolist()
+    [5.0, 1.0]
+    """
+    import numpy as np
+
+    return np.sqrt(np.einsum("...i,...i->...", a, a))
+
+
+#: Shifted row sums below this are redone with the exact maximum (their terms may underflow).
+TINY = {"float64": 1e-200, "float32": 1e-20}
 
 
 def _workers() -> int:
@@ -314,8 +383,8 @@ def _bounded(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> bool:
 
     bias, slopes = r.rules.bias, r.rules.slopes
     with np.errstate(over="ignore", invalid="ignore"):
-        qn = float(np.max(np.linalg.norm(q, axis=-1), initial=0.0))
-        kn = float(np.max(np.linalg.norm(k, axis=-1), initial=0.0))
+        qn = float(np.max(row_norms(q), initial=0.0))
+        kn = float(np.max(row_norms(k), initial=0.0))
         bound = qn * kn * max(1.0, abs(c))
         if bias is not None:
             bound += float(np.max(np.abs(bias[np.isfinite(bias)]), initial=0.0))

@@ -9,6 +9,7 @@ Stage names are a public contract, the same in tables, JSON keys, ``--stage``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,8 @@ class Stage:
     ``array`` has the public shape: ``[batch,] [head,] rows, cols`` — the batch
     axis only when the input had one, the head axis only for per-head stages
     of a multi-head run. ``rows``/``cols`` say what the axes index
-    (``queries``, ``keys`` or ``features``).
+    (``queries``, ``keys`` or ``features``). ``index``: when only some query
+    rows were computed (for a summarised table), which ones, of ``total``.
     """
 
     name: str
@@ -80,11 +82,14 @@ class Stage:
     per_head: bool
     rows: str
     cols: str
+    index: np.ndarray | None = None
+    total: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape of one matrix of this stage (last two axes)."""
-        return tuple(self.array.shape[-2:])
+        """The shape of one matrix of this stage (last two axes), every row counted."""
+        rows, cols = self.array.shape[-2:]
+        return (rows if self.index is None else self.total, cols)
 
 
 @dataclass
@@ -101,6 +106,10 @@ class Trace:
     #: Per query row, when streamed: ``row_logsumexp`` = log Σⱼ exp(logitᵢⱼ) (the softmax's
     #: normaliser; with sinks, log(Σⱼ exp(logitᵢⱼ) + exp(sink))).
     stats: dict[str, np.ndarray] = field(default_factory=dict)
+    #: When the n×n stages are too big to hold: the ones the run has (``later``),
+    #: and ``rows_of(rows)``, a trace of the per-query stages of those query rows.
+    later: tuple[str, ...] = ()
+    rows_of: Callable[[np.ndarray], Trace] | None = None
     #: Rows of the KV cache: the first ``past`` keys are cached tokens (labelled c1 c2 …).
     past: int = 0
 
@@ -143,7 +152,7 @@ class Trace:
         if not names:
             return list(self.stages.values())
         for name in names:
-            if name not in self.stages:
+            if name not in self.stages and name not in self.later:
                 why = "" if name in STAGES else " stage"
                 raise OptionError(f"no{why} {name!r} in this run; stages: {', '.join(self.stages)}")
         return [s for s in self.stages.values() if s.name in names]

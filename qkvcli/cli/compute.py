@@ -455,7 +455,9 @@ def present(
     names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
     picture = next((name for name, on in zip(names, drawing) if on), None)
     why = {"weights": picture} if picture else None  # pictures need the weights
-    result = _evaluate(resolve(problem, options), format, stage, trace, stream, why)
+    # Tables and pictures summarise long stages (the --html report explores every cell).
+    shown = format == "table" and not full and not drawing[4]
+    result = _evaluate(resolve(problem, options), format, stage, trace, stream, why, shown)
     if any(drawing):
         from ..render.explore import View, page
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
@@ -470,7 +472,14 @@ def present(
         with _opened(output) as out:  # the drawing goes to --output when given, like a table
             console = make_console(None if output is None else out)
             show(
-                result, Pictures(*drawing), stage, trace, digits, console, page=report, title=title
+                result,
+                Pictures(*drawing, full=full),
+                stage,
+                trace,
+                digits,
+                console,
+                page=report,
+                title=title,
             )
         return result
     _emit(result, format, stage, trace, precision, output, full)
@@ -496,15 +505,22 @@ def _evaluate(
     trace: bool,
     stream: bool,
     why: dict[str, str] | None = None,
+    summarised: bool = False,
 ) -> Any:
-    """Plan the run (every stage, or in blocks when the n×n stages are large and not asked for) and run it."""
+    """Plan the run (every stage, or in blocks when the n×n stages are large and not asked for) and run it.
+
+    ``summarised``: the stages are shown as tables that summarise long ones,
+    so only the rows they show of the n×n stages are computed.
+    """
     from ..plan import all_stages, evaluate, plan
     from ..render.progress import bar
+    from ..render.text import summary_rows
 
     asked = all_stages() if trace else stage or (["output"] if format in ("csv", "tsv") else None)
     if why:
         asked = [*(asked or ["weights", "output"]), *why]
-    how = plan(resolved, asked, stream, why=why)
+    rows = summary_rows(resolved.n) if summarised else None
+    how = plan(resolved, asked, stream, why=why, rows=rows, by_rows=format == "npz")
     result = evaluate(resolved, how, bar)
     if how.note:
         from ..notes import note
@@ -528,8 +544,12 @@ def _emit(
     digits = 4 if precision is None else precision
     if format == "npz":
         from ..render.machine import to_npz
+        from ..trace import STAGES
 
-        to_npz(result, result.select(stage), output or "")
+        result.select(stage)  # every name must be a stage of this run
+        have = {*result.stages, *result.later}
+        names = [s for s in STAGES if s in have and (not stage or s in stage)]
+        to_npz(result, names, output or "")
         return
     with _opened(output) as out:
         if format in ("markdown", "latex"):

@@ -73,6 +73,14 @@ def check(
             "--format", "-f", help="table, json or csv (csv: the gradebook).", rich_help_panel=OUT
         ),
     ] = "table",
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="List every given cell (a long sheet lists the cells not right).",
+            rich_help_panel=OUT,
+        ),
+    ] = False,
 ) -> None:
     """Mark a hand computation: every given cell right or wrong beside the correct value.
 
@@ -134,7 +142,7 @@ def check(
 
         console = make_console()
         if len(reports) == 1:
-            render_report(reports[0], console, precision)
+            render_report(reports[0], console, precision, full)
         else:
             render_gradebook(reports, console)
     bad = [r for r in reports if r.error is not None]

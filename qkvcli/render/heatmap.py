@@ -150,37 +150,52 @@ def grid(
 ) -> list[Text]:
     """The lines of one heatmap: a header of key labels, then one line per query.
 
-    ``width`` is the inner width every value is right-aligned to.
+    ``width`` is the inner width every value is right-aligned to. A row or a
+    column labelled ``⋮`` / ``…`` is where a summary leaves rows or columns out
+    (its cells are ``⋮`` / ``…`` too). Each line is one `Text` with style spans,
+    built in one pass (appending cell by cell costs seconds for big grids).
     """
     from rich.cells import cell_len
-    from rich.text import Text
+    from rich.text import Span, Text
 
     cell_w = max([width + 2 * PAD] + [cell_len(c) for c in cols])
     label_w = max(cell_len(r) for r in rows)
-    head = Text(" " * (label_w + 1))
-    for j, c in enumerate(cols):
-        head.append((" " if j else "") + _center(c, cell_w), style="bold")
-    head.rstrip()
-    lines = [head]
+    head = " " * (label_w + 1) + " ".join(_center(c, cell_w) for c in cols)
+    head = head.rstrip()
+    lines = [Text(head, spans=[Span(label_w + 1, len(head), "bold")])]
     for i, r in enumerate(rows):
-        line = Text()
-        line.append(r, style="bold")
-        line.append(" " * (label_w - cell_len(r) + 1))
+        parts = [r, " " * (label_w - cell_len(r) + 1)]
+        spans = [Span(0, len(r), "bold")]
+        pos = len(parts[0]) + len(parts[1])
         for j, text in enumerate(cells[i]):
             if j:
-                line.append(" ")
-            v = float(values[i, j])
+                parts.append(" ")
+                pos += 1
+            v = float(values[i, j]) if text not in GAPS else math.nan
             if text == MASKED or not math.isfinite(v):
-                line.append(_center(text, cell_w), style="dim")
+                piece = _center(text, cell_w)
+                parts.append(piece)
+                spans.append(Span(pos, pos + len(piece), "dim"))
+                pos += len(piece)
                 continue
             level = shades.level(v)
-            left = cell_w - PAD - cell_len(text)
-            line.append_text(_swatch(level, RAMP[level] * left))
-            colour = PALETTE[level]
-            line.append(text, style=f"{INK[level]} on {colour}")
-            line.append_text(_swatch(level, RAMP[level] * PAD))
-        lines.append(line)
+            glyph, colour = RAMP[level], PALETTE[level]
+            left = glyph * (cell_w - PAD - cell_len(text))
+            right = glyph * PAD
+            parts += [left, text, right]
+            swatch = f"{colour} on {colour}"
+            spans.append(Span(pos, pos + len(left), swatch))
+            pos += len(left)
+            spans.append(Span(pos, pos + len(text), f"{INK[level]} on {colour}"))
+            pos += len(text)
+            spans.append(Span(pos, pos + len(right), swatch))
+            pos += len(right)
+        lines.append(Text("".join(parts), spans=spans))
     return lines
+
+
+#: What stands for left-out rows and columns in a summarised heatmap.
+GAPS = ("⋮", "…")
 
 
 def _center(text: str, width: int) -> str:
@@ -225,34 +240,94 @@ def side_by_side(blocks: list[list[Text]], width: int, gap: int = 4) -> list[Tex
     return out
 
 
-def heatmap_lines(trace: Trace, stage: Stage, precision: int, width: int) -> list[Text]:
-    """Every heatmap of a stage (one per head and batch item), its title and legend."""
+def heatmap_lines(
+    trace: Trace, stage: Stage, precision: int, width: int, full: bool = False
+) -> list[Text]:
+    """Every heatmap of a stage (one per head and batch item), its title and legend.
+
+    Unless ``full``, a big grid is summarised like a table: its first and last
+    rows, and the columns from both ends that fit in ``width``, with a line
+    saying what is shown.
+    """
     import numpy as np
     from rich.cells import cell_len
     from rich.text import Text
 
     from ..focus import allowed, blocked_cells
+    from .text import EDGE_ROWS, MAX_ROWS, pick
 
     shades = shades_for(stage)
     ok = allowed(trace)
     blocked = blocked_cells(stage.array, ok) if stage.name == "weights" else None
     parts = matrices(stage, trace)
     n, m = stage.shape
-    rows = trace.labels(stage.rows, n, short=True)
-    cols = trace.labels(stage.cols, m, short=True)
-    all_cells = []
+    if stage.index is not None:  # only the rows a summary shows were computed
+        at = {int(i): k for k, i in enumerate(stage.index)}
+        shown = pick(n, 2 * EDGE_ROWS)
+    else:
+        at = {i: i for i in range(n)}
+        shown = pick(n, 2 * EDGE_ROWS) if n > MAX_ROWS and not full else list(range(n))
+    real = [i for i in shown if i is not None]
+    row_labels = trace.labels(stage.rows, n, short=True)
+    col_labels = trace.labels(stage.cols, m, short=True)
+    near = (
+        list(range(m))
+        if full or m <= width // 2
+        else [*range(width // 4), *range(m - width // 4, m)]
+    )
+    texts = []  # per matrix: the text of each shown row's near columns
     for idx, (_, matrix) in zip(np.ndindex(*stage.array.shape[:-2]), parts):
-        all_cells.append(cell_texts(matrix, None if blocked is None else blocked[idx], precision))
-    inner = max(cell_len(c) for cells in all_cells for row in cells for c in row)
+        cut = matrix[[at[i] for i in real]][:, near]  # (shown rows, near columns)
+        no = None if blocked is None else blocked[idx][[at[i] for i in real]][:, near]
+        texts.append(cell_texts(cut, no, precision))
+    inner = max(cell_len(c) for cells in texts for row in cells for c in row)
+    cell_w = max([inner + 2 * PAD] + [cell_len(col_labels[j]) for j in near])
+    label_w = max(cell_len(row_labels[i]) for i in real)
+    room = max(2, (width - label_w - 1) // (cell_w + 1))
+    keep = list(range(len(near)))
+    if not full and len(near) > room:  # the columns from both ends that fit, and a … column
+        data = max(2, room - 1)
+        keep = [*range((data + 1) // 2), *range(len(near) - data // 2, len(near))]
+    jumps = [k for k in range(len(keep) - 1) if near[keep[k + 1]] != near[keep[k]] + 1]
+    gap_after = jumps[0] if jumps else None
     formula = stage.formula.split(" = ", 1)[-1]
     title = Text(f"{stage.name} = {formula} ({shape_str(stage.shape)})", style="bold")
     lines = [title, Text("rows: queries (who looks) · columns: keys (looked at)", style="dim")]
     blocks = []
-    for (suffix, matrix), cells in zip(parts, all_cells):
+    for (suffix, matrix), cells in zip(parts, texts):
         block = [Text(suffix, style="italic")] if suffix else []
-        block += grid(rows, cols, cells, matrix, shades, inner)
+        rows, grid_cells, values = [], [], []
+        for i in shown:
+            if i is None:
+                rows.append("⋮")
+                grid_cells.append(["⋮"] * (len(keep) + (gap_after is not None)))
+                values.append([math.nan] * (len(keep) + (gap_after is not None)))
+                continue
+            k = real.index(i)
+            line, vals = [], []
+            for c, kk in enumerate(keep):
+                line.append(cells[k][kk])
+                vals.append(float(matrix[at[i], near[kk]]))
+                if c == gap_after:
+                    line.append("…")
+                    vals.append(math.nan)
+            rows.append(row_labels[i])
+            grid_cells.append(line)
+            values.append(vals)
+        cols = [col_labels[near[kk]] for kk in keep]
+        if gap_after is not None:
+            cols.insert(gap_after + 1, "…")
+        block += grid(rows, cols, grid_cells, np.array(values), shades, inner)
         blocks.append(block)
     lines += side_by_side(blocks, width)
+    c_n = len(keep)
+    if len(real) < n or c_n < m:
+        lines.append(
+            Text(
+                f"{n}×{m}: showing {len(real)} of {n} rows and {c_n} of {m} columns (--full shows all)",
+                style="dim",
+            )
+        )
     masked = bool(blocked is not None and blocked.any()) or bool(
         np.isneginf(stage.array).any() and stage.name != "weights"
     )
@@ -279,9 +354,11 @@ def heatmap_stages(trace: Trace, names: list[str] | None, every: bool) -> list[S
     return chosen
 
 
-def draw_heatmaps(trace: Trace, stages: list[Stage], console: Console, precision: int) -> None:
-    """Print a heatmap of each stage, separated by blank lines."""
+def draw_heatmaps(
+    trace: Trace, stages: list[Stage], console: Console, precision: int, full: bool = False
+) -> None:
+    """Print a heatmap of each stage, separated by blank lines (big ones summarised unless ``full``)."""
     for stage in stages:
         console.print()
-        for line in heatmap_lines(trace, stage, precision, console.width):
+        for line in heatmap_lines(trace, stage, precision, console.width, full):
             console.print(line, soft_wrap=True)

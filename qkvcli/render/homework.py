@@ -110,29 +110,59 @@ def _summary(f: Finding) -> str:
     return next((m.summary for m in MISTAKES if m.key == f.mistake), f.label or "")
 
 
-def render_report(report: Report, console: Console, precision: int = 4) -> None:
-    """The summary, the marking model, a table of every given cell beside the correct value,
-    the diagnosis and the notes."""
+#: Sheets with more given cells than this show a count per stage and the cells not right.
+MAX_CELLS = 100
+#: Cells listed at most in a summarised report.
+MAX_LISTED = 40
+
+
+def render_report(report: Report, console: Console, precision: int = 4, full: bool = False) -> None:
+    """The summary, the marking model, a table of the given cells beside the correct values,
+    the diagnosis and the notes.
+
+    A long sheet (more than `MAX_CELLS` cells) shows a count per stage and the
+    cells that are not right, at most `MAX_LISTED` of them, unless ``full``.
+    """
     from rich.table import Table
     from rich.text import Text
 
     console.print(Text(summary(report)), soft_wrap=True)
     console.print(Text(report.precision.describe()), soft_wrap=True)
-    table = Table(header_style="bold")
-    for title, justify in (("stage", "left"), ("cell", "left"), ("yours", "right"),
-                           ("correct", "right"), ("verdict", "left")):  # fmt: skip
-        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for c in report.cells:
-        mark = {"right": "✓ ", "wrong": "✗ ", "consistent": "~ "}[c.verdict]
-        table.add_row(
-            c.stage,
-            _where(report, c),
-            c.written.text,
-            _value(c.correct, precision),
-            Text(mark + verdict_text(c)),
+    cells = report.cells
+    short = not full and len(cells) > MAX_CELLS
+    if short:
+        console.print()
+        _print(console, stage_counts(report))
+        cells = [c for c in cells if c.verdict != "right"]
+    listed = cells[:MAX_LISTED] if short else cells
+    if listed:
+        table = Table(header_style="bold")
+        for title, justify in (("stage", "left"), ("cell", "left"), ("yours", "right"),
+                               ("correct", "right"), ("verdict", "left")):  # fmt: skip
+            table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for c in listed:
+            mark = {"right": "✓ ", "wrong": "✗ ", "consistent": "~ "}[c.verdict]
+            table.add_row(
+                c.stage,
+                _where(report, c),
+                c.written.text,
+                _value(c.correct, precision),
+                Text(mark + verdict_text(c)),
+            )
+        console.print()
+        _print(console, table)
+    if short:
+        what = (
+            "the others are right"
+            if len(listed) == len(cells)
+            else (f"{len(cells) - len(listed)} more not right are left out")
         )
-    console.print()
-    _print(console, table)
+        console.print(
+            Text(
+                f"{len(listed)} of {len(report.cells)} cells listed: {what} (--full lists every cell)"
+            ),
+            soft_wrap=True,
+        )
     lines = finding_lines(report)
     if lines:
         console.print()
@@ -143,6 +173,23 @@ def render_report(report: Report, console: Console, precision: int = 4) -> None:
         console.print()
         for note in report.notes:
             console.print(Text(f"Note: {note}."), soft_wrap=True)
+
+
+def stage_counts(report: Report) -> Any:
+    """A table: per stage answered, how many cells are right, consistent, wrong, blank."""
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for title, justify in (("stage", "left"), ("right", "right"), ("consistent", "right"),
+                           ("wrong", "right")):  # fmt: skip
+        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    order: dict[str, list[int]] = {}
+    for c in report.cells:
+        counts = order.setdefault(c.stage, [0, 0, 0])
+        counts[("right", "consistent", "wrong").index(c.verdict)] += 1
+    for stage, counts in order.items():
+        table.add_row(stage, *(str(k) for k in counts))
+    return table
 
 
 def _diagnosis_short(report: Report, labels: bool = False) -> str:

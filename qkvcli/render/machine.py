@@ -64,20 +64,76 @@ def write_delimited(out: Any, array: Any, sep: str, precision: int | None = None
             out.write("".join(prefix + sep.join(map(text, row)) + "\n" for row in block))
 
 
-def to_npz(trace: Trace, stages: list[Stage], path: str) -> None:
+def to_npz(trace: Trace, stages: list[str], path: str) -> None:
     """Write the chosen stages to an ``.npz`` file, each under its stage name.
 
-    Streamed runs add ``row_max`` and ``row_sum`` (per query row); ``meta``
-    holds the run's settings as JSON text (no pickles: ``np.load`` reads it
-    with ``allow_pickle=False``).
+    Streamed runs add ``row_logsumexp`` (per query row); ``meta`` holds the
+    run's settings as JSON text (no pickles: ``np.load`` reads it with
+    ``allow_pickle=False``). An n×n stage the run did not hold (``trace.later``)
+    is computed and written a block of query rows at a time, so memory stays
+    at one block whatever its size. The layout is ``np.savez``'s: one
+    ``NAME.npy`` per array in a stored (uncompressed) zip.
     """
+    import zipfile
+
     import numpy as np
 
-    # Plain float arrays (an exact run's fractions too), so np.load(..., allow_pickle=False) reads them.
-    arrays = {s.name: np.asarray(s.array, dtype=np.float64) for s in stages} | dict(trace.stats)
-    meta = trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
-    arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
     from ..atomic import atomic_file
 
-    with atomic_file(path, "--output", binary=True) as fh:
-        np.savez(fh, **arrays)
+    meta = trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
+    if trace.later:
+        meta["stages"] = [s for s in (*trace.stages, *trace.later) if s in stages or not stages]
+    extra = [*trace.stats.items(), ("meta", np.array(json.dumps(meta, ensure_ascii=False)))]
+    with (
+        atomic_file(path, "--output", binary=True) as fh,
+        zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
+        for name in stages:
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                if name in trace.stages:
+                    # Plain floats (an exact run's fractions too): np.load(..., allow_pickle=False) reads them.
+                    a = np.asarray(trace.stages[name].array, dtype=np.float64)
+                    np.lib.format.write_array(out, a, allow_pickle=False)
+                else:
+                    write_rows(out, trace, name)
+        for name, a in extra:
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asarray(a), allow_pickle=False)
+
+
+#: Values of an n×n stage computed at once when it is written by blocks of rows (32 MiB).
+ROW_BLOCK = 2**22
+
+
+def write_rows(out: Any, trace: Trace, name: str) -> None:
+    """An n×n stage as ``.npy`` bytes, computed a block of query rows at a time (``trace.rows_of``).
+
+    With batch or head axes the rows of each matrix are not next to each
+    other in the file, so blocks go to their places in a temporary file first.
+    """
+    import tempfile
+
+    import numpy as np
+
+    meta = trace.meta
+    n, m = meta["n_queries"], meta["n_keys"]
+    lead = [meta["batch"]] * trace.batched + [trace.heads] * (trace.heads > 1)
+    count = max(1, ROW_BLOCK // (m * max(1, int(np.prod(lead)))))
+    header = {"descr": "<f8", "fortran_order": False, "shape": (*lead, n, m)}
+    np.lib.format.write_array_header_2_0(out, header)
+    if not lead:
+        for i0 in range(0, n, count):
+            block = trace.rows_of(np.arange(i0, min(n, i0 + count)))[name]  # (rows, m)
+            out.write(np.ascontiguousarray(block, dtype=np.float64).tobytes())
+        return
+    with tempfile.TemporaryFile() as tmp:
+        tmp.truncate(int(np.prod(lead)) * n * m * 8)
+        for i0 in range(0, n, count):
+            block = trace.rows_of(np.arange(i0, min(n, i0 + count)))[name]  # (*lead, rows, m)
+            for idx in np.ndindex(*lead):
+                start = (np.ravel_multi_index(idx, lead) * n + i0) * m * 8
+                tmp.seek(start)
+                tmp.write(np.ascontiguousarray(block[idx], dtype=np.float64).tobytes())
+        tmp.seek(0)
+        while chunk := tmp.read(2**24):
+            out.write(chunk)

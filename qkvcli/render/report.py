@@ -34,6 +34,7 @@ class Pictures:
     top: int | None = None
     svg: str | None = None
     html: str | None = None
+    full: bool = False  # every row and column of big tables, grids and token views
 
     @property
     def wanted(self) -> bool:
@@ -109,15 +110,16 @@ def draw(
             trace.select(stages or ([] if every else ["weights", "output"])),
             console,
             precision,
+            full=pictures.full,
         )
         return
     chosen = heatmap_stages(trace, stages, every) if pictures.heatmap else []
     chosen = [_in_floats(s) for s in chosen]  # an exact run's fractions are shaded as numbers
     for line in picture_header(header(trace), trace.meta["keys"]):
         console.print(Text(line), soft_wrap=True)
-    draw_heatmaps(trace, chosen, console, precision)
+    draw_heatmaps(trace, chosen, console, precision, pictures.full)
     if token_view:
-        draw_token_view(trace, console, pictures.top or DEFAULT_TOP, precision)
+        draw_token_view(trace, console, pictures.top or DEFAULT_TOP, precision, pictures.full)
 
 
 def _in_floats(stage: Stage) -> Stage:

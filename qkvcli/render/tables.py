@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import shape_str
-from .text import PLAIN_CELLS, fmt, header, matrices, plain_table
+from .text import EDGE_ROWS, MAX_ROWS, PLAIN_CELLS, fmt, header, matrices, pick, plain_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,24 +24,6 @@ def _shade(v: float) -> str:
     r, g, b = (round(255 + (c - 255) * t) for c in (33, 102, 172))
     fg = "white" if t > 0.55 else "black"
     return f"{fg} on #{r:02x}{g:02x}{b:02x}"
-
-
-#: Tables with more rows than this show their first and last rows around a ⋮ row (unless --full).
-MAX_ROWS = 20
-#: Rows shown at each end of a summarised table.
-EDGE_ROWS = 8
-
-
-def pick(count: int, keep: int) -> list[int | None]:
-    """Indices to show of ``count``: all, or the first and last around a gap (None).
-
-    >>> pick(3, 4), pick(10, 4)
-    ([0, 1, 2], [0, 1, None, 8, 9])
-    """
-    if count <= keep:
-        return list(range(count))
-    head = (keep + 1) // 2
-    return [*range(head), None, *range(count - (keep - head), count)]
 
 
 def fit_columns(widths: list[int], room: int, sep: int = 3) -> list[int | None]:
@@ -94,7 +76,12 @@ def stage_table(
     from ..exact import is_exact
     from ..exact import text as exact_text
 
-    rows, cols = matrix.shape
+    rows, cols = stage.shape if stage.index is not None else matrix.shape
+    at = None if stage.index is None else {int(i): k for k, i in enumerate(stage.index)}
+
+    def row(i: int) -> np.ndarray:  # row i of the stage (of the rows that were computed)
+        return matrix[i] if at is None else matrix[at[i]]
+
     row_labels = trace.labels(stage.rows, rows)
     col_labels = trace.labels(stage.cols, cols)
     weights = stage.name == "weights"
@@ -110,12 +97,12 @@ def stage_table(
     def cell(v: Any) -> str:
         return exact_text(v) if is_exact(v) else fmt(float(v), precision)
 
-    text = {j: [cell(matrix[i, j]) for i in real_rows] for j in near}
+    text = {j: [cell(row(i)[j]) for i in real_rows] for j in near}
     shown_cols: list[int | None] = near
     note = None
     if width is not None:
         label_w = max((len(row_labels[i]) for i in real_rows), default=1)
-        sums = [len(fmt(float(matrix[i].sum()), precision)) for i in real_rows] if weights else []
+        sums = [len(fmt(float(row(i).sum()), precision)) for i in real_rows] if weights else []
         widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
         # Each column takes its text, a space either side and a border; the table a left border.
         picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
@@ -143,10 +130,10 @@ def stage_table(
             if j is None:
                 cells.append(Text("…"))
                 continue
-            v = float(matrix[i, j])
+            v = float(row(i)[j])
             cells.append(Text(text[j][position[i]], style=_shade(v) if weights else ""))
         if weights:
-            cells.append(Text(fmt(float(matrix[i].sum()), precision)))
+            cells.append(Text(fmt(float(row(i).sum()), precision)))
         table.add_row(Text(row_labels[i]), *cells)
     return table, note
 
@@ -167,7 +154,7 @@ def render(
             label = stage.formula.split(" = ", 1)
             name = stage.name + (f" [{suffix}]" if suffix else "")
             formula = f"{name} = {label[1]}" if len(label) == 2 else f"{name}: {stage.formula}"
-            title = f"{formula} ({shape_str(matrix.shape)})"
+            title = f"{formula} ({shape_str(stage.shape)})"
             console.print()
             console.print(Text(title, style="italic"), soft_wrap=True)  # never wrapped or cut
             if full and matrix.size > PLAIN_CELLS:

@@ -49,6 +49,35 @@ def fmt_row(row: np.ndarray, precision: int) -> list[str]:
     return [fmt(v, precision) for v in row.tolist()]
 
 
+#: Tables with more rows than this show their first and last rows around a ⋮ row (unless --full).
+MAX_ROWS = 20
+#: Rows shown at each end of a summarised table.
+EDGE_ROWS = 8
+
+
+def pick(count: int, keep: int) -> list[int | None]:
+    """Indices to show of ``count``: all, or the first and last around a gap (None).
+
+    >>> pick(3, 4), pick(10, 4)
+    ([0, 1, 2], [0, 1, None, 8, 9])
+    """
+    if count <= keep:
+        return list(range(count))
+    head = (keep + 1) // 2
+    return [*range(head), None, *range(count - (keep - head), count)]
+
+
+def summary_rows(count: int) -> list[int] | None:
+    """The rows a summarised table shows of ``count`` (None: every row).
+
+    >>> summary_rows(5), summary_rows(30)[:3], len(summary_rows(30))
+    (None, [0, 1, 2], 16)
+    """
+    if count <= MAX_ROWS:
+        return None
+    return [i for i in pick(count, 2 * EDGE_ROWS) if i is not None]
+
+
 def matrices(stage: Stage, trace: Trace) -> list[tuple[str, np.ndarray]]:
     """Split a stage into 2-D matrices with a suffix naming the batch item and head."""
     import numpy as np

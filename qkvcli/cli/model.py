@@ -275,10 +275,11 @@ def preamble(
         else "float64 (the model computes float32)"
     )
     if overview:
+        largest = max(float(abs(x.output).max()) for x in shown.layers)
         lines.append(f"every layer in {how}")
         lines.append(
             f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
-            f"the hidden states by {gaps['hidden']:.1e}"
+            f"the hidden states by {gaps['hidden']:.1e} (of values up to {largest:.1e})"
         )
         return lines
     x = shown.layers[layer - 1].problem.sources["X"]

@@ -256,12 +256,10 @@ def hf_config(gguf: GgufFile, model: str) -> dict[str, Any]:
     }
     config: dict[str, Any] = {"model_type": arch, "hidden_act": "silu"}
     config |= {hf: m[f"{arch}.{key}"] for hf, key in names.items() if f"{arch}.{key}" in m}
-    rotary = m.get(f"{arch}.rope.dimension_count")
-    if isinstance(rotary, int) and isinstance(config.get("num_attention_heads"), int):
-        head_dim = config.get(
-            "head_dim", config.get("hidden_size", 0) // config["num_attention_heads"]
-        )
-        if rotary != head_dim:
+    rotary, heads = m.get(f"{arch}.rope.dimension_count"), config.get("num_attention_heads")
+    if isinstance(rotary, int) and isinstance(heads, int) and heads > 0:
+        head_dim = config.get("head_dim") or config.get("hidden_size", 0) // heads
+        if isinstance(head_dim, int) and head_dim > 0 and rotary != head_dim:
             config["partial_rotary_factor"] = rotary / head_dim
     config["attention_bias"] = "blk.0.attn_q.bias" in gguf.tensors
     return config
@@ -287,10 +285,6 @@ class GgufWeights:
         if len(parts) == 3 and parts[0] == "layers" and parts[2] in LAYER_TENSORS:
             return f"blk.{parts[1]}.{LAYER_TENSORS[parts[2]]}"
         raise InputError(f"model {self.folder.name}: qkv has no GGUF name for {name}")
-
-    def has(self, name: str) -> bool:
-        """Whether the file holds this tensor."""
-        return self.key(name) in self.file.tensors
 
     def _known(self, name: str) -> str:
         key = self.key(name)

@@ -76,7 +76,6 @@ class Llama:
             )
         self.bias = bool(config.get("attention_bias", False))
         self.mlp_bias = bool(config.get("mlp_bias", False))
-        self.found = folder.found
         if folder.gguf:
             from .gguf_file import GgufWeights
 

@@ -136,7 +136,7 @@ def test_a_folder_missing_a_file_names_it(tiny, tmp_path):
             find(str(broken))
     (tmp_path / "model.safetensors" / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(
-        InputError, match=r"\(it has pytorch_model.bin: qkv reads safetensors only\)"
+        InputError, match=r"\(it has pytorch_model.bin: qkv reads safetensors or GGUF\)"
     ):
         find(str(tmp_path / "model.safetensors"))
 
@@ -149,9 +149,9 @@ def test_an_installed_package_ships_its_model_folder():
 
 
 def test_other_model_types_are_refused_by_name(tmp_path):
-    folder = tiny_bert.make(tmp_path / "llama", model_type="llama")
+    folder = tiny_bert.make(tmp_path / "gpt2", model_type="gpt2")
     with pytest.raises(
-        InputError, match=r"model_type 'llama' is not one qkv runs yet \(it runs: bert\)"
+        InputError, match=r"model_type 'gpt2' is not one qkv runs yet \(it runs: bert, llama\)"
     ):
         open_model(str(folder))
 

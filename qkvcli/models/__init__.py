@@ -1,7 +1,8 @@
 """Pretrained models (the optional ``models`` extra): a real model's layers as qkv problems.
 
 `open_model` finds a model (`source`), reads its config and weights
-(`weights`, safetensors' numpy API) and picks its family (`bert`; each family
+(`weights`, safetensors' numpy API; `gguf_file`, a GGUF file dequantized by
+the gguf package) and picks its family (`bert`, `llama`; each family
 says how a layer's attention maps onto qkv's `Problem` and computes the rest
 of the layer, `family`). `Model.run` tokenizes a sentence (`tokens`) and runs
 the layers (`run.forward`), every attention through qkv's own pipeline.
@@ -11,7 +12,7 @@ No torch at run time.
     run = model.run("The cat sat on the mat.", upto=2, dtype="float32")
     run.layers[1].trace["weights"]        # (12, 9, 9): layer 2's attention, every head
 
-A second family plugs in as a module with a class like `bert.Bert` and an
+Another family plugs in as a module with a class like `bert.Bert` and an
 entry in `FAMILIES`.
 """
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .tokens import Tokens
 
 #: What ``pip install 'qkv[models]'`` brings: the libraries qkv reads models with.
-EXTRA = ("safetensors", "tokenizers")
+EXTRA = ("safetensors", "tokenizers", "gguf")
 
 
 def _bert(folder: Folder, config: dict) -> Family:
@@ -38,8 +39,14 @@ def _bert(folder: Folder, config: dict) -> Family:
     return Bert(folder, config)
 
 
-#: Families by config.json's ``model_type``.
-FAMILIES = {"bert": _bert}
+def _llama(folder: Folder, config: dict) -> Family:
+    from .llama import Llama
+
+    return Llama(folder, config)
+
+
+#: Families by config.json's ``model_type`` (a GGUF file's ``general.architecture``).
+FAMILIES = {"bert": _bert, "llama": _llama}
 
 
 def require() -> None:

@@ -33,12 +33,14 @@ class Bert:
     """A BERT model's config and weights; see the module docstring for what each step computes."""
 
     kind = "bert"
+    stored = ""
 
     def __init__(self, folder: Folder, config: dict[str, Any]) -> None:
         name = folder.name
         self.name = name
         self.layers = setting(config, "num_hidden_layers", name)
         self.heads = setting(config, "num_attention_heads", name)
+        self.kv_heads = self.heads
         self.d_model = setting(config, "hidden_size", name)
         self.positions = setting(config, "max_position_embeddings", name)
         self.eps = (

@@ -1,6 +1,6 @@
 """What a model family gives qkv: each layer's attention as a problem, and the rest of the layer.
 
-A family (`bert.Bert`; a decoder such as Llama would be another module) turns
+A family (`bert.Bert`, `llama.Llama`) turns
 a layer's input hidden states into the matrices and settings of qkv's own
 attention pipeline (`LayerAttention`), and computes everything around it:
 the embeddings before the first layer, and after each attention the
@@ -29,12 +29,14 @@ class LayerAttention:
 
     ``matrices``: X (the attention's input rows), W_Q, W_K, W_V, W_O and the
     biases, as a `Problem` holds them; ``sources``: the tensor each came from;
-    ``settings``: `Options` fields (heads, kv_heads, weights_layout, scale …).
+    ``settings``: `Options` fields (heads, kv_heads, weights_layout, scale,
+    rope …); ``mask``: ``causal`` for a decoder, as a problem file names it.
     """
 
     matrices: dict[str, np.ndarray]
     sources: dict[str, str]
     settings: dict[str, Any] = field(default_factory=dict)
+    mask: str | None = None
 
 
 class Family(Protocol):
@@ -44,7 +46,11 @@ class Family(Protocol):
     kind: str
     layers: int
     heads: int
+    #: Key/value heads (fewer than ``heads`` under grouped-query attention).
+    kv_heads: int
     d_model: int
+    #: How the weights are stored when not as floats (``Q4_1, Q8_0``: dequantized), else "".
+    stored: str
     #: The most tokens the model has positions for (None: no limit).
     positions: int | None
 

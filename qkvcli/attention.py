@@ -87,8 +87,12 @@ def with_cache(a: dict[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray
     return np.concatenate([past, x], axis=1)  # (B, P + n, d)
 
 
-def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, unit_offset: bool) -> np.ndarray:
+def rms_norm(
+    x: np.ndarray, w: np.ndarray | None, eps: float, unit_offset: bool, rounded: Any = None
+) -> np.ndarray:
     """RMSNorm over the last axis: x / √(mean(x²) + eps) · w, or · (1 + w) (Gemma).
+
+    ``rounded`` (the homework side) rounds the root before dividing, as by hand.
 
     >>> import numpy as np
     >>> rms_norm(np.array([[3.0, 4.0]]), None, 0.0, False).round(4).tolist()
@@ -97,14 +101,15 @@ def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, unit_offset: bool)
     import numpy as np
 
     ms = np.mean(x * x, axis=-1, keepdims=True)  # (…, 1)
-    y = x * (1.0 / np.sqrt(ms + eps))  # (…, d)
+    root = np.sqrt(ms + eps) if rounded is None else rounded(np.sqrt(ms + eps))  # (…, 1)
+    y = x * (1.0 / root)  # (…, d)
     if w is None:
         return y
     return y * (1.0 + w) if unit_offset else y * w
 
 
 def qk_norm(
-    x: np.ndarray, w: np.ndarray | None, heads: int, o: Options, skip: int = 0
+    x: np.ndarray, w: np.ndarray | None, heads: int, o: Options, skip: int = 0, rounded: Any = None
 ) -> np.ndarray:
     """QK-norm of Q or K (B, rows, H·d): RMSNorm per head (``head``) or over the row (``all``).
 
@@ -119,9 +124,9 @@ def qk_norm(
     new = x[:, skip:]  # (B, rows − skip, H·d)
     if o.qk_norm == "head":
         split = new.reshape(B, rows - skip, heads, hd // heads)  # (B, n, H, d)
-        y = rms_norm(split, w, eps, o.rms_norm_unit_offset).reshape(B, rows - skip, hd)
+        y = rms_norm(split, w, eps, o.rms_norm_unit_offset, rounded).reshape(B, rows - skip, hd)
     else:
-        y = rms_norm(new, w, eps, o.rms_norm_unit_offset)  # (B, n, H·d)
+        y = rms_norm(new, w, eps, o.rms_norm_unit_offset, rounded)  # (B, n, H·d)
     return np.concatenate([x[:, :skip], y], axis=1) if skip else y
 
 
@@ -158,18 +163,21 @@ def rope_pairs(pairing: str | None, dim: int) -> tuple[slice, slice]:
     return slice(0, dim, 2), slice(1, dim, 2)  # (2i, 2i + 1): GPT-J
 
 
-def rotary(x: np.ndarray, r: Resolved, heads: int, skip: int = 0) -> np.ndarray:
+def rotary(
+    x: np.ndarray, r: Resolved, heads: int, skip: int = 0, angles: Any = rope_angles
+) -> np.ndarray:
     """RoPE on Q or K (B, rows, H·d): the first ``r.rotary_dim`` features of each head turned.
 
     Pairs are (i, i + dim/2) for ``half`` (Llama's rotate_half) or (2i, 2i + 1)
     for ``interleaved`` (GPT-J); pair i turns by position × θ^(−2i/dim).
     Rows before ``skip`` (the cache) are kept: they were rotated when cached.
+    ``angles`` gives cos and sin (the homework side rounds them, as by hand).
     """
     import numpy as np
 
     o, dim = r.options, r.rotary_dim
     assert r.positions is not None
-    cos, sin = rope_angles(r.positions, dim, rope_base(o))  # (B|1, n, dim/2)
+    cos, sin = angles(r.positions, dim, rope_base(o))  # (B|1, n, dim/2)
     c = cos.astype(x.dtype)[:, :, None, :]  # (B|1, n, 1, dim/2)
     s = sin.astype(x.dtype)[:, :, None, :]
     _, rows, hd = x.shape

@@ -418,15 +418,11 @@ class _Marker:
 
         ups = upstream(name)
         for ro in roundings():
-            named = ro.stage is not None and not ro.stage.startswith("the scale")
-            if named and (ro.stage not in ups or ro.stage in self.given
-                          or ro.stage not in self.truth.stages):  # fmt: skip
-                continue
-            if (
-                ro.stage is not None
-                and ro.stage.startswith("the scale")
-                and "scaled" not in ups | {name}
-            ):
+            if ro.at:  # a factor worked out and rounded: it must act by this stage
+                if not any(a in ups | {name} and a in self.truth.stages for a in ro.at):
+                    continue
+            elif ro.stage is not None and (ro.stage not in ups or ro.stage in self.given
+                                           or ro.stage not in self.truth.stages):  # fmt: skip
                 continue
             t = self.follow(steps=ro.steps)
             if t is None:
@@ -495,10 +491,14 @@ class _Marker:
                     else:
                         self.cells.append(Cell(name, idx, w, math.nan, float(got[idx]), "wrong"))
                 want = shape_str(tuple(self.truth[name].shape))
+                self.slipped.append(name)
+                for f in self.findings:  # the same mistake in a parallel stage (K, then V)
+                    if f.fit == "full" and f.mistake == v.key:
+                        f.more.append(name)
+                        return
                 self.findings.append(Finding(
                     name, "full", v.key, v.label, name, keys=[v.key],
                     detail=f"your {name} is {shape_str(grid.shape)}, this problem's is {want}"))  # fmt: skip
-                self.slipped.append(name)
                 return
         raise _misfit_error(sheet, self.truth, name, grid.shape)
 

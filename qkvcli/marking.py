@@ -245,7 +245,9 @@ def bounds(
             np.asarray(scaled, float) / cap
         )  # capped = cap·tanh(scaled / cap) + bias
         slope = np.nan_to_num(1 - unbiased**2)  # d capped / d scaled
-        settle("capped", values["capped"], tuple(slope * t for t in carry["scaled"]))
+        u, c, a, o = (slope * t for t in carry["scaled"])
+        c = c + cap  # tanh(scaled / cap) worked out by hand and rounded, then × cap
+        settle("capped", values["capped"], (u, c, a, o))
         logits_name = "capped"
     if "masked" in values:
         masked = values["masked"]
@@ -320,7 +322,9 @@ def _norm_bound(
     """What QK-norm's rows inherit: Σⱼ |∂yᵢ/∂xⱼ|·δxⱼ for y = g·x / √(mean(x²) + eps).
 
     ∂yᵢ/∂xⱼ = gᵢ/ρ·(δᵢⱼ − xᵢxⱼ/(d·ρ²)), per head (``head``) or over the row
-    (``all``); the cache's rows (K in a decode step) are copied.
+    (``all``); ρ worked out by hand and rounded adds |y|/ρ per unit of that
+    rounding (the second array, as the scale factor's); the cache's rows
+    (K in a decode step) are copied.
     """
     import numpy as np
 
@@ -340,10 +344,12 @@ def _norm_bound(
     rho = np.sqrt(np.mean(xs * xs, axis=-1, keepdims=True) + eps)  # (B, rows, G, 1)
     J = np.eye(d) - xs[..., :, None] * xs[..., None, :] / (d * rho[..., None] ** 2)  # (…, d, d)
     J = np.abs(J) * (g[:, :, None] / rho[..., None])  # (B, rows, G, d, d)
+    by_hand = np.abs(xs) * g / rho**2  # (B, rows, G, d): |y|/ρ per unit of ρ's rounding
     out = []
-    for t in carried:
+    for k, t in enumerate(carried):
         t = np.broadcast_to(t, x.shape).reshape(B, rows, groups, d)
-        y = np.einsum("brgij,brgj->brgi", J, t).reshape(B, rows, hd)  # (B, rows, H·d)
+        y = np.einsum("brgij,brgj->brgi", J, t)  # (B, rows, G, d)
+        y = (y + by_hand if k == 1 else y).reshape(B, rows, hd)  # (B, rows, H·d)
         if skip:
             y[:, :skip] = t.reshape(B, rows, hd)[:, :skip]
         out.append(y)

@@ -716,7 +716,7 @@ def _qk_norm_l2(p: Problem, o: Options, r: Resolved) -> Variants:
         return
 
     def norm(x: np.ndarray, w: np.ndarray | None, heads: int, oo: Options, skip: int = 0):
-        y = qk_norm(x, w, heads, oo, skip)
+        y = qk_norm(x, w, heads, replace(oo, rms_norm_eps=0.0), skip)  # no eps by hand
         width = x.shape[-1] // heads if oo.qk_norm == "head" else x.shape[-1]
         y[:, skip:] = y[:, skip:] / math.sqrt(width)  # x / |x| = x / (√d · rms)
         return y
@@ -1136,11 +1136,17 @@ ROUNDED = ("Q", "K", "V", "Q_normed", "K_normed", "Q_rotated", "K_rotated", "sco
 
 @dataclass(frozen=True)
 class Rounding:
-    """Intermediate values rounded to ``places`` decimals: every stage, or only ``stage``."""
+    """Intermediate values rounded to ``places`` decimals: every stage, or only ``stage``.
+
+    ``at`` holds the first stages a rounded factor changes (the scale:
+    ``scaled``; RoPE's cos θ and sin θ: ``Q_rotated``, ``K_rotated``; …), and
+    is empty for rounded stages.
+    """
 
     places: int
     stage: str | None
     steps: Steps
+    at: tuple[str, ...] = ()
 
     @property
     def words(self) -> str:
@@ -1164,13 +1170,47 @@ def roundings() -> Iterator[Rounding]:
 
         yield Rounding(places, None, replace(STEPS, keep=every))
         if places:
-            yield Rounding(places, "the scale", replace(STEPS, scale=scale))
-            yield Rounding(
-                places, "the scale and every value", replace(STEPS, scale=scale, keep=every)
-            )
+            for what, at, change in _factors(places):
+                yield Rounding(places, what, replace(STEPS, **change), at)
+                yield Rounding(places, f"{what} and every value",
+                               replace(STEPS, keep=every, **change), at)  # fmt: skip
         for stage in ROUNDED:
 
             def one(name: str, x: np.ndarray, k: int = places, s: str = stage) -> np.ndarray:
                 return np.round(x, k) if name == s else x
 
             yield Rounding(places, stage, replace(STEPS, keep=one))
+
+
+def _factors(k: int) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    """The factors a hand computation works out and rounds before it multiplies by them:
+    (words, the first stages they change, the stage functions that round them)."""
+    import numpy as np
+
+    from .attention import rope_angles
+
+    def scale(x: np.ndarray, c: Any) -> np.ndarray:
+        return x * round(float(c), k)
+
+    def angles(positions: np.ndarray, dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+        cos, sin = rope_angles(positions, dim, theta)
+        return np.round(cos, k), np.round(sin, k)
+
+    def rotate(x: np.ndarray, r: Resolved, heads: int, skip: int = 0) -> np.ndarray:
+        return rotary(x, r, heads, skip, angles)
+
+    def root(rms: np.ndarray) -> np.ndarray:
+        return np.where(np.round(rms, k) == 0, rms, np.round(rms, k))  # a zero row's √eps: kept
+
+    def norm(x: np.ndarray, w: np.ndarray | None, heads: int, o: Options, skip: int = 0):
+        return qk_norm(x, w, heads, o, skip, root)
+
+    def cap(x: np.ndarray, c: float) -> np.ndarray:
+        return np.round(np.tanh(x / c), k) * c
+
+    return [
+        ("the scale", ("scaled",), dict(scale=scale)),
+        ("cos θ and sin θ", ("Q_rotated", "K_rotated"), dict(rotate=rotate)),
+        ("each RMS", ("Q_normed", "K_normed"), dict(norm=norm)),
+        ("each tanh", ("capped",), dict(cap=cap)),
+    ]

@@ -2,7 +2,10 @@
 
 A variant changes what the user gave (a setting, the problem's mask) or swaps
 one of the pipeline's stage functions (`attention.Steps`): W_Q for the keys,
-the mask after the softmax, the heads in the wrong order, W_Oᵀ. `MISTAKES`
+the mask after the softmax, the heads in the wrong order, W_Oᵀ — and for
+today's models RoPE's other pairing (a setting), the soft-cap before the
+scale (``scale`` and ``cap``), another head's ALiBi slope (``bias``), QK-norm
+without its weights (``norm``), RoPE forgotten (``rotate``). `MISTAKES`
 is the list, by family; to add one, write a function that yields
 ``(label, problem, options, steps)`` for the variants that apply to a problem
 and decorate it with `mistake`. ``check`` recomputes the problem from the
@@ -15,8 +18,8 @@ its intermediate values, which ``check`` marks as consistent.
 
 >>> [m.key for m in MISTAKES][:3]
 ['weights-times-x', 'weights-times-k', 'q-times-q']
->>> sorted({m.family for m in MISTAKES})[:3]
-['article', 'mask', 'multi-head']
+>>> sorted({m.family for m in MISTAKES})[:4]
+['alibi', 'article', 'chunk', 'decode']
 """
 
 from __future__ import annotations

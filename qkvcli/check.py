@@ -208,12 +208,36 @@ def sheet_arrays(sheet: Sheet, trace: Trace) -> dict[str, Answered]:
             out[name] = Answered(grid)
             continue
         flat = _index_columns(grid, want)
+        new = _new_rows(grid, want, trace, name)
         if flat is not None:
             out[name] = Answered(flat)
+        elif new is not None:
+            out[name] = Answered(new)
         elif len(grid.shape) == len(want) >= 2 and grid.shape[:-2] + grid.shape[-2:][::-1] == want:
             out[name] = Answered(np.ascontiguousarray(grid.swapaxes(-1, -2)), transposed=True)
         else:
             out[name] = Answered(grid, misfit=True)
+    return out
+
+
+def _new_rows(
+    grid: np.ndarray, want: tuple[int, ...], trace: Trace, name: str
+) -> np.ndarray | None:
+    """A decode step's K or V (normed, rotated) written without the cache's rows: the new
+    tokens' rows, the cached ones left blank (they are given in past_key / past_value)."""
+    import numpy as np
+
+    from .trace import AXES
+
+    if not trace.past or AXES[name][0] != "keys" or len(grid.shape) != len(want):
+        return None
+    short = [k for k in range(len(want)) if grid.shape[k] != want[k]]
+    if len(short) != 1 or want[short[0]] - grid.shape[short[0]] != trace.past:
+        return None
+    out = np.empty(want, dtype=object)  # None: blank
+    index = [slice(None)] * len(want)
+    index[short[0]] = slice(trace.past, None)
+    out[tuple(index)] = grid
     return out
 
 

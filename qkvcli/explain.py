@@ -93,6 +93,8 @@ class Numbers:
         if is_exact(v):
             return text(v)
         v = float(v)
+        if math.isinf(v):
+            return NEG_INF if v < 0 else "∞"
         if v == int(v) and abs(v) < 1e15:
             return str(int(v)).replace("-", "−")
         return repr(v).replace("-", "−")
@@ -554,14 +556,13 @@ def _scaled(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     if any(not math.isfinite(v) for _, v in parts) or is_exact(value) or is_exact(factor):
         line += f" = {fmt.factor(s)} × {fmt(factor)}"
     else:
-        shown_s = _short(float(s), fmt.precision, fmt)
         extra = _bias_sum(parts, fmt)
 
         def make(places: int) -> tuple[Any, Decimal]:
-            f = _short(float(factor), places, fmt)
-            return f, dec(shown_s) * dec(f) + extra
+            x, f = _short(float(s), places, fmt), _short(float(factor), places, fmt)
+            return (x, f), dec(x) * dec(f) + extra
 
-        f, _ = fitted(make, float(value), fmt)
+        (shown_s, f), _ = fitted(make, float(value), fmt)
         line += f" = {paren(shown_s)} × {f}"
     line += _bias_text(parts, fmt)
     lines.append(f"{line} = {fmt.approx(value)}")
@@ -640,7 +641,7 @@ def _reasons(c: Cell, i: int, j: int) -> list[str]:
 
 def _masked(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     src = _logits(c)
-    lines = (_capped if src == "capped" else _scaled)(c, src, i, j, fmt)
+    lines = (_capped if src == "capped" else _scaled)(c, src, i, j, fmt) + _reasons(c, i, j)
     if _allowed(c, i, j):
         lines.append(
             f"masked[{i + 1},{j + 1}] = {src}[{i + 1},{j + 1}] = {fmt.approx(c.stage(src)[i, j])}"
@@ -650,7 +651,7 @@ def _masked(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         lines.append(
             f"masked[{i + 1},{j + 1}] = −∞ (the mask blocks key {j + 1} for query {i + 1})"
         )
-    return lines + _reasons(c, i, j)
+    return lines
 
 
 def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
@@ -699,7 +700,7 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         )
         lines.append(
             f"  (row {i + 1} of weights sums to less than 1: {' + '.join(shown)} = "
-            f"{_plain_dec(total)}; the sink takes the rest)"
+            f"{_plain_dec(total)})"
         )
     if sink is None and any(is_exact(row[k]) for k in live):
         lines += _exact_softmax(row, live, j, top, w, fmt)
@@ -742,10 +743,9 @@ def _float_softmax(
     if sink is not None:
         share = e[-1] / total
         lines[0] += " (the last term is the sink's)"
-        lines.append(
-            f"  the sink's share of the row: e^{{{_plain_dec(d[-1])}}} / {_plain_dec(total)} = "
-            f"{_plain_dec(e[-1])} / {_plain_dec(total)} = {fmt(float(share))} (weight no value gets)"
-        )
+        lines.insert(0, f"  the sink takes e^{{{_plain_dec(d[-1])}}} / {_plain_dec(total)} = "
+                        f"{_plain_dec(e[-1])} / {_plain_dec(total)} = {fmt(float(share))} of the "
+                        "row, a weight no value gets")  # fmt: skip
     return lines
 
 

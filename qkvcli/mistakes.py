@@ -740,7 +740,9 @@ def _with_positions(p: Problem, positions: np.ndarray) -> Problem:
 
 
 @mistake(
-    "rope-pairing", "rope", "RoPE's other pairing: half (i, i + d/2) vs interleaved (2i, 2i + 1)"
+    "rope-pairing",
+    "rope",
+    "RoPE's pairs taken the other way (half: i, i + d/2; interleaved: 2i, 2i + 1)",
 )
 def _rope_pairing(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.rope is None or r.rotary_dim < 4:
@@ -815,16 +817,26 @@ def _rope_on_v(p: Problem, o: Options, r: Resolved) -> Variants:
 
 @mistake("cache-forgotten", "decode", "the KV cache left out (only the new tokens' keys)")
 def _cache_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
-    if not r.past:
+    import numpy as np
+
+    if not r.past or r.rules.biased:
         return
-    drop = ("past_key", "past_value")
-    bare = replace(p, matrices={k: v for k, v in p.matrices.items() if k not in drop})
-    keep = o
-    if o.rope is not None and "position_ids" not in p.matrices and o.position_offset is None:
-        keep = replace(keep, position_offset=r.past)  # the new tokens still at their positions
-    if r.n > 1 and o.mask is None:
-        keep = replace(keep, mask="causal")
-    yield "the KV cache left out (the new tokens attended only to each other)", bare, keep, STEPS
+    P, rules = r.past, r.rules
+    new = replace(
+        rules, m=r.n, q0=0, causal=None if rules.causal is None else 0,
+        padding=None if rules.padding is None else rules.padding[:, P:],
+        grid=None if rules.grid is None else rules.grid[..., P:],
+    )  # fmt: skip
+    allowed = new.allowed()  # (B|1, h|1, n, n): the new tokens among themselves
+
+    def split(Q: np.ndarray, K: np.ndarray, V: np.ndarray, rr: Resolved) -> tuple[np.ndarray, ...]:
+        return STEPS.heads(Q, K[:, P:], V[:, P:], rr)  # the cache's rows dropped
+
+    def mask(s: np.ndarray, a: np.ndarray | None) -> np.ndarray:
+        return s if allowed is None else np.where(allowed, s, -np.inf)
+
+    label = "the KV cache left out (the new tokens attended only to each other)"
+    yield label, p, o, _swap(heads=split, mask=mask)
 
 
 @mistake("cache-again", "decode", "the cached keys normed or rotated again")

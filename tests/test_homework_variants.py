@@ -140,21 +140,22 @@ def test_every_planted_mistake_is_named_and_every_cell_marked(test, seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("test", list(BUGS))
 def test_never_a_wrong_name_over_many_problems(test):
-    """30 more problems per mistake, answers at 4 and at 2 decimals, all stages or a few."""
+    """20 more problems per mistake, answers at 4 decimals, and at 2 or only the last stages."""
     key = BUGS[test][1]
     shown = 0
-    for seed in range(100, 130):
+    for seed in range(100, 120):
         case = planted_case(test, seed)
         if case is None:
             continue
         shown += 1
         c, truth, wrong = case
         late = [n for n in ("weights", "output") if n in truth]
-        for places, names in ((4, list(truth)), (2, list(truth)), (4, late)):
+        other = (2, list(truth)) if seed % 2 else (4, late)
+        for places, names in ((4, list(truth)), other):
             report = mark(c, wrong, names, places)
             keys = {k for f in report.findings for k in f.keys}
             assert not keys or key in keys, (test, seed, places, names, report.findings)
-    assert shown >= 10, shown
+    assert shown >= 8, shown
 
 
 @pytest.mark.slow

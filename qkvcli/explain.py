@@ -702,7 +702,7 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
             f"  (row {i + 1} of weights sums to less than 1: {' + '.join(shown)} = "
             f"{_plain_dec(total)})"
         )
-    if sink is None and any(is_exact(row[k]) for k in live):
+    if sink is None and all(is_exact(row[k]) for k in live):
         lines += _exact_softmax(row, live, j, top, w, fmt)
     else:
         lines += _float_softmax(row, live, j, top, w, fmt, sink)
@@ -757,16 +757,31 @@ def _exact_softmax(
 
     z = [row[k] for k in live]
     mine, peak = live.index(j), live.index(top)
-    d = [x - z[peak] for x in z]
+    d = [_minus(x, z[peak]) for x in z]
     e = [math.exp(float(x)) for x in d]
-    total = sum(e)
+
+    def make(places: int) -> tuple[Any, Decimal]:  # significant digits that make the line redo
+        terms = [f"{x:.{places + 2}g}" for x in e]
+        total = sum((Decimal(t) for t in terms), Decimal(0))
+        shown = f"{float(total):.{places + 2}g}"
+        return (terms, shown), Decimal(terms[mine]) / Decimal(shown)
+
+    (terms, total), _ = fitted(make, w, fmt)
     return [
         f"  = e^{{{text(z[mine])} − {text(z[peak])}}} / "
         f"({' + '.join(f'e^{{{text(x)} − {text(z[peak])}}}' for x in z)})",
         f"  = e^{{{text(d[mine])}}} / ({' + '.join(f'e^{{{text(x)}}}' for x in d)})",
-        f"  ≈ {fmt.big(e[mine])} / ({' + '.join(fmt.big(x) for x in e)}) ≈ {fmt.big(e[mine])} / {fmt.big(total)}",
+        f"  ≈ {terms[mine]} / ({' + '.join(terms)}) ≈ {terms[mine]} / {total}",
         f"  = {fmt(w)}",
     ]
+
+
+def _minus(a: Any, b: Any) -> Any:
+    """a − b for exact values of mixed kinds (a fraction minus a surd: −(surd − fraction))."""
+    try:
+        return a - b
+    except TypeError:
+        return -(b - a)
 
 
 def _sigmoid(cell: str, src: str, i: int, j: int, x: Any, w: float, fmt: Numbers) -> list[str]:

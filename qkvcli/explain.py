@@ -430,8 +430,10 @@ def _rotated(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     cell = f"{name}[{i + 1},{j + 1}]"
     before = f"{src}[{i + 1},{j + 1}]"
     if which == "K" and i < r.past:
+        counted = "position_ids" not in r.problem.matrices and o.position_offset is None
+        at = f"position {i}" if counted else "its own position"  # the cache holds tokens 0 … P − 1
         return [f"{cell} = {before} = {fmt(value)} (row {i + 1} is c{i + 1}, a cached key: it "
-                "was rotated at its own position when it was cached)"]  # fmt: skip
+                f"was rotated at {at} when it was cached)"]  # fmt: skip
     d, dim = r.d_head, r.rotary_dim
     lo, f = (j // d) * d, j % d
     heads = r.heads if which == "Q" else r.kv_heads

@@ -303,7 +303,7 @@ def test_cache_rows_in_a_decode_step():
         "K[2,1] = past_key[2,1] = 2.1612 (row 2 is c2, a cached token: given in past_key)"
     )
     assert explain(p, o, "K_rotated[3,1]")[-1].endswith(
-        "(row 3 is c3, a cached key: it was rotated at its own position when it was cached)"
+        "(row 3 is c3, a cached key: it was rotated at position 2 when it was cached)"
     )
     new = explain(p, o, "K_rotated[4,3]")
     assert "at position 3" in new[1] and new[2] == "  θ = position × 10000^(−2·0/4) = 3 × 1 = 3"

@@ -258,3 +258,47 @@ def test_hand_work_rounded_as_it_goes_is_right(places, kind):
         report = mark(c, hand, list(t), places)
         assert report.ok, [(x.stage, x.index, x.written.text, x.correct, x.verdict)
                            for x in report.cells if x.verdict != "right"][:6]  # fmt: skip
+
+
+# ---------------------------------------------------------------- a row's slip, with a sink
+
+
+def _sink_row(kind: str):
+    """sinks.json with head 2's sink at 1 (a share the rows show), row 3 redone with one slip."""
+    import math
+    from dataclasses import replace
+
+    from qkvcli.attention import run
+    from qkvcli.load import load
+    from qkvcli.problem import resolve
+
+    p, settings = load("samples/sinks.json")
+    p = replace(p, matrices={**p.matrices, "sinks": np.array([0.5, 1.0])})
+    o = Options().merged(settings)
+    t = run(resolve(p, o))
+    w, z = np.array(t["weights"]), np.array(t["masked"])
+    row, sink = z[1, 2], 1.0
+    e = np.where(np.isfinite(row), np.exp(np.where(np.isfinite(row), row, 0.0)), 0.0)
+    if kind == "sink-left-out":
+        w[1, 2] = e / e.sum()
+    elif kind == "key-left-out":
+        w[1, 2] = e / (e.sum() - e[0] + math.exp(sink))
+    elif kind == "digits":
+        d = f"{w[1, 2, 1]:.4f}".split(".")[1]  # 0.2716 → 0.7216: the first two digits swapped
+        w[1, 2, 1] = float(f"0.{d[1]}{d[0]}{d[2:]}")
+    answers = {"weights": [[[f"{v:.4f}" for v in r] for r in h] for h in w]}
+    return grade(p, o, parse_answers(json.dumps(answers), "a.json")), w
+
+
+def test_a_row_of_a_sink_head_names_its_slip_and_what_it_sums_to():
+    report, _ = _sink_row("right")
+    assert report.ok
+    (f,) = _sink_row("sink-left-out")[0].findings
+    assert f.fit == "slips" and f.slips[0].kind == "denominator", f
+    assert f.label.startswith(
+        "head 2 row 3: the denominator leaves out the sink's e^{1}; the row sums to 1.0"
+    )
+    (f,) = _sink_row("key-left-out")[0].findings
+    assert f.label.startswith("head 2 row 3: the denominator leaves out e^{masked[3,1]} (key 1)")
+    (f,) = _sink_row("digits")[0].findings
+    assert f.slips[0].kind == "digits" and "head 2 row 3 now sums to" in f.label, f.label

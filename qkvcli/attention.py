@@ -88,7 +88,11 @@ def with_cache(a: dict[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray
 
 
 def rms_norm(
-    x: np.ndarray, w: np.ndarray | None, eps: float, unit_offset: bool, rounded: Any = None
+    x: np.ndarray,
+    w: np.ndarray | None,
+    eps: float,
+    unit_offset: bool,
+    rounded: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """RMSNorm over the last axis: x / √(mean(x²) + eps) · w, or · (1 + w) (Gemma).
 
@@ -109,7 +113,12 @@ def rms_norm(
 
 
 def qk_norm(
-    x: np.ndarray, w: np.ndarray | None, heads: int, o: Options, skip: int = 0, rounded: Any = None
+    x: np.ndarray,
+    w: np.ndarray | None,
+    heads: int,
+    o: Options,
+    skip: int = 0,
+    rounded: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """QK-norm of Q or K (B, rows, H·d): RMSNorm per head (``head``) or over the row (``all``).
 
@@ -164,7 +173,11 @@ def rope_pairs(pairing: str | None, dim: int) -> tuple[slice, slice]:
 
 
 def rotary(
-    x: np.ndarray, r: Resolved, heads: int, skip: int = 0, angles: Any = rope_angles
+    x: np.ndarray,
+    r: Resolved,
+    heads: int,
+    skip: int = 0,
+    angles: Callable[..., tuple[np.ndarray, np.ndarray]] = rope_angles,
 ) -> np.ndarray:
     """RoPE on Q or K (B, rows, H·d): the first ``r.rotary_dim`` features of each head turned.
 

@@ -527,21 +527,26 @@ def _bias_parts(c: Cell, i: int, j: int, fmt: Numbers) -> tuple[list[str], list[
             f"ALiBi of head {c.h + 1}: m{sub(c.h)} = {fmt.given(m)} (the slopes of {r.heads} "
             f"head{'s' * (r.heads != 1)}: {slopes}){where}; m{sub(c.h)}·(j − i) = "
             f"{fmt.given(m)}·({j + 1} − {at + 1}) = {fmt.given(m)}·{paren(str(d).replace('-', '−'))}"
-            f" = {fmt.given(value) if value == int(value) or len(fmt.given(value)) < 12 else fmt(value)}"
+            f" = {_term(value, fmt)}"
         )
         parts.append(("ALiBi", value))
     return lines, parts
 
 
+def _term(v: float, fmt: Numbers) -> str:
+    """A bias term as printed: as it is when short (−0.125), else to 10 decimals."""
+    given = fmt.given(v)
+    return given if len(given) < 12 else fmt.at(v, 10).rstrip("0")
+
+
 def _bias_text(parts: list[tuple[str, float]], fmt: Numbers) -> str:
     """`` + attn_bias[2,1] (0.5) + ALiBi (−0.125)``."""
-    return "".join(f" + {words} ({fmt.given(v) if len(fmt.given(v)) < 12 else fmt(v)})"
-                   for words, v in parts)  # fmt: skip
+    return "".join(f" + {words} ({_term(v, fmt)})" for words, v in parts)
 
 
 def _bias_sum(parts: list[tuple[str, float]], fmt: Numbers) -> Decimal:
-    return sum((dec(fmt.given(v) if len(fmt.given(v)) < 12 else fmt(v)) for _, v in parts),
-               Decimal(0))  # fmt: skip
+    """The bias terms added up as printed."""
+    return sum((dec(_term(v, fmt)) for _, v in parts), Decimal(0))
 
 
 def _scaled(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:

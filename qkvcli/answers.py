@@ -42,6 +42,8 @@ STAGE_ALIASES = {
     "attn_weights": "weights",
     "softmax": "weights",
     "scaled_scores": "scaled",
+    "capped_scores": "capped",
+    "softcapped": "capped",
     "raw_scores": "scores",
     "masked_scores": "masked",
     "head_output": "head_outputs",
@@ -278,14 +280,13 @@ class Sheet:
 def stage_key(key: str) -> str | None:
     """The stage an answer key names, in any case and spacing, or None.
 
-    >>> stage_key("Weights"), stage_key("head outputs"), stage_key("Attention-Weights")
-    ('weights', 'head_outputs', 'weights')
+    >>> stage_key("Weights"), stage_key("head outputs"), stage_key("q_rotated")
+    ('weights', 'head_outputs', 'Q_rotated')
     """
     k = re.sub(r"[\s\-.]+", "_", key.strip()).lower()
-    if k in STAGES:
-        return k
-    if k in ("q", "k", "v"):
-        return k.upper()
+    for stage in STAGES:
+        if k == stage.lower():
+            return stage
     return STAGE_ALIASES.get(k)
 
 

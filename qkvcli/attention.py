@@ -87,8 +87,16 @@ def with_cache(a: dict[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray
     return np.concatenate([past, x], axis=1)  # (B, P + n, d)
 
 
-def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, unit_offset: bool) -> np.ndarray:
+def rms_norm(
+    x: np.ndarray,
+    w: np.ndarray | None,
+    eps: float,
+    unit_offset: bool,
+    rounded: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """RMSNorm over the last axis: x / √(mean(x²) + eps) · w, or · (1 + w) (Gemma).
+
+    ``rounded`` (the homework side) rounds the root before dividing, as by hand.
 
     >>> import numpy as np
     >>> rms_norm(np.array([[3.0, 4.0]]), None, 0.0, False).round(4).tolist()
@@ -97,14 +105,20 @@ def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, unit_offset: bool)
     import numpy as np
 
     ms = np.mean(x * x, axis=-1, keepdims=True)  # (…, 1)
-    y = x * (1.0 / np.sqrt(ms + eps))  # (…, d)
+    root = np.sqrt(ms + eps) if rounded is None else rounded(np.sqrt(ms + eps))  # (…, 1)
+    y = x * (1.0 / root)  # (…, d)
     if w is None:
         return y
     return y * (1.0 + w) if unit_offset else y * w
 
 
 def qk_norm(
-    x: np.ndarray, w: np.ndarray | None, heads: int, o: Options, skip: int = 0
+    x: np.ndarray,
+    w: np.ndarray | None,
+    heads: int,
+    o: Options,
+    skip: int = 0,
+    rounded: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """QK-norm of Q or K (B, rows, H·d): RMSNorm per head (``head``) or over the row (``all``).
 
@@ -119,9 +133,9 @@ def qk_norm(
     new = x[:, skip:]  # (B, rows − skip, H·d)
     if o.qk_norm == "head":
         split = new.reshape(B, rows - skip, heads, hd // heads)  # (B, n, H, d)
-        y = rms_norm(split, w, eps, o.rms_norm_unit_offset).reshape(B, rows - skip, hd)
+        y = rms_norm(split, w, eps, o.rms_norm_unit_offset, rounded).reshape(B, rows - skip, hd)
     else:
-        y = rms_norm(new, w, eps, o.rms_norm_unit_offset)  # (B, n, H·d)
+        y = rms_norm(new, w, eps, o.rms_norm_unit_offset, rounded)  # (B, n, H·d)
     return np.concatenate([x[:, :skip], y], axis=1) if skip else y
 
 
@@ -140,35 +154,53 @@ def rope_angles(positions: np.ndarray, dim: int, theta: float) -> tuple[np.ndarr
     return np.cos(angles), np.sin(angles)
 
 
-def rotary(x: np.ndarray, r: Resolved, heads: int, skip: int = 0) -> np.ndarray:
+def rope_base(o: Options) -> float:
+    """RoPE's base θ: ``rope_theta``, else 10000."""
+    from .options import ROPE_THETA
+
+    return ROPE_THETA if o.rope_theta is None else o.rope_theta
+
+
+def rope_pairs(pairing: str | None, dim: int) -> tuple[slice, slice]:
+    """The features of each pair RoPE turns together: pair i is (first[i], second[i]).
+
+    >>> rope_pairs("half", 4), rope_pairs("interleaved", 4)
+    ((slice(0, 2, None), slice(2, 4, None)), (slice(0, 4, 2), slice(1, 4, 2)))
+    """
+    if pairing == "half":
+        return slice(0, dim // 2), slice(dim // 2, dim)  # (i, i + dim/2): Llama's rotate_half
+    return slice(0, dim, 2), slice(1, dim, 2)  # (2i, 2i + 1): GPT-J
+
+
+def rotary(
+    x: np.ndarray,
+    r: Resolved,
+    heads: int,
+    skip: int = 0,
+    angles: Callable[..., tuple[np.ndarray, np.ndarray]] = rope_angles,
+) -> np.ndarray:
     """RoPE on Q or K (B, rows, H·d): the first ``r.rotary_dim`` features of each head turned.
 
     Pairs are (i, i + dim/2) for ``half`` (Llama's rotate_half) or (2i, 2i + 1)
     for ``interleaved`` (GPT-J); pair i turns by position × θ^(−2i/dim).
     Rows before ``skip`` (the cache) are kept: they were rotated when cached.
+    ``angles`` gives cos and sin (the homework side rounds them, as by hand).
     """
     import numpy as np
 
-    from .options import ROPE_THETA
-
     o, dim = r.options, r.rotary_dim
-    theta = ROPE_THETA if o.rope_theta is None else o.rope_theta
     assert r.positions is not None
-    cos, sin = rope_angles(r.positions, dim, theta)  # (B|1, n, dim/2)
+    cos, sin = angles(r.positions, dim, rope_base(o))  # (B|1, n, dim/2)
     c = cos.astype(x.dtype)[:, :, None, :]  # (B|1, n, 1, dim/2)
     s = sin.astype(x.dtype)[:, :, None, :]
     _, rows, hd = x.shape
     new = x[:, skip:].reshape(x.shape[0], rows - skip, heads, hd // heads)  # (B, n, H, d)
     B = max(new.shape[0], c.shape[0])
     out = np.array(np.broadcast_to(new, (B, *new.shape[1:])))  # (B, n, H, d)
-    if o.rope == "half":
-        x1, x2 = new[..., : dim // 2], new[..., dim // 2 : dim]  # (B, n, H, dim/2)
-        out[..., : dim // 2] = x1 * c - x2 * s
-        out[..., dim // 2 : dim] = x2 * c + x1 * s
-    else:
-        x1, x2 = new[..., 0:dim:2], new[..., 1:dim:2]  # (B, n, H, dim/2)
-        out[..., 0:dim:2] = x1 * c - x2 * s
-        out[..., 1:dim:2] = x2 * c + x1 * s
+    first, second = rope_pairs(o.rope, dim)
+    x1, x2 = new[..., first], new[..., second]  # (B, n, H, dim/2)
+    out[..., first] = x1 * c - x2 * s
+    out[..., second] = x2 * c + x1 * s
     out = out.reshape(B, rows - skip, hd)  # (B, n, H·d)
     if not skip:
         return out
@@ -181,19 +213,22 @@ def transform_rows(
     a: dict[str, np.ndarray],
     r: Resolved,
     keep: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    norm: Callable[..., np.ndarray] = qk_norm,
+    rotate: Callable[..., np.ndarray] = rotary,
 ) -> tuple[np.ndarray, np.ndarray]:
     """QK-norm, then RoPE, on Q (B, n, h·d) and K (B, m, g·d): the stages before any score.
 
-    ``keep(name, x)`` records each stage (``Q_normed`` …) and returns what flows on.
+    ``keep(name, x)`` records each stage (``Q_normed`` …) and returns what flows on;
+    ``norm`` and ``rotate`` are the stage functions (`Steps` may swap them).
     """
     keep = keep or (lambda name, x: x)
     o, skip = r.options, r.past
     if o.qk_norm is not None:
-        Q = keep("Q_normed", qk_norm(Q, a.get("q_norm"), r.heads, o))
-        K = keep("K_normed", qk_norm(K, a.get("k_norm"), r.kv_heads, o, skip))
+        Q = keep("Q_normed", norm(Q, a.get("q_norm"), r.heads, o))
+        K = keep("K_normed", norm(K, a.get("k_norm"), r.kv_heads, o, skip))
     if o.rope is not None:
-        Q = keep("Q_rotated", rotary(Q, r, r.heads))
-        K = keep("K_rotated", rotary(K, r, r.kv_heads, skip))
+        Q = keep("Q_rotated", rotate(Q, r, r.heads))
+        K = keep("K_rotated", rotate(K, r, r.kv_heads, skip))
     return Q, K
 
 
@@ -458,15 +493,21 @@ class Steps:
 
     Each field has the signature of the function it defaults to; the homework
     side swaps one to reproduce a mistake of a hand computation (W_Q for the
-    keys, the mask after the softmax, the heads in the wrong order, …).
+    keys, the mask after the softmax, the heads in the wrong order, RoPE's
+    other pairing, the soft-cap before the scale, ALiBi's slopes of another
+    head, …).
     ``keep(name, x)`` gives what flows on from each computed stage (the
     homework side rounds there).
     """
 
     project: Callable[[dict[str, np.ndarray], str], np.ndarray] = project
+    norm: Callable[..., np.ndarray] = qk_norm
+    rotate: Callable[..., np.ndarray] = rotary
     heads: Callable[..., tuple[np.ndarray, ...]] = heads
     scores: Callable[[np.ndarray, np.ndarray], np.ndarray] = dot_scores
     scale: Callable[[np.ndarray, Any], np.ndarray] = scale
+    cap: Callable[[np.ndarray, float], np.ndarray] = softcap
+    bias: Callable[[np.ndarray, np.ndarray | None], np.ndarray] = add_bias
     mask: Callable[[np.ndarray, np.ndarray | None], np.ndarray] = mask
     weights: Callable[[np.ndarray, Resolved], np.ndarray] = normalise
     mix: Callable[[np.ndarray, np.ndarray], np.ndarray] = mix
@@ -517,7 +558,7 @@ def _stages(
     K = stage("K", with_cache(a, "K", steps.project(a, "K")))  # (B, m, g·dk): cache rows first
     V = stage("V", with_cache(a, "V", steps.project(a, "V")))  # (B, m, g·dv)
     check_projections(Q, K, V)
-    Q, K = transform_rows(Q, K, a, r, stage)  # QK-norm, RoPE
+    Q, K = transform_rows(Q, K, a, r, stage, steps.norm, steps.rotate)  # QK-norm, RoPE
     q, k, v = steps.heads(Q, K, V, r)  # (B, h, n, dk), (B, h, m, dk), (B, h, m, dv)
     q, k = prepare(q, k, o)
     sel = slice(None) if rows is None else rows
@@ -528,13 +569,13 @@ def _stages(
     finite(logits, "scaled", "scores × scale")
     name = logit_stage(r)
     if name == "capped":
-        logits = softcap(stage("scaled", logits), o.attn_logit_softcapping)  # (B, h, n, m)
+        logits = steps.cap(stage("scaled", logits), o.attn_logit_softcapping)  # (B, h, n, m)
     rules = r.rules
     allowed = rules.allowed(rows=sel)  # (B|1, h|1, n, m) or None
     if rules.biased:
         bias = rules.added(rows=sel)  # (B|1, h|1, n, m)
         open_ = bias != -np.inf  # −∞ in the bias blocks
-        logits = add_bias(logits, bias)  # (B, h, n, m)
+        logits = steps.bias(logits, bias)  # (B, h, n, m)
         finite(np.where(open_, real(logits), 0.0), name, biased_words(r))
         if rules.bias is not None:
             allowed = open_ if allowed is None else (allowed & open_)

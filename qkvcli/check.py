@@ -43,18 +43,23 @@ if TYPE_CHECKING:
 __all__ = ["Cell", "Finding", "Report", "Sheet", "Slip", "cell_name", "grade", "load_answers",
            "parse_answers", "upstream", "written"]  # fmt: skip
 
-#: The stages each stage is computed from directly.
-INPUTS = {"Q": (), "K": (), "V": (), "scores": ("Q", "K"), "scaled": ("scores",),
-          "masked": ("scaled",), "weights": ("masked", "scaled"), "head_outputs": ("weights", "V"),
+#: The stages each stage may be computed from directly (a run has some of them).
+INPUTS = {"Q": (), "K": (), "V": (), "Q_normed": ("Q",), "K_normed": ("K",),
+          "Q_rotated": ("Q_normed", "Q"), "K_rotated": ("K_normed", "K"),
+          "scores": ("Q_rotated", "Q_normed", "Q", "K_rotated", "K_normed", "K"),
+          "scaled": ("scores",), "capped": ("scaled",), "masked": ("capped", "scaled"),
+          "weights": ("masked", "capped", "scaled"), "head_outputs": ("weights", "V"),
           "concat": ("head_outputs", "weights", "V"), "output": ("concat", "weights", "V")}  # fmt: skip
+#: The logit stages, last first: the one a run's softmax reads is the first it has.
+LOGITS = ("masked", "capped", "scaled")
 VERDICTS = ("right", "consistent", "wrong")
 
 
 def upstream(stage: str) -> set[str]:
     """Every stage ``stage`` depends on.
 
-    >>> sorted(upstream("scaled"))
-    ['K', 'Q', 'scores']
+    >>> sorted(upstream("scaled"))  # Q_normed … where the run has them
+    ['K', 'K_normed', 'K_rotated', 'Q', 'Q_normed', 'Q_rotated', 'scores']
     """
     out: set[str] = set()
     for s in INPUTS[stage]:
@@ -203,12 +208,36 @@ def sheet_arrays(sheet: Sheet, trace: Trace) -> dict[str, Answered]:
             out[name] = Answered(grid)
             continue
         flat = _index_columns(grid, want)
+        new = _new_rows(grid, want, trace, name)
         if flat is not None:
             out[name] = Answered(flat)
+        elif new is not None:
+            out[name] = Answered(new)
         elif len(grid.shape) == len(want) >= 2 and grid.shape[:-2] + grid.shape[-2:][::-1] == want:
             out[name] = Answered(np.ascontiguousarray(grid.swapaxes(-1, -2)), transposed=True)
         else:
             out[name] = Answered(grid, misfit=True)
+    return out
+
+
+def _new_rows(
+    grid: np.ndarray, want: tuple[int, ...], trace: Trace, name: str
+) -> np.ndarray | None:
+    """A decode step's K or V (normed, rotated) written without the cache's rows: the new
+    tokens' rows, the cached ones left blank (they are given in past_key / past_value)."""
+    import numpy as np
+
+    from .trace import AXES
+
+    if not trace.past or AXES[name][0] != "keys" or len(grid.shape) != len(want):
+        return None
+    short = [k for k in range(len(want)) if grid.shape[k] != want[k]]
+    if len(short) != 1 or want[short[0]] - grid.shape[short[0]] != trace.past:
+        return None
+    out = np.empty(want, dtype=object)  # None: blank
+    index = [slice(None)] * len(want)
+    index[short[0]] = slice(trace.past, None)
+    out[tuple(index)] = grid
     return out
 
 
@@ -413,15 +442,11 @@ class _Marker:
 
         ups = upstream(name)
         for ro in roundings():
-            named = ro.stage is not None and not ro.stage.startswith("the scale")
-            if named and (ro.stage not in ups or ro.stage in self.given
-                          or ro.stage not in self.truth.stages):  # fmt: skip
-                continue
-            if (
-                ro.stage is not None
-                and ro.stage.startswith("the scale")
-                and "scaled" not in ups | {name}
-            ):
+            if ro.at:  # a factor worked out and rounded: it must act by this stage
+                if not any(a in ups | {name} and a in self.truth.stages for a in ro.at):
+                    continue
+            elif ro.stage is not None and (ro.stage not in ups or ro.stage in self.given
+                                           or ro.stage not in self.truth.stages):  # fmt: skip
                 continue
             t = self.follow(steps=ro.steps)
             if t is None:
@@ -490,10 +515,14 @@ class _Marker:
                     else:
                         self.cells.append(Cell(name, idx, w, math.nan, float(got[idx]), "wrong"))
                 want = shape_str(tuple(self.truth[name].shape))
+                self.slipped.append(name)
+                for f in self.findings:  # the same mistake in a parallel stage (K, then V)
+                    if f.fit == "full" and f.mistake == v.key:
+                        f.more.append(name)
+                        return
                 self.findings.append(Finding(
                     name, "full", v.key, v.label, name, keys=[v.key],
                     detail=f"your {name} is {shape_str(grid.shape)}, this problem's is {want}"))  # fmt: skip
-                self.slipped.append(name)
                 return
         raise _misfit_error(sheet, self.truth, name, grid.shape)
 
@@ -504,9 +533,21 @@ def _same(a: float, b: float) -> bool:
 
 
 def _stage_of(t: Trace, name: str) -> np.ndarray | None:
-    """A stage of a run; a run without a mask stands in its scaled scores for ``masked``."""
-    stage = t.stages.get(name) or (t.stages.get("scaled") if name == "masked" else None)
+    """A stage of a run; a run without a mask stands in its logits for ``masked``."""
+    stage = _stage_in(t, name)
     return None if stage is None else stage.array
+
+
+def _stage_in(t: Trace, name: str) -> Any:
+    """`_stage_of`'s `Stage`: ``masked`` falls back on ``capped``, then ``scaled``."""
+    if name in t.stages or name not in LOGITS:
+        return t.stages.get(name)
+    return next((t.stages[s] for s in LOGITS[LOGITS.index(name) :] if s in t.stages), None)
+
+
+def logits_of(t: Trace) -> str:
+    """The logit stage a run's softmax reads: ``masked``, ``capped`` or ``scaled``."""
+    return next(s for s in LOGITS if s in t.stages)
 
 
 def _short(x: float) -> str:
@@ -709,7 +750,7 @@ class _Diagnosis:
                 t = run(rv, given=before, steps=v.steps)
             except (QkvError, ValueError, FloatingPointError, IndexError):
                 return False
-            stage = t.stages.get(s) or (t.stages.get("scaled") if s == "masked" else None)
+            stage = _stage_in(t, s)
             grid = m.grids[s]
             if stage is None or stage.array.shape != grid.shape:
                 return False
@@ -735,9 +776,7 @@ class _Diagnosis:
         if wrong is None:
             return self.name
         for name in self.exp_trace.stages:
-            other = wrong.stages.get(name) or (
-                wrong.stages.get("scaled") if name == "masked" else None
-            )
+            other = _stage_in(wrong, name)
             mine = self.exp_trace[name]
             if other is None or other.array.shape != mine.shape:
                 return name
@@ -782,7 +821,7 @@ class _Diagnosis:
         import numpy as np
 
         cells = [(j, self.grid[(*row, j)]) for j in range(self.grid.shape[-1])]
-        logits_name = "masked" if "masked" in self.exp_trace.stages else "scaled"
+        logits_name = logits_of(self.exp_trace)
         z = np.asarray(self.exp_trace[logits_name], dtype=float)[row]
         return [(j, w) for j, w in cells if w is not None], z
 
@@ -790,8 +829,23 @@ class _Diagnosis:
         total, off = self._row_sum(row)
         label = self.place((*row, 0)).rsplit("[", 1)[0] + f"row {row[-1] + 1}"
         if off:
-            return f"; {label} now sums to {total:.4f}, not 1"
-        return f"; {label} still sums to 1"
+            return f"; {label} now sums to {total:.4f}, not {self._row_target(row)}"
+        return f"; {label} still sums to {self._row_target(row)}"
+
+    def _sink(self, row: tuple[int, ...]) -> float | None:
+        """The sink logit of a row's head (gpt-oss), or None."""
+        sinks = self.m.r.arrays.get("sinks")
+        if sinks is None:
+            return None
+        return float(sinks[row[-2] if self.m.r.multihead else 0])
+
+    def _row_target(self, row: tuple[int, ...]) -> str:
+        """What a row of weights sums to: 1, or less with a sink (what follows from yours)."""
+        import numpy as np
+
+        if self._sink(row) is None:
+            return "1"
+        return f"{float(np.nansum(self.expected[row])):.4f}"
 
     def _row_sum(self, row: tuple[int, ...]) -> tuple[float, bool]:
         given, _ = self._row(row)
@@ -803,14 +857,17 @@ class _Diagnosis:
         total = sum(
             values.get(j, float(self.expected[(*row, j)])) for j in range(self.grid.shape[-1])
         )
-        return total, abs(total - 1) > width + 1e-9
+        target = 1.0 if self._sink(row) is None else float(sum(
+            float(self.expected[(*row, j)]) for j in range(self.grid.shape[-1])))  # fmt: skip
+        return total, abs(total - target) > width + 1e-9
 
     def _row_slip(self, row: tuple[int, ...]) -> Slip | None:
         """A softmax row that follows from a denominator missing a term, or from a wrong e^x.
 
         Either changes every weight of the row, so at least two of its cells
         must be wrong; a wrong e^x keeps the row summing to 1, a missing term
-        does not.
+        does not. With a sink (gpt-oss) its e^{sink} is a term of every
+        denominator, and one may be left out too.
         """
         import numpy as np
 
@@ -820,9 +877,9 @@ class _Diagnosis:
         if len(wrong) < 2 or len(given) < 2 or live.sum() < 2:
             return None
         zero = np.where(live, z, 0.0)
-        logits = "masked" if "masked" in self.exp_trace.stages else "scaled"
+        logits = logits_of(self.exp_trace)
         hz = np.zeros(len(z))
-        for k in (logits, "scaled"):
+        for k in LOGITS[LOGITS.index(logits) :]:
             if k in self.m.given:
                 where, h = self.m.given[k]
                 hz = np.where(
@@ -832,9 +889,19 @@ class _Diagnosis:
         where = self.place((*row, 0)).rsplit("[", 1)[0] + f"row {row[-1] + 1}"
         i = row[-1] + 1
 
+        sink = self._sink(row)
+        target = self._row_target(row)
+
+        def top_of(zz: np.ndarray) -> float:
+            top = float(zz[live].max())
+            return top if sink is None else max(top, sink)  # a sink is a logit of every row
+
         def numerators(zz: np.ndarray) -> np.ndarray:
-            top = zz[live].max()
-            return np.where(live, np.exp(zz - top), 0.0)  # shifted numerators
+            return np.where(live, np.exp(zz - top_of(zz)), 0.0)  # shifted numerators
+
+        def rest(zz: np.ndarray) -> float:
+            """The sink's term of the denominator, shifted as the numerators are."""
+            return 0.0 if sink is None else math.exp(sink - top_of(zz))
 
         def fits(pred: Any, alt: dict[int, Any] | None = None, extra: Any = 0.0) -> bool:
             base = pred(zero)
@@ -854,26 +921,30 @@ class _Diagnosis:
         def without(k: int) -> Any:
             def pred(zz: np.ndarray) -> np.ndarray:
                 e = numerators(zz)
-                return e / (e.sum() - e[k])
+                return e / (e.sum() + rest(zz) - e[k])
 
             return pred
 
         def exact(k: int) -> Any:
-            return lambda zz: numerators(zz)[k] / numerators(zz).sum()
+            return lambda zz: numerators(zz)[k] / (numerators(zz).sum() + rest(zz))
 
         total, off = self._row_sum(row)
-        missing = [k for k in range(len(z)) if live[k] and (numerators(zero).sum() - numerators(zero)[k]) > 0
+        if sink is not None and off and fits(lambda zz: numerators(zz) / numerators(zz).sum()):
+            return Slip(row, "denominator",
+                        f"{where}: the denominator leaves out the sink's e^{{{sink:g}}}; "
+                        f"the row sums to {total:.4f}, not {target}")  # fmt: skip
+        missing = [k for k in range(len(z)) if live[k] and (numerators(zero).sum() + rest(zero) - numerators(zero)[k]) > 0
                    and fits(without(k), {k: exact(k)})]  # fmt: skip
         if missing and off:
             keys = " or ".join(f"key {k + 1}" for k in missing)
             k = missing[0]
             return Slip(row, "denominator",
                         f"{where}: the denominator leaves out e^{{{logits}[{i},{k + 1}]}} "
-                        f"({keys}); the row sums to {total:.4f}, not 1")  # fmt: skip
-        if off:
-            return None
+                        f"({keys}); the row sums to {total:.4f}, not {target}")  # fmt: skip
+        if off and sink is None:
+            return None  # a wrong e^x keeps a row summing to 1
         e0 = numerators(zero)
-        S = e0.sum()
+        S = e0.sum() + rest(zero)
         wrong_e = []
         for k, wk in given:
             if not live[k] or not 0 < wk.value < 1:
@@ -882,7 +953,7 @@ class _Diagnosis:
 
             def other(zz: np.ndarray, k: int = k, E: float = E, wk: float = wk.value) -> np.ndarray:
                 e = numerators(zz)
-                p = e / (e.sum() - e[k] + E * e[k] / max(e0[k], 1e-300))
+                p = e / (e.sum() + rest(zz) - e[k] + E * e[k] / max(e0[k], 1e-300))
                 p[k] = wk
                 return p
 
@@ -895,7 +966,7 @@ class _Diagnosis:
                 wrong_e.append((k, E))
         if wrong_e and len(wrong_e) < len(given):
             k, E = wrong_e[0]
-            top = float(z[live].max())
+            top = top_of(zero)
             raw_true = math.exp(float(z[k]))
             raw_mine = E * math.exp(top)
             keys = " or ".join(f"key {kk + 1}" for kk, _ in wrong_e)
@@ -904,10 +975,11 @@ class _Diagnosis:
                 if raw_mine > 0
                 else ""
             )
+            sums = (f"the row still sums to {target}" if not off
+                    else f"the row sums to {total:.4f}, not {target}")  # fmt: skip
             return Slip(row, "exp",
                         f"{where}: a wrong e^x for {keys}: your weights imply e^{{{logits}[{i},{k + 1}]}} "
-                        f"≈ {raw_mine:.6g}{as_if}, but e^{{{z[k]:.4f}}} = {raw_true:.6g}; "
-                        "the row still sums to 1")  # fmt: skip
+                        f"≈ {raw_mine:.6g}{as_if}, but e^{{{z[k]:.4f}}} = {raw_true:.6g}; {sums}")  # fmt: skip
         return None
 
     def _cell_slip(self, c: Cell) -> Slip:

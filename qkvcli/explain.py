@@ -93,6 +93,8 @@ class Numbers:
         if is_exact(v):
             return text(v)
         v = float(v)
+        if math.isinf(v):
+            return NEG_INF if v < 0 else "∞"
         if v == int(v) and abs(v) < 1e15:
             return str(int(v)).replace("-", "−")
         return repr(v).replace("-", "−")
@@ -246,8 +248,15 @@ def _axes(t: Trace, name: str, i: int, j: int) -> str:
     s = t.stages[name]
 
     def label(axis: str, k: int) -> str:
-        names = {"queries": t.tokens, "keys": t.kv_tokens}.get(axis)
         word = {"queries": "query", "keys": "key", "features": "feature"}[axis]
+        if t.past and axis in ("queries", "keys"):  # a decode step: cached keys c1 c2 …
+            count = t.stages[name].array.shape[-2 if axis == s.rows else -1]
+            shown = t.labels(axis, count)[k]
+            at = k + (t.past if axis == "queries" else 0)
+            what = "cached" if axis == "keys" and k < t.past else "new"
+            token = f" ({shown}, {what}: token {at + 1} of the sequence)"
+            return f"{word} {k + 1}{token}"
+        names = {"queries": t.tokens, "keys": t.kv_tokens}.get(axis)
         token = f" ({names[k]})" if names and k < len(names) else ""
         return f"{word} {k + 1}{token}"
 
@@ -259,8 +268,13 @@ def _explain(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         "Q": _projection,
         "K": _projection,
         "V": _projection,
+        "Q_normed": _normed,
+        "K_normed": _normed,
+        "Q_rotated": _rotated,
+        "K_rotated": _rotated,
         "scores": _scores,
         "scaled": _scaled,
+        "capped": _capped,
         "masked": _masked,
         "weights": _weights,
         "head_outputs": _weighted_sum,
@@ -272,13 +286,20 @@ def _explain(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
 def _projection(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     r = c.r
     value = c.internal[name][c.b][i, j]
+    if name != "Q" and i < r.past:
+        cache = "past_key" if name == "K" else "past_value"
+        return [f"{name}[{i + 1},{j + 1}] = {cache}[{i + 1},{j + 1}] = {fmt.approx(value)} "
+                f"(row {i + 1} is c{i + 1}, a cached token: given in {cache})"]  # fmt: skip
     if f"W_{name}" not in r.arrays:
         return [f"{name}[{i + 1},{j + 1}] = {fmt.approx(value)} ({name} is given directly)"]
     src = "X" if name == "Q" or "X_kv" not in r.arrays else "X_kv"
+    if name != "Q" and r.past:
+        i -= r.past  # the new tokens' rows follow the cache's
     x = _exact_row(r, r.arrays[src][c.b][i])
     w = _exact_row(r, r.arrays[f"W_{name}"][:, j])
     which = _w_axis(r)
-    line = f"{name}[{i + 1},{j + 1}] = {src.lower()}{sub(i)} · ({which} {j + 1} of W_{name})"
+    row = i + (r.past if name != "Q" else 0)
+    line = f"{name}[{row + 1},{j + 1}] = {src.lower()}{sub(i)} · ({which} {j + 1} of W_{name})"
     terms = " + ".join(f"{paren(fmt.given(a))}·{paren(fmt.given(b))}" for a, b in zip(x, w))
     line += f" = {terms}"
     if f"b_{name}" in r.arrays:
@@ -301,17 +322,28 @@ def _exact_row(r: Resolved, a: np.ndarray) -> list[Any]:
     return [float(v) for v in a]
 
 
+def rows_of(t: Trace) -> tuple[str, str]:
+    """The stages whose rows the scores read: ``Q_rotated``, ``Q_normed`` or ``Q`` (and K's)."""
+    for q, k in (("Q_rotated", "K_rotated"), ("Q_normed", "K_normed")):
+        if q in t.stages:
+            return q, k
+    return "Q", "K"
+
+
 def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     r = c.r
-    q = list(c.head_cols("Q", r.d_head, False)[i])
-    k = list(c.head_cols("K", r.d_head, True)[j])
+    qn, kn = rows_of(c.t)
+    q = list(c.head_cols(qn, r.d_head, False)[i])
+    k = list(c.head_cols(kn, r.d_head, True)[j])
     value = c.stage("scores")[i, j]
     cols = ""
     if r.multihead:
         lo = c.h * r.d_head
-        cols = f" (head {c.h + 1} uses {_span(lo, r.d_head)} of Q"
+        cols = f" (head {c.h + 1} uses {_span(lo, r.d_head)} of {qn}"
         kv = c.group * r.d_head
-        cols += f" and {_span(kv, r.d_head)} of K)" if r.kv_heads != r.heads else " and K)"
+        cols += f" and {_span(kv, r.d_head)} of {kn})" if r.kv_heads != r.heads else f" and {kn})"
+    elif qn != "Q":
+        cols = f" (q{sub(i)}, k{sub(j)}: rows of {qn} and {kn})"
     if r.options.similarity == "cosine":
         qf, kf = [float(a) for a in q], [float(b) for b in k]
         dot = sum(a * b for a, b in zip(qf, kf))
@@ -332,6 +364,130 @@ def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     return [f"scores[{i + 1},{j + 1}] = q{sub(i)}·k{sub(j)} = {terms} = {shown}{cols}"]
 
 
+def _normed(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    """RMSNorm of one row of Q or K (per head, or over the row), then its weight."""
+    from .options import RMS_NORM_EPS
+
+    r, o = c.r, c.r.options
+    which = name[0]
+    value = float(c.internal[name][c.b][i, j])
+    cell = f"{name}[{i + 1},{j + 1}]"
+    if which == "K" and i < r.past:
+        return [f"{cell} = K[{i + 1},{j + 1}] = {fmt(value)} (row {i + 1} is c{i + 1}, a cached "
+                "key: it was normed when it was cached)"]  # fmt: skip
+    row = [float(x) for x in c.internal[which][c.b][i]]
+    heads = r.heads if which == "Q" else r.kv_heads
+    width = len(row) // heads if o.qk_norm == "head" else len(row)
+    lo = (j // width) * width
+    xs = row[lo : lo + width]
+    eps = RMS_NORM_EPS if o.rms_norm_eps is None else o.rms_norm_eps
+    wname = "q_norm" if which == "Q" else "k_norm"
+    w = r.arrays.get(wname)
+    k = j - lo if o.qk_norm == "head" else j
+    g = 1.0 if w is None else float(w[k]) + (1.0 if o.rms_norm_unit_offset else 0.0)
+    span = f"{which}[{i + 1},{lo + 1}…{lo + width}]"
+    scope = (f"per head: head {lo // width + 1} is columns {lo + 1}–{lo + width}"
+             if o.qk_norm == "head" and heads > 1 else
+             "per head" if o.qk_norm == "head" else "over the whole row")  # fmt: skip
+    if w is None:
+        weight, times = "", ""
+    elif o.rms_norm_unit_offset:
+        weight = f" · (1 + {wname}[{k + 1}])"
+        times = f" × (1 + {paren(fmt.given(float(w[k])))})"
+    else:
+        weight = f" · {wname}[{k + 1}]"
+        times = f" × {paren(fmt.given(float(w[k])))}"
+    eps_s = _plain_dec(Decimal(repr(float(eps))))  # 0.000001, as a calculator takes it
+
+    def make(places: int) -> tuple[Any, Decimal]:
+        shown = [_short(x, places, fmt) for x in xs]
+        ms = sum((dec(x) * dec(x) for x in shown), Decimal(0)) / width
+        ms = ms.quantize(Decimal(1).scaleb(-(places + 2))).normalize()
+        rms = (ms + dec(eps_s)).sqrt().quantize(Decimal(1).scaleb(-(places + 2)))
+        return (shown, ms, rms), dec(shown[j - lo]) / rms * dec(fmt.given(g))
+
+    (shown, ms, rms), _ = fitted(make, value, fmt)
+    squares = " + ".join(f"{paren(x)}²" for x in shown)
+    return [
+        f"{cell} = {which}[{i + 1},{j + 1}] / rms{weight}, rms = √(mean({span}²) + eps) ({scope})",
+        f"  mean({span}²) = ({squares}) / {width} = {_plain_dec(ms)}",
+        f"  rms = √({_plain_dec(ms)} + {eps_s}) = {_plain_dec(rms)}",
+        f"  {cell} = {paren(shown[j - lo])} / {_plain_dec(rms)}{times} = {fmt(value)}",
+    ]
+
+
+def _rotated(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    """One pair of RoPE: the angle at the token's position, cos and sin, the turned feature."""
+    import numpy as np
+
+    from .attention import rope_base, rope_pairs
+
+    r, o = c.r, c.r.options
+    which = name[0]
+    src = f"{which}_normed" if f"{which}_normed" in c.t.stages else which
+    value = float(c.internal[name][c.b][i, j])
+    cell = f"{name}[{i + 1},{j + 1}]"
+    before = f"{src}[{i + 1},{j + 1}]"
+    if which == "K" and i < r.past:
+        counted = "position_ids" not in r.problem.matrices and o.position_offset is None
+        at = f"position {i}" if counted else "its own position"  # the cache holds tokens 0 … P − 1
+        return [f"{cell} = {before} = {fmt(value)} (row {i + 1} is c{i + 1}, a cached key: it "
+                f"was rotated at {at} when it was cached)"]  # fmt: skip
+    d, dim = r.d_head, r.rotary_dim
+    lo, f = (j // d) * d, j % d
+    heads = r.heads if which == "Q" else r.kv_heads
+    of_head = f" of head {j // d + 1}" if heads > 1 else ""
+    if f >= dim:
+        factor = o.partial_rotary_factor or 1.0
+        return [f"{cell} = {before} = {fmt(value)}: feature {f + 1}{of_head} is not rotated "
+                f"(partial_rotary_factor {factor:g} rotates the first {dim} of the {d} features "
+                "of each head)"]  # fmt: skip
+    first, second = (list(np.arange(dim)[s]) for s in rope_pairs(o.rope, dim))
+    if f in first:
+        p, partner, sign = first.index(f), second[first.index(f)], "−"
+    else:
+        p, partner, sign = second.index(f), first[second.index(f)], "+"
+    assert r.positions is not None
+    at = r.positions[min(c.b, r.positions.shape[0] - 1)]
+    pos = int(at[i - (r.past if which == "K" else 0)])
+    pairing = ("half: feature i turns with feature i + d/2" if o.rope == "half"
+               else "interleaved: features 2i − 1 and 2i turn together")  # fmt: skip
+    lines = [
+        f"{cell}: column {j + 1} is feature {f + 1}{of_head}, which turns with feature "
+        f"{partner + 1} (column {lo + partner + 1}) by the angle of pair {p + 1} of {dim // 2} "
+        f"({pairing}), at position {pos}"
+    ]
+    mine = float(c.internal[src][c.b][i, j])
+    other = float(c.internal[src][c.b][i, lo + partner])
+    pair = f"{src}[{i + 1},{lo + partner + 1}]"
+    if pos == 0:
+        lines.append(f"  θ = 0 at position 0: cos θ = 1, sin θ = 0, so {cell} = {before} = "
+                     f"{fmt(value)}")  # fmt: skip
+        return lines
+    base = rope_base(o)
+    inv = base ** (-2.0 * p / dim)
+
+    def make(places: int) -> tuple[Any, Decimal]:
+        inv_s = "1" if p == 0 else np.format_float_positional(
+            inv, precision=places + 1, unique=False, fractional=False, trim="-")  # fmt: skip
+        angle = dec(inv_s) * pos
+        unit = Decimal(1).scaleb(-(places + 1))
+        cos = Decimal(repr(math.cos(float(angle)))).quantize(unit)
+        sin = Decimal(repr(math.sin(float(angle)))).quantize(unit)
+        x, y = _short(mine, places, fmt), _short(other, places, fmt)
+        got = dec(x) * cos - dec(y) * sin if sign == "−" else dec(x) * cos + dec(y) * sin
+        return (inv_s, angle, cos, sin, x, y), got
+
+    (inv_s, angle, cos, sin, x, y), _ = fitted(make, value, fmt)
+    lines += [
+        f"  θ = position × {fmt.given(base)}^(−2·{p}/{dim}) = {pos} × {inv_s} = {_plain_dec(angle)}",
+        f"  cos θ = {_plain_dec(cos)}, sin θ = {_plain_dec(sin)}",
+        f"  {cell} = {before}·cos θ {sign} {pair}·sin θ = {paren(x)}·{paren(_plain_dec(cos))} "
+        f"{sign} {paren(y)}·{paren(_plain_dec(sin))} = {fmt(value)}",
+    ]
+    return lines
+
+
 def _span(lo: int, width: int) -> str:
     """``columns 3–4`` or ``column 3`` (1-based)."""
     return f"column {lo + 1}" if width == 1 else f"columns {lo + 1}–{lo + width}"
@@ -350,47 +506,151 @@ def _scale_words(c: Cell, fmt: Numbers) -> tuple[str, Any]:
     return words, value
 
 
+def _bias_parts(c: Cell, i: int, j: int, fmt: Numbers) -> tuple[list[str], list[tuple[str, float]]]:
+    """What is added to logit (i, j): ALiBi's working, and the terms ``[(words, value)]``."""
+    r = c.r
+    rules = r.rules
+    lines: list[str] = []
+    parts: list[tuple[str, float]] = []
+    if rules.bias is not None:
+        b = rules.bias[min(c.b, rules.bias.shape[0] - 1), min(c.h, rules.bias.shape[1] - 1)]
+        parts.append((f"attn_bias[{i + 1},{j + 1}]", float(b[i, j])))
+    if rules.slopes is not None:
+        m = float(rules.slopes[c.h])
+        at = i + rules.q0  # the query's index among the keys
+        d = j - at
+        slopes = ", ".join(fmt.given(float(x)) for x in rules.slopes)
+        where = f", query {i + 1} is key {at + 1} of the sequence" if rules.q0 else ""
+        value = m * d
+        lines.append(
+            f"ALiBi of head {c.h + 1}: m{sub(c.h)} = {fmt.given(m)} (the slopes of {r.heads} "
+            f"head{'s' * (r.heads != 1)}: {slopes}){where}; m{sub(c.h)}·(j − i) = "
+            f"{fmt.given(m)}·({j + 1} − {at + 1}) = {fmt.given(m)}·{paren(str(d).replace('-', '−'))}"
+            f" = {_term(value, fmt)}"
+        )
+        parts.append(("ALiBi", value))
+    return lines, parts
+
+
+def _term(v: float, fmt: Numbers) -> str:
+    """A bias term as printed: as it is when short (−0.125), else to 10 decimals."""
+    given = fmt.given(v)
+    return given if len(given) < 12 else fmt.at(v, 10).rstrip("0")
+
+
+def _bias_text(parts: list[tuple[str, float]], fmt: Numbers) -> str:
+    """`` + attn_bias[2,1] (0.5) + ALiBi (−0.125)``."""
+    return "".join(f" + {words} ({_term(v, fmt)})" for words, v in parts)
+
+
+def _bias_sum(parts: list[tuple[str, float]], fmt: Numbers) -> Decimal:
+    """The bias terms added up as printed."""
+    return sum((dec(_term(v, fmt)) for _, v in parts), Decimal(0))
+
+
 def _scaled(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     from .exact import is_exact
 
     lines = _scores(c, "scores", i, j, fmt)
-    r = c.r
     s = c.stage("scores")[i, j]
     words, factor = _scale_words(c, fmt)
     value = c.stage("scaled")[i, j]
-    added = r.rules.added(slice(i, i + 1), slice(j, j + 1), c.b, c.h)
-    bias = None if added is None else float(added[0, 0])
+    capped = "capped" in c.t.stages  # the bias is added to the capped logits, not here
+    extra_lines, parts = ([], []) if capped else _bias_parts(c, i, j, fmt)
+    lines += extra_lines
     line = f"scaled[{i + 1},{j + 1}] = scores[{i + 1},{j + 1}] × {words}"
-    if is_exact(value) or is_exact(factor):
+    if any(not math.isfinite(v) for _, v in parts) or is_exact(value) or is_exact(factor):
         line += f" = {fmt.factor(s)} × {fmt(factor)}"
     else:
-        shown_s = _short(float(s), fmt.precision, fmt)
-        extra = Decimal(0) if bias is None else dec(fmt.given(bias))
+        extra = _bias_sum(parts, fmt)
 
         def make(places: int) -> tuple[Any, Decimal]:
-            f = _short(float(factor), places, fmt)
-            return f, dec(shown_s) * dec(f) + extra
+            x, f = _short(float(s), places, fmt), _short(float(factor), places, fmt)
+            return (x, f), dec(x) * dec(f) + extra
 
-        f, _ = fitted(make, float(value), fmt)
+        (shown_s, f), _ = fitted(make, float(value), fmt)
         line += f" = {paren(shown_s)} × {f}"
-    if bias is not None:
-        line += f" + attn_bias[{i + 1},{j + 1}] ({fmt.given(bias)})"
+    line += _bias_text(parts, fmt)
     lines.append(f"{line} = {fmt.approx(value)}")
     return lines
+
+
+def _capped(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
+    lines = _scaled(c, "scaled", i, j, fmt)
+    cap = float(c.r.options.attn_logit_softcapping)
+    x = float(c.stage("scaled")[i, j])
+    value = float(c.stage("capped")[i, j])
+    extra_lines, parts = _bias_parts(c, i, j, fmt)
+    lines += extra_lines
+    cell = f"capped[{i + 1},{j + 1}]"
+    cs = fmt.given(cap)
+    head = f"{cell} = {cs}·tanh(scaled[{i + 1},{j + 1}] / {cs})"
+    if any(not math.isfinite(v) for _, v in parts):
+        lines.append(f"{head}{_bias_text(parts, fmt)} = {fmt.approx(value)}")
+        return lines
+    extra = _bias_sum(parts, fmt)
+
+    def make(places: int) -> tuple[Any, Decimal]:
+        z = _short(x, places, fmt)
+        t = Decimal(repr(math.tanh(float(dec(z)) / cap))).quantize(Decimal(1).scaleb(-(places + 1)))
+        return (z, t), dec(cs) * t + extra
+
+    (z, t), _ = fitted(make, value, fmt)
+    mid = f"{cs}·tanh({z} / {cs})" if cap != 1 else f"tanh({z})"
+    lines.append(
+        f"{head}{_bias_text(parts, fmt)} = {mid}{_bias_text(parts, fmt)}"
+        f" = {cs} × {_plain_dec(t)}{_bias_text(parts, fmt)} = {fmt(value)}"
+    )
+    return lines
+
+
+def _logits(c: Cell) -> str:
+    """The logit stage before the mask: ``capped`` when soft-capped, else ``scaled``."""
+    return "capped" if "capped" in c.t.stages else "scaled"
 
 
 def _allowed(c: Cell, i: int, j: int) -> bool:
     r = c.r
     a = r.rules.allowed(slice(i, i + 1), slice(j, j + 1), c.b, c.h)
     ok = a is None or bool(a[0, 0])
-    return ok and math.isfinite(float(c.stage("scaled")[i, j]))
+    return ok and math.isfinite(float(c.stage(_logits(c))[i, j]))
+
+
+def _reasons(c: Cell, i: int, j: int) -> list[str]:
+    """Why each rule of a sliding window, chunks or a decode step blocks or keeps (i, j)."""
+    rules = c.r.rules
+    if rules.window is None and rules.chunk is None and not rules.q0:
+        return []
+    at = i + rules.q0  # the query's index among the keys
+    q = f"query {i + 1}" + (f" (key {at + 1} of the sequence)" if rules.q0 else "")
+    out = []
+    if rules.causal is not None:
+        last = i + rules.causal
+        keep = j <= last
+        cached = f", after the {rules.q0} cached" if rules.q0 else ""
+        out.append(f"  causal: {q} sees keys 1…{last + 1}{cached}; key {j + 1} "
+                   + ("is among them, kept" if keep else "comes later, blocked"))  # fmt: skip
+    if rules.window is not None:
+        W = rules.window
+        lo, keep = max(at - W + 1, 0), at - W < j <= at
+        out.append(f"  sliding window {W}: {q} sees keys {lo + 1}…{at + 1} (i − {W} < j ≤ i); "
+                   f"key {j + 1} is " + ("inside, kept" if keep else "outside, blocked"))  # fmt: skip
+    if rules.chunk is not None:
+        C = rules.chunk
+        qa, kb = at // C, j // C
+        lo, hi = qa * C, min(qa * C + C, c.r.m)
+        out.append(f"  chunks of {C}: {q} is in chunk {qa + 1} (keys {lo + 1}…{hi}, ⌊i/{C}⌋ = "
+                   f"⌊j/{C}⌋), key {j + 1} in chunk {kb + 1}: "
+                   + ("the same, kept" if qa == kb else "another, blocked"))  # fmt: skip
+    return out
 
 
 def _masked(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
-    lines = _scaled(c, "scaled", i, j, fmt)
+    src = _logits(c)
+    lines = (_capped if src == "capped" else _scaled)(c, src, i, j, fmt) + _reasons(c, i, j)
     if _allowed(c, i, j):
         lines.append(
-            f"masked[{i + 1},{j + 1}] = scaled[{i + 1},{j + 1}] = {fmt.approx(c.stage('scaled')[i, j])}"
+            f"masked[{i + 1},{j + 1}] = {src}[{i + 1},{j + 1}] = {fmt.approx(c.stage(src)[i, j])}"
             f" (query {i + 1} may attend key {j + 1})"
         )
     else:
@@ -402,8 +662,8 @@ def _masked(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
 
 def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     masked = "masked" in c.t.stages
-    lines = (_masked if masked else _scaled)(c, name, i, j, fmt)
-    src = "masked" if masked else "scaled"
+    src = "masked" if masked else _logits(c)
+    lines = {"masked": _masked, "capped": _capped, "scaled": _scaled}[src](c, src, i, j, fmt)
     row = c.stage(src)[i]
     w = float(c.stage("weights")[i, j])
     cell = f"weights[{i + 1},{j + 1}]"
@@ -414,6 +674,8 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         else:
             lines += _sigmoid(cell, src, i, j, x, w, fmt)
         return lines
+    sinks = c.r.arrays.get("sinks")
+    sink = None if sinks is None else float(sinks[c.h])
     live = [k for k in range(len(row)) if math.isfinite(float(row[k]))]
     if j not in live:
         lines.append(f"{cell} = 0: key {j + 1} is masked, so it gets no weight")
@@ -421,32 +683,49 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     from .exact import is_exact
 
     top = max(live, key=lambda k: float(row[k]))
-    lines.append(
-        f"{cell} = e^{{{src}[{i + 1},{j + 1}] − m}} / Σₖ e^{{{src}[{i + 1},k] − m}}, where "
-        f"m = {src}[{i + 1},{top + 1}], the largest in row {i + 1}"
-        + _left_out([k for k in range(len(row)) if k not in live])
-    )
+    dead = _left_out([k for k in range(len(row)) if k not in live])
     weights = [float(x) for x in c.stage("weights")[i]]
     shown = [fmt(x) for x in weights]
     total = sum((dec(x) for x in shown), Decimal(0))
-    rounded = "" if total == 1 else ", 1 before rounding"
-    lines.append(
-        f"  (row {i + 1} of weights sums to 1: {' + '.join(shown)} = {_plain_dec(total)}{rounded})"
-    )
-    if any(is_exact(row[k]) for k in live):
+    if sink is None:
+        lines.append(
+            f"{cell} = e^{{{src}[{i + 1},{j + 1}] − m}} / Σₖ e^{{{src}[{i + 1},k] − m}}, where "
+            f"m = {src}[{i + 1},{top + 1}], the largest in row {i + 1}" + dead
+        )
+        rounded = "" if total == 1 else ", 1 before rounding"
+        lines.append(
+            f"  (row {i + 1} of weights sums to 1: {' + '.join(shown)} = {_plain_dec(total)}{rounded})"
+        )
+    else:
+        biggest = (f"m = {src}[{i + 1},{top + 1}], the largest in row {i + 1}"
+                   if float(row[top]) >= sink else f"m = {fmt.given(sink)}, the sink, larger than "
+                   f"every logit of row {i + 1}")  # fmt: skip
+        lines.append(
+            f"{cell} = e^{{{src}[{i + 1},{j + 1}] − m}} / (Σₖ e^{{{src}[{i + 1},k] − m}} + "
+            f"e^{{sink − m}}), where {biggest}; head {c.h + 1}'s sink is {fmt.given(sink)}" + dead
+        )
+        lines.append(
+            f"  (row {i + 1} of weights sums to less than 1: {' + '.join(shown)} = "
+            f"{_plain_dec(total)})"
+        )
+    if sink is None and all(is_exact(row[k]) for k in live):
         lines += _exact_softmax(row, live, j, top, w, fmt)
     else:
-        lines += _float_softmax(row, live, j, top, w, fmt)
+        lines += _float_softmax(row, live, j, top, w, fmt, sink)
     return lines
 
 
 def _float_softmax(
-    row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers
+    row: Any, live: list[int], j: int, top: int, w: float, fmt: Numbers, sink: float | None = None
 ) -> list[str]:
-    """The softmax of one row, shifted by its maximum, every number printed so that it redoes."""
-    values = [float(row[k]) for k in live]
+    """The softmax of one row, shifted by its maximum, every number printed so that it redoes.
+
+    A sink (gpt-oss) is the last term of the denominator, shown as such, and
+    the shift is the largest of the row's logits and the sink.
+    """
+    values = [float(row[k]) for k in live] + ([] if sink is None else [sink])
     mine = live.index(j)
-    peak = live.index(top)
+    peak = live.index(top) if sink is None or float(row[top]) >= sink else len(live)
 
     def make(places: int) -> tuple[Any, Decimal]:
         z = [_short(v, places, fmt) for v in values]
@@ -460,13 +739,20 @@ def _float_softmax(
 
     (z, d, e, total), _ = fitted(make, w, fmt)
     m = z[peak]
-    return [
+    lines = [
         f"  = e^{{{z[mine]} − {m}}} / ({' + '.join(f'e^{{{x} − {paren(m)}}}' for x in z)})",
         f"  = e^{{{_plain_dec(d[mine])}}} / ({' + '.join(f'e^{{{_plain_dec(x)}}}' for x in d)})",
         f"  = {_plain_dec(e[mine])} / ({' + '.join(_plain_dec(x) for x in e)})"
         f" = {_plain_dec(e[mine])} / {_plain_dec(total)}",
         f"  = {fmt(w)}",
     ]
+    if sink is not None:
+        share = e[-1] / total
+        lines[0] += " (the last term is the sink's)"
+        lines.insert(0, f"  the sink takes e^{{{_plain_dec(d[-1])}}} / {_plain_dec(total)} = "
+                        f"{_plain_dec(e[-1])} / {_plain_dec(total)} = {fmt(float(share))} of the "
+                        "row, a weight no value gets")  # fmt: skip
+    return lines
 
 
 def _exact_softmax(
@@ -477,16 +763,31 @@ def _exact_softmax(
 
     z = [row[k] for k in live]
     mine, peak = live.index(j), live.index(top)
-    d = [x - z[peak] for x in z]
+    d = [_minus(x, z[peak]) for x in z]
     e = [math.exp(float(x)) for x in d]
-    total = sum(e)
+
+    def make(places: int) -> tuple[Any, Decimal]:  # significant digits that make the line redo
+        terms = [f"{x:.{places + 2}g}" for x in e]
+        total = sum((Decimal(t) for t in terms), Decimal(0))
+        shown = f"{float(total):.{places + 2}g}"
+        return (terms, shown), Decimal(terms[mine]) / Decimal(shown)
+
+    (terms, total), _ = fitted(make, w, fmt)
     return [
         f"  = e^{{{text(z[mine])} − {text(z[peak])}}} / "
         f"({' + '.join(f'e^{{{text(x)} − {text(z[peak])}}}' for x in z)})",
         f"  = e^{{{text(d[mine])}}} / ({' + '.join(f'e^{{{text(x)}}}' for x in d)})",
-        f"  ≈ {fmt.big(e[mine])} / ({' + '.join(fmt.big(x) for x in e)}) ≈ {fmt.big(e[mine])} / {fmt.big(total)}",
+        f"  ≈ {terms[mine]} / ({' + '.join(terms)}) ≈ {terms[mine]} / {total}",
         f"  = {fmt(w)}",
     ]
+
+
+def _minus(a: Any, b: Any) -> Any:
+    """a − b for exact values of mixed kinds (a fraction minus a surd: −(surd − fraction))."""
+    try:
+        return a - b
+    except TypeError:
+        return -(b - a)
 
 
 def _sigmoid(cell: str, src: str, i: int, j: int, x: Any, w: float, fmt: Numbers) -> list[str]:

@@ -211,8 +211,15 @@ def bounds(
         x = values[name]
         direct = name in r.arrays  # copied from the problem: exact as given
         settle(name, x, (zero, zero, zero, zero), own=not direct)
-    qv = heads(values["Q"], values["K"], values["V"], r)
-    qe = [heads(*(carry[n][t] for n in "QKV"), r) for t in range(4)]
+    rows = {"Q": "Q", "K": "K"}  # the last row stage of Q and K: what the scores read
+    for name, src, step in (("Q_normed", "Q", _norm_bound), ("K_normed", "K", _norm_bound),
+                            ("Q_rotated", "Q", _rotation_bound),
+                            ("K_rotated", "K", _rotation_bound)):  # fmt: skip
+        if name in values:
+            settle(name, values[name], step(r, name[0], values[rows[src]], carry[rows[src]]))
+            rows[src] = name
+    qv = heads(values[rows["Q"]], values[rows["K"]], values["V"], r)
+    qe = [heads(carry[rows["Q"]][t], carry[rows["K"]][t], carry["V"][t], r) for t in range(4)]
     q, k, v = (np.abs(np.nan_to_num(t)) for t in qv)
     scores = values["scores"]
     inherited = tuple(
@@ -232,13 +239,25 @@ def bounds(
         c = c + np.abs(np.nan_to_num(scores))
     settle("scaled", scaled, (u, c, a, o))
     logits_name = "scaled"
+    if "capped" in values:
+        cap = float(r.options.attn_logit_softcapping)
+        unbiased = np.tanh(
+            np.asarray(scaled, float) / cap
+        )  # capped = cap·tanh(scaled / cap) + bias
+        slope = np.nan_to_num(1 - unbiased**2)  # d capped / d scaled
+        u, c, a, o = (slope * t for t in carry["scaled"])
+        c = c + cap  # tanh(scaled / cap) worked out by hand and rounded, then × cap
+        settle("capped", values["capped"], (u, c, a, o))
+        logits_name = "capped"
     if "masked" in values:
         masked = values["masked"]
-        settle("masked", masked, carry["scaled"], own=False)
+        settle("masked", masked, carry[logits_name], own=False)
         logits_name = "masked"
     z_carry = carry[logits_name]
     z = values[logits_name]
     w = np.nan_to_num(values["weights"])
+    sinks = r.arrays.get("sinks")
+    sink = None if sinks is None else sinks.astype(float)[None, :, None, None]  # (1, h, 1, 1)
     if r.options.normalize == "sigmoid":
         slope = w * (1 - w)
         inherited = tuple(slope * t for t in z_carry)
@@ -249,11 +268,16 @@ def bounds(
         )
         live = np.isfinite(z)
         top = np.max(np.where(live, z, -np.inf), axis=-1, keepdims=True)
+        if sink is not None:
+            top = np.maximum(top, sink)  # the sink is a logit of every row
         top = np.where(np.isfinite(top), top, 0.0)
         zz = np.where(live, z, 0.0)
         shifted = np.where(live, np.exp(zz - top), 0.0).sum(axis=-1, keepdims=True)  # ≥ 1
         rounded = live & (zz < top)  # every e^{z − max} but the largest's e⁰ = 1 is rounded
         others = (rounded * 1.0).sum(axis=-1, keepdims=True) - rounded
+        if sink is not None:
+            shifted = shifted + np.exp(sink - top)  # e^{sink − max} joins the denominator
+            others = others + (sink < top)  # and is rounded like the others
         terms = np.where(rounded, 1 - w, 0.0) + w * others  # δw_i = (δe_i − w_i·Σδe)/S
         terms = terms / shifted
         inherited = (*inherited[:3], inherited[3] + np.where(live, terms, 0.0))
@@ -264,6 +288,8 @@ def bounds(
     vals = qv[2]
     mid = (np.nanmax(vals, axis=-2, keepdims=True) + np.nanmin(vals, axis=-2, keepdims=True)) / 2
     centred = np.abs(np.nan_to_num(vals - mid))  # (B, h, m, dv)
+    if sink is not None:  # a row with a sink need not keep its sum: no centring
+        centred = np.abs(np.nan_to_num(vals))
     free = [np.where(w_carry[t] > out["weights"][t], w_carry[t] - out["weights"][t], 0.0)
             if t == 0 else np.zeros_like(w) for t in range(4)]  # fmt: skip
     if "weights" in given:
@@ -288,6 +314,88 @@ def bounds(
         inherited = tuple(t @ wo for t in inherited)
     settle("output", values["output"], inherited)
     return out
+
+
+def _norm_bound(
+    r: Resolved, which: str, x: np.ndarray, carried: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, ...]:
+    """What QK-norm's rows inherit: Σⱼ |∂yᵢ/∂xⱼ|·δxⱼ for y = g·x / √(mean(x²) + eps).
+
+    ∂yᵢ/∂xⱼ = gᵢ/ρ·(δᵢⱼ − xᵢxⱼ/(d·ρ²)), per head (``head``) or over the row
+    (``all``); ρ worked out by hand and rounded adds |y|/ρ per unit of that
+    rounding (the second array, as the scale factor's); the cache's rows
+    (K in a decode step) are copied.
+    """
+    import numpy as np
+
+    from .options import RMS_NORM_EPS
+
+    o = r.options
+    eps = RMS_NORM_EPS if o.rms_norm_eps is None else o.rms_norm_eps
+    w = r.arrays.get("q_norm" if which == "Q" else "k_norm")
+    skip = r.past if which == "K" else 0
+    x = np.asarray(x, float)
+    B, rows, hd = x.shape
+    groups = (r.heads if which == "Q" else r.kv_heads) if o.qk_norm == "head" else 1
+    d = hd // groups
+    g = np.ones(d if o.qk_norm == "head" else hd) if w is None else w.astype(float)
+    g = np.abs(1 + g if o.rms_norm_unit_offset else g).reshape(-1, d)  # (1|groups, d)
+    xs = x.reshape(B, rows, groups, d)  # (B, rows, G, d)
+    rho = np.sqrt(np.mean(xs * xs, axis=-1, keepdims=True) + eps)  # (B, rows, G, 1)
+    J = np.eye(d) - xs[..., :, None] * xs[..., None, :] / (d * rho[..., None] ** 2)  # (…, d, d)
+    J = np.abs(J) * (g[:, :, None] / rho[..., None])  # (B, rows, G, d, d)
+    by_hand = np.abs(xs) * g / rho**2  # (B, rows, G, d): |y|/ρ per unit of ρ's rounding
+    out = []
+    for k, t in enumerate(carried):
+        t = np.broadcast_to(t, x.shape).reshape(B, rows, groups, d)
+        y = np.einsum("brgij,brgj->brgi", J, t)  # (B, rows, G, d)
+        y = (y + by_hand if k == 1 else y).reshape(B, rows, hd)  # (B, rows, H·d)
+        if skip:
+            y[:, :skip] = t.reshape(B, rows, hd)[:, :skip]
+        out.append(y)
+    return tuple(out)
+
+
+def _rotation_bound(
+    r: Resolved, which: str, x: np.ndarray, carried: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, ...]:
+    """What RoPE's rows inherit: |δy₁| ≤ |cos θ|·δx₁ + |sin θ|·δx₂ for each pair.
+
+    cos θ and sin θ worked out by hand are rounded like the scale factor:
+    each adds |x₁| + |x₂| per unit of that rounding (the second array), but
+    not at θ = 0. Features beyond partial_rotary_factor and the cache's rows
+    are copied.
+    """
+    import numpy as np
+
+    from .attention import rope_angles, rope_base, rope_pairs
+
+    dim = r.rotary_dim
+    assert r.positions is not None
+    cos, sin = rope_angles(r.positions, dim, rope_base(r.options))  # (B|1, n, dim/2)
+    c, s = np.abs(cos)[:, :, None, :], np.abs(sin)[:, :, None, :]  # (B|1, n, 1, dim/2)
+    turned = (s > 0) * 1.0
+    first, second = rope_pairs(r.options.rope, dim)
+    skip = r.past if which == "K" else 0
+    x = np.abs(np.nan_to_num(np.asarray(x, float)))
+    B, rows, hd = x.shape
+    H = hd // (r.d_head)
+    xs = x[:, skip:].reshape(B, rows - skip, H, r.d_head)  # (B, n, H, d)
+    out = []
+    for k, t in enumerate(carried):
+        t = np.array(np.broadcast_to(t, x.shape), dtype=float)  # (B, rows, H·d)
+        ts = t[:, skip:].reshape(B, rows - skip, H, r.d_head)
+        y = ts.copy()
+        y1, y2 = ts[..., first], ts[..., second]  # (B, n, H, dim/2)
+        y[..., first] = c * y1 + s * y2
+        y[..., second] = c * y2 + s * y1
+        if k == 1:  # the factors' own rounding, per unit
+            both = (xs[..., first] + xs[..., second]) * turned  # (B, n, H, dim/2)
+            y[..., first] += both
+            y[..., second] += both
+        t[:, skip:] = y.reshape(B, rows - skip, hd)
+        out.append(t)
+    return tuple(out)
 
 
 def _whole(x: np.ndarray) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 A variant changes what the user gave (a setting, the problem's mask) or swaps
 one of the pipeline's stage functions (`attention.Steps`): W_Q for the keys,
-the mask after the softmax, the heads in the wrong order, W_Oᵀ. `MISTAKES`
+the mask after the softmax, the heads in the wrong order, W_Oᵀ — and for
+today's models RoPE's other pairing (a setting), the soft-cap before the
+scale (``scale`` and ``cap``), another head's ALiBi slope (``bias``), QK-norm
+without its weights (``norm``), RoPE forgotten (``rotate``). `MISTAKES`
 is the list, by family; to add one, write a function that yields
 ``(label, problem, options, steps)`` for the variants that apply to a problem
 and decorate it with `mistake`. ``check`` recomputes the problem from the
@@ -15,8 +18,8 @@ its intermediate values, which ``check`` marks as consistent.
 
 >>> [m.key for m in MISTAKES][:3]
 ['weights-times-x', 'weights-times-k', 'q-times-q']
->>> sorted({m.family for m in MISTAKES})[:3]
-['article', 'mask', 'multi-head']
+>>> sorted({m.family for m in MISTAKES})[:4]
+['alibi', 'article', 'chunk', 'decode']
 """
 
 from __future__ import annotations
@@ -26,7 +29,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .attention import STEPS, Steps, merge_heads, project, share, sigmoid_terms, softmax
+from .attention import (
+    STEPS,
+    Steps,
+    merge_heads,
+    project,
+    qk_norm,
+    rotary,
+    share,
+    sigmoid_terms,
+    softcap,
+    softmax,
+)
 from .describe import factor, sqrt_text
 
 if TYPE_CHECKING:
@@ -92,6 +106,14 @@ def _swap(**changes: Any) -> Steps:
 
 def _self_attention(r: Resolved) -> bool:
     return "X_kv" not in r.arrays and r.n == r.m
+
+
+def _softmax(logits: np.ndarray, rr: Resolved, empty: str | None = None) -> np.ndarray:
+    """A softmax as the run takes it: with its sinks (gpt-oss) in every denominator."""
+    sinks = rr.arrays.get("sinks")
+    if sinks is not None:
+        sinks = sinks.astype(float)[None, :, None, None]  # (1, h, 1, 1)
+    return softmax(logits, empty or rr.options.empty_rows, None, sinks)
 
 
 # ---------------------------------------------------------------- wrong operand
@@ -237,7 +259,7 @@ def _mask_after_softmax(p: Problem, o: Options, r: Resolved) -> Variants:
     def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
         import numpy as np
 
-        w = softmax(logits, rr.options.empty_rows)  # (B, h, n, m) over every key
+        w = _softmax(logits, rr)  # (B, h, n, m) over every key
         return np.where(allowed, w, 0.0)
 
     label = "mask applied after the softmax (masked weights set to 0, rows not renormalised)"
@@ -358,7 +380,7 @@ def _softmax_whole(p: Problem, o: Options, r: Resolved) -> Variants:
     def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
         B, h, n, m = logits.shape
         flat = logits.reshape(B, h, 1, n * m)  # one row per head
-        return softmax(flat, "error").reshape(B, h, n, m)
+        return _softmax(flat, rr, "error").reshape(B, h, n, m)
 
     yield (
         "softmax over the whole matrix (every entry of a head sums to 1)",
@@ -489,7 +511,7 @@ def _scale_after(p: Problem, o: Options, r: Resolved) -> Variants:
     c = factor(r)
 
     def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
-        return softmax(logits, rr.options.empty_rows) * c  # (B, h, n, m)
+        return _softmax(logits, rr) * c  # (B, h, n, m)
 
     label = "the scale applied after the softmax (softmax(scores) × scale)"
     yield label, p, o, _swap(scale=lambda x, cc: x, weights=weights)
@@ -603,12 +625,14 @@ def _wo_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
 def _cosine(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
-    from .attention import heads, inputs
+    from .attention import heads, inputs, transform_rows, with_cache
 
     if o.similarity != "dot":
         return
     a = inputs(r)
-    q, k, _ = heads(*(project(a, n).astype(float) for n in "QKV"), r)
+    Q = project(a, "Q").astype(float)
+    K, V = (with_cache(a, n, project(a, n)).astype(float) for n in "KV")
+    q, k, _ = heads(*transform_rows(Q, K, a, r), V, r)  # the rows the scores read
     norms = np.linalg.norm(q, axis=-1)[..., :, None] * np.linalg.norm(k, axis=-1)[..., None, :]
     if np.all(norms > 0):  # (B, h, n, m): |q_i|·|k_j|
         yield (
@@ -632,12 +656,476 @@ def _cosine(p: Problem, o: Options, r: Resolved) -> Variants:
         )
 
 
+# ---------------------------------------------------------------- QK-norm
+
+
+def _norm_weights(p: Problem) -> bool:
+    return "q_norm" in p.matrices or "k_norm" in p.matrices
+
+
+@mistake("qk-norm-forgotten", "qk-norm", "QK-norm forgotten (Q and K used as projected)")
+def _qk_norm_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.qk_norm is not None:
+        label = "QK-norm forgotten (Q_normed and K_normed are Q and K as projected)"
+        yield label, p, o, _swap(norm=lambda x, w, heads, oo, skip=0: x)
+
+
+@mistake("qk-norm-weight", "qk-norm", "QK-norm without its weights (q_norm, k_norm)")
+def _qk_norm_weight(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.qk_norm is None or not _norm_weights(p):
+        return
+
+    def norm(x: np.ndarray, w: np.ndarray | None, heads: int, oo: Options, skip: int = 0):
+        return qk_norm(x, None, heads, replace(oo, rms_norm_unit_offset=False), skip)
+
+    label = "QK-norm without its weights (each row divided by its RMS, not multiplied by q_norm / k_norm)"
+    yield label, p, o, _swap(norm=norm)
+
+
+@mistake("qk-norm-offset", "qk-norm", "Gemma's weights as w instead of 1 + w (or the reverse)")
+def _qk_norm_offset(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.qk_norm is None or not _norm_weights(p):
+        return
+    if o.rms_norm_unit_offset:
+        label = "QK-norm weights used as w instead of Gemma's 1 + w"
+    else:
+        label = "QK-norm weights used as 1 + w (Gemma's form) instead of w"
+    yield label, p, replace(o, rms_norm_unit_offset=not o.rms_norm_unit_offset), STEPS
+
+
+@mistake(
+    "qk-norm-scope", "qk-norm", "QK-norm over the whole row instead of per head (or the reverse)"
+)
+def _qk_norm_scope(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    if o.qk_norm is None or max(r.heads, r.kv_heads) < 2:
+        return
+    other = "all" if o.qk_norm == "head" else "head"
+
+    def norm(x: np.ndarray, w: np.ndarray | None, heads: int, oo: Options, skip: int = 0):
+        if w is not None:  # the same weights, laid out for the other scope
+            w = np.tile(w, heads) if other == "all" else w.reshape(heads, -1)  # (H·d,) | (H, d)
+        return qk_norm(x, w, heads, replace(oo, qk_norm=other), skip)
+
+    label = ("QK-norm over each whole row (all heads together) instead of per head" if other == "all"
+             else "QK-norm per head instead of over each whole row (all heads together)")  # fmt: skip
+    yield label, p, o, _swap(norm=norm)
+
+
+@mistake("qk-norm-l2", "qk-norm", "QK-norm dividing by the row's length instead of its RMS")
+def _qk_norm_l2(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.qk_norm is None:
+        return
+
+    def norm(x: np.ndarray, w: np.ndarray | None, heads: int, oo: Options, skip: int = 0):
+        y = qk_norm(x, w, heads, replace(oo, rms_norm_eps=0.0), skip)  # no eps by hand
+        width = x.shape[-1] // heads if oo.qk_norm == "head" else x.shape[-1]
+        y[:, skip:] = y[:, skip:] / math.sqrt(width)  # x / |x| = x / (√d · rms)
+        return y
+
+    label = "QK-norm dividing each row by its length √(Σx²) instead of its RMS √(mean x²)"
+    yield label, p, o, _swap(norm=norm)
+
+
+# ---------------------------------------------------------------- rotary positions
+
+
+def _identity_rotation(x: np.ndarray, r: Resolved, heads: int, skip: int = 0) -> np.ndarray:
+    return x
+
+
+def _with_positions(p: Problem, positions: np.ndarray) -> Problem:
+    return replace(p, matrices={**p.matrices, "position_ids": positions})
+
+
+@mistake(
+    "rope-pairing",
+    "rope",
+    "RoPE's pairs taken the other way (half: i, i + d/2; interleaved: 2i, 2i + 1)",
+)
+def _rope_pairing(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.rope is None or r.rotary_dim < 4:
+        return  # with one pair per head both pairings are the same
+    if o.rope == "half":
+        label = "RoPE pairs taken interleaved (2i, 2i + 1) instead of half (i, i + d/2)"
+    else:
+        label = "RoPE pairs taken half (i, i + d/2) instead of interleaved (2i, 2i + 1)"
+    yield label, p, replace(o, rope="interleaved" if o.rope == "half" else "half"), STEPS
+
+
+@mistake("rope-forgotten", "rope", "RoPE forgotten (Q and K not rotated)")
+def _rope_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.rope is not None:
+        label = "RoPE forgotten (Q_rotated and K_rotated are the unrotated rows)"
+        yield label, p, o, _swap(rotate=_identity_rotation)
+
+
+@mistake(
+    "rope-positions", "rope", "RoPE at the wrong positions: off by one, or from 0 in a decode step"
+)
+def _rope_positions(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    if o.rope is None or r.positions is None:
+        return
+    pos = r.positions  # (B|1, n)
+    given = "position_ids" in p.matrices or o.position_offset is not None
+    wrong: list[tuple[str, np.ndarray]] = [
+        ("RoPE positions off by one (each token rotated one position later)", pos + 1)
+    ]
+    if pos.min() >= 1:
+        wrong.append(
+            ("RoPE positions off by one (each token rotated one position earlier)", pos - 1)
+        )
+    zero = np.broadcast_to(np.arange(r.n), pos.shape)
+    if r.past and not given:
+        wrong.append((f"RoPE positions counted from 0 in a decode step instead of from the "
+                      f"cache's length {r.past}", zero))  # fmt: skip
+    elif given:
+        wrong.append(("RoPE positions counted 0, 1, 2 … instead of the positions given", zero))
+    if r.past and not given:
+        wrong.append((f"RoPE positions counted from 1 in a decode step instead of from the "
+                      f"cache's length {r.past}", zero + 1))  # fmt: skip
+    seen = [pos]
+    plain = replace(o, position_offset=None)
+    for label, at in wrong:
+        if any(a.shape == at.shape and np.array_equal(a, at) for a in seen):
+            continue
+        seen.append(at)
+        yield label, _with_positions(p, np.array(at)), plain, STEPS
+
+
+@mistake("rope-on-v", "rope", "RoPE applied to V as well")
+def _rope_on_v(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.rope is None or r.dv_head != r.d_head:
+        return
+
+    def proj(a: dict[str, np.ndarray], name: str) -> np.ndarray:
+        x = project(a, name)
+        return rotary(x, r, r.kv_heads) if name == "V" else x
+
+    def split(Q: np.ndarray, K: np.ndarray, V: np.ndarray, rr: Resolved) -> tuple[np.ndarray, ...]:
+        return STEPS.heads(Q, K, rotary(V, rr, rr.kv_heads, rr.past), rr)
+
+    yield "RoPE applied to V as well (V rotated like K)", p, o, _swap(project=proj)
+    yield "RoPE applied to V as well, before weights·V", p, o, _swap(heads=split)
+
+
+# ---------------------------------------------------------------- the decode step
+
+
+@mistake("cache-forgotten", "decode", "the KV cache left out (only the new tokens' keys)")
+def _cache_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    if not r.past or r.rules.biased:
+        return
+    P, rules = r.past, r.rules
+    new = replace(
+        rules, m=r.n, q0=0, causal=None if rules.causal is None else 0,
+        padding=None if rules.padding is None else rules.padding[:, P:],
+        grid=None if rules.grid is None else rules.grid[..., P:],
+    )  # fmt: skip
+    allowed = new.allowed()  # (B|1, h|1, n, n): the new tokens among themselves
+
+    def split(Q: np.ndarray, K: np.ndarray, V: np.ndarray, rr: Resolved) -> tuple[np.ndarray, ...]:
+        return STEPS.heads(Q, K[:, P:], V[:, P:], rr)  # the cache's rows dropped
+
+    def mask(s: np.ndarray, a: np.ndarray | None) -> np.ndarray:
+        return s if allowed is None else np.where(allowed, s, -np.inf)
+
+    label = "the KV cache left out (the new tokens attended only to each other)"
+    yield label, p, o, _swap(heads=split, mask=mask)
+
+
+@mistake("cache-again", "decode", "the cached keys normed or rotated again")
+def _cache_again(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    if not r.past:
+        return
+    if o.qk_norm is not None:
+
+        def norm(x: np.ndarray, w: np.ndarray | None, heads: int, oo: Options, skip: int = 0):
+            return qk_norm(x, w, heads, oo)  # every row, the cache's too
+
+        label = "the cached keys normed again (past_key holds them already normed)"
+        yield label, p, o, _swap(norm=norm)
+    if o.rope is not None and r.positions is not None:
+        B = r.positions.shape[0]
+        cached = np.broadcast_to(np.arange(r.past), (B, r.past))
+        every = replace(r, positions=np.concatenate([cached, r.positions], axis=1))  # (B|1, m)
+
+        def rotate(x: np.ndarray, rr: Resolved, heads: int, skip: int = 0) -> np.ndarray:
+            return rotary(x, every if skip else rr, heads)
+
+        label = "the cached keys rotated again (past_key holds them already rotated)"
+        yield label, p, o, _swap(rotate=rotate)
+
+
+@mistake("decode-causal", "decode", "a decode step's causal mask counted from the first cached key")
+def _decode_causal(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    if not r.past:
+        return
+    first = np.tri(r.n, r.m, 0, dtype=bool)  # (n, m): query i saw keys 1 … i only
+    rest = _others(r, causal=None)
+    allowed = first if rest is None else first & rest
+
+    def mask(s: np.ndarray, a: np.ndarray | None) -> np.ndarray:
+        return np.where(allowed, s, -np.inf)  # (B, h, n, m)
+
+    label = "the causal mask counted from the first cached key (new query i saw keys 1 … i)"
+    yield label, p, replace(o, empty_rows="nan"), _swap(mask=mask)
+
+
+# ---------------------------------------------------------------- sliding windows and chunks
+
+
+def _others(r: Resolved, **dropped: Any) -> np.ndarray | None:
+    """Which pairs the run's other masks (and −∞ in its bias) allow: (B|1, h|1, n, m) or None."""
+    return _allowed(replace(r, rules=replace(r.rules, **dropped)))
+
+
+@mistake("window-off-by-one", "window", "sliding window off by one (i − W ≤ j, or W − 1 keys)")
+def _window_off(p: Problem, o: Options, r: Resolved) -> Variants:
+    W = o.sliding_window
+    if W is None:
+        return
+    yield (
+        f"sliding window off by one (i − {W} ≤ j: each query also saw the key {W} back)",
+        p, replace(o, sliding_window=W + 1), STEPS,
+    )  # fmt: skip
+    if W > 1:
+        yield (
+            f"sliding window off by one (i − {W} + 1 < j: each query saw only {W - 1} keys)",
+            p, replace(o, sliding_window=W - 1), STEPS,
+        )  # fmt: skip
+
+
+@mistake("window-forgotten", "window", "the sliding window forgotten")
+def _window_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.sliding_window is not None:
+        kept = replace(o, sliding_window=None)
+        if o.mask is None and p.mask_kind is None and not r.past:
+            kept = replace(kept, mask="causal")  # a window is causal: what is left of it
+        yield "the sliding window forgotten (every earlier key kept)", p, kept, STEPS
+
+
+@mistake("chunk-off-by-one", "chunk", "chunk boundaries off by one (or chunks of C ± 1)")
+def _chunk_off(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    C = o.attention_chunk_size
+    if C is None:
+        return
+    rest = _others(r, chunk=None)  # the other masks, as they are
+    at = np.arange(r.n)[:, None] + r.rules.q0  # (n, 1): each query's index among the keys
+    j = np.arange(r.m)[None, :]  # (1, m)
+    for shift, when in ((1, "one token early"), (-1, "one token late")):
+        same = (at + shift) // C == (j + shift) // C  # (n, m)
+        allowed = same if rest is None else same & rest
+
+        def mask(s: np.ndarray, a: np.ndarray | None, allowed: np.ndarray = allowed) -> np.ndarray:
+            return np.where(allowed, s, -np.inf)  # (B, h, n, m)
+
+        label = f"chunk boundaries off by one (each chunk of {C} starting {when})"
+        yield label, p, replace(o, empty_rows="nan"), _swap(mask=mask)
+    for size in (C + 1, C - 1):
+        if size >= 1:
+            label = f"chunks of {size} instead of {C}"
+            yield label, p, replace(o, attention_chunk_size=size), STEPS
+
+
+@mistake("chunk-forgotten", "chunk", "the chunks forgotten")
+def _chunk_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.attention_chunk_size is not None:
+        label = "the chunks forgotten (keys of earlier chunks kept)"
+        yield label, p, replace(o, attention_chunk_size=None), STEPS
+
+
+# ---------------------------------------------------------------- logit soft-capping
+
+
+@mistake("softcap-before-scale", "softcap", "soft-cap applied before the scale")
+def _softcap_before_scale(p: Problem, o: Options, r: Resolved) -> Variants:
+    cap = o.attn_logit_softcapping
+    if cap is None or r.scale == 1:
+        return
+    f = float(factor(r))
+
+    def cap_scores(x: np.ndarray, c: float) -> np.ndarray:
+        return softcap(x / f, c) * f  # c·tanh(scores / c) × scale, from the scaled scores
+
+    yield (
+        f"soft-cap applied before the scale (capped = {cap:g}·tanh(scores / {cap:g}) × scale)",
+        p, o, _swap(cap=cap_scores),
+    )  # fmt: skip
+    yield (
+        f"soft-cap applied before the scale (scaled = {cap:g}·tanh(scores / {cap:g}), "
+        "capped = scaled × scale)",
+        p, o, _swap(scale=lambda x, c: softcap(x, cap), cap=lambda x, c: x * f),
+    )  # fmt: skip
+
+
+@mistake("softcap-forgotten", "softcap", "soft-cap forgotten (capped = scaled)")
+def _softcap_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.attn_logit_softcapping is not None:
+        yield (
+            "soft-cap forgotten (the scaled scores used as they are)",
+            p,
+            o,
+            _swap(cap=lambda x, c: x),
+        )
+
+
+@mistake("softcap-formula", "softcap", "soft-cap as tanh(s / c) or c·tanh(s)")
+def _softcap_formula(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    cap = o.attn_logit_softcapping
+    if cap is None or cap == 1:
+        return
+    yield (f"soft-cap without the factor {cap:g} (tanh(scaled / {cap:g}))", p, o,
+           _swap(cap=lambda x, c: np.tanh(x / c)))  # fmt: skip
+    yield (f"soft-cap without dividing by {cap:g} ({cap:g}·tanh(scaled))", p, o,
+           _swap(cap=lambda x, c: c * np.tanh(x)))  # fmt: skip
+
+
+@mistake("softcap-after-bias", "softcap", "soft-cap applied after ALiBi instead of before")
+def _softcap_after_bias(p: Problem, o: Options, r: Resolved) -> Variants:
+    cap = o.attn_logit_softcapping
+    if cap is None or not o.alibi or r.rules.bias is not None:
+        return
+
+    def bias(s: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        return softcap(s + b, cap)  # (B, h, n, m)
+
+    label = f"soft-cap applied after ALiBi ({cap:g}·tanh((scaled + ALiBi) / {cap:g}))"
+    yield label, p, o, _swap(cap=lambda x, c: x, bias=bias)
+
+
+# ---------------------------------------------------------------- sinks
+
+
+@mistake("sinks-forgotten", "sinks", "the sinks left out (each row of weights sums to 1)")
+def _sinks_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if "sinks" in p.matrices:
+        bare = replace(p, matrices={k: v for k, v in p.matrices.items() if k != "sinks"})
+        yield "the sinks left out of the softmax (each row of weights sums to 1)", bare, o, STEPS
+
+
+@mistake("sink-in-numerators", "sinks", "e^sink added to the numerators as well")
+def _sink_in_numerators(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    if "sinks" not in r.arrays:
+        return
+    sink = r.arrays["sinks"].astype(float)[None, :, None, None]  # (1, h, 1, 1)
+
+    def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+        live = np.isfinite(logits)
+        top = np.maximum(np.max(logits, axis=-1, keepdims=True), sink)  # (B, h, n, 1)
+        e = np.where(live, np.exp(np.where(live, logits, 0.0) - top), 0.0)  # (B, h, n, m)
+        s = np.exp(sink - top)  # (B, h, n, 1)
+        return np.where(live, e + s, 0.0) / (e.sum(axis=-1, keepdims=True) + s)
+
+    def shifted(logits: np.ndarray, rr: Resolved) -> np.ndarray:
+        return _softmax(logits + sink, rr)  # e^{x + sink} / (Σ e^{x + sink} + e^{sink})
+
+    yield ("e^{sink} added to each numerator as well as to the denominator", p, o,
+           _swap(weights=weights))  # fmt: skip
+    yield (
+        "the sink added to every logit (e^{x + sink} / (Σ e^{x + sink} + e^{sink}))",
+        p,
+        o,
+        _swap(weights=shifted),
+    )
+
+
+@mistake("sink-wrong-head", "sinks", "another head's sink")
+def _sink_wrong_head(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    sinks = r.arrays.get("sinks")
+    if sinks is None or r.heads < 2:
+        return
+    seen = [sinks]
+    for label, other in (("the sinks taken in reverse head order", sinks[::-1]),
+                         ("each head took the next head's sink", np.roll(sinks, -1))):  # fmt: skip
+        if any(np.array_equal(other, s) for s in seen):
+            continue
+        seen.append(other)
+        yield label, replace(p, matrices={**p.matrices, "sinks": other.copy()}), o, STEPS
+
+
+# ---------------------------------------------------------------- ALiBi
+
+
+def _alibi_bias(r: Resolved, slopes: np.ndarray, q0: int | None = None) -> np.ndarray:
+    """The bias (attn_bias and ALiBi) with other slopes: (B|1, h|1, n, m)."""
+    rules = replace(r.rules, slopes=slopes, q0=r.rules.q0 if q0 is None else q0)
+    out = rules.added()
+    assert out is not None
+    return out
+
+
+@mistake("alibi-forgotten", "alibi", "ALiBi forgotten")
+def _alibi_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.alibi:
+        yield "ALiBi forgotten (no m_h·(j − i) added)", p, replace(o, alibi=False), STEPS
+
+
+@mistake("alibi-slope", "alibi", "ALiBi with another head's slope")
+def _alibi_slope(p: Problem, o: Options, r: Resolved) -> Variants:
+    import numpy as np
+
+    if not o.alibi or r.heads < 2:
+        return
+    m = r.rules.slopes
+    assert m is not None
+    H = r.heads
+    plain = 2.0 ** (-8.0 * np.arange(1, H + 1) / H)  # the power-of-two rule for any H
+    seen = [m]
+    for label, other in (
+        ("ALiBi slopes in reverse head order (head h took the slope of head H + 1 − h)", m[::-1]),
+        ("ALiBi slopes shifted by one head (head h took the slope of head h + 1)", np.roll(m, -1)),
+        ("ALiBi slopes shifted by one head (head h took the slope of head h − 1)", np.roll(m, 1)),
+        (f"ALiBi slopes 2^(−8h/{H}) for every head (the rule for a power of two, but {H} is not "
+         "one)", plain),
+    ):  # fmt: skip
+        if any(np.allclose(other, s, rtol=0, atol=0) for s in seen):
+            continue
+        seen.append(other)
+        bias = _alibi_bias(r, other)
+        yield label, p, o, _swap(bias=lambda s, b, bias=bias: s + bias)
+
+
+@mistake("alibi-sign", "alibi", "ALiBi with the wrong sign: m_h·(i − j)")
+def _alibi_sign(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.alibi and r.rules.slopes is not None:
+        bias = _alibi_bias(r, -r.rules.slopes)
+        label = "ALiBi with the wrong sign (m_h·(i − j): the far keys raised, not lowered)"
+        yield label, p, o, _swap(bias=lambda s, b: s + bias)
+
+
+@mistake("alibi-position", "alibi", "ALiBi's distance from the query's row, not its position")
+def _alibi_position(p: Problem, o: Options, r: Resolved) -> Variants:
+    if o.alibi and r.rules.slopes is not None and r.past:
+        bias = _alibi_bias(r, r.rules.slopes, q0=0)
+        label = (f"ALiBi's distance j − i counted from the new query's row, not its position "
+                 f"(the cache's {r.past} rows come first)")  # fmt: skip
+        yield label, p, o, _swap(bias=lambda s, b: s + bias)
+
+
 # ---------------------------------------------------------------- swapped stage functions
 
 
 def _columns_softmax(logits: np.ndarray, r: Resolved) -> np.ndarray:
     """Softmax down each column (over the queries) instead of along each row."""
-    return softmax(logits.swapaxes(-1, -2), r.options.empty_rows).swapaxes(-1, -2)
+    return _softmax(logits.swapaxes(-1, -2), r).swapaxes(-1, -2)
 
 
 def _scaled_as_weights(logits: np.ndarray, r: Resolved) -> np.ndarray:
@@ -657,16 +1145,23 @@ _KQT = _swap(scores=lambda q, k: k @ q.swapaxes(-1, -2))  # (Q·Kᵀ)ᵀ (n = m)
 # ---------------------------------------------------------------- rounding (not a mistake)
 
 #: The stages a hand computation may round before going on (the others are copies or inputs).
-ROUNDED = ("Q", "K", "V", "scores", "scaled", "masked", "weights", "head_outputs", "concat")
+ROUNDED = ("Q", "K", "V", "Q_normed", "K_normed", "Q_rotated", "K_rotated", "scores", "scaled",
+           "capped", "masked", "weights", "head_outputs", "concat")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Rounding:
-    """Intermediate values rounded to ``places`` decimals: every stage, or only ``stage``."""
+    """Intermediate values rounded to ``places`` decimals: every stage, or only ``stage``.
+
+    ``at`` holds the first stages a rounded factor changes (the scale:
+    ``scaled``; RoPE's cos θ and sin θ: ``Q_rotated``, ``K_rotated``; …), and
+    is empty for rounded stages.
+    """
 
     places: int
     stage: str | None
     steps: Steps
+    at: tuple[str, ...] = ()
 
     @property
     def words(self) -> str:
@@ -690,13 +1185,47 @@ def roundings() -> Iterator[Rounding]:
 
         yield Rounding(places, None, replace(STEPS, keep=every))
         if places:
-            yield Rounding(places, "the scale", replace(STEPS, scale=scale))
-            yield Rounding(
-                places, "the scale and every value", replace(STEPS, scale=scale, keep=every)
-            )
+            for what, at, change in _factors(places):
+                yield Rounding(places, what, replace(STEPS, **change), at)
+                yield Rounding(places, f"{what} and every value",
+                               replace(STEPS, keep=every, **change), at)  # fmt: skip
         for stage in ROUNDED:
 
             def one(name: str, x: np.ndarray, k: int = places, s: str = stage) -> np.ndarray:
                 return np.round(x, k) if name == s else x
 
             yield Rounding(places, stage, replace(STEPS, keep=one))
+
+
+def _factors(k: int) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    """The factors a hand computation works out and rounds before it multiplies by them:
+    (words, the first stages they change, the stage functions that round them)."""
+    import numpy as np
+
+    from .attention import rope_angles
+
+    def scale(x: np.ndarray, c: Any) -> np.ndarray:
+        return x * round(float(c), k)
+
+    def angles(positions: np.ndarray, dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+        cos, sin = rope_angles(positions, dim, theta)
+        return np.round(cos, k), np.round(sin, k)
+
+    def rotate(x: np.ndarray, r: Resolved, heads: int, skip: int = 0) -> np.ndarray:
+        return rotary(x, r, heads, skip, angles)
+
+    def root(rms: np.ndarray) -> np.ndarray:
+        return np.where(np.round(rms, k) == 0, rms, np.round(rms, k))  # a zero row's √eps: kept
+
+    def norm(x: np.ndarray, w: np.ndarray | None, heads: int, o: Options, skip: int = 0):
+        return qk_norm(x, w, heads, o, skip, root)
+
+    def cap(x: np.ndarray, c: float) -> np.ndarray:
+        return np.round(np.tanh(x / c), k) * c
+
+    return [
+        ("the scale", ("scaled",), dict(scale=scale)),
+        ("cos θ and sin θ", ("Q_rotated", "K_rotated"), dict(rotate=rotate)),
+        ("each RMS", ("Q_normed", "K_normed"), dict(norm=norm)),
+        ("each tanh", ("capped",), dict(cap=cap)),
+    ]

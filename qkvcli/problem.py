@@ -40,9 +40,6 @@ MATRICES = (
     "b_Q", "b_K", "b_V", "b_O", "mask", "attn_bias", "valid_lens", "key_padding_mask",
     "position_ids", "q_norm", "k_norm", "sinks", "past_key", "past_value",
 )  # fmt: skip
-#: The variants of today's models, by their Hugging Face names (settings and matrices).
-MODEL_VARIANTS = ("rope", "qk_norm", "sliding_window", "attention_chunk_size",
-                  "attn_logit_softcapping", "sinks", "alibi", "past_key")  # fmt: skip
 
 
 @dataclass
@@ -446,32 +443,6 @@ def _rotary(
         return dim, pos.astype(np.int64)
     start = past if o.position_offset is None else o.position_offset
     return dim, (start + np.arange(n, dtype=np.int64))[None]  # (1, n)
-
-
-def model_variants(p: Problem, o: Options) -> list[str]:
-    """The variants of today's models in force, by their Hugging Face names.
-
-    >>> model_variants(Problem({}), Options(rope="half", sliding_window=4))
-    ['rope', 'sliding_window']
-    """
-    return [
-        name
-        for name in MODEL_VARIANTS
-        if getattr(o, name, None) not in (None, False) or name in p.matrices
-    ]
-
-
-def refuse_model_variants(p: Problem, o: Options, command: str) -> None:
-    """Raise `OptionError` when a variant ``command`` does not handle yet is in force.
-
-    >>> refuse_model_variants(Problem({}), Options(), "qkv check")
-    """
-    found = model_variants(p, o)
-    if found:
-        raise OptionError(
-            f"{command} does not handle {', '.join(found)} yet: "
-            "qkv compute shows every stage of this problem"
-        )
 
 
 def mask_kind(p: Problem, o: Options) -> str | None:

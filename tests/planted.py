@@ -228,3 +228,58 @@ def sheet(values: dict[str, np.ndarray], names: list[str], places: int = 4) -> d
     """An answer sheet (JSON-ready) of the named stages, written to ``places`` decimals."""
     return {n: np.vectorize(lambda v: text(v, places), otypes=[object])(values[n]).tolist()
             for n in names if n in values}  # fmt: skip
+
+
+def check_verdicts(report, truth: dict, wrong: dict, names: list[str], places: int = 4) -> str:
+    """Every cell: right where the student's number is the truth as rounded, wrong at the
+    first stage that departs, consistent after it."""
+    first = next(
+        n
+        for n in names
+        if n in wrong
+        and (truth[n].shape != wrong[n].shape or not same_text(truth[n], wrong[n], places))
+    )
+    order = list(truth)
+    for cell in report.cells:
+        if truth[cell.stage].shape != wrong[cell.stage].shape:  # e.g. weights·X: another shape
+            assert cell.verdict == "wrong", cell
+            assert cell.stage in {first, *report.findings[0].more}, cell
+            continue
+        t, w = truth[cell.stage][cell.index], wrong[cell.stage][cell.index]
+        coarse = cell.written.decimals is not None and cell.written.decimals < places
+        if text(t, places) == text(w, places):
+            assert cell.verdict == "right", cell
+        elif abs(w - t) > 0.02 * max(1.0, abs(t)) and not coarse:  # "0.8700" is marked as 0.87
+            if order.index(cell.stage) < order.index(first):
+                raise AssertionError(f"{cell} departs before {first}")
+            want = "wrong" if cell.stage == first else ("consistent", "wrong")
+            assert cell.verdict in ((want,) if isinstance(want, str) else want), cell
+            if cell.stage == first:
+                continue
+            if cell.stage not in {first, *report.findings[0].more}:
+                assert cell.verdict == "consistent", cell
+    return first
+
+
+def visible(truth: dict, wrong: dict) -> bool:
+    """Does some stage show the mistake clearly (beyond 2% of a value)?"""
+    for name, t in truth.items():
+        w = wrong[name]
+        if t.shape != w.shape:
+            return True
+        both = np.isfinite(t) & np.isfinite(w)
+        if np.any(np.isfinite(t) != np.isfinite(w)):
+            return True
+        with np.errstate(invalid="ignore"):
+            far = np.abs(w - t) > 0.02 * np.maximum(1.0, np.abs(t))
+        if np.any(far & both):
+            return True
+    return False
+
+
+def same_text(a: np.ndarray, b: np.ndarray, places: int) -> bool:
+    """Do two stages read the same when written to ``places`` decimals?"""
+    if a.shape != b.shape:
+        return False
+    return np.array_equal(np.vectorize(lambda v: text(v, places))(a),
+                          np.vectorize(lambda v: text(v, places))(b))  # fmt: skip

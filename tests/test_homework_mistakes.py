@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 import pytest
-from planted import random_case, softmax, stages, text
+from planted import check_verdicts, random_case, same_text, softmax, stages, text
 from planted import sheet as write_sheet
 
 from qkvcli.answers import parse_answers
@@ -88,43 +88,6 @@ def mark(c, wrong, names, places=4):
     p, settings = parse_doc(c.document(), "p.json")
     doc = write_sheet(wrong, names, places)
     return grade(p, Options().merged(settings), parse_answers(json.dumps(doc), "a.json"))
-
-
-def check_verdicts(report, truth, wrong, names, places=4):
-    """Every cell: right where the student's number is the truth as rounded, wrong at the
-    first stage that departs, consistent after it."""
-    first = next(
-        n
-        for n in names
-        if n in wrong
-        and (truth[n].shape != wrong[n].shape or not _same_text(truth[n], wrong[n], places))
-    )
-    order = list(truth)
-    for cell in report.cells:
-        if truth[cell.stage].shape != wrong[cell.stage].shape:  # e.g. weights·X: another shape
-            assert cell.verdict == "wrong" and cell.stage == first, cell
-            continue
-        t, w = truth[cell.stage][cell.index], wrong[cell.stage][cell.index]
-        coarse = cell.written.decimals is not None and cell.written.decimals < places
-        if text(t, places) == text(w, places):
-            assert cell.verdict == "right", cell
-        elif abs(w - t) > 0.02 * max(1.0, abs(t)) and not coarse:  # "0.8700" is marked as 0.87
-            if order.index(cell.stage) < order.index(first):
-                raise AssertionError(f"{cell} departs before {first}")
-            want = "wrong" if cell.stage == first else ("consistent", "wrong")
-            assert cell.verdict in ((want,) if isinstance(want, str) else want), cell
-            if cell.stage == first:
-                continue
-            if cell.stage not in {first, *report.findings[0].more}:
-                assert cell.verdict == "consistent", cell
-    return first
-
-
-def _same_text(a, b, places):
-    if a.shape != b.shape:
-        return False
-    return np.array_equal(np.vectorize(lambda v: text(v, places))(a),
-                          np.vectorize(lambda v: text(v, places))(b))  # fmt: skip
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
@@ -224,7 +187,7 @@ def test_cell_slips_are_named_by_cell(kind, seed):
     if case is None:
         pytest.skip("no two different neighbouring digits")
     c, truth, wrong, stage, names, (i, j) = case
-    if _same_text(truth[stage], wrong[stage], 4):
+    if same_text(truth[stage], wrong[stage], 4):
         pytest.skip("the slip vanishes in rounding")
     if kind in ("denominator", "exp"):
         changed = np.vectorize(text)(truth[stage][i]) != np.vectorize(text)(wrong[stage][i])

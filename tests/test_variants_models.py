@@ -467,18 +467,6 @@ def test_rope_refuses_cross_attention_and_unequal_keys():
                  past_value=rand(1, 2))  # fmt: skip
 
 
-@pytest.mark.parametrize("command", [["check", "samples/sinks.json", "samples/homework/worked/right.json"],
-                                     ["explain", "samples/rope.json", "scores[1,1]"]])  # fmt: skip
-def test_check_and_explain_refuse_what_they_do_not_handle_yet(command):
-    code, out, err = qkv(*command)
-    what = "sinks" if "sinks" in command[1] else "rope"
-    assert (code, out) == (2, "")
-    assert (
-        err
-        == f"qkv: error: qkv {command[0]} does not handle {what} yet: qkv compute shows every stage of this problem\n"
-    )
-
-
 def test_every_error_of_a_variant_is_a_qkv_error():
     """Random bad combinations never escape as a traceback."""
     rng = np.random.default_rng(5)

@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import shape_str
-from .text import PLAIN_CELLS, fmt, header, matrices, plain_table
+from .text import PLAIN_CELLS, fmt, header, matrices, plain_table, scientific
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,15 +107,21 @@ def stage_table(
     if width is not None and cols > width // 2:
         near = [*range(width // 4), *range(cols - width // 4, cols)]
 
+    import numpy as np
+
+    sci = scientific(matrix[np.ix_(real_rows, near)], precision)  # one notation per table
+
     def cell(v: Any) -> str:
-        return exact_text(v) if is_exact(v) else fmt(float(v), precision)
+        return exact_text(v) if is_exact(v) else fmt(float(v), precision, sci)
 
     text = {j: [cell(matrix[i, j]) for i in real_rows] for j in near}
     shown_cols: list[int | None] = near
     note = None
     if width is not None:
         label_w = max((len(row_labels[i]) for i in real_rows), default=1)
-        sums = [len(fmt(float(matrix[i].sum()), precision)) for i in real_rows] if weights else []
+        sums = (
+            [len(fmt(float(matrix[i].sum()), precision, sci)) for i in real_rows] if weights else []
+        )
         widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
         # Each column takes its text, a space either side and a border; the table a left border.
         picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
@@ -146,7 +152,7 @@ def stage_table(
             v = float(matrix[i, j])
             cells.append(Text(text[j][position[i]], style=_shade(v) if weights else ""))
         if weights:
-            cells.append(Text(fmt(float(matrix[i].sum()), precision)))
+            cells.append(Text(fmt(float(matrix[i].sum()), precision, sci)))
         table.add_row(Text(row_labels[i]), *cells)
     return table, note
 

@@ -269,7 +269,9 @@ def test_key_spellings():
         ),
         (
             ["compute", "-"],
-            json.dumps({"X": GOOD["X"], "W_Qx": GOOD["W_Q"], "W_K": GOOD["W_K"], "W_V": GOOD["W_V"]}),
+            json.dumps(
+                {"X": GOOD["X"], "W_Qx": GOOD["W_Q"], "W_K": GOOD["W_K"], "W_V": GOOD["W_V"]}
+            ),
             "<stdin>: unknown key 'W_Qx' (did you mean W_Q?)",
         ),
         (
@@ -537,7 +539,9 @@ def test_debug_keeps_the_exit_code_of_a_bug(monkeypatch):
     result = qkv("compute", WORKED, "--debug")
     assert result.exit_code == 70
     assert "ZeroDivisionError: division by zero\n" in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("qkv: error: internal error: ZeroDivisionError")
+    assert result.stderr.splitlines()[-1].startswith(
+        "qkv: error: internal error: ZeroDivisionError"
+    )
 
 
 def test_a_bug_is_one_line_with_exit_70(monkeypatch):

@@ -209,7 +209,7 @@ def test_a_state_dict_without_heads_says_it_computes_one_head(tmp_path):
     assert json.loads(result.stdout)["meta"]["heads"] == 1
     assert result.stderr == (
         f"qkv: note: {f}: a PyTorch state dict does not say how many heads it has: computed as 1 "
-        "head; give nn.MultiheadAttention's num_heads as --heads N (or \"heads\": N)\n"
+        'head; give nn.MultiheadAttention\'s num_heads as --heads N (or "heads": N)\n'
     )
     quiet = qkv(str(f), "--heads", "2", "-f", "json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["meta"]["heads"] == 2
@@ -243,7 +243,9 @@ def test_one_transposed_w_is_named_not_sent_round_the_layouts(tmp_path):
         f"qkv: error: {f}: W_Q (w_query) is 3×4 but X has 4 columns: it fits transposed, but W_K "
         "and W_V fit as they are: transpose W_Q itself (--weights-layout out-in would turn every W)\n"
     )
-    out_in = {k: [list(r) for r in zip(*v)] if k.startswith("w_") else v for k, v in load(WORKED).items()}
+    out_in = {
+        k: [list(r) for r in zip(*v)] if k.startswith("w_") else v for k, v in load(WORKED).items()
+    }
     f.write_text(json.dumps(out_in))  # every W transposed: the layout is the answer, and it works
     assert error(str(f)).endswith("did you mean its transpose (--weights-layout out-in)?\n")
     same(as_json(str(f), "--weights-layout", "out-in"), as_json(WORKED))

@@ -88,7 +88,10 @@ def test_dtype_float32():
     np.testing.assert_allclose(doc["output"], full_json()["output"], rtol=1e-6)
     r = qkv("compute", SAMPLE, "--dtype", "float16")
     assert r.exit_code == 2
-    assert r.stderr == "qkv: error: --dtype must be float64 or float32, not 'float16' (did you mean float64?)\n"
+    assert (
+        r.stderr
+        == "qkv: error: --dtype must be float64 or float32, not 'float16' (did you mean float64?)\n"
+    )
 
 
 def write_npz(path, **arrays):

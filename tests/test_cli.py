@@ -575,3 +575,29 @@ def test_the_light_coercion_still_fits_this_typer():
     result = qkv("compute", WORKED, "--precision", "x")
     assert result.exit_code == 2
     assert "Input should be a valid integer" in result.stderr
+
+
+def table_cells(out: str) -> list[str]:
+    return [c.strip() for ln in out.splitlines() if ln.startswith("│") for c in ln.split("│")[2:-1]]
+
+
+def test_numbers_in_one_table_use_one_notation():
+    """At 1 decimal the weight 0.0009 needs e-notation, so every cell of that table takes it."""
+    coarse = qkv("compute", WORKED, "--stage", "weights", "--stage", "V", "--precision", "1").stdout
+    v, weights = coarse.split("weights = ")
+    assert all(re.fullmatch(r"\d\.\d", c) for c in table_cells(v))  # V: whole numbers, fixed
+    cells = table_cells(weights)
+    assert len(cells) == 12 and all(re.fullmatch(r"\d\.\de[+-]\d\d", c) for c in cells)
+    fine = qkv("compute", WORKED, "--stage", "weights").stdout
+    assert all(re.fullmatch(r"\d\.\d{4}", c) for c in table_cells(fine))
+    md = qkv("compute", WORKED, "--stage", "weights", "-f", "markdown", "--precision", "2").stdout
+    rows = [ln.split(" | ")[1:] for ln in md.splitlines() if ln.startswith("| **")]
+    assert all(re.fullmatch(r"\d\.\d\de[+-]\d\d", c.strip(" |")) for r in rows for c in r)
+    tex = qkv("compute", WORKED, "--stage", "weights", "-f", "latex", "--precision", "2").stdout
+    matrix = tex.split("\\begin{bmatrix}\n")[1].split("\n\\end{bmatrix}")[0]
+    assert "e-0" not in matrix and matrix.count("\\times 10^{") == 9
+    assert matrix.splitlines()[1].startswith("8.90 \\times 10^{-4} & 9.09 \\times 10^{-1}")
+    heat = qkv("compute", WORKED, "--heatmap", "--precision", "1").stdout
+    grid = [ln for ln in heat.splitlines() if ln.startswith("x")]
+    numbers = [n for ln in grid for n in re.findall(r"\d\.\d+(?:e[+-]\d+)?", ln)]
+    assert len(numbers) == 9 and all("e" in n for n in numbers)

@@ -109,28 +109,36 @@ def stage_table(
 
     import numpy as np
 
-    sci = scientific(matrix[np.ix_(real_rows, near)], precision)  # one notation per table
+    def layout(sci: bool) -> tuple[dict[int, list[str]], list[int | None], str | None]:
+        """The cells' texts in one notation, and the columns that fit (None: the … gap)."""
 
-    def cell(v: Any) -> str:
-        return exact_text(v) if is_exact(v) else fmt(float(v), precision, sci)
+        def cell(v: Any) -> str:
+            return exact_text(v) if is_exact(v) else fmt(float(v), precision, sci)
 
-    text = {j: [cell(matrix[i, j]) for i in real_rows] for j in near}
-    shown_cols: list[int | None] = near
-    note = None
-    if width is not None:
-        label_w = max((len(row_labels[i]) for i in real_rows), default=1)
-        sums = (
-            [len(fmt(float(matrix[i].sum()), precision, sci)) for i in real_rows] if weights else []
-        )
-        widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
-        # Each column takes its text, a space either side and a border; the table a left border.
-        picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
-        shown_cols = [None if k is None else near[k] for k in picked]
-        if len(near) < cols and None not in shown_cols:
-            shown_cols = [*near[: len(near) // 2], None, *near[len(near) // 2 :]]
-        if None in shown_rows or None in shown_cols:
-            r_n, c_n = len(real_rows), len([j for j in shown_cols if j is not None])
-            note = f"{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns (--full shows all)"
+        text = {j: [cell(matrix[i, j]) for i in real_rows] for j in near}
+        shown_cols: list[int | None] = list(near)
+        note = None
+        if width is not None:
+            label_w = max((len(row_labels[i]) for i in real_rows), default=1)
+            sums = [len(fmt(float(matrix[i].sum()), precision, sci)) for i in real_rows]
+            sums = sums if weights else []
+            widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
+            # Each column takes its text, a space either side and a border; the table a left border.
+            picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
+            shown_cols = [None if k is None else near[k] for k in picked]
+            if len(near) < cols and None not in shown_cols:
+                shown_cols = [*near[: len(near) // 2], None, *near[len(near) // 2 :]]
+            if None in shown_rows or None in shown_cols:
+                r_n, c_n = len(real_rows), len([j for j in shown_cols if j is not None])
+                note = f"{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns (--full shows all)"
+        return text, shown_cols, note
+
+    # One notation for the cells shown: fixed decimals, unless a cell shown needs scientific.
+    text, shown_cols, note = layout(False)
+    shown = matrix[np.ix_(real_rows, [j for j in shown_cols if j is not None])]
+    sci = scientific(shown, precision)
+    if sci:
+        text, shown_cols, note = layout(True)
     table = Table(header_style="bold")
     table.add_column("", style="bold", no_wrap=True)
     for j in shown_cols:

@@ -601,3 +601,16 @@ def test_numbers_in_one_table_use_one_notation():
     grid = [ln for ln in heat.splitlines() if ln.startswith("x")]
     numbers = [n for ln in grid for n in re.findall(r"\d\.\d+(?:e[+-]\d+)?", ln)]
     assert len(numbers) == 9 and all("e" in n for n in numbers)
+
+
+def test_a_stage_typo_on_a_long_input_lists_every_stage(tmp_path):
+    """Long inputs stream without the n×n stages; a typo still lists every stage of the run."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long.npz"
+    np.savez(path, **{k: rng.standard_normal((2100, 4)) for k in "QKV"})
+    result = qkv("compute", str(path), "--stage", "weight")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "qkv: error: --stage weight: no such stage (did you mean weights?); "
+        "this run's stages: Q, K, V, scores, scaled, weights, output\n"
+    )

@@ -163,12 +163,24 @@ def whole_number(name: str, value: Any, least: int = 0) -> int:
 
     >>> whole_number("position_offset", 3.0)
     3
+    >>> whole_number("--sliding-window", 3e100, 1)
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.OptionError: --sliding-window must be at most 2^53 (a whole number a float holds), not 3e+100
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value != int(value) or value < least:
         word = "a positive whole number" if least == 1 else f"a whole number ≥ {least}"
         raise OptionError(f"{name} must be {word}, not {value!r}")
+    if value > WHOLE_MAX:
+        raise OptionError(
+            f"{name} must be at most 2^53 (a whole number a float holds), not {value:g}"
+        )
     return int(value)
+
+
+#: The largest whole-number setting (windows, offsets): every whole number up to it is a float.
+WHOLE_MAX = 2**53
 
 
 def fraction(name: str, value: Any) -> float:

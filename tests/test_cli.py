@@ -334,6 +334,11 @@ def test_key_spellings():
             "option, --x FILE --wq FILE --wk FILE --wv FILE (or --q, --k, --v)",
         ),
         (
+            ["compute", "-"],
+            with_(sliding_window=3e100),
+            "<stdin>: sliding_window must be at most 2^53 (a whole number a float holds), not 3e+100",
+        ),
+        (
             ["compute", "-", "--scale", "sqr"],
             json.dumps(GOOD),
             "--scale must be sqrt, none or a number, not 'sqr' (did you mean sqrt?)",

@@ -28,10 +28,11 @@ def scratch() -> Path:
 
 
 def shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run one README command: ``qkv`` is this checkout's ``python -m qkvcli``, ``python`` this Python."""
+    """Run one README command: ``qkv`` is this checkout's ``python -m qkvcli``, ``python`` this Python
+    (at the start or after a pipe)."""
     qkv = f"{sys.executable} -m qkvcli"
     command = re.sub(r"(^|\| )qkv ", lambda m: m.group(1) + qkv + " ", command)
-    command = re.sub(r"^python ", sys.executable + " ", command)
+    command = re.sub(r"(^|\| )python ", lambda m: m.group(1) + sys.executable + " ", command)
     env = os.environ | {"NO_COLOR": "1", "COLUMNS": "100", "PYTHONPATH": str(ROOT)}
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
 

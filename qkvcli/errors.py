@@ -78,3 +78,39 @@ def shape_str(shape: tuple[int, ...]) -> str:
     '3×4'
     """
     return "×".join(str(n) for n in shape)
+
+
+def counted(n: int, one: str, many: str) -> str:
+    """``n`` with the word in the number it takes.
+
+    >>> counted(1, "label", "labels"), counted(2, "query", "queries")
+    ('1 label', '2 queries')
+    """
+    return f"{n} {one if n == 1 else many}"
+
+
+def closest(typed: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    """The choice ``typed`` most likely meant: the same but for case, else difflib's nearest.
+
+    >>> closest("Weights", ["scores", "weights"]), closest("casual", ["causal"]), closest("zzz", ["dot"])
+    ('weights', 'causal', None)
+    """
+    import difflib
+
+    if not isinstance(typed, str) or not choices:
+        return None
+    lower = {c.lower(): c for c in choices}
+    if typed.lower() in lower:
+        return lower[typed.lower()]
+    near = difflib.get_close_matches(typed.lower(), list(lower), 1)
+    return lower[near[0]] if near else None
+
+
+def did_you_mean(typed: str, choices: list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean X?)`` for the choice closest to ``typed`` (see `closest`), or ``""``.
+
+    >>> did_you_mean("weight", ["scores", "weights"]), did_you_mean("zzz", ["dot", "cosine"])
+    (' (did you mean weights?)', '')
+    """
+    near = closest(typed, choices)
+    return f" (did you mean {near}?)" if near is not None and near != typed else ""

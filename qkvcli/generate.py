@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError
+from .options import choice
 
 if TYPE_CHECKING:
     from .trace import Trace
@@ -51,15 +52,14 @@ def _check(spec: Spec) -> None:
             raise OptionError(f"--{name.replace('_', '-')} must be from 1 to 12, not {value}")
     if spec.d_v is not None and not 1 <= spec.d_v <= 12:
         raise OptionError(f"--d-v must be from 1 to 12, not {spec.d_v}")
-    if spec.scale not in ("sqrt", "none", "nice"):
-        raise OptionError(f"--scale must be sqrt, none or nice, not {spec.scale!r}")
+    choice("--scale", spec.scale, ("sqrt", "none", "nice"))  # a near miss gets "did you mean"
     if spec.scale == "nice" and math.isqrt(spec.d_k) ** 2 != spec.d_k:
         raise OptionError(
             f"--scale nice needs d_k a perfect square (1, 4, 9), so that 1/√d_k is 1, 1/2 or 1/3; "
             f"--d-k {spec.d_k} gives 1/√{spec.d_k}"
         )
-    if spec.mask not in (None, "causal"):
-        raise OptionError(f"--mask must be causal, not {spec.mask!r}")
+    if spec.mask is not None:
+        choice("--mask", spec.mask, ("causal",))
     if not 0 <= spec.seed < 2**63:
         raise OptionError(f"--seed must be from 0 to 2^63 − 1, not {spec.seed}")
 

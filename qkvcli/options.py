@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import OptionError
+from .errors import OptionError, did_you_mean
 
 LAYOUTS = ("rows", "columns")
 WEIGHTS_LAYOUTS = ("in-out", "out-in")
@@ -80,16 +80,17 @@ class Options:
         return replace(self, **{k: v for k, v in settings.items() if v is not None})
 
 
-def parse_scale(text: str | float | int) -> str | float:
+def parse_scale(text: str | float | int, name: str = "scale") -> str | float:
     """Read a scale setting: ``sqrt``, ``none`` or any finite non-zero number.
 
     Learned scales may be negative, so a negative number is a scale too.
+    ``name`` is how the user gave it, for the message (``--scale``).
 
     >>> parse_scale("0.5"), parse_scale("SQRT"), parse_scale(2), parse_scale("-0.25")
     (0.5, 'sqrt', 2.0, -0.25)
     """
     if isinstance(text, bool):
-        raise OptionError(f"scale must be sqrt, none or a number, not {text!r}")
+        raise OptionError(f"{name} must be sqrt, none or a number, not {text!r}")
     if isinstance(text, (int, float)):
         value = float(text)
     else:
@@ -99,20 +100,37 @@ def parse_scale(text: str | float | int) -> str | float:
         try:
             value = float(word)
         except ValueError:
-            raise OptionError(f"scale must be sqrt, none or a number, not {text!r}") from None
+            hint = did_you_mean(word, ("sqrt", "none"))
+            raise OptionError(
+                f"{name} must be sqrt, none or a number, not {text!r}{hint}"
+            ) from None
     if not math.isfinite(value) or value == 0:
-        raise OptionError(f"scale must be a finite non-zero number, not {text!r}")
+        raise OptionError(f"{name} must be a finite non-zero number, not {text!r}")
     return value
 
 
+def either(words: tuple[str, ...] | list[str]) -> str:
+    """Choices as a sentence lists them.
+
+    >>> either(("dot", "cosine")), either(("error", "nan", "zero"))
+    ('dot or cosine', 'error, nan or zero')
+    """
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """Check that ``value`` is one of ``allowed`` and return it.
+    """Check that ``value`` is one of ``allowed`` and return it; a near miss gets "did you mean".
 
     >>> choice("layout", "rows", LAYOUTS)
     'rows'
+    >>> choice("--layout", "row", LAYOUTS)
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.OptionError: --layout must be rows or columns, not 'row' (did you mean rows?)
     """
     if not isinstance(value, str) or value not in allowed:
-        raise OptionError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        hint = did_you_mean(value, allowed)
+        raise OptionError(f"{name} must be {either(allowed)}, not {value!r}{hint}")
     return value
 
 
@@ -135,25 +153,34 @@ def positive_number(name: str, value: Any) -> float:
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
-        raise OptionError(f"{name} must be a positive finite number, not {value!r}")
+        shown = f"{value:g}" if ok else repr(value)
+        raise OptionError(f"{name} must be a positive finite number, not {shown}")
     return float(value)
 
 
-#: The largest position, window or chunk accepted: floats count whole numbers exactly up to here.
-MOST = 2**53
-
-
 def whole_number(name: str, value: Any, least: int = 0) -> int:
-    """Check a whole number from ``least`` to `MOST` (a float such as 3.0 counts).
+    """Check a whole number of at least ``least``, at most 2^53 (a float such as 3.0 counts).
 
     >>> whole_number("position_offset", 3.0)
     3
+    >>> whole_number("--sliding-window", 3e100, 1)
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.OptionError: --sliding-window must be at most 2^53 (a whole number a float holds), not 3e+100
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value != int(value) or not least <= value <= MOST:
+    if not ok or not math.isfinite(value) or value != int(value) or value < least:
         word = "a positive whole number" if least == 1 else f"a whole number ≥ {least}"
-        raise OptionError(f"{name} must be {word} up to 2^53, not {value!r}")
+        raise OptionError(f"{name} must be {word}, not {value!r}")
+    if value > WHOLE_MAX:
+        raise OptionError(
+            f"{name} must be at most 2^53 (a whole number a float holds), not {value:g}"
+        )
     return int(value)
+
+
+#: The largest whole-number setting (windows, offsets): every whole number up to it is a float.
+WHOLE_MAX = 2**53
 
 
 def fraction(name: str, value: Any) -> float:
@@ -168,12 +195,12 @@ def fraction(name: str, value: Any) -> float:
     return float(value)
 
 
-def _choice_of(name: str, allowed: tuple[str, ...]) -> Callable[[Any], str]:
-    return lambda v: choice(name, v, allowed)
+def _choice_of(key: str, allowed: tuple[str, ...]) -> Callable[..., str]:
+    return lambda v, name=key: choice(name, v, allowed)
 
 
-def _flag(name: str) -> Callable[[Any], bool]:
-    def check(v: Any) -> bool:
+def _flag(key: str) -> Callable[..., bool]:
+    def check(v: Any, name: str = key) -> bool:
         if not isinstance(v, bool):
             raise OptionError(f"{name} must be true or false, not {v!r}")
         return v
@@ -181,67 +208,144 @@ def _flag(name: str) -> Callable[[Any], bool]:
     return check
 
 
-#: Every setting: a function that checks a value and returns it in canonical form.
-SETTINGS: dict[str, Callable[[Any], Any]] = {
+def _with(check: Callable[..., Any], key: str, *extra: Any) -> Callable[..., Any]:
+    return lambda v, name=key: check(name, v, *extra)
+
+
+#: Every setting: a function ``(value, name)`` that checks a value and returns it in
+#: canonical form; ``name`` is how the user gave it (``--heads``, or a file's key), for the message.
+SETTINGS: dict[str, Callable[..., Any]] = {
     "scale": parse_scale,
     "layout": _choice_of("layout", LAYOUTS),
     "weights_layout": _choice_of("weights_layout", WEIGHTS_LAYOUTS),
-    "heads": lambda v: positive_int("heads", v),
-    "kv_heads": lambda v: positive_int("kv_heads", v),
+    "heads": _with(positive_int, "heads"),
+    "kv_heads": _with(positive_int, "kv_heads"),
     "mask": _choice_of("mask", MASK_KINDS),
     "mask_polarity": _choice_of("mask_polarity", POLARITIES),
     "empty_rows": _choice_of("empty_rows", EMPTY_ROWS),
     "similarity": _choice_of("similarity", SIMILARITIES),
     "normalize": _choice_of("normalize", NORMALIZERS),
-    "temperature": lambda v: positive_number("temperature", v),
+    "temperature": _with(positive_number, "temperature"),
     "dtype": _choice_of("dtype", DTYPES),
     "exact": _flag("exact"),
     "rope": _choice_of("rope", ROPE_PAIRINGS),
-    "rope_theta": lambda v: positive_number("rope_theta", v),
-    "partial_rotary_factor": lambda v: fraction("partial_rotary_factor", v),
-    "position_offset": lambda v: whole_number("position_offset", v),
-    "sliding_window": lambda v: whole_number("sliding_window", v, 1),
-    "attention_chunk_size": lambda v: whole_number("attention_chunk_size", v, 1),
+    "rope_theta": _with(positive_number, "rope_theta"),
+    "partial_rotary_factor": _with(fraction, "partial_rotary_factor"),
+    "position_offset": _with(whole_number, "position_offset"),
+    "sliding_window": _with(whole_number, "sliding_window", 1),
+    "attention_chunk_size": _with(whole_number, "attention_chunk_size", 1),
     "qk_norm": _choice_of("qk_norm", QK_NORMS),
-    "rms_norm_eps": lambda v: positive_number("rms_norm_eps", v),
+    "rms_norm_eps": _with(positive_number, "rms_norm_eps"),
     "rms_norm_unit_offset": _flag("rms_norm_unit_offset"),
-    "attn_logit_softcapping": lambda v: positive_number("attn_logit_softcapping", v),
+    "attn_logit_softcapping": _with(positive_number, "attn_logit_softcapping"),
     "alibi": _flag("alibi"),
 }
 assert set(SETTINGS) == {f.name for f in fields(Options)}
 
 
-def validate_options(o: Options) -> Options:
-    """Check every setting of ``o``; raise `OptionError` naming the bad one."""
+def option_name(key: str) -> str:
+    """The command-line option of a setting.
+
+    >>> option_name("mask_polarity")
+    '--mask-polarity'
+    """
+    return "--" + key.replace("_", "-")
+
+
+def check_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings typed as command-line options, checked; a message names the option as typed.
+
+    >>> check_options({"scale": "none", "heads": None})
+    {'scale': 'none'}
+    >>> check_options({"mask_polarity": "yes"})
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.OptionError: --mask-polarity must be attend or block, not 'yes'
+    """
+    return {k: SETTINGS[k](v, option_name(k)) for k, v in values.items() if v is not None}
+
+
+def said(names: dict[str, str], key: str, value: Any = None) -> str:
+    """A setting as the user gave it, for a message: ``--heads 2``, ``"heads": 2`` or ``heads=2``.
+
+    ``names`` maps a setting to how it was given: an option (``--heads``) or a
+    file's key as typed (``num_heads``); a setting in neither is named by its key.
+
+    >>> said({"heads": "--heads"}, "heads", 2), said({"heads": "num_heads"}, "heads", 2)
+    ('--heads 2', '"num_heads": 2')
+    >>> said({}, "heads", 2), said({"alibi": "--alibi"}, "alibi", True), said({}, "rope")
+    ('heads=2', '--alibi', 'rope')
+    """
+    import json
+
+    name = names.get(key)
+    if value is None:
+        return name or key
+    if name is not None and name.startswith("--"):
+        return name if value is True else f"{name} {value}"
+    if name is not None:
+        return f'"{name}": {json.dumps(value, ensure_ascii=False)}'
+    return f"{key}={value}"
+
+
+def _add(cli: bool, need: str, examples: tuple[tuple[str, str], ...]) -> str:
+    """How to add a setting: as an option (``cli``) or as a file's key."""
+    form = (lambda v: f"{option_name(need)} {v}") if cli else (lambda v: f'"{need}": "{v}"')
+    return "add " + " or ".join(f"{form(v)} ({who})" for v, who in examples)
+
+
+#: What to add when a setting needs another: the values, and a model that uses each.
+NEEDS = {
+    "rope": (("half", "Llama"), ("interleaved", "GPT-J")),
+    "qk_norm": (("head", "Qwen3, Gemma 3"), ("all", "OLMo 2")),
+}
+
+
+def needs(given: str, need: str) -> str:
+    """The message for something given (as the user named it) without the variant it belongs to.
+
+    >>> needs("--rope-theta", "rope")
+    '--rope-theta is set but --rope is not: add --rope half (Llama) or --rope interleaved (GPT-J)'
+    """
+    cli = given.startswith("--")
+    shown = option_name(need) if cli else need
+    return f"{given} is set but {shown} is not: {_add(cli, need, NEEDS[need])}"
+
+
+def validate_options(o: Options, names: dict[str, str] | None = None) -> Options:
+    """Check every setting of ``o``; raise `OptionError` naming the bad one as the user gave it.
+
+    ``names`` maps a setting to how it was given (see `said`).
+    """
+    names = names or {}
     checked = {}
     for f in fields(o):
         value = getattr(o, f.name)
         if value is None or (value == f.default and f.name != "scale"):
             continue  # the defaults are valid
-        checked[f.name] = SETTINGS[f.name](value)
+        checked[f.name] = SETTINGS[f.name](value, names.get(f.name, f.name))
     o = replace(o, **checked)
     if o.exact and o.similarity != "dot":
-        raise OptionError("exact arithmetic works with dot-product similarity, not cosine")
+        raise OptionError(
+            f"exact arithmetic works with dot-product similarity, not cosine: drop "
+            f"{names.get('exact', '--exact')} or {said(names, 'similarity', 'cosine')}"
+        )
     if o.exact:
-        curved = [n for n in ("rope", "qk_norm", "attn_logit_softcapping") if getattr(o, n)]
+        curved = [
+            said(names, n) for n in ("rope", "qk_norm", "attn_logit_softcapping") if getattr(o, n)
+        ]
         if curved:
             raise OptionError(
                 f"exact arithmetic keeps the linear stages as fractions: {', '.join(curved)} "
-                "needs cosines, square roots or tanh; drop --exact"
+                f"needs cosines, square roots or tanh; drop {names.get('exact', '--exact')}"
             )
-    for name, needs in (
+    for name, need in (
         ("rope_theta", "rope"), ("partial_rotary_factor", "rope"), ("position_offset", "rope"),
         ("rms_norm_eps", "qk_norm"), ("rms_norm_unit_offset", "qk_norm"),
     ):  # fmt: skip
-        if getattr(o, name) not in (None, False) and getattr(o, needs) is None:
-            raise OptionError(f"{name} is set but {needs} is not: {_NEEDS[needs]}")
+        if getattr(o, name) not in (None, False) and getattr(o, need) is None:
+            raise OptionError(needs(said(names, name), need))
     return o
-
-
-_NEEDS = {
-    "rope": "add rope half (Llama) or rope interleaved (GPT-J)",
-    "qk_norm": "add qk_norm head (Qwen3, Gemma 3) or qk_norm all (OLMo 2)",
-}
 
 
 #: The defaults of the variants' numbers, used when their variant is in force.

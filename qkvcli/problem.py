@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import OptionError, ShapeError, shape_str
+from .errors import OptionError, ShapeError, counted, shape_str
 from .masks import (
     Rules,
     alibi_slopes,
@@ -29,7 +29,8 @@ from .masks import (
     padding_keep,
     valid_lens,
 )
-from .options import Options, validate_options
+from .notes import note
+from .options import Options, needs, said, validate_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,7 +48,9 @@ class Problem:
     """The matrices as the user gave them, with where each one came from.
 
     ``sources`` maps a canonical name to what was read (``"w_query"`` or
-    ``"WQ.csv"``); ``origin`` names the input file.
+    ``"WQ.csv"``); ``origin`` names the input file; ``setting_names`` maps each
+    setting given to how it was given, for messages: an option (``--heads``)
+    or the file's key as typed (``num_heads``).
     """
 
     matrices: dict[str, np.ndarray]
@@ -57,6 +60,7 @@ class Problem:
     origin: str = "<input>"
     mask_kind: str | None = None  # "causal" | "causal-lower-right" when given by name
     torch_key: str | None = None  # a PyTorch state-dict key read: weights are (out, in)
+    setting_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,24 +142,60 @@ def _weight(p: Problem, name: str, o: Options, d_in: int | None, src: str) -> np
         if not fits:
             shape = shape_str(blocks[0].shape)
             what = "rows" if o.layout == "columns" else "columns"
-            msg = f"{label(p, name)} is {shape} but {label(p, src)} has {d_in} {what}"
+            msg = f"{typed(p, name)} is {shape} but {typed(p, src)} has {counted(d_in, what[:-1], what)}"
             if o.layout == "columns":
                 msg += f" (layout columns: {name} must be d_k×{d_in})"
             elif out_in:
                 msg += f" (weights layout out-in: {name} must be d_k×{d_in})"
             if blocks[0].shape[0 if out_in else 1] == d_in:
-                msg += ": did you mean " + _transpose_hint(o)
+                msg += transpose_hint(p, o, name, ": ")
             raise ShapeError(msg)
     axis = 0 if name == "W_O" else -1
     return np.concatenate([b.T if out_in else b for b in blocks], axis=axis)
 
 
-def _transpose_hint(o: Options) -> str:
-    """What to try when a W fits only transposed."""
+def transpose_hint(p: Problem, o: Options, name: str, sep: str) -> str:
+    """What to try when W ``name`` fits only transposed: the other weights layout, if every
+    W fits in it, else transposing this one W (the layout option turns every W at once)."""
     if o.layout == "columns":
-        return "its transpose?"
+        return f"{sep}did you mean its transpose?"
     other = "in-out" if o.weights_layout == "out-in" else "out-in"
-    return f"its transpose (--weights-layout {other})?"
+    now = o.weights_layout
+    as_they_are = [n for n in ("W_Q", "W_K", "W_V")
+                   if n != name and _fits(p, n, now) and _fits(p, n, other) is False]  # fmt: skip
+    option = p.setting_names.get("weights_layout", "--weights-layout")
+    switch = f'"{option}": "{other}"' if not option.startswith("--") else f"{option} {other}"
+    if not as_they_are:
+        return f"{sep}did you mean its transpose ({switch})?"
+    return (
+        f"{sep}it fits transposed, but {_and(as_they_are)} fit as they are: transpose "
+        f"{name} itself ({switch} would turn every W)"
+    )
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _fits(p: Problem, name: str, weights_layout: str) -> bool | None:
+    """Whether W_Q, W_K or W_V fits its input (X, or X_kv) in ``weights_layout``; None if unknown."""
+    w = p.matrices.get(name)
+    kv = name != "W_Q" and "X_kv" in p.matrices
+    src = p.matrices.get("X_kv" if kv else "X")
+    if w is None or src is None or w.ndim not in (2, 3):
+        return None
+    block = w[0] if w.ndim == 3 else w
+    return block.shape[1 if weights_layout == "out-in" else 0] == src.shape[-1]
+
+
+def typed(p: Problem, name: str) -> str:
+    """A matrix or label list named as the user gave it: ``--tokens``, or `label`'s ``W_Q (w_query)``.
+
+    >>> typed(Problem({}, sources={"tokens": "--tokens"}), "tokens")
+    '--tokens'
+    """
+    source = p.sources.get(name, "")
+    return source if source.startswith("--") else label(p, name)
 
 
 def _bias(p: Problem, name: str, width: int, of: str) -> np.ndarray | None:
@@ -164,7 +204,10 @@ def _bias(p: Problem, name: str, width: int, of: str) -> np.ndarray | None:
         return None
     b = b.reshape(-1)  # per-head lists are joined
     if b.shape[0] != width:
-        raise ShapeError(f"{label(p, name)} has {b.shape[0]} values but {of} has {width} columns")
+        raise ShapeError(
+            f"{typed(p, name)} has {counted(b.shape[0], 'value', 'values')} but {of} has "
+            f"{counted(width, 'column', 'columns')}"
+        )
     return b
 
 
@@ -189,7 +232,8 @@ def label(p: Problem, name: str) -> str:
 def resolve(p: Problem, o: Options) -> Resolved:
     """Check shapes and bring ``p`` to canonical form; see the module docstring.
 
-    Shape errors are prefixed with the input's name.
+    Shape errors are prefixed with the input's name, and so are errors about
+    settings unless they name options as typed (``--heads 2 …``).
     """
     try:
         return _resolve(p, o)
@@ -197,15 +241,22 @@ def resolve(p: Problem, o: Options) -> Resolved:
         if p.origin == Problem.origin:
             raise
         raise ShapeError(f"{p.origin}: {e}") from None
+    except OptionError as e:
+        if p.origin == Problem.origin or "--" in str(e):
+            raise  # about options as typed: the file is not what is wrong
+        raise OptionError(f"{p.origin}: {e}") from None
 
 
 def _resolve(p: Problem, o: Options) -> Resolved:
-    o = validate_options(o)
+    o = validate_options(o, p.setting_names)
+    names = p.setting_names
     mats = p.matrices
     if "past_key" in mats or "past_value" in mats:
         if "past_key" not in mats or "past_value" not in mats:
             given, other = ("past_key", "past_value")[:: 1 if "past_key" in mats else -1]
-            raise ShapeError(f"{given} is given but {other} is missing: a KV cache holds both")
+            raise ShapeError(
+                f"{typed(p, given)} is given but {other} is missing: a KV cache holds both"
+            )
         if "X_kv" in mats:
             raise ShapeError(
                 "past_key is the self-attention cache of the same sequence: not with X_kv"
@@ -230,8 +281,8 @@ def _resolve(p: Problem, o: Options) -> Resolved:
 
     if p.torch_key is not None and o.weights_layout != "out-in":
         raise OptionError(
-            f"{p.torch_key} holds PyTorch (out, in) weights: weights_layout must be out-in, "
-            f"not {o.weights_layout}"
+            f"{p.torch_key} holds PyTorch (out, in) weights: not with "
+            f"{said(names, 'weights_layout', o.weights_layout)}"
         )
 
     def project(n: str, src: np.ndarray | None, src_name: str) -> tuple[int, ...]:
@@ -267,23 +318,43 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     }
     heads = o.heads or listed.get("Q") or 1
     if "Q" in listed and listed["Q"] != heads:
-        raise ShapeError(f"W_Q lists {listed['Q']} heads but heads is {heads}")
+        raise ShapeError(f"W_Q lists {listed['Q']} heads but {said(names, 'heads', heads)}")
     kv_heads = o.kv_heads or listed.get("K") or heads
     for n in "KV":
         if n in listed and listed[n] != kv_heads:
-            raise ShapeError(f"W_{n} lists {listed[n]} heads but kv_heads is {kv_heads}")
+            given = said(names, "kv_heads" if o.kv_heads else "heads", kv_heads)
+            raise ShapeError(f"W_{n} lists {listed[n]} heads but {given}")
+    if p.torch_key is not None and o.heads is None and not listed:
+        note(
+            f"{p.origin}: a PyTorch state dict does not say how many heads it has: computed as "
+            '1 head; give nn.MultiheadAttention\'s num_heads as --heads N (or "heads": N)'
+        )
+    unused = [
+        n for n, by in (("X", "QKV"), ("X_kv", "KV")) if n in mats and all(c in mats for c in by)
+    ]
+    if unused:
+        given = "Q, K and V are" if "X" in unused else "K and V are"
+        note(
+            f"{p.origin}: {' and '.join(unused)} not used: {given} given directly "
+            f"(drop {' and '.join(unused)}, or give the weights instead)"
+        )
     B = max(a[0] for a in (q, k, v))
     for name, a in (("Q", q), ("K", k), ("V", v)):
         if a[0] not in (1, B):
             raise ShapeError(f"{name} has {a[0]} batch items but another matrix has {B}")
     if k[-2] != v[-2]:
-        raise ShapeError(f"K has {k[-2]} {rows_word} but V has {v[-2]}: every key needs one value")
+        raise ShapeError(
+            f"K has {counted(k[-2], rows_word[:-1], rows_word)} but V has {v[-2]}: "
+            "every key needs one value"
+        )
     past = _cache(p, o, arrays, k, v, B)
     n, m, dq, dv = q[-2], past + k[-2], q[-1], v[-1]
+    h_said = said(names, "heads", heads)
+    kv_said = said(names, "kv_heads", kv_heads) if o.kv_heads else None
     if dq % heads:
-        raise ShapeError(f"heads={heads} does not divide d_k={dq} (Q has {dq} {cols_word})")
+        raise ShapeError(f"{h_said} does not divide d_k={dq} (Q has {dq} {cols_word})")
     if heads % kv_heads:
-        raise ShapeError(f"kv_heads={kv_heads} does not divide heads={heads}")
+        raise ShapeError(f"{kv_said or kv_heads} does not divide {h_said}")
     d_head = dq // heads
     if k[-1] != kv_heads * d_head:
         if kv_heads == heads:
@@ -292,11 +363,16 @@ def _resolve(p: Problem, o: Options) -> Resolved:
                 f"Q·Kᵀ needs Q and K to have the same number of {cols_word}"
             )
         raise ShapeError(
-            f"K has {k[-1]} {cols_word} but kv_heads={kv_heads} key heads "
-            f"of d_k={d_head} need {kv_heads * d_head}"
+            f"K has {k[-1]} {cols_word} but {kv_said or kv_heads} with d_k={d_head} per head "
+            f"needs {kv_heads * d_head}"
         )
     if dv % kv_heads:
-        raise ShapeError(f"kv_heads={kv_heads} does not divide d_v={dv} (V has {dv} {cols_word})")
+        if kv_said is None:
+            raise ShapeError(
+                f"{h_said} does not divide d_v={dv} (V has {dv} {cols_word}; "
+                "K and V have as many heads as Q unless kv_heads says otherwise)"
+            )
+        raise ShapeError(f"{kv_said} does not divide d_v={dv} (V has {dv} {cols_word})")
     dv_head = dv // kv_heads
 
     w_o = _weight(p, "W_O", o, None, "concat")
@@ -306,11 +382,11 @@ def _resolve(p: Problem, o: Options) -> Resolved:
             user = p.matrices["W_O"].shape
             need = "columns" if o.weights_layout == "out-in" or o.layout == "columns" else "rows"
             msg = (
-                f"{label(p, 'W_O')} is {shape_str(user)} but concat has {width} {cols_word} "
+                f"{typed(p, 'W_O')} is {shape_str(user)} but concat has {width} {cols_word} "
                 f"(heads × d_v = {heads}×{dv_head}): W_O needs {width} {need}"
             )
             if p.matrices["W_O"].ndim == 2 and w_o.shape[1] == width:
-                msg += "; did you mean " + _transpose_hint(o)
+                msg += transpose_hint(p, o, "W_O", "; ")
             raise ShapeError(msg)
         arrays["W_O"] = w_o
         b_o = _bias(p, "b_O", w_o.shape[1], "W_O")
@@ -319,10 +395,16 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     elif "b_O" in mats:
         raise ShapeError("b_O is given but W_O is missing")
 
-    if p.tokens is not None and len(p.tokens) != n:
-        raise ShapeError(f"tokens has {len(p.tokens)} labels but there are {n} queries")
-    if p.kv_tokens is not None and len(p.kv_tokens) != m:
-        raise ShapeError(f"kv_tokens has {len(p.kv_tokens)} labels but there are {m} keys")
+    for attr, count, one, many in (
+        ("tokens", n, "query", "queries"),
+        ("kv_tokens", m, "key", "keys"),
+    ):
+        given = getattr(p, attr)
+        if given is not None and len(given) != count:
+            there = f"there {'is' if count == 1 else 'are'} {counted(count, one, many)}"
+            raise ShapeError(
+                f"{typed(p, attr)} has {counted(len(given), 'label', 'labels')} but {there}"
+            )
 
     scale = {"sqrt": 1 / math.sqrt(d_head), "none": 1.0}.get(o.scale, o.scale)  # type: ignore[arg-type]
     _norms(p, o, arrays, heads, kv_heads, d_head)
@@ -330,11 +412,15 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         sinks = mats["sinks"].reshape(-1)
         if sinks.shape[0] != heads:
             raise ShapeError(
-                f"{label(p, 'sinks')} has {sinks.shape[0]} values but there are {heads} heads "
-                "(one sink logit per query head)"
+                f"{typed(p, 'sinks')} has {counted(sinks.shape[0], 'value', 'values')} but there "
+                f"{'is' if heads == 1 else 'are'} {counted(heads, 'head', 'heads')} (one sink "
+                "logit per query head)"
             )
         if o.normalize == "sigmoid":
-            raise OptionError("sinks add to the softmax's denominator: not with normalize sigmoid")
+            raise OptionError(
+                f"{typed(p, 'sinks')} adds a sink to the softmax's denominator: not with "
+                f"{said(p.setting_names, 'normalize', 'sigmoid')}"
+            )
         arrays["sinks"] = sinks
     rotary_dim, positions = _rotary(p, o, B, n, k[-2], d_head, past, "X_kv" in arrays)
     rules = _rules(p, o, B, heads, n, m, past)
@@ -360,11 +446,11 @@ def _cache(
         assert a is not None
         if a.shape[-1] != new[-1]:
             raise ShapeError(
-                f"{label(p, name)} has {a.shape[-1]} {cols} but {of} has {new[-1]}: "
+                f"{typed(p, name)} has {a.shape[-1]} {cols} but {of} has {new[-1]}: "
                 f"the cache holds {of}'s rows of earlier tokens, every head side by side"
             )
         if a.shape[0] not in (1, B):
-            raise ShapeError(f"{label(p, name)} has {a.shape[0]} batch items but X has {B}")
+            raise ShapeError(f"{typed(p, name)} has {a.shape[0]} batch items but X has {B}")
         past[name] = a
     if past["past_key"].shape[1] != past["past_value"].shape[1]:
         raise ShapeError(
@@ -380,10 +466,7 @@ def _norms(p: Problem, o: Options, arrays: dict, heads: int, kv_heads: int, d_he
     given = [name for name in ("q_norm", "k_norm") if name in p.matrices]
     if o.qk_norm is None:
         if given:
-            raise OptionError(
-                f"{given[0]} is given but qk_norm is not: add qk_norm head (Qwen3, Gemma 3) "
-                "or qk_norm all (OLMo 2)"
-            )
+            raise OptionError(needs(typed(p, given[0]), "qk_norm"))
         return
     for name, count in (("q_norm", heads), ("k_norm", kv_heads)):
         if name not in p.matrices:
@@ -393,7 +476,7 @@ def _norms(p: Problem, o: Options, arrays: dict, heads: int, kv_heads: int, d_he
         if w.shape[0] != width:
             what = f"d_k = {d_head}" if o.qk_norm == "head" else f"{count} heads × d_k {d_head}"
             raise ShapeError(
-                f"{label(p, name)} has {w.shape[0]} values but qk_norm {o.qk_norm} needs "
+                f"{typed(p, name)} has {counted(w.shape[0], 'value', 'values')} but qk_norm {o.qk_norm} needs "
                 f"{width} ({what})"
             )
         arrays[name] = w
@@ -407,10 +490,7 @@ def _rotary(
 
     if o.rope is None:
         if "position_ids" in p.matrices:
-            raise OptionError(
-                "position_ids is given but rope is not: add rope half (Llama) "
-                "or rope interleaved (GPT-J)"
-            )
+            raise OptionError(needs(typed(p, "position_ids"), "rope"))
         return 0, None
     if cross:
         raise ShapeError("rope rotates a sequence against itself: not with X_kv")
@@ -428,7 +508,7 @@ def _rotary(
         )
     if "position_ids" in p.matrices:
         pos = p.matrices["position_ids"]
-        where = label(p, "position_ids")
+        where = typed(p, "position_ids")
         if pos.ndim == 1:
             pos = pos[None]
         if pos.ndim != 2 or pos.shape[1] != n or pos.shape[0] not in (1, B):
@@ -439,7 +519,10 @@ def _rotary(
         if np.any(pos != np.round(pos)) or np.any(pos < 0):
             raise ShapeError(f"{where} must hold whole numbers ≥ 0")
         if o.position_offset is not None:
-            raise OptionError("position_ids and position_offset are both given: give one")
+            raise OptionError(
+                f"{typed(p, 'position_ids')} and {said(p.setting_names, 'position_offset')} "
+                "are both given: give one"
+            )
         return dim, pos.astype(np.int64)
     start = past if o.position_offset is None else o.position_offset
     return dim, (start + np.arange(n, dtype=np.int64))[None]  # (1, n)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import OptionError
+from .errors import OptionError, did_you_mean
 
 if TYPE_CHECKING:
     import numpy as np
@@ -151,11 +151,25 @@ class Trace:
         """
         if not names:
             return list(self.stages.values())
-        for name in names:
-            if name not in self.stages and name not in self.later:
-                why = "" if name in STAGES else " stage"
-                raise OptionError(f"no{why} {name!r} in this run; stages: {', '.join(self.stages)}")
+        check_stages(names, [s for s in STAGES if s in self.stages or s in self.later])
         return [s for s in self.stages.values() if s.name in names]
+
+
+def check_stages(asked: list[str], names: list[str], option: str = "--stage") -> None:
+    """Raise `OptionError` for the first of ``asked`` that is not among ``names``, the run's stages.
+
+    >>> check_stages(["weight"], ["Q", "K", "V", "scores", "scaled", "weights", "output"])
+    Traceback (most recent call last):
+    ...
+    qkvcli.errors.OptionError: --stage weight: no such stage (did you mean weights?); this run's stages: Q, K, V, scores, scaled, weights, output
+    """
+    for name in asked:
+        if name not in names:
+            what = f"this run has no {name} stage" if name in STAGES else "no such stage"
+            raise OptionError(
+                f"{option} {name}: {what}{did_you_mean(name, names)}; "
+                f"this run's stages: {', '.join(names)}"
+            )
 
 
 def stage_names(r: Resolved) -> list[str]:

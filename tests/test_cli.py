@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -247,47 +248,100 @@ def test_key_spellings():
         (
             ["compute", "-"],
             with_(tokens=["a"]),
-            "<stdin>: tokens has 1 labels but there are 2 queries",
+            "<stdin>: tokens has 1 label but there are 2 queries",
         ),
         (
             ["compute", "-"],
             with_(W_Z=[[1]]),
-            "<stdin>: unknown key 'W_Z' (expected X, W_Q, W_K, W_V, or Q, K, V; see qkv compute --help)",
+            "<stdin>: unknown key 'W_Z': a problem holds X, W_Q, W_K, W_V (or Q, K, V) and may hold X_kv, "
+            "W_O, b_Q, b_K, b_V, b_O, mask, attn_bias, valid_lens, key_padding_mask, tokens, kv_tokens, "
+            "scale, layout, weights_layout, heads, kv_heads, mask_polarity, empty_rows, similarity, "
+            "normalize, temperature, rope, rope_theta, partial_rotary_factor, position_ids, "
+            "position_offset, sliding_window, attention_chunk_size, qk_norm, q_norm, k_norm, "
+            "rms_norm_eps, rms_norm_unit_offset, attn_logit_softcapping, sinks, past_key, past_value, "
+            "precision (for qkv check) or PyTorch's in_proj_weight, in_proj_bias, out_proj.weight, "
+            "out_proj.bias; keys starting with _ are comments",
+        ),
+        (
+            ["compute", "-"],
+            with_(scael=2),
+            "<stdin>: unknown key 'scael' (did you mean scale?)",
+        ),
+        (
+            ["compute", "-"],
+            json.dumps(
+                {"X": GOOD["X"], "W_Qx": GOOD["W_Q"], "W_K": GOOD["W_K"], "W_V": GOOD["W_V"]}
+            ),
+            "<stdin>: unknown key 'W_Qx' (did you mean W_Q?)",
         ),
         (
             ["compute", "-"],
             with_(scale="big"),
-            "<stdin>: scale: scale must be sqrt, none or a number, not 'big'",
+            "<stdin>: scale must be sqrt, none or a number, not 'big'",
         ),
         (
             ["compute", "-"],
             with_(layout="diagonal"),
-            "<stdin>: layout: layout must be one of rows, columns, not 'diagonal'",
+            "<stdin>: layout must be rows or columns, not 'diagonal'",
         ),
         (
             ["compute", "-", "--scale", "0"],
             json.dumps(GOOD),
-            "scale must be a finite non-zero number, not '0'",
+            "--scale must be a finite non-zero number, not '0'",
         ),
         (
             ["compute", "-", "--layout", "row"],
             json.dumps(GOOD),
-            "layout must be one of rows, columns, not 'row'",
+            "--layout must be rows or columns, not 'row' (did you mean rows?)",
         ),
         (
             ["compute", "-", "--format", "xml"],
             json.dumps(GOOD),
-            "--format must be one of table, json, csv, tsv, markdown, latex, npz, not 'xml'",
+            "--format must be table, json, csv, tsv, markdown, latex or npz, not 'xml'",
         ),
         (
             ["compute", "-", "--stage", "softmax"],
             json.dumps(GOOD),
-            "no stage 'softmax' in this run; stages: Q, K, V, scores, scaled, weights, output",
+            "--stage softmax: no such stage; this run's stages: Q, K, V, scores, scaled, weights, output",
+        ),
+        (
+            ["compute", "-", "--stage", "weight"],
+            json.dumps(GOOD),
+            "--stage weight: no such stage (did you mean weights?); this run's stages: Q, K, V, "
+            "scores, scaled, weights, output",
+        ),
+        (
+            ["compute", "-", "--stage", "masked"],
+            json.dumps(GOOD),
+            "--stage masked: this run has no masked stage; this run's stages: Q, K, V, scores, "
+            "scaled, weights, output",
         ),
         (
             ["compute", "-", "-f", "csv", "--stage", "Q", "--stage", "K"],
             json.dumps(GOOD),
-            "--format csv writes one stage; choose one with --stage",
+            "--format csv writes one stage, not 2: choose one with --stage, or use --format json or npz",
+        ),
+        (
+            ["compute", "-", "-f", "csv", "--trace"],
+            json.dumps(GOOD),
+            "--format csv writes one stage, not every stage (--trace): use --format json or npz for "
+            "every stage, or --stage NAME",
+        ),
+        (
+            ["compute", "samples/csv/X.csv"],
+            None,
+            "samples/csv/X.csv: holds one CSV matrix, not a JSON problem: give each matrix with its "
+            "option, --x FILE --wq FILE --wk FILE --wv FILE (or --q, --k, --v)",
+        ),
+        (
+            ["compute", "-"],
+            with_(sliding_window=3e100),
+            "<stdin>: sliding_window must be at most 2^53 (a whole number a float holds), not 3e+100",
+        ),
+        (
+            ["compute", "-", "--scale", "sqr"],
+            json.dumps(GOOD),
+            "--scale must be sqrt, none or a number, not 'sqr' (did you mean sqrt?)",
         ),
         (
             ["compute"],
@@ -364,14 +418,25 @@ def test_non_utf8_file(tmp_path):
 
 def test_version_and_help():
     assert qkv("--version").stdout.startswith("qkv ")
-    for cmd in (["--help"], ["compute", "--help"]):
+    for cmd in (["--help"], ["-h"], ["compute", "--help"], ["compute", "-h"]):
         result = qkv(*cmd)
-        assert result.exit_code == 0
+        assert result.exit_code == 0, cmd
         assert "qkv compute samples/worked_example.json" in result.stdout
     assert (
         "Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input,"
         in qkv("--help").stdout
     )
+
+
+def test_a_bare_qkv_lists_the_commands_and_exits_0():
+    result = qkv()
+    assert result.exit_code == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Usage: qkv COMMAND [ARGS]..."
+    for name in ("compute", "check", "explain", "new", "model"):
+        assert any(line.startswith(f"  {name} ") for line in lines), name
+    assert "'qkv COMMAND -h' lists a command's options; 'qkv -h' adds the exit codes." in lines
+    assert len(lines) < 20  # a short usage, not the whole help
 
 
 def test_every_command_has_help_with_an_example():
@@ -381,6 +446,51 @@ def test_every_command_has_help_with_an_example():
     for name, command in group.commands.items():
         assert command.help, name
         assert "qkv " + name in command.help, name
+        assert qkv(name, "-h").exit_code == 0, name
+
+
+READABLE = re.compile(r"[A-Za-z0-9_|,.\[\]…=-]+")
+
+
+def test_every_option_has_help_and_a_readable_metavar():
+    """Help in typer/rich's conventions: each option says what it does; its value has a name."""
+    from typer.main import get_command
+
+    from qkvcli.cli.app import help_record
+
+    group = get_command(app)
+    for name, command in group.commands.items():
+        for param in command.params:
+            where = f"qkv {name} {param.name}"
+            assert param.help and param.help.strip(), where
+            shown, text = help_record(param)
+            assert "<" not in shown and text, where
+            if param.param_type_name == "option" and not param.is_flag:
+                assert READABLE.fullmatch(shown.split()[-1]), (where, shown)
+                if name in ("compute", "model"):  # named by hand: FILE, N, sqrt|none|X …
+                    assert param.metavar, where
+
+
+def test_compute_help_groups_its_options_in_panels():
+    out = qkv("compute", "-h").stdout
+    panels = [line for line in out.splitlines() if line and not line[0].isspace()]
+    assert panels == [
+        "Usage: qkv compute [OPTIONS] [PROBLEM]",
+        "Arguments:",
+        "Options:",
+        "Input (matrices from CSV or .npy files, - = stdin; each replaces the problem's):",
+        "How to compute:",
+        "Masks:",
+        "Today's models' variants (Hugging Face config names):",
+        "Output:",
+        "Pictures:",
+        "Large inputs:",
+    ]
+    for shown in ("--x FILE", "--scale sqrt|none|X", "--heads N", "--stage STAGE",
+                  "--precision N", "-f, --format FORMAT", "--tokens LABEL[,LABEL…]", "--debug",
+                  "-h, --help"):  # fmt: skip
+        assert f"  {shown} " in out or f"  {shown}\n" in out, shown
+    assert not re.search(r"<(str|int|float|list)", out) and "[0<=x<=17]" not in out
 
 
 def run_python(code: str) -> str:
@@ -390,10 +500,12 @@ def run_python(code: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag", ["--version", "--help"])
-def test_fast_paths_import_neither_numpy_nor_rich(flag):
+@pytest.mark.parametrize(
+    "args", [["--version"], ["--help"], ["-h"], [], ["compute", "-h"], ["check", "--help"]]
+)
+def test_fast_paths_import_neither_numpy_nor_rich(args):
     code = (
-        "import sys\nfrom qkvcli.cli import main\nsys.argv = ['qkv', '" + flag + "']\n"
+        "import sys\nfrom qkvcli.cli import main\nsys.argv = ['qkv', *" + repr(args) + "]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'rich'}))"
     )
@@ -412,11 +524,29 @@ def test_no_color_and_not_a_terminal_mean_no_escape_codes():
     assert "\x1b[" not in qkv("compute", WORKED, "--trace").stdout
 
 
-def test_debug_shows_the_traceback_anywhere_on_the_line():
+def test_debug_shows_the_traceback_anywhere_on_the_line_and_keeps_the_exit_code():
     for args in (["--debug", "compute", "missing.json"], ["compute", "missing.json", "--debug"]):
         result = qkv(*args)
-        assert type(result.exception).__name__ == "InputError"
-        assert str(result.exception) == "missing.json: no such file"
+        assert result.exit_code == 2  # bad input stays 2 (1 means "check found a mismatch")
+        assert result.stderr.startswith("Traceback (most recent call last):\n")
+        lines = result.stderr.splitlines()
+        assert lines[-2] == "qkvcli.errors.InputError: missing.json: no such file"
+        assert lines[-1] == "qkv: error: missing.json: no such file"
+
+
+def test_debug_keeps_the_exit_code_of_a_bug(monkeypatch):
+    import qkvcli.attention
+
+    def broken(r):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(qkvcli.attention, "run", broken)
+    result = qkv("compute", WORKED, "--debug")
+    assert result.exit_code == 70
+    assert "ZeroDivisionError: division by zero\n" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        "qkv: error: internal error: ZeroDivisionError"
+    )
 
 
 def test_a_bug_is_one_line_with_exit_70(monkeypatch):
@@ -450,3 +580,42 @@ def test_the_light_coercion_still_fits_this_typer():
     result = qkv("compute", WORKED, "--precision", "x")
     assert result.exit_code == 2
     assert "Input should be a valid integer" in result.stderr
+
+
+def table_cells(out: str) -> list[str]:
+    return [c.strip() for ln in out.splitlines() if ln.startswith("│") for c in ln.split("│")[2:-1]]
+
+
+def test_numbers_in_one_table_use_one_notation():
+    """At 1 decimal the weight 0.0009 needs e-notation, so every cell of that table takes it."""
+    coarse = qkv("compute", WORKED, "--stage", "weights", "--stage", "V", "--precision", "1").stdout
+    v, weights = coarse.split("weights = ")
+    assert all(re.fullmatch(r"\d\.\d", c) for c in table_cells(v))  # V: whole numbers, fixed
+    cells = table_cells(weights)
+    assert len(cells) == 12 and all(re.fullmatch(r"\d\.\de[+-]\d\d", c) for c in cells)
+    fine = qkv("compute", WORKED, "--stage", "weights").stdout
+    assert all(re.fullmatch(r"\d\.\d{4}", c) for c in table_cells(fine))
+    md = qkv("compute", WORKED, "--stage", "weights", "-f", "markdown", "--precision", "2").stdout
+    rows = [ln.split(" | ")[1:] for ln in md.splitlines() if ln.startswith("| **")]
+    assert all(re.fullmatch(r"\d\.\d\de[+-]\d\d", c.strip(" |")) for r in rows for c in r)
+    tex = qkv("compute", WORKED, "--stage", "weights", "-f", "latex", "--precision", "2").stdout
+    matrix = tex.split("\\begin{bmatrix}\n")[1].split("\n\\end{bmatrix}")[0]
+    assert "e-0" not in matrix and matrix.count("\\times 10^{") == 9
+    assert matrix.splitlines()[1].startswith("8.90 \\times 10^{-4} & 9.09 \\times 10^{-1}")
+    heat = qkv("compute", WORKED, "--heatmap", "--precision", "1").stdout
+    grid = [ln for ln in heat.splitlines() if ln.startswith("x")]
+    numbers = [n for ln in grid for n in re.findall(r"\d\.\d+(?:e[+-]\d+)?", ln)]
+    assert len(numbers) == 9 and all("e" in n for n in numbers)
+
+
+def test_a_stage_typo_on_a_long_input_lists_every_stage(tmp_path):
+    """Long inputs stream without the n×n stages; a typo still lists every stage of the run."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long.npz"
+    np.savez(path, **{k: rng.standard_normal((2100, 4)) for k in "QKV"})
+    result = qkv("compute", str(path), "--stage", "weight")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "qkv: error: --stage weight: no such stage (did you mean weights?); "
+        "this run's stages: Q, K, V, scores, scaled, weights, output\n"
+    )

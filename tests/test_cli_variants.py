@@ -96,7 +96,7 @@ def test_grouped_query_from_options():
     np.testing.assert_array_equal(base["scores"][1], base["Q"][:, 2:4] @ base["K"][:, 0:2].T)
     np.testing.assert_array_equal(base["scores"][2], base["Q"][:, 4:6] @ base["K"][:, 2:4].T)
     assert error("samples/grouped_query.json", "--kv-heads", "1") == (
-        "qkv: error: samples/grouped_query.json: K has 4 columns but kv_heads=1 key heads of d_k=2 need 2\n"
+        "qkv: error: samples/grouped_query.json: K has 4 columns but --kv-heads 1 with d_k=2 per head needs 2\n"
     )
 
 
@@ -196,8 +196,23 @@ def test_torch_state_dict_sample_reads_out_in_weights():
     assert out.splitlines()[1] == "masks: key_padding_mask (1 = blocked)"
     assert "W_Q ← in_proj_weight[0:4]" in out and "output = concat·W_Oᵀ + b_O" in out
     assert error("samples/torch_state_dict.json", "--weights-layout", "in-out") == (
-        "qkv: error: in_proj_weight holds PyTorch (out, in) weights: weights_layout must be out-in, not in-out\n"
+        "qkv: error: in_proj_weight holds PyTorch (out, in) weights: not with --weights-layout in-out\n"
     )
+
+
+def test_a_state_dict_without_heads_says_it_computes_one_head(tmp_path):
+    doc = load("samples/torch_state_dict.json")
+    del doc["heads"]
+    f = tmp_path / "sd.json"
+    f.write_text(json.dumps(doc), encoding="utf-8")
+    result = qkv(str(f), "-f", "json")
+    assert json.loads(result.stdout)["meta"]["heads"] == 1
+    assert result.stderr == (
+        f"qkv: note: {f}: a PyTorch state dict does not say how many heads it has: computed as 1 "
+        'head; give nn.MultiheadAttention\'s num_heads as --heads N (or "heads": N)\n'
+    )
+    quiet = qkv(str(f), "--heads", "2", "-f", "json")
+    assert quiet.stderr == "" and json.loads(quiet.stdout)["meta"]["heads"] == 2
 
 
 def test_weights_layout_out_in_is_the_transpose(tmp_path):
@@ -206,6 +221,34 @@ def test_weights_layout_out_in_is_the_transpose(tmp_path):
 
     path = plain(tmp_path, WORKED, ("X", "w_query", "w_key", "w_value"), transpose)
     same(as_json(path, "--weights-layout", "out-in"), as_json(WORKED))
+
+
+def test_x_beside_q_k_v_is_unused_and_a_note_says_so(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(load("samples/qkv_direct.json") | {"X": [[1, 2], [3, 4], [5, 6]]}))
+    result = qkv(str(f), "-f", "json")
+    same(json.loads(result.stdout), json.loads(qkv("samples/qkv_direct.json", "-f", "json").stdout))
+    assert result.stderr == (
+        f"qkv: note: {f}: X not used: Q, K and V are given directly (drop X, or give the weights "
+        "instead)\n"
+    )
+
+
+def test_one_transposed_w_is_named_not_sent_round_the_layouts(tmp_path):
+    doc = load(WORKED)
+    doc["w_query"] = [list(r) for r in zip(*doc["w_query"])]  # only W_Q transposed
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(doc))
+    assert error(str(f)) == (
+        f"qkv: error: {f}: W_Q (w_query) is 3×4 but X has 4 columns: it fits transposed, but W_K "
+        "and W_V fit as they are: transpose W_Q itself (--weights-layout out-in would turn every W)\n"
+    )
+    out_in = {
+        k: [list(r) for r in zip(*v)] if k.startswith("w_") else v for k, v in load(WORKED).items()
+    }
+    f.write_text(json.dumps(out_in))  # every W transposed: the layout is the answer, and it works
+    assert error(str(f)).endswith("did you mean its transpose (--weights-layout out-in)?\n")
+    same(as_json(str(f), "--weights-layout", "out-in"), as_json(WORKED))
 
 
 def test_cosine_and_sigmoid_samples_and_options():
@@ -257,8 +300,8 @@ def test_empty_rows_options():
     "args, message",
     [
         ((WORKED, "--mask", "tests/data/mask_2x2.csv"), "samples/worked_example.json: mask is 2×2 but the scores are 3×3 (queries × keys)"),
-        ((WORKED, "--heads", "2"), "samples/worked_example.json: heads=2 does not divide d_k=3 (Q has 3 columns)"),
-        (("samples/multihead.json", "--heads", "4", "--kv-heads", "3"), "samples/multihead.json: kv_heads=3 does not divide heads=4"),
+        ((WORKED, "--heads", "2"), "samples/worked_example.json: --heads 2 does not divide d_k=3 (Q has 3 columns)"),
+        (("samples/multihead.json", "--heads", "4", "--kv-heads", "3"), "samples/multihead.json: --kv-heads 3 does not divide --heads 4"),
         (("samples/multihead.json", "--wo", "tests/data/W_O_2x4.csv"),
          "samples/multihead.json: W_O (tests/data/W_O_2x4.csv) is 2×4 but concat has 4 columns (heads × d_v = 2×2): W_O needs 4 rows; "
          "did you mean its transpose (--weights-layout out-in)?"),
@@ -270,17 +313,18 @@ def test_empty_rows_options():
         (("samples/batch.json", "--heads", "3", "--valid-lens", "3,0"),
          "every key is masked for query row 1, head 1, batch item 2: softmax over no keys is undefined "
          "(--empty-rows nan|zero|uniform fills such rows as frameworks do)"),
-        ((WORKED, "--mask", "casual"), "--mask must be causal, causal-lower-right or a CSV file of 0/1, not 'casual' (no such file)"),
-        ((WORKED, "--mask", "tests/data/mask_2x2.csv", "--mask-polarity", "yes"), "mask_polarity must be one of attend, block, not 'yes'"),
+        ((WORKED, "--mask", "casual"), "--mask must be causal, causal-lower-right or a CSV file of 0/1, not 'casual' (did you mean causal?)"),
+        ((WORKED, "--mask", "nosuch.csv"), "--mask must be causal, causal-lower-right or a CSV file of 0/1, not 'nosuch.csv' (no such file)"),
+        ((WORKED, "--mask", "tests/data/mask_2x2.csv", "--mask-polarity", "yes"), "--mask-polarity must be attend or block, not 'yes'"),
         ((WORKED, "--valid-lens", "2,x"), "--valid-lens: 'x' is not a number"),
         ((WORKED, "--valid-lens", "4"), "samples/worked_example.json: valid_lens must be whole numbers from 0 to 3 (the number of keys)"),
-        ((WORKED, "--empty-rows", "maybe"), "empty_rows must be one of error, nan, zero, uniform, not 'maybe'"),
-        ((WORKED, "--similarity", "cos"), "similarity must be one of dot, cosine, not 'cos'"),
-        ((WORKED, "--normalize", "max"), "normalize must be one of softmax, sigmoid, not 'max'"),
-        ((WORKED, "--weights-layout", "io"), "weights_layout must be one of in-out, out-in, not 'io'"),
-        ((WORKED, "--temperature", "0"), "temperature must be a positive finite number, not 0.0"),
-        ((WORKED, "--heads", "0"), "heads must be a positive whole number, not 0"),
-        ((WORKED, "--tokens", "a,b"), "samples/worked_example.json: tokens has 2 labels but there are 3 queries"),
+        ((WORKED, "--empty-rows", "maybe"), "--empty-rows must be error, nan, zero or uniform, not 'maybe'"),
+        ((WORKED, "--similarity", "cos"), "--similarity must be dot or cosine, not 'cos' (did you mean cosine?)"),
+        ((WORKED, "--normalize", "max"), "--normalize must be softmax or sigmoid, not 'max' (did you mean softmax?)"),
+        ((WORKED, "--weights-layout", "io"), "--weights-layout must be in-out or out-in, not 'io'"),
+        ((WORKED, "--temperature", "0"), "--temperature must be a positive finite number, not 0"),
+        ((WORKED, "--heads", "0"), "--heads must be a positive whole number, not 0"),
+        ((WORKED, "--tokens", "a,b"), "samples/worked_example.json: --tokens has 2 labels but there are 3 queries"),
         ((WORKED, "--weights-layout", "out-in"),
          "samples/worked_example.json: W_Q (w_query) is 4×3 but X has 4 columns (weights layout out-in: W_Q must be d_k×4): "
          "did you mean its transpose (--weights-layout in-out)?"),

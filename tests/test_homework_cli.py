@@ -320,7 +320,7 @@ def test_latex_compiles(tmp_path):
 def test_compute_rejects_unknown_format():
     r = qkv("compute", WORKED, "-f", "html")
     assert r.stderr == (
-        "qkv: error: --format must be one of table, json, csv, tsv, markdown, latex, npz, not 'html'\n"
+        "qkv: error: --format must be table, json, csv, tsv, markdown, latex or npz, not 'html'\n"
     )
 
 

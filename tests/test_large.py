@@ -88,7 +88,10 @@ def test_dtype_float32():
     np.testing.assert_allclose(doc["output"], full_json()["output"], rtol=1e-6)
     r = qkv("compute", SAMPLE, "--dtype", "float16")
     assert r.exit_code == 2
-    assert r.stderr == "qkv: error: dtype must be one of float64, float32, not 'float16'\n"
+    assert (
+        r.stderr
+        == "qkv: error: --dtype must be float64 or float32, not 'float16' (did you mean float64?)\n"
+    )
 
 
 def write_npz(path, **arrays):
@@ -152,7 +155,7 @@ def test_streamed_npz_output_adds_row_statistics(tmp_path):
         (["-f", "npz"], "--format npz writes a file: give it with --output FILE"),
         (
             ["-f", "xml"],
-            "--format must be one of table, json, csv, tsv, markdown, latex, npz, not 'xml'",
+            "--format must be table, json, csv, tsv, markdown, latex or npz, not 'xml'",
         ),
     ],
 )
@@ -321,11 +324,15 @@ def test_full_big_tables_are_plain_text_with_every_cell(tmp_path):
     body = [[c.strip() for c in ln.split("│")[1:-1]] for ln in lines if ln.startswith("│")]
     csv = run_ok("compute", path, "--stage", "output", "-f", "csv").stdout.splitlines()
 
-    def shown(x):  # 4 decimals; values too small for them in e-notation
-        return f"{x:.4e}" if 0 < abs(x) < 0.00005 else f"{x:.4f}"
+    values = [float(x) for row in csv for x in row.split(",")]
+    sci = any(0 < abs(x) < 0.00005 or abs(x) >= 1e9 for x in values)  # one notation per table
+
+    def shown(x):  # 4 decimals, or every cell in e-notation when one is too small for them
+        return f"{x:.4e}" if sci else f"{x:.4f}"
 
     want = [[str(i + 1), *(shown(float(x)) for x in row.split(","))] for i, row in enumerate(csv)]
-    assert body == [[("0.0000" if c == "-0.0000" else c) for c in row] for row in want]
+    zero = "0.0000e+00" if sci else "0.0000"
+    assert body == [[(zero if c == "-" + zero else c) for c in row] for row in want]
     assert lines[3] == "output = weights·V (70×64)"
 
 

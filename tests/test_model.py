@@ -351,9 +351,9 @@ def test_a_saved_json_says_where_it_came_from(tiny, tmp_path):
         (["--overview", "-f", "json"], "--overview shows every layer and head at once: drop --format json"),
         (["--save-problem", "x.csv"], "--save-problem x.csv: give a file name ending in .json or .npz"),
         (["--save-problem", "no/dir/x.json"], "--save-problem no/dir/x.json: directory no/dir does not exist"),
-        (["--dtype", "float16"], "--dtype must be one of float64, float32, not 'float16'"),
-        (["--heatmap", "-f", "json"], "--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not json"),
-        (["--stage", "nope"], "no stage 'nope' in this run; stages: Q, K, V, scores, scaled, weights, head_outputs, concat, output"),
+        (["--dtype", "float16"], "--dtype must be float64 or float32, not 'float16' (did you mean float64?)"),
+        (["--heatmap", "-f", "json"], "--heatmap draws a picture: not with --format json (tables only)"),
+        (["--stage", "nope"], "--stage nope: no such stage; this run's stages: Q, K, V, scores, scaled, weights, head_outputs, concat, output"),
     ],
 )  # fmt: skip
 def test_bad_options_are_one_line_and_exit_2(tiny, args, message):

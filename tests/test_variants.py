@@ -310,7 +310,7 @@ def test_sigmoid_and_temperature_by_hand():
          "mask is 3×2 but the scores are 2×3 (queries × keys)"),
         ({"X": np.ones((2, 3)), "W_Q": np.ones((3, 2)), "W_K": np.ones((3, 2)), "W_V": np.ones((3, 2)), "W_O": np.ones((4, 2))},
          Options(), ShapeError,
-         "W_O is 4×2 but concat has 2 columns (heads × d_v = 1×2): W_O needs 2 rows; did you mean its transpose (--weights-layout out-in)?"),
+         "W_O is 4×2 but concat has 2 columns (heads × d_v = 1×2): W_O needs 2 rows; it fits transposed, but W_Q, W_K and W_V fit as they are: transpose W_O itself (--weights-layout out-in would turn every W)"),
         ({"Q": np.ones((1, 2)), "K": np.ones((1, 2)), "V": np.ones((1, 2)), "b_Q": np.ones(2)}, Options(), ShapeError,
          "b_Q is given but W_Q is missing (Q is given directly)"),
     ],

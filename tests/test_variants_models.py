@@ -392,18 +392,18 @@ def test_the_header_names_every_variant_in_force():
 
 
 BAD = [
-    (["--rope", "sideways"], "qkv: error: rope must be one of half, interleaved, not 'sideways'"),
+    (["--rope", "sideways"], "qkv: error: --rope must be half or interleaved, not 'sideways'"),
     (
         ["--sliding-window", "0"],
-        "qkv: error: sliding_window must be a positive whole number up to 2^53, not 0",
+        "qkv: error: --sliding-window must be a positive whole number, not 0",
     ),
     (
         ["--rope-theta", "100"],
-        "qkv: error: rope_theta is set but rope is not: add rope half (Llama) or rope interleaved (GPT-J)",
+        "qkv: error: --rope-theta is set but --rope is not: add --rope half (Llama) or --rope interleaved (GPT-J)",
     ),
     (
         ["--position-ids", "0,1,2"],
-        "qkv: error: position_ids is given but rope is not: add rope half (Llama) or rope interleaved (GPT-J)",
+        "qkv: error: --position-ids is set but --rope is not: add --rope half (Llama) or --rope interleaved (GPT-J)",
     ),
     (
         ["--rope", "half"],
@@ -411,35 +411,35 @@ BAD = [
     ),
     (
         ["--q-norm", "1,2"],
-        "qkv: error: q_norm is given but qk_norm is not: add qk_norm head (Qwen3, Gemma 3) or qk_norm all (OLMo 2)",
+        "qkv: error: --q-norm is set but --qk-norm is not: add --qk-norm head (Qwen3, Gemma 3) or --qk-norm all (OLMo 2)",
     ),
     (
         ["--qk-norm", "head", "--q-norm", "1,2"],
-        "qkv: error: samples/worked_example.json: q_norm (--q-norm) has 2 values but qk_norm head needs 3 (d_k = 3)",
+        "qkv: error: samples/worked_example.json: --q-norm has 2 values but qk_norm head needs 3 (d_k = 3)",
     ),
     (
         ["--sinks", "1,2"],
-        "qkv: error: samples/worked_example.json: sinks (--sinks) has 2 values but there are 1 heads (one sink logit per query head)",
+        "qkv: error: samples/worked_example.json: --sinks has 2 values but there is 1 head (one sink logit per query head)",
     ),
     (
         ["--sinks", "1", "--normalize", "sigmoid"],
-        "qkv: error: sinks add to the softmax's denominator: not with normalize sigmoid",
+        "qkv: error: --sinks adds a sink to the softmax's denominator: not with --normalize sigmoid",
     ),
     (
         ["--past-key", "samples/csv/X.csv"],
-        "qkv: error: samples/worked_example.json: past_key is given but past_value is missing: a KV cache holds both",
+        "qkv: error: samples/worked_example.json: past_key (samples/csv/X.csv) is given but past_value is missing: a KV cache holds both",
     ),
     (
         ["--attn-logit-softcapping", "-1"],
-        "qkv: error: attn_logit_softcapping must be a positive finite number, not -1.0",
+        "qkv: error: --attn-logit-softcapping must be a positive finite number, not -1",
     ),
     (
         ["--qk-norm", "head", "--exact"],
-        "qkv: error: exact arithmetic keeps the linear stages as fractions: qk_norm needs cosines, square roots or tanh; drop --exact",
+        "qkv: error: exact arithmetic keeps the linear stages as fractions: --qk-norm needs cosines, square roots or tanh; drop --exact",
     ),
     (
         ["--partial-rotary-factor", "1.5", "--rope", "half"],
-        "qkv: error: partial_rotary_factor must be a number in (0, 1], not 1.5",
+        "qkv: error: --partial-rotary-factor must be a number in (0, 1], not 1.5",
     ),
 ]
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import (
@@ -28,6 +28,70 @@ from ..errors import (
     QkvError,
     one_line,
 )
+
+#: ``--debug`` is taken off the command line before parsing (see `QkvGroup.main`); help lists it.
+DEBUG = ("--debug", "Show the traceback of an error (anywhere on the line; the exit code stays).")
+
+
+def help_record(param: Any) -> tuple[str, str] | None:
+    """An option's or argument's line in the help: ``-f, --format FORMAT`` and its help text.
+
+    Written here rather than by typer, whose plain help shows Python types
+    (``<str>``) and ranges (``[0<=x<=17]``): every value has a metavar a
+    person reads, and its range and default are in its help text.
+    """
+    if getattr(param, "hidden", False):
+        return None
+    if param.param_type_name == "argument":
+        name = param.metavar or param.name.upper()
+        return name + ("…" if param.nargs != 1 else ""), param.help or ""
+    names = sorted([*param.opts, *param.secondary_opts], key=lambda o: o.startswith("--"))
+    shown = ", ".join(names)
+    text = param.help or ""
+    if not param.is_flag:
+        shown += f" {param.metavar or _metavar(param)}"
+        if param.default is not None and "default" not in text:
+            text += f"  [default: {param.default}]"
+    return shown, text
+
+
+def _metavar(param: Any) -> str:
+    """A readable placeholder for an option that names none: N (whole number), X (number), TEXT."""
+    from typing import get_args
+
+    kind = getattr(getattr(param, "type_descriptor", None), "annotation", str)
+    kinds = set(get_args(kind)) | {kind}
+    return "N" if int in kinds else "X" if float in kinds else "TEXT"
+
+
+def format_panels(command: Any, ctx: Any, formatter: Any) -> None:
+    """Arguments, then the options in their panels (as typer's rich help groups them), then the rest."""
+    args: list[tuple[str, str]] = []
+    panels: dict[str, list[tuple[str, str]]] = {}
+    for param in command.get_params(ctx):
+        record = help_record(param)
+        if record is None:
+            continue
+        if param.param_type_name == "argument":
+            args.append(record)
+        else:
+            panel = getattr(param, "rich_help_panel", None) or "Options"
+            panels.setdefault(panel, []).append(record)
+    panels = {"Options": [], **panels}  # the general options first, as typer's rich help puts them
+    panels["Options"].append(DEBUG)
+    if args:
+        with formatter.section("Arguments"):
+            formatter.write_dl(args)
+    for title, rows in panels.items():
+        with formatter.section(title):
+            formatter.write_dl(rows)
+
+
+class QkvCommand(TyperCommand):
+    """A command whose help groups its options in panels, without rich (help stays fast)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        format_panels(self, ctx, formatter)
 
 
 class QkvGroup(TyperGroup):
@@ -49,6 +113,9 @@ class QkvGroup(TyperGroup):
         debug = "--debug" in argv[:end]  # accepted anywhere before --
         argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
         notes.take()  # a fresh run: nothing left over from an earlier one in this process
+        if not argv:
+            print(self.short_usage())  # a bare qkv: what there is to run, not an error
+            sys.exit(EXIT_OK)
         try:
             with signals_raise(), warnings.catch_warnings():
                 warnings.showwarning = _warning_as_note  # one line, never Python's two
@@ -57,7 +124,7 @@ class QkvGroup(TyperGroup):
                 )
         except QkvError as e:
             if debug:
-                raise
+                _traceback()
             _fail(str(e), e.exit_code)
         except Interrupted as e:
             _stop(128 + e.signum)
@@ -70,7 +137,7 @@ class QkvGroup(TyperGroup):
                 cmd = getattr(getattr(e, "ctx", None), "command_path", "qkv")
                 _fail(f"{e.format_message()} (see '{cmd} --help')", EXIT_USAGE)
             if debug:
-                raise
+                _traceback()
             _fail(
                 f"internal error: {type(e).__name__}: {e} — this is a bug in qkv; "
                 "run again with --debug for the traceback and please report it",
@@ -81,6 +148,28 @@ class QkvGroup(TyperGroup):
             for text in notes.take():
                 print(f"qkv: note: {one_line(text)}", file=sys.stderr)
         sys.exit(code)
+
+    def short_usage(self) -> str:
+        """What a bare ``qkv`` prints: the commands, an example, where the help is."""
+        rows = [(name, cmd.get_short_help_str(200)) for name, cmd in self.commands.items()]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(
+            [
+                "Usage: qkv COMMAND [ARGS]...",
+                "",
+                "qkv: see every stage of an attention computation.",
+                "",
+                "Commands:",
+                *(f"  {name.ljust(width)}  {text}" for name, text in rows),
+                "",
+                "Example: qkv compute samples/worked_example.json --trace",
+                "'qkv COMMAND -h' lists a command's options; 'qkv -h' adds the exit codes.",
+            ]
+        )
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        format_panels(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; a closed pipe is caught here, before typer's own handler."""
@@ -144,6 +233,13 @@ def _warning_as_note(message: Any, category: Any, *args: Any, **kwargs: Any) -> 
     )
 
 
+def _traceback() -> None:
+    """The traceback of the error being handled, on stderr (``--debug``), before its one line."""
+    import traceback
+
+    traceback.print_exc()
+
+
 def _fail(message: str, code: int) -> None:
     """The one line of an error, whatever the message holds (a name with a newline stays one line)."""
     print(f"qkv: error: {one_line(message)}", file=sys.stderr)
@@ -173,7 +269,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
-    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -200,5 +296,5 @@ def root(
 
     Exit codes: 0 success, 1 a check found a mismatch, 2 bad usage or input,
     70 an internal error (a bug: please report it). Add --debug anywhere to
-    see the traceback of an error.
+    see the traceback of an error. 'qkv COMMAND -h' lists a command's options.
     """

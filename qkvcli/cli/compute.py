@@ -9,361 +9,458 @@ from typing import Annotated, Any
 
 import typer
 
-CSV = "Matrices from CSV or .npy files (one matrix per file; '-' = stdin)"
+INPUT = "Input (matrices from CSV or .npy files, - = stdin; each replaces the problem's)"
 HOW = "How to compute"
 MASKS = "Masks"
+MODELS = "Today's models' variants (Hugging Face config names)"
 OUT = "Output"
 PIC = "Pictures"
 BIG = "Large inputs"
-MODELS = "Today's models (Hugging Face config names)"
+
+
+def option(*names: str, help: str, panel: str, metavar: str | None = None, **more: Any) -> Any:
+    """A typer option in its help panel, with the placeholder a person reads (``FILE``, ``N``)."""
+    return typer.Option(*names, help=help, rich_help_panel=panel, metavar=metavar, **more)
 
 
 def compute(
     input: Annotated[
         str | None,
-        typer.Argument(help="JSON or .npz problem file, or - for stdin.", show_default=False),
+        typer.Argument(
+            metavar="PROBLEM",
+            help="A JSON or .npz problem file, or - for stdin (CSV matrices go with --x, --wq …).",
+            show_default=False,
+        ),
     ] = None,
     x: Annotated[
-        str | None, typer.Option("--x", help="X (tokens × d_model).", rich_help_panel=CSV)
+        str | None, option("--x", help="X (tokens × d_model).", panel=INPUT, metavar="FILE")
     ] = None,
     wq: Annotated[
-        str | None, typer.Option("--wq", help="W_Q (d_model × d_k).", rich_help_panel=CSV)
+        str | None, option("--wq", help="W_Q (d_model × d_k).", panel=INPUT, metavar="FILE")
     ] = None,
     wk: Annotated[
-        str | None, typer.Option("--wk", help="W_K (d_model × d_k).", rich_help_panel=CSV)
+        str | None, option("--wk", help="W_K (d_model × d_k).", panel=INPUT, metavar="FILE")
     ] = None,
     wv: Annotated[
-        str | None, typer.Option("--wv", help="W_V (d_model × d_v).", rich_help_panel=CSV)
+        str | None, option("--wv", help="W_V (d_model × d_v).", panel=INPUT, metavar="FILE")
     ] = None,
     q: Annotated[
-        str | None, typer.Option("--q", help="Q given directly.", rich_help_panel=CSV)
+        str | None,
+        option("--q", help="Q given directly (no X, no W_Q).", panel=INPUT, metavar="FILE"),
     ] = None,
     k: Annotated[
-        str | None, typer.Option("--k", help="K given directly.", rich_help_panel=CSV)
+        str | None, option("--k", help="K given directly.", panel=INPUT, metavar="FILE")
     ] = None,
     v: Annotated[
-        str | None, typer.Option("--v", help="V given directly.", rich_help_panel=CSV)
+        str | None, option("--v", help="V given directly.", panel=INPUT, metavar="FILE")
     ] = None,
     x_kv: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--x-kv",
             "--memory",
             help="X_kv: keys and values come from this sequence (cross-attention).",
-            rich_help_panel=CSV,
+            panel=INPUT,
+            metavar="FILE",
         ),
     ] = None,
     wo: Annotated[
         str | None,
-        typer.Option("--wo", help="W_O (h·d_v × d_out): output = concat·W_O.", rich_help_panel=CSV),
+        option(
+            "--wo", help="W_O (h·d_v × d_out): output = concat·W_O.", panel=INPUT, metavar="FILE"
+        ),
     ] = None,
     bq: Annotated[
-        str | None, typer.Option("--bq", help="b_Q (one row).", rich_help_panel=CSV)
+        str | None, option("--bq", help="b_Q (one row).", panel=INPUT, metavar="FILE")
     ] = None,
     bk: Annotated[
-        str | None, typer.Option("--bk", help="b_K (one row).", rich_help_panel=CSV)
+        str | None, option("--bk", help="b_K (one row).", panel=INPUT, metavar="FILE")
     ] = None,
     bv: Annotated[
-        str | None, typer.Option("--bv", help="b_V (one row).", rich_help_panel=CSV)
+        str | None, option("--bv", help="b_V (one row).", panel=INPUT, metavar="FILE")
     ] = None,
     bo: Annotated[
-        str | None, typer.Option("--bo", help="b_O (one row).", rich_help_panel=CSV)
+        str | None, option("--bo", help="b_O (one row).", panel=INPUT, metavar="FILE")
     ] = None,
     tokens: Annotated[
         str | None,
-        typer.Option(help="Query labels, e.g. the,cat,sat.", rich_help_panel=CSV),
+        option(
+            "--tokens",
+            help="Query labels, e.g. the,cat,sat.",
+            panel=INPUT,
+            metavar="LABEL[,LABEL…]",
+        ),
     ] = None,
     kv_tokens: Annotated[
         str | None,
-        typer.Option(help="Key labels when keys come from --x-kv.", rich_help_panel=CSV),
+        option(
+            "--kv-tokens",
+            help="Key labels when keys come from --x-kv.",
+            panel=INPUT,
+            metavar="LABEL[,LABEL…]",
+        ),
     ] = None,
     scale: Annotated[
         str | None,
-        typer.Option(help="sqrt (1/√d_k, the default), none, or a number.", rich_help_panel=HOW),
+        option(
+            "--scale",
+            help="1/√d_k (sqrt, the default), 1 (none), or this number.",
+            panel=HOW,
+            metavar="sqrt|none|X",
+        ),
     ] = None,
     heads: Annotated[
         int | None,
-        typer.Option(
-            help="Attention heads h: Q, K, V split into h column blocks.", rich_help_panel=HOW
+        option(
+            "--heads",
+            help="Attention heads: Q, K, V split into N column blocks.",
+            panel=HOW,
+            metavar="N",
         ),
     ] = None,
     kv_heads: Annotated[
         int | None,
-        typer.Option(
+        option(
+            "--kv-heads",
             help="K/V heads for grouped-query attention (divides --heads; 1 = multi-query).",
-            rich_help_panel=HOW,
-        ),
-    ] = None,
-    weights_layout: Annotated[
-        str | None,
-        typer.Option(
-            help="in-out (W is d_model × d_k; default) or out-in (PyTorch nn.Linear: Q = X·Wᵀ + b).",
-            rich_help_panel=HOW,
-        ),
-    ] = None,
-    similarity: Annotated[
-        str | None,
-        typer.Option(help="dot (default) or cosine.", rich_help_panel=HOW),
-    ] = None,
-    normalize: Annotated[
-        str | None,
-        typer.Option(help="softmax (default) or sigmoid.", rich_help_panel=HOW),
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        typer.Option(help="Divide the scaled scores by T (default 1).", rich_help_panel=HOW),
-    ] = None,
-    mask: Annotated[
-        str | None,
-        typer.Option(
-            help="causal, causal-lower-right, or a CSV file of 0/1 (queries × keys).",
-            rich_help_panel=MASKS,
-        ),
-    ] = None,
-    mask_polarity: Annotated[
-        str | None,
-        typer.Option(
-            help="attend (1 = may attend; default) or block (1/True = blocked, as in "
-            "PyTorch nn.MultiheadAttention).",
-            rich_help_panel=MASKS,
-        ),
-    ] = None,
-    valid_lens: Annotated[
-        str | None,
-        typer.Option(
-            help="Keys each item may attend to, e.g. 2,3 (one per batch item) or 1,2;2,3.",
-            rich_help_panel=MASKS,
-        ),
-    ] = None,
-    attn_bias: Annotated[
-        str | None,
-        typer.Option(
-            help="CSV added to the scaled scores (-inf blocks), e.g. ALiBi.",
-            rich_help_panel=MASKS,
-        ),
-    ] = None,
-    empty_rows: Annotated[
-        str | None,
-        typer.Option(
-            help="A query row with every key masked: error (default), nan, zero or uniform.",
-            rich_help_panel=MASKS,
+            panel=HOW,
+            metavar="N",
         ),
     ] = None,
     layout: Annotated[
         str | None,
-        typer.Option(
-            help="rows (tokens are rows, Q = X·W_Q; default) or columns (Q = W_Q·X).",
-            rich_help_panel=HOW,
+        option(
+            "--layout",
+            help="rows: tokens are rows, Q = X·W_Q (default); columns: Q = W_Q·X.",
+            panel=HOW,
+            metavar="rows|columns",
+        ),
+    ] = None,
+    weights_layout: Annotated[
+        str | None,
+        option(
+            "--weights-layout",
+            help="in-out: W is d_model × d_k (default); out-in: PyTorch's nn.Linear, Q = X·Wᵀ + b.",
+            panel=HOW,
+            metavar="in-out|out-in",
+        ),
+    ] = None,
+    similarity: Annotated[
+        str | None,
+        option(
+            "--similarity",
+            help="Scores by dot product (default) or cosine.",
+            panel=HOW,
+            metavar="dot|cosine",
+        ),
+    ] = None,
+    normalize: Annotated[
+        str | None,
+        option(
+            "--normalize",
+            help="Weights by softmax (default) or sigmoid.",
+            panel=HOW,
+            metavar="softmax|sigmoid",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        option(
+            "--temperature",
+            help="Divide the scaled scores by T (default 1).",
+            panel=HOW,
+            metavar="T",
         ),
     ] = None,
     exact: Annotated[
         bool,
-        typer.Option(
-            "--exact", help="Fractions for linear stages, the scale as a surd.", rich_help_panel=HOW
-        ),
+        option("--exact", help="Fractions for the linear stages, the scale as a surd.", panel=HOW),
     ] = False,
-    trace: Annotated[
-        bool, typer.Option("--trace", help="Show every stage.", rich_help_panel=OUT)
-    ] = False,
-    stage: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Show this stage (repeatable): Q K V [Q_normed K_normed Q_rotated K_rotated] "
-            "scores scaled [capped] masked weights head_outputs concat output.",
-            rich_help_panel=OUT,
-        ),
-    ] = None,
-    precision: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            max=17,
-            help="Decimals in tables (default 4); CSV/TSV print every digit unless given.",
-            rich_help_panel=OUT,
-        ),
-    ] = None,
-    format: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json, csv, tsv, markdown, latex or npz.",
-            rich_help_panel=OUT,
-        ),
-    ] = "table",
-    output: Annotated[
+    mask: Annotated[
         str | None,
-        typer.Option(
-            "--output", "-o", help="Write to this file (needed for npz).", rich_help_panel=OUT
+        option(
+            "--mask",
+            help="causal, causal-lower-right, or a CSV file of 0/1 (queries × keys).",
+            panel=MASKS,
+            metavar="causal|causal-lower-right|FILE",
         ),
     ] = None,
-    full: Annotated[
-        bool,
-        typer.Option(
-            "--full", help="Show every row and column of big tables.", rich_help_panel=OUT
+    mask_polarity: Annotated[
+        str | None,
+        option(
+            "--mask-polarity",
+            help="attend: 1 = may attend (default); block: 1/True = blocked, "
+            "as in PyTorch's nn.MultiheadAttention.",
+            panel=MASKS,
+            metavar="attend|block",
         ),
-    ] = False,
+    ] = None,
+    valid_lens: Annotated[
+        str | None,
+        option(
+            "--valid-lens",
+            help="Keys each batch item may attend to, e.g. 2,3 (or per query row: 1,2;2,3).",
+            panel=MASKS,
+            metavar="N[,N…]",
+        ),
+    ] = None,
+    attn_bias: Annotated[
+        str | None,
+        option(
+            "--attn-bias",
+            help="A CSV added to the scaled scores (-inf blocks), e.g. ALiBi's.",
+            panel=MASKS,
+            metavar="FILE",
+        ),
+    ] = None,
+    empty_rows: Annotated[
+        str | None,
+        option(
+            "--empty-rows",
+            help="A query row with every key masked: an error (default), or "
+            "filled with NaN, zeros or uniform weights.",
+            panel=MASKS,
+            metavar="error|nan|zero|uniform",
+        ),
+    ] = None,
     rope: Annotated[
         str | None,
-        typer.Option(
-            help="Rotary positions: half (pairs i, i + d/2: Llama, NeoX) or interleaved "
-            "(pairs 2i, 2i + 1: GPT-J).",
-            rich_help_panel=MODELS,
+        option(
+            "--rope",
+            help="Rotary positions: half (pairs i, i + d/2: Llama, NeoX) or "
+            "interleaved (pairs 2i, 2i + 1: GPT-J).",
+            panel=MODELS,
+            metavar="half|interleaved",
         ),
     ] = None,
     rope_theta: Annotated[
         float | None,
-        typer.Option(help="RoPE's base θ (default 10000).", rich_help_panel=MODELS),
+        option("--rope-theta", help="RoPE's base θ (default 10000).", panel=MODELS, metavar="X"),
     ] = None,
     partial_rotary_factor: Annotated[
         float | None,
-        typer.Option(
+        option(
+            "--partial-rotary-factor",
             help="Share of each head's features RoPE rotates, the first ones (default 1).",
-            rich_help_panel=MODELS,
+            panel=MODELS,
+            metavar="X",
         ),
     ] = None,
     position_ids: Annotated[
         str | None,
-        typer.Option(
-            help="RoPE positions of the queries, e.g. 0,1,2 (or rows 0,1;5,6 per batch item), or a file.",
-            rich_help_panel=MODELS,
+        option(
+            "--position-ids",
+            help="RoPE positions of the queries, e.g. 0,1,2 (rows 0,1;5,6 "
+            "per batch item), or a file.",
+            panel=MODELS,
+            metavar="N[,N…]|FILE",
         ),
     ] = None,
     position_offset: Annotated[
         int | None,
-        typer.Option(
+        option(
+            "--position-offset",
             help="Position of the first query (default 0, or the cache's length).",
-            rich_help_panel=MODELS,
+            panel=MODELS,
+            metavar="N",
         ),
     ] = None,
     sliding_window: Annotated[
         int | None,
-        typer.Option(
+        option(
+            "--sliding-window",
             help="Each query sees its last W keys: i − W < j ≤ i (Mistral, Gemma 2).",
-            rich_help_panel=MODELS,
+            panel=MODELS,
+            metavar="W",
         ),
     ] = None,
     attention_chunk_size: Annotated[
         int | None,
-        typer.Option(
-            help="Queries see keys of their own chunk of C tokens: ⌊i/C⌋ = ⌊j/C⌋ (Llama 4; "
-            "add --mask causal).",
-            rich_help_panel=MODELS,
+        option(
+            "--attention-chunk-size",
+            help="Queries see the keys of their own chunk of C "
+            "tokens: ⌊i/C⌋ = ⌊j/C⌋ (Llama 4; add --mask causal).",
+            panel=MODELS,
+            metavar="C",
         ),
     ] = None,
     qk_norm: Annotated[
         str | None,
-        typer.Option(
-            help="RMSNorm of q and k: head (per head: Qwen3, Gemma 3) or all (over all heads: OLMo 2).",
-            rich_help_panel=MODELS,
+        option(
+            "--qk-norm",
+            help="RMSNorm of q and k: per head (Qwen3, Gemma 3) or over all heads (OLMo 2).",
+            panel=MODELS,
+            metavar="head|all",
         ),
     ] = None,
     q_norm: Annotated[
         str | None,
-        typer.Option(
-            help="QK-norm weights of q, e.g. 1,0.5 (or a file); default 1.",
-            rich_help_panel=MODELS,
+        option(
+            "--q-norm",
+            help="QK-norm weights of q, e.g. 1,0.5, or a file (default 1).",
+            panel=MODELS,
+            metavar="X[,X…]|FILE",
         ),
     ] = None,
     k_norm: Annotated[
         str | None,
-        typer.Option(
-            help="QK-norm weights of k, e.g. 1,0.5 (or a file); default 1.",
-            rich_help_panel=MODELS,
+        option(
+            "--k-norm",
+            help="QK-norm weights of k, e.g. 1,0.5, or a file (default 1).",
+            panel=MODELS,
+            metavar="X[,X…]|FILE",
         ),
     ] = None,
     rms_norm_eps: Annotated[
         float | None,
-        typer.Option(help="QK-norm's eps (default 1e-6).", rich_help_panel=MODELS),
+        option("--rms-norm-eps", help="QK-norm's eps (default 1e-6).", panel=MODELS, metavar="X"),
     ] = None,
     rms_norm_unit_offset: Annotated[
         bool,
-        typer.Option(
+        option(
             "--rms-norm-unit-offset",
             help="QK-norm weights as Gemma stores them: scale by 1 + w.",
-            rich_help_panel=MODELS,
+            panel=MODELS,
         ),
     ] = False,
     attn_logit_softcapping: Annotated[
         float | None,
-        typer.Option(
+        option(
+            "--attn-logit-softcapping",
             help="Soft-cap the scaled scores: c·tanh(s/c), before bias and mask (Gemma 2).",
-            rich_help_panel=MODELS,
+            panel=MODELS,
+            metavar="C",
         ),
     ] = None,
     sinks: Annotated[
         str | None,
-        typer.Option(
-            help="One sink logit per head in each softmax's denominator, e.g. 0.5,-1 (gpt-oss).",
-            rich_help_panel=MODELS,
+        option(
+            "--sinks",
+            help="One sink logit per head in each softmax's denominator, e.g. "
+            "0.5,-1, or a file (gpt-oss).",
+            panel=MODELS,
+            metavar="X[,X…]|FILE",
         ),
     ] = None,
     alibi: Annotated[
         bool,
-        typer.Option(
+        option(
             "--alibi",
             help="ALiBi: add m_h·(j − i), slopes m_h from the head count (BLOOM, MPT).",
-            rich_help_panel=MODELS,
+            panel=MODELS,
         ),
     ] = False,
     past_key: Annotated[
         str | None,
-        typer.Option(
-            help="KV cache: the cached tokens' keys as the scores use them (normed, rotated), "
-            "every head side by side.",
-            rich_help_panel=MODELS,
+        option(
+            "--past-key",
+            help="KV cache: the cached tokens' keys as the scores use them "
+            "(normed, rotated), every head side by side.",
+            panel=MODELS,
+            metavar="FILE",
         ),
     ] = None,
     past_value: Annotated[
         str | None,
-        typer.Option(
+        option(
+            "--past-value",
             help="KV cache: the cached tokens' values; X holds the new tokens (a decode step).",
-            rich_help_panel=MODELS,
+            panel=MODELS,
+            metavar="FILE",
         ),
     ] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="float64 (default) or float32.", rich_help_panel=BIG)
-    ] = None,
-    stream: Annotated[
-        bool,
-        typer.Option(
-            "--stream",
-            help="Compute in blocks, without the n×n stages (chosen on its own for long inputs).",
-            rich_help_panel=BIG,
+    trace: Annotated[bool, option("--trace", help="Show every stage.", panel=OUT)] = False,
+    stage: Annotated[
+        list[str] | None,
+        option(
+            "--stage",
+            help="Show this stage (repeatable): Q K V [Q_normed K_normed Q_rotated "
+            "K_rotated] scores scaled [capped] [masked] weights [head_outputs concat] output.",
+            panel=OUT,
+            metavar="STAGE",
         ),
+    ] = None,
+    precision: Annotated[
+        int | None,
+        option(
+            "--precision",
+            min=0,
+            max=17,
+            help="Decimals, 0 to 17 (default 4 in tables; CSV/TSV print every digit unless given).",
+            panel=OUT,
+            metavar="N",
+        ),
+    ] = None,
+    format: Annotated[
+        str,
+        option(
+            "--format",
+            "-f",
+            help="table (default), json, csv, tsv, markdown, latex or npz.",
+            panel=OUT,
+            metavar="FORMAT",
+        ),
+    ] = "table",
+    output: Annotated[
+        str | None,
+        option(
+            "--output",
+            "-o",
+            help="Write to this file, whole or not at all (needed for npz).",
+            panel=OUT,
+            metavar="FILE",
+        ),
+    ] = None,
+    full: Annotated[
+        bool, option("--full", help="Show every row and column of big tables.", panel=OUT)
     ] = False,
     heatmap: Annotated[
         bool,
-        typer.Option(
+        option(
             "--heatmap",
-            help="Draw weights as a shaded grid (--stage scores etc. for others).",
-            rich_help_panel=PIC,
+            help="Draw the weights as a shaded grid (with --stage: that stage).",
+            panel=PIC,
         ),
     ] = False,
     tokens_view: Annotated[
-        bool,
-        typer.Option(
-            "--tokens-view", help="Rank the keys each query attends to.", rich_help_panel=PIC
-        ),
+        bool, option("--tokens-view", help="Rank the keys each query attends to.", panel=PIC)
     ] = False,
     top: Annotated[
         int | None,
-        typer.Option(
+        option(
+            "--top",
             min=1,
-            help="Keys per query in the token view (implies --tokens-view; default 5).",
-            rich_help_panel=PIC,
+            help="Keys per query in the token view (default 5; turns the token view on).",
+            panel=PIC,
+            metavar="N",
         ),
     ] = None,
     svg: Annotated[
-        str | None, typer.Option(help="Save the drawing as SVG.", rich_help_panel=PIC)
+        str | None, option("--svg", help="Save the drawing as SVG.", panel=PIC, metavar="FILE")
     ] = None,
     html: Annotated[
         str | None,
-        typer.Option(
+        option(
+            "--html",
             help="Save an interactive report (HTML, offline; the drawing in it).",
-            rich_help_panel=PIC,
+            panel=PIC,
+            metavar="FILE",
         ),
     ] = None,
+    dtype: Annotated[
+        str | None,
+        option(
+            "--dtype", help="float64 (default) or float32.", panel=BIG, metavar="float64|float32"
+        ),
+    ] = None,
+    stream: Annotated[
+        bool,
+        option(
+            "--stream",
+            help="Compute in blocks, without the n×n stages (chosen on its own for long inputs).",
+            panel=BIG,
+        ),
+    ] = False,
 ) -> None:
     """Compute scaled dot-product attention and show its stages.
 
@@ -385,9 +482,22 @@ def compute(
     """
     from ..load import load, mask_option
     from ..load.values import file_or_numbers
-    from ..options import Options
+    from ..options import Options, check_options, option_name
 
+    cli_settings = check_options(
+        {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
+         "weights_layout": weights_layout, "similarity": similarity, "normalize": normalize,
+         "temperature": temperature, "mask_polarity": mask_polarity, "empty_rows": empty_rows,
+         "exact": exact or None, "dtype": dtype, "rope": rope, "rope_theta": rope_theta,
+         "partial_rotary_factor": partial_rotary_factor, "position_offset": position_offset,
+         "sliding_window": sliding_window, "attention_chunk_size": attention_chunk_size,
+         "qk_norm": qk_norm, "rms_norm_eps": rms_norm_eps,
+         "rms_norm_unit_offset": rms_norm_unit_offset or None,
+         "attn_logit_softcapping": attn_logit_softcapping, "alibi": alibi or None}
+    )  # fmt: skip
     mask_kind, mask_csv = mask_option(mask) if mask is not None else (None, None)
+    if mask_kind is not None:
+        cli_settings["mask"] = mask_kind
     files = {"X": x, "W_Q": wq, "W_K": wk, "W_V": wv, "Q": q, "K": k, "V": v, "X_kv": x_kv,
              "W_O": wo, "b_Q": bq, "b_K": bk, "b_V": bv, "b_O": bo, "mask": mask_csv,
              "attn_bias": attn_bias, "past_key": past_key, "past_value": past_value}  # fmt: skip
@@ -398,36 +508,45 @@ def compute(
         files[name], inline[name] = path, numbers
     drawing = (heatmap, tokens_view, top, svg, html)
     output = None if output == "-" and format != "npz" else output  # -o - is stdout
-    check_output(format, output, drawing)
+    check_output(format, output, drawing, stage, trace)
     from ..atomic import check_outputs
 
     check_outputs({"--output": output, "--svg": svg, "--html": html}, [input, *files.values()])
     problem, settings = load(input, files, inline)
-    cli_settings = {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
-                    "weights_layout": weights_layout, "similarity": similarity,
-                    "normalize": normalize, "temperature": temperature, "mask": mask_kind,
-                    "mask_polarity": mask_polarity, "empty_rows": empty_rows,
-                    "exact": exact or None, "dtype": dtype, "rope": rope,
-                    "rope_theta": rope_theta, "partial_rotary_factor": partial_rotary_factor,
-                    "position_offset": position_offset, "sliding_window": sliding_window,
-                    "attention_chunk_size": attention_chunk_size, "qk_norm": qk_norm,
-                    "rms_norm_eps": rms_norm_eps,
-                    "rms_norm_unit_offset": rms_norm_unit_offset or None,
-                    "attn_logit_softcapping": attn_logit_softcapping,
-                    "alibi": alibi or None}  # fmt: skip
+    problem.setting_names |= {key: option_name(key) for key in cli_settings}  # they win
     options = Options().merged(settings).merged(cli_settings)
     present(problem, options, format, stage, trace, precision, output, full, stream, drawing)
 
 
-def check_output(format: str, output: str | None, drawing: tuple[Any, ...]) -> None:
+#: The options that draw pictures, in the order of ``drawing`` tuples.
+PICTURES = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
+
+
+def check_output(
+    format: str,
+    output: str | None,
+    drawing: tuple[Any, ...],
+    stage: list[str] | None = None,
+    trace: bool = False,
+) -> None:
     """Refuse, before any work, output options that do not go together."""
     from ..errors import OptionError
 
-    if any(drawing) and format != "table":
-        raise OptionError(
-            f"--heatmap, --tokens-view, --top, --svg and --html draw pictures: they need --format table, not {format}"
-        )
+    picture = next((name for name, on in zip(PICTURES, drawing) if on), None)
+    if picture is not None and format != "table":
+        raise OptionError(f"{picture} draws a picture: not with --format {format} (tables only)")
     _check_format(format, output)
+    if format in ("csv", "tsv"):
+        if trace:
+            raise OptionError(
+                f"--format {format} writes one stage, not every stage (--trace): use --format "
+                "json or npz for every stage, or --stage NAME"
+            )
+        if stage and len(set(stage)) > 1:
+            raise OptionError(
+                f"--format {format} writes one stage, not {len(set(stage))}: choose one with "
+                "--stage, or use --format json or npz"
+            )
 
 
 def present(
@@ -452,8 +571,7 @@ def present(
     """
     from ..problem import resolve
 
-    names = ("--heatmap", "--tokens-view", "--top", "--svg", "--html")
-    picture = next((name for name, on in zip(names, drawing) if on), None)
+    picture = next((name for name, on in zip(PICTURES, drawing) if on), None)
     why = {"weights": picture} if picture else None  # pictures need the weights
     # Tables and pictures summarise long stages (the --html report explores every cell).
     shown = format == "table" and not full and not drawing[4]
@@ -491,9 +609,9 @@ FORMATS = ("table", "json", "csv", "tsv", "markdown", "latex", "npz")
 
 def _check_format(format: str, output: str | None) -> None:
     from ..errors import OptionError
+    from ..options import choice
 
-    if format not in FORMATS:
-        raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    choice("--format", format, FORMATS)
     if format == "npz" and output in (None, "-"):
         raise OptionError("--format npz writes a file: give it with --output FILE")
 
@@ -515,7 +633,9 @@ def _evaluate(
     from ..plan import all_stages, evaluate, plan
     from ..render.progress import bar
     from ..render.text import summary_rows
+    from ..trace import check_stages, stage_names
 
+    check_stages(stage or [], stage_names(resolved))  # every stage of the run, streamed or not
     asked = all_stages() if trace else stage or (["output"] if format in ("csv", "tsv") else None)
     if why:
         asked = [*(asked or ["weights", "output"]), *why]
@@ -539,7 +659,6 @@ def _emit(
     full: bool = False,
 ) -> None:
     """Write a trace in the chosen format to stdout (or ``output``)."""
-    from ..errors import OptionError
 
     digits = 4 if precision is None else precision
     if format == "npz":
@@ -560,8 +679,6 @@ def _emit(
             return
         if format in ("csv", "tsv"):
             names = stage or ["output"]
-            if len(names) != 1:
-                raise OptionError(f"--format {format} writes one stage; choose one with --stage")
             from ..render.machine import write_delimited
 
             (chosen,) = result.select(names)

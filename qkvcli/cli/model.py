@@ -20,18 +20,23 @@ def model(
     model: Annotated[
         str,
         typer.Argument(
+            metavar="MODEL",
             help="A model folder (config.json, model.safetensors, tokenizer.json), a GGUF file, a "
             "Hugging Face id in the local cache (org/name), or an installed package that ships one.",
             show_default=False,
         ),
     ],
     sentence: Annotated[
-        str, typer.Argument(help="The text to run the model on.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="SENTENCE", help="The text to run the model on.", show_default=False
+        ),
     ],
     layer: Annotated[
         int | None,
         typer.Option(
             min=1,
+            metavar="N",
             help="The layer (1-based) whose attention is shown (default 1).",
             rich_help_panel=WHICH,
         ),
@@ -40,6 +45,7 @@ def model(
         int | None,
         typer.Option(
             min=1,
+            metavar="N",
             help="One head alone (1-based): its slices of W_Q, W_K, W_V and W_O (W_K and W_V: its "
             "K/V group's under grouped-query attention); its output is the head's share of the "
             "layer's attention output.",
@@ -57,6 +63,7 @@ def model(
     dtype: Annotated[
         str,
         typer.Option(
+            metavar="float32|float64",
             help="float32 (as the model computes; default) or float64 (recomputed).",
             rich_help_panel=WHICH,
         ),
@@ -64,6 +71,7 @@ def model(
     save_problem: Annotated[
         str | None,
         typer.Option(
+            metavar="FILE",
             help="Write the layer (or head) as a problem file (.json or .npz) for qkv compute, "
             "explain and check.",
             rich_help_panel=OUT,
@@ -75,27 +83,35 @@ def model(
     stage: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="STAGE",
             help="Show this stage (repeatable): Q K V scores scaled weights head_outputs concat output.",
             rich_help_panel=OUT,
         ),
     ] = None,
     precision: Annotated[
         int | None,
-        typer.Option(min=0, max=17, help="Decimals in tables (default 4).", rich_help_panel=OUT),
+        typer.Option(
+            min=0, max=17, metavar="N", help="Decimals, 0 to 17 (default 4).", rich_help_panel=OUT
+        ),
     ] = None,
     format: Annotated[
         str,
         typer.Option(
             "--format",
             "-f",
-            help="table, json, csv, tsv, markdown, latex or npz.",
+            metavar="FORMAT",
+            help="table (default), json, csv, tsv, markdown, latex or npz.",
             rich_help_panel=OUT,
         ),
     ] = "table",
     output: Annotated[
         str | None,
         typer.Option(
-            "--output", "-o", help="Write to this file (needed for npz).", rich_help_panel=OUT
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write to this file, whole or not at all (needed for npz).",
+            rich_help_panel=OUT,
         ),
     ] = None,
     full: Annotated[
@@ -117,15 +133,20 @@ def model(
     top: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Keys per query in the token view (default 5).", rich_help_panel=PIC
+            min=1,
+            metavar="N",
+            help="Keys per query in the token view (default 5; turns the token view on).",
+            rich_help_panel=PIC,
         ),
     ] = None,
     svg: Annotated[
-        str | None, typer.Option(help="Save the drawing as SVG.", rich_help_panel=PIC)
+        str | None,
+        typer.Option(metavar="FILE", help="Save the drawing as SVG.", rich_help_panel=PIC),
     ] = None,
     html: Annotated[
         str | None,
         typer.Option(
+            metavar="FILE",
             help="Save an interactive report of every layer and head (HTML, offline).",
             rich_help_panel=PIC,
         ),
@@ -239,15 +260,10 @@ def model(
 
 def _check_stages(problem: Any, options: Any, stage: list[str] | None) -> None:
     """Refuse a --stage this run has not, before anything is printed (as compute would after)."""
-    from ..errors import OptionError
     from ..problem import resolve
-    from ..trace import STAGES, stage_names
+    from ..trace import check_stages, stage_names
 
-    names = stage_names(resolve(problem, options))
-    for name in stage or []:
-        if name not in names:
-            why = "" if name in STAGES else " stage"
-            raise OptionError(f"no{why} {name!r} in this run; stages: {', '.join(names)}")
+    check_stages(stage or [], stage_names(resolve(problem, options)))
 
 
 def _say(lines: list[str], out: Any) -> None:

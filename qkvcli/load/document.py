@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import InputError, OptionError, one_line
+from ..errors import InputError, OptionError, closest, one_line
 from ..options import MASK_KINDS, SETTINGS, choice
 from ..problem import Problem
 from .files import decode_json, display, read_text
@@ -123,8 +123,16 @@ def load_json(path: str) -> tuple[Problem, dict[str, Any]]:
 
 
 def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, Any]]:
-    """Parse JSON text into a `Problem` and a dict of settings (scale, heads, …)."""
-    doc = decode_json(text, origin)
+    """Parse JSON text into a `Problem` and a dict of settings (scale, heads, …).
+
+    Text that is not JSON but reads as a CSV matrix is pointed to ``--x``.
+    """
+    try:
+        doc = decode_json(text, origin)
+    except InputError as e:
+        if looks_like_csv(text):
+            raise InputError(f"{origin}: {CSV_AS_INPUT}") from None
+        raise e from None
     if not isinstance(doc, dict):
         raise InputError(
             f"{origin}: the top level must be an object with keys such as X, W_Q, W_K, W_V"
@@ -150,19 +158,18 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
         if sq == "alibi" and (isinstance(value, bool) or value is None):
             canon = "alibi"  # alibi: true = ALiBi from the head count; a matrix is an attn_bias
         if canon is None:
-            raise InputError(
-                f"{origin}: unknown key {key!r} (expected X, W_Q, W_K, W_V, or Q, K, V; see qkv compute --help)"
-            )
+            raise InputError(f"{origin}: {unknown_key(key)}")
         if canon in found:
             raise InputError(f"{origin}: keys {found[canon][0]!r} and {key!r} both give {canon}")
         found[canon] = (key, value)
     settings = _settings(found, origin)
     problem = Problem(matrices={}, origin=origin)
+    problem.setting_names = {c: one_line(found[c][0]) for c in settings}
     if torch:
         _torch_state_dict(torch, found, settings, problem, origin)
     mask = found.get("mask")
     if mask is not None and isinstance(mask[1], str):
-        problem.mask_kind = _setting(origin, mask[0], lambda: choice("mask", mask[1], MASK_KINDS))
+        problem.mask_kind = _setting(origin, lambda: choice(one_line(mask[0]), mask[1], MASK_KINDS))
         problem.sources["mask"] = one_line(mask[0])
         del found["mask"]
     for canon in ("tokens", "kv_tokens"):
@@ -193,11 +200,12 @@ def precision_entry(text: str, origin: str) -> tuple[str, Any] | None:
     return None
 
 
-def _setting(origin: str, key: str, check: Any) -> Any:
+def _setting(origin: str, check: Any) -> Any:
+    """``check()``, its error naming the file (the check's message names the key)."""
     try:
         return check()
     except OptionError as e:
-        raise InputError(f"{origin}: {key}: {e}") from None
+        raise InputError(f"{origin}: {e}") from None
 
 
 def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
@@ -212,8 +220,62 @@ def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
                 continue
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_MAX:
                 raise InputError(f"{origin}: {key}: {bad_cell(value)} is too large for a float")
-            out[canon] = _setting(origin, key, lambda c=SETTINGS[canon], v=value: c(v))
+            out[canon] = _setting(
+                origin, lambda c=SETTINGS[canon], v=value, k=key: c(v, one_line(k))
+            )
     return out
+
+
+#: A CSV file given where a problem file goes.
+CSV_AS_INPUT = (
+    "holds one CSV matrix, not a JSON problem: give each matrix with its option, "
+    "--x FILE --wq FILE --wk FILE --wv FILE (or --q, --k, --v)"
+)
+
+
+def looks_like_csv(text: str) -> bool:
+    """Whether text that is not JSON is a CSV matrix: its first line is numbers (or labels) in cells.
+
+    >>> looks_like_csv("1,0,1\\n0,2,0\\n"), looks_like_csv("token;a;b\\nx;1;2"), looks_like_csv('{"X": ')
+    (True, True, False)
+    """
+    import re
+
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines or lines[0].lstrip()[:1] in ("{", "[", '"'):
+        return False
+    cells = re.split(r"[,;\t ]+", lines[-1].strip())
+    numbers = 0
+    for cell in cells:
+        try:
+            float(cell.replace(",", "."))
+            numbers += 1
+        except ValueError:
+            pass
+    return numbers >= max(1, len(cells) - 1)
+
+
+def unknown_key(key: str) -> str:
+    """The message for a key a problem file may not hold: the nearest known key, or every key.
+
+    >>> unknown_key("scael")
+    "unknown key 'scael' (did you mean scale?)"
+    """
+    shown = one_line(key)
+    near = closest(squash(key), list(_NEAR))
+    if near is not None:
+        return f"unknown key {shown!r} (did you mean {_NEAR[near]}?)"
+    optional = [k for k in ALIASES if k not in REQUIRED]
+    return (
+        f"unknown key {shown!r}: a problem holds X, W_Q, W_K, W_V (or Q, K, V) and may hold "
+        f"{', '.join(optional)}, precision (for qkv check) or PyTorch's in_proj_weight, "
+        "in_proj_bias, out_proj.weight, out_proj.bias; keys starting with _ are comments"
+    )
+
+
+REQUIRED = ("X", "Q", "K", "V", "W_Q", "W_K", "W_V")
+#: Every spelling a key is matched in, to the name a suggestion gives.
+_NEAR = _LOOKUP | {k: "precision" for k in PRECISION_KEYS} | {k: v for k, v in TORCH_KEYS.items()}
 
 
 def _labels(value: Any, where: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import InputError, OptionError, one_line
+from ..errors import InputError, OptionError, did_you_mean, one_line
 from ..options import MASK_KINDS
 
 if TYPE_CHECKING:
@@ -27,8 +27,9 @@ def mask_option(text: str) -> tuple[str | None, str | None]:
         return text, None
     if text == "-" or os.path.exists(text):
         return None, text
+    hint = did_you_mean(text, MASK_KINDS) or " (no such file)"
     raise OptionError(
-        f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r} (no such file)"
+        f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r}{hint}"
     )
 
 

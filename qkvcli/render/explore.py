@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..trace import PER_HEAD, SQUARE
-from .text import fmt, fmt_row, header
+from .text import fmt, fmt_row, header, scientific
 
 if TYPE_CHECKING:
     from ..options import Options
@@ -125,9 +125,10 @@ def stage_data(stage: Stage, trace: Trace, precision: int) -> dict[str, Any]:
     mats = []
     for idx, item, head in _places(stage, trace):
         a = array[idx]
+        sci = scientific(a, precision)  # one notation for the matrix
         cells, levels = [], []
         for i, row in enumerate(a):
-            texts = fmt_row(row, precision)
+            texts = fmt_row(row, precision, sci)
             for j, v in enumerate(row.tolist()):
                 if blocked is not None and blocked[idx][i, j]:
                     cells.append(MASKED)

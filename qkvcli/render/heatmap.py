@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import shape_str
 from ..trace import SQUARE
-from .text import fmt, matrices
+from .text import fmt, matrices, scientific
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,10 +130,12 @@ def legend(
 
 
 def cell_texts(matrix: np.ndarray, blocked: np.ndarray | None, precision: int) -> list[list[str]]:
-    """What each cell says: its value, or ``×`` for a masked weight."""
+    """What each cell says: its value (every one in the same notation), or ``×`` for a masked weight."""
+    shown = matrix if blocked is None else matrix[~blocked]
+    sci = scientific(shown, precision)
     return [
         [
-            MASKED if blocked is not None and blocked[i, j] else fmt(float(v), precision)
+            MASKED if blocked is not None and blocked[i, j] else fmt(float(v), precision, sci)
             for j, v in enumerate(row)
         ]
         for i, row in enumerate(matrix)

@@ -6,7 +6,17 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import shape_str
-from .text import EDGE_ROWS, MAX_ROWS, PLAIN_CELLS, fmt, header, matrices, pick, plain_table
+from .text import (
+    EDGE_ROWS,
+    MAX_ROWS,
+    PLAIN_CELLS,
+    fmt,
+    header,
+    matrices,
+    pick,
+    plain_table,
+    scientific,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,24 +104,39 @@ def stage_table(
     if width is not None and cols > width // 2:
         near = [*range(width // 4), *range(cols - width // 4, cols)]
 
-    def cell(v: Any) -> str:
-        return exact_text(v) if is_exact(v) else fmt(float(v), precision)
+    import numpy as np
 
-    text = {j: [cell(row(i)[j]) for i in real_rows] for j in near}
-    shown_cols: list[int | None] = near
-    note = None
-    if width is not None:
-        label_w = max((len(row_labels[i]) for i in real_rows), default=1)
-        sums = [len(fmt(float(row(i).sum()), precision)) for i in real_rows] if weights else []
-        widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
-        # Each column takes its text, a space either side and a border; the table a left border.
-        picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
-        shown_cols = [None if k is None else near[k] for k in picked]
-        if len(near) < cols and None not in shown_cols:
-            shown_cols = [*near[: len(near) // 2], None, *near[len(near) // 2 :]]
-        if None in shown_rows or None in shown_cols:
-            r_n, c_n = len(real_rows), len([j for j in shown_cols if j is not None])
-            note = f"{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns (--full shows all)"
+    def layout(sci: bool) -> tuple[dict[int, list[str]], list[int | None], str | None]:
+        """The cells' texts in one notation, and the columns that fit (None: the … gap)."""
+
+        def cell(v: Any) -> str:
+            return exact_text(v) if is_exact(v) else fmt(float(v), precision, sci)
+
+        text = {j: [cell(row(i)[j]) for i in real_rows] for j in near}
+        shown_cols: list[int | None] = list(near)
+        note = None
+        if width is not None:
+            label_w = max((len(row_labels[i]) for i in real_rows), default=1)
+            sums = [len(fmt(float(row(i).sum()), precision, sci)) for i in real_rows]
+            sums = sums if weights else []
+            widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
+            # Each column takes its text, a space either side and a border; the table a left border.
+            picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
+            shown_cols = [None if k is None else near[k] for k in picked]
+            if len(near) < cols and None not in shown_cols:
+                shown_cols = [*near[: len(near) // 2], None, *near[len(near) // 2 :]]
+            if None in shown_rows or None in shown_cols:
+                r_n, c_n = len(real_rows), len([j for j in shown_cols if j is not None])
+                note = f"{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns (--full shows all)"
+        return text, shown_cols, note
+
+    # One notation for the cells shown: fixed decimals, unless a cell shown needs scientific.
+    text, shown_cols, note = layout(False)
+    positions = real_rows if at is None else [at[i] for i in real_rows]
+    shown = matrix[np.ix_(positions, [j for j in shown_cols if j is not None])]
+    sci = scientific(shown, precision)
+    if sci:
+        text, shown_cols, note = layout(True)
     table = Table(header_style="bold")
     table.add_column("", style="bold", no_wrap=True)
     for j in shown_cols:
@@ -133,7 +158,7 @@ def stage_table(
             v = float(row(i)[j])
             cells.append(Text(text[j][position[i]], style=_shade(v) if weights else ""))
         if weights:
-            cells.append(Text(fmt(float(row(i).sum()), precision)))
+            cells.append(Text(fmt(float(row(i).sum()), precision, sci)))
         table.add_row(Text(row_labels[i]), *cells)
     return table, note
 

@@ -20,33 +20,69 @@ if TYPE_CHECKING:
     from ..trace import Stage, Trace
 
 
-def fmt(v: float, precision: int) -> str:
-    """A cell as shown in tables: fixed decimals, −∞ for masked, NaN as such."""
+def fmt(v: float, precision: int, sci: bool | None = None) -> str:
+    """A cell as shown in tables: fixed decimals (or scientific: ``sci``), −∞ for masked, NaN.
+
+    ``sci`` is the notation of the cell's table (see `scientific`); None decides
+    for this value alone: scientific when fixed decimals would show a non-zero
+    value as 0 or it is 1e9 or more.
+
+    >>> fmt(0.016, 1), fmt(0.9, 1, sci=True), fmt(0.0, 2, sci=True)
+    ('1.6e-02', '9.0e-01', '0.00e+00')
+    """
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
         return NEG_INF if v < 0 else "∞"
-    if v != 0 and (abs(v) >= 1e9 or abs(v) < 10.0**-precision / 2):
-        return f"{v:.{precision}e}"
+    if sci is None:
+        sci = v != 0 and (abs(v) >= 1e9 or abs(v) < 10.0**-precision / 2)
+    if sci:
+        return f"{v + 0.0:.{precision}e}"  # + 0.0 turns −0.0 into 0.0
     text = f"{v:.{precision}f}"
     return "0." + "0" * precision if text.lstrip("-") == "0." + "0" * precision else text
 
 
-def fmt_row(row: np.ndarray, precision: int) -> list[str]:
-    """`fmt` of every value of a row; fast when all of them take fixed decimals.
+def scientific(values: np.ndarray, precision: int) -> bool:
+    """Whether a table of ``values`` is written in scientific notation, every cell of it.
+
+    It is when fixed decimals would show some non-zero value as 0, or some
+    value is 1e9 or more; otherwise every cell takes fixed decimals. Masked
+    (−∞) and NaN cells do not count; exact values (fractions) are skipped.
 
     >>> import numpy as np
-    >>> fmt_row(np.array([-0.0, 1.5, -2e-9]), 2)
-    ['0.00', '1.50', '-2.00e-09']
+    >>> scientific(np.array([0.9, 0.016]), 1), scientific(np.array([0.9, 0.016]), 2)
+    (True, False)
     """
     import numpy as np
 
-    a = np.abs(row)
-    if np.all(((a >= 10.0**-precision / 2) & (a < 1e9)) | (row == 0)):
-        spec, zero = f".{precision}f", "0." + "0" * precision
-        texts = [format(v, spec) for v in (row + 0.0).tolist()]  # + 0.0 turns −0.0 into 0.0
-        return [zero if t == "-" + zero else t for t in texts]
-    return [fmt(v, precision) for v in row.tolist()]
+    a = np.asarray(values)
+    if a.dtype == object:
+        from ..exact import is_exact
+
+        a = np.array([float(v) for v in a.flat if not is_exact(v)], dtype=np.float64)
+    a = np.abs(a[np.isfinite(a) & (a != 0)])
+    return bool(a.size) and bool(a.max() >= 1e9 or a.min() < 10.0**-precision / 2)
+
+
+def fmt_row(row: np.ndarray, precision: int, sci: bool | None = None) -> list[str]:
+    """`fmt` of every value of a row in one notation (``sci``; None: the row's own, `scientific`).
+
+    >>> import numpy as np
+    >>> fmt_row(np.array([-0.0, 1.5, -2e-9]), 2), fmt_row(np.array([-0.0, 1.5]), 2)
+    (['0.00e+00', '1.50e+00', '-2.00e-09'], ['0.00', '1.50'])
+    """
+    if sci is None:
+        sci = scientific(row, precision)
+    spec = f".{precision}{'e' if sci else 'f'}"
+    zero = format(0.0, spec)
+    texts = []
+    for v in (row + 0.0).tolist():  # + 0.0 turns −0.0 into 0.0
+        if math.isfinite(v):
+            t = format(v, spec)
+            texts.append(zero if t == "-" + zero else t)
+        else:
+            texts.append(fmt(v, precision))
+    return texts
 
 
 #: Tables with more rows than this show their first and last rows around a ⋮ row (unless --full).
@@ -191,15 +227,16 @@ def plain_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) 
     └───┴──────┴───────┘
     """
     rows, cols = matrix.shape
+    sci = scientific(matrix, precision)  # one notation for the whole table
     head = ["", *trace.labels(stage.cols, cols)]
     body = [
-        [label, *fmt_row(row, precision)]
+        [label, *fmt_row(row, precision, sci)]
         for label, row in zip(trace.labels(stage.rows, rows), matrix)
     ]
     if stage.name == "weights":
         head.append("Σ")
         for cells, row in zip(body, matrix):
-            cells.append(fmt(float(row.sum()), precision))
+            cells.append(fmt(float(row.sum()), precision, sci))
     widths = [max(len(r[j]) for r in (head, *body)) for j in range(len(head))]
 
     def line(left: str, fill: str, mid: str, right: str) -> str:

@@ -42,14 +42,20 @@ def tex_formula(formula: str) -> str:
     return " ".join(out)
 
 
-def _cell(v: Any, precision: int, tex: bool) -> str:
+def _cell(v: Any, precision: int, tex: bool, sci: bool | None = None) -> str:
+    """One cell, in its table's notation ``sci``; LaTeX writes 4.07e-03 as 4.07 \\times 10^{-3}.
+
+    >>> _cell(0.00407, 2, True, sci=True), _cell(0.5, 2, False, sci=False)
+    ('4.07 \\\\times 10^{-3}', '0.50')
+    """
     from ..exact import is_exact, latex, text
     from .text import fmt
 
     if is_exact(v):
         return latex(v) if tex else text(v)
-    s = fmt(float(v), precision)
+    s = fmt(float(v), precision, sci)
     if tex:
+        s = re.sub(r"e([+-])(\d+)$", lambda m: rf" \times 10^{{{int(m.group(1) + m.group(2))}}}", s)
         return s.replace("−∞", r"-\infty").replace("NaN", r"\text{NaN}")
     return s
 
@@ -64,7 +70,7 @@ def _title(stage: Stage, suffix: str) -> tuple[str, str]:
 def to_markdown(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
     """Markdown: a heading and a table per matrix, token labels on rows and columns."""
     from ..errors import shape_str
-    from .text import header, matrices
+    from .text import header, matrices, scientific
 
     out = ["# Attention, step by step", ""]
     out += [line + "  " for line in header(trace).splitlines()]
@@ -76,8 +82,9 @@ def to_markdown(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
             rows = trace.labels(stage.rows, matrix.shape[0])
             out.append("| | " + " | ".join(_md(c) for c in cols) + " |")
             out.append("|---|" + "---:|" * len(cols))
+            sci = scientific(matrix, precision)  # one notation per table
             for label, row in zip(rows, matrix):
-                cells = [_cell(v, precision, False) for v in row]
+                cells = [_cell(v, precision, False, sci) for v in row]
                 out.append(f"| **{_md(label)}** | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -99,7 +106,7 @@ def _tex_text(text: str) -> str:
 
 def to_latex(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
     """A complete LaTeX document: one displayed equation with a bmatrix per matrix."""
-    from .text import header, matrices
+    from .text import header, matrices, scientific
 
     out = [
         r"\documentclass{article}",
@@ -118,7 +125,8 @@ def to_latex(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
             head = tex_formula(stage.name)
             if suffix:
                 head += r"^{(\text{" + _tex_text(suffix) + "})}"
-            rows = [" & ".join(_cell(v, precision, True) for v in row) for row in matrix]
+            sci = scientific(matrix, precision)
+            rows = [" & ".join(_cell(v, precision, True, sci) for v in row) for row in matrix]
             out += [
                 "",
                 r"\[",

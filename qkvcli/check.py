@@ -581,17 +581,21 @@ def grade(
     What the student carries forward is what they wrote (blanks filled from
     their earlier values): a stage computed from their own rounded values is
     consistent, and the window of each later cell accounts for that rounding.
+    Answers beyond the float range overflow quietly: they are marked, not warned about.
     """
-    m = _Marker(problem, options, precision or Precision(), diagnose)
-    answered = sheet_arrays(sheet, m.truth)
-    for name in m.truth.stages:
-        ans = answered.get(name)
-        if ans is None:
-            continue
-        if ans.misfit:
-            m.mark_misfit(name, ans.grid, sheet)
-        else:
-            m.mark(name, ans, sheet.origin)
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        m = _Marker(problem, options, precision or Precision(), diagnose)
+        answered = sheet_arrays(sheet, m.truth)
+        for name in m.truth.stages:
+            ans = answered.get(name)
+            if ans is None:
+                continue
+            if ans.misfit:
+                m.mark_misfit(name, ans.grid, sheet)
+            else:
+                m.mark(name, ans, sheet.origin)
     return Report(sheet.origin, problem.origin, m.cells, m.findings, m.blank, m.truth,
                   m.precision, m.notes)  # fmt: skip
 
@@ -1006,6 +1010,8 @@ class _Diagnosis:
 
 
 def _plain(x: float) -> str:
+    if math.isnan(x):
+        return "NaN"
     if math.isinf(x):
         return "−∞" if x < 0 else "∞"
     if x == int(x) and abs(x) < 1e15:
@@ -1020,6 +1026,8 @@ def _digit_swap(w: Written, true: float) -> str | None:
     text = w.text.strip().replace("−", "-").lstrip("+")
     places = len(text.split(".", 1)[1]) if "." in text else 0
     unit = 10.0**-places
+    if places > 17 or not math.isfinite(true / unit):
+        return None  # more digits than a float holds: no swap to find
     for candidate in {
         round(true, places),
         math.floor(true / unit) * unit,

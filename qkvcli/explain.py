@@ -130,8 +130,13 @@ def paren(text: str) -> str:
 
 def reproduces(got: Decimal, target: float, places: int) -> bool:
     """Does a result redone from printed numbers round to the printed target?"""
-    want = Decimal(repr(float(target))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
-    return got.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN) == want
+    from decimal import localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 1200  # a float's 309 whole digits and every decimal asked for
+        unit = Decimal(1).scaleb(-places)
+        want = Decimal(repr(float(target))).quantize(unit, ROUND_HALF_EVEN)
+        return got.quantize(unit, ROUND_HALF_EVEN) == want
 
 
 def fitted(

@@ -67,6 +67,10 @@ def check_answer(doc_text: str, out: str) -> None:
         return
     if result["meta"]["weights_layout"] != "in-out" or result["meta"]["similarity"] != "dot":
         return
+    variants = ("mask", "rope", "sliding_window", "attention_chunk_size", "qk_norm", "sinks",
+                "attn_logit_softcapping", "alibi", "past_length")  # fmt: skip
+    if any(result["meta"].get(v) for v in variants):
+        return  # today's models' variants have their own tests against transformers
     mats = {}
     for name in "QKV":
         if name in keys:

@@ -24,6 +24,7 @@ from ..errors import (
     EXIT_MISMATCH,
     EXIT_OK,
     EXIT_USAGE,
+    OptionError,
     OutputError,
     QkvError,
     one_line,
@@ -31,6 +32,34 @@ from ..errors import (
 
 #: ``--debug`` is taken off the command line before parsing (see `QkvGroup.main`); help lists it.
 DEBUG = ("--debug", "Show the traceback of an error (anywhere on the line; the exit code stays).")
+#: ``--lang`` too (see `take_lang`): the language of every message, table and help.
+LANG = (
+    "--lang LANG",
+    "The language qkv speaks: en or zh (anywhere on the line; default: QKV_LANG, else the locale).",
+)
+
+
+def take_lang(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--lang zh`` or ``--lang=zh`` taken off the command line (before ``--``), and the rest.
+
+    >>> take_lang(["compute", "--lang", "zh", "x.json", "--", "--lang"])
+    ('zh', ['compute', 'x.json', '--', '--lang'])
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    lang, rest, i = None, [], 0
+    while i < end:
+        a = argv[i]
+        if a == "--lang":
+            if i + 1 >= end:
+                raise OptionError("--lang needs a language: en or zh")
+            lang, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--lang="):
+            lang = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return lang, rest + argv[end:]
 
 
 def help_record(param: Any) -> tuple[str, str] | None:
@@ -78,7 +107,7 @@ def format_panels(command: Any, ctx: Any, formatter: Any) -> None:
             panel = getattr(param, "rich_help_panel", None) or "Options"
             panels.setdefault(panel, []).append(record)
     panels = {"Options": [], **panels}  # the general options first, as typer's rich help puts them
-    panels["Options"].append(DEBUG)
+    panels["Options"] += [LANG, DEBUG]
     if args:
         with formatter.section("Arguments"):
             formatter.write_dl(args)
@@ -105,7 +134,7 @@ class QkvGroup(TyperGroup):
             install(command)  # plain option types without pydantic: fast start-up
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
-        from .. import notes
+        from .. import i18n, notes
 
         extra.pop("standalone_mode", None)
         argv = list(sys.argv[1:] if args is None else args)
@@ -113,6 +142,12 @@ class QkvGroup(TyperGroup):
         debug = "--debug" in argv[:end]  # accepted anywhere before --
         argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
         notes.take()  # a fresh run: nothing left over from an earlier one in this process
+        try:
+            lang, argv = take_lang(argv)
+            i18n.choose(lang)
+        except QkvError as e:
+            i18n.choose("en")
+            _fail(str(e), e.exit_code)
         if not argv:
             print(self.short_usage())  # a bare qkv: what there is to run, not an error
             sys.exit(EXIT_OK)

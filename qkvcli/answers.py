@@ -25,15 +25,17 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+from .i18n import _
 from .trace import STAGES
 
 if TYPE_CHECKING:
     import numpy as np
 
-#: Words for a masked (−∞) cell, after lower-casing.
-MASKED_WORDS = ("-inf", "-infinity", "−∞", "-∞", "−inf", "−infinity", "masked")
+#: Words for a masked (−∞) cell, after lower-casing (and full-width forms made plain).
+MASKED_WORDS = ("-inf", "-infinity", "−∞", "-∞", "−inf", "−infinity", "masked",
+                "负无穷", "-无穷", "−无穷", "负无穷大", "掩码", "已掩码", "屏蔽")  # fmt: skip
 #: What a CSV cell may hold for a blank.
-BLANK_WORDS = ("", "null", "none", "?", "_", "-", "—", "blank")
+BLANK_WORDS = ("", "null", "none", "?", "_", "-", "—", "blank", "空", "未作答", "未答")
 #: A written value at or below this, in a cell whose truth is −∞, stands for −∞ (−1e9, −1e4).
 SENTINEL = -1e4
 #: Other names people give the stages (after lower-casing and joining words with ``_``).
@@ -51,7 +53,64 @@ STAGE_ALIASES = {
     "concatenated": "concat",
     "out": "output",
     "attention_output": "output",
+    # Chinese, in the articles' words (see /work/GLOSSARY-zh.md): the stage, its matrix, its vectors.
+    **{
+        zh: stage
+        for stage, words in {
+            "Q": ("查询", "查询矩阵", "查询向量", "q矩阵"),
+            "K": ("键", "键矩阵", "键向量", "k矩阵"),
+            "V": ("值", "值矩阵", "值向量", "v矩阵"),
+            "Q_normed": ("归一化后的查询", "归一化查询"),
+            "K_normed": ("归一化后的键", "归一化键"),
+            "Q_rotated": ("旋转后的查询", "旋转查询"),
+            "K_rotated": ("旋转后的键", "旋转键"),
+            "scores": ("分数", "注意力分数", "得分", "注意力得分", "相似度分数", "点积"),
+            "scaled": ("缩放", "缩放后的分数", "缩放分数", "缩放后分数", "缩放后的得分"),
+            "capped": ("软上限", "软上限后的分数", "截断后的分数"),
+            "masked": ("掩码后的分数", "掩码分数", "掩码后分数"),
+            "weights": ("权重", "注意力权重", "权值", "注意力权值", "权重矩阵", "注意力矩阵"),
+            "head_outputs": ("各头输出", "每个头的输出", "头输出"),
+            "concat": ("拼接", "拼接后", "拼接结果"),
+            "output": ("输出", "注意力输出", "输出矩阵", "结果"),
+        }.items()
+        for zh in words
+    },
 }
+#: Full-width forms (a Chinese keyboard's ０-９, ，, ［］, －, ．) → ASCII; the ideographic space → a space.
+FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: " "}
+#: In a cell reference, also the ideographic comma 、 and the brackets 【】 (a Chinese keyboard's [ ]).
+CELL_MARKS = FULLWIDTH | {ord("、"): ",", ord("【"): "[", ord("】"): "]"}
+
+
+def halfwidth(text: str, cell: bool = False) -> str:
+    """``text`` with full-width digits, letters and punctuation as ASCII (``cell``: 、【】 too).
+
+    >>> halfwidth("－０.５"), halfwidth("权重【１、２】", cell=True)
+    ('-0.5', '权重[1,2]')
+    """
+    return text.translate(CELL_MARKS if cell else FULLWIDTH)
+
+
+def stage_hint(typed: str, names: list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean weights?)`` for a stage name typed near one of ``names`` or of their
+    Chinese names (a Chinese name is offered back in Chinese), or ``""``.
+
+    >>> stage_hint("weight", ["scores", "weights"]), stage_hint("zzz", ["Q"])
+    (' (did you mean weights?)', '')
+    """
+    import difflib
+
+    from .errors import closest
+
+    if not any("\u4e00" <= ch <= "\u9fff" for ch in typed):
+        near = closest(typed, list(names))
+    else:
+        zh = [a for a, s in STAGE_ALIASES.items() if s in names and not a.isascii()]
+        found = difflib.get_close_matches(typed.strip(), zh, 1, cutoff=0.5)
+        near = found[0] if found else None
+    if near is None or near == typed:
+        return ""
+    return _(" (did you mean {name}?)").format(name=near)
 
 
 @dataclass(frozen=True)
@@ -85,8 +144,8 @@ def written(text: str) -> Written:
     (-inf, 2, 3.5)
     """
     t = text.strip()
-    plain = t.replace("−", "-").replace("\u2009", "").replace(" ", "")
-    if plain.lower() in MASKED_WORDS or t.lower() in MASKED_WORDS:
+    plain = halfwidth(t).replace("−", "-").replace("\u2009", "").replace(" ", "")
+    if plain.lower() in MASKED_WORDS or t.lower() in MASKED_WORDS:  # −∞, -inf, 负无穷
         return Written(t, -math.inf, 0, "masked")
     if plain.lower() in ("nan", "n/a"):
         return Written(t, math.nan, 0, "nan")
@@ -121,7 +180,7 @@ def _decimal(t: str) -> tuple[float, int] | None:
         d = Decimal(t)
     except InvalidOperation:
         return None
-    _, digits, exponent = d.as_tuple()
+    _sign, digits, exponent = d.as_tuple()
     assert isinstance(exponent, int)
     kept = len(digits)
     while kept > 1 and digits[kept - 1] == 0 and exponent < 0:
@@ -280,10 +339,12 @@ class Sheet:
 def stage_key(key: str) -> str | None:
     """The stage an answer key names, in any case and spacing, or None.
 
-    >>> stage_key("Weights"), stage_key("head outputs"), stage_key("q_rotated")
-    ('weights', 'head_outputs', 'Q_rotated')
+    >>> stage_key("Weights"), stage_key("head outputs"), stage_key("q_rotated"), stage_key("权重")
+    ('weights', 'head_outputs', 'Q_rotated', 'weights')
     """
-    k = re.sub(r"[\s\-.]+", "_", key.strip()).lower()
+    k = re.sub(r"[\s\-.]+", "_", halfwidth(key).strip()).lower()
+    if k in STAGE_ALIASES:  # Chinese names first: 值 is V, never a near miss
+        return STAGE_ALIASES[k]
     for stage in STAGES:
         if k == stage.lower():
             return stage
@@ -292,7 +353,9 @@ def stage_key(key: str) -> str | None:
 
 def shown(text: str) -> str:
     """A long answer shortened for a message: ``1000000000…0 (401 digits)``."""
-    return text if len(text) <= 24 else f"{text[:12]}…{text[-4:]} ({len(text)} characters)"
+    if len(text) <= 24:
+        return text
+    return _("{start}…{end} ({n} characters)").format(start=text[:12], end=text[-4:], n=len(text))
 
 
 def parse_answers(text: str, origin: str) -> Sheet:
@@ -320,7 +383,11 @@ def parse_answers(text: str, origin: str) -> Sheet:
     hooks = {"parse_float": number, "parse_int": number, "parse_constant": constant}
     doc = decode_json(text, origin, **hooks)
     if not isinstance(doc, dict):
-        raise InputError(f"{origin}: the top level must be an object keyed by stage names")
+        raise InputError(
+            _("{origin}: the top level must be an object keyed by stage names").format(
+                origin=origin
+            )
+        )
     stages: dict[str, Any] = {}
     seen: dict[str, str] = {}
     for key, value in doc.items():
@@ -329,10 +396,15 @@ def parse_answers(text: str, origin: str) -> Sheet:
         name = stage_key(key)
         if name is None:
             raise InputError(
-                f"{origin}: unknown stage {key!r} (answer keys are stage names: {' '.join(STAGES)})"
-            )
+                _("{origin}: unknown stage {key!r}{hint} (answer keys are stage names: {names})")
+                .format(origin=origin, key=key, hint=stage_hint(key, STAGES), names=" ".join(STAGES))
+            )  # fmt: skip
         if name in seen:
-            raise InputError(f"{origin}: keys {seen[name]!r} and {key!r} both give {name}")
+            raise InputError(
+                _("{origin}: keys {first!r} and {key!r} both give {name}").format(
+                    origin=origin, first=seen[name], key=key, name=name
+                )
+            )
         seen[name] = key
         stages[name] = _cells(value, origin, name, ())
     return Sheet(origin, stages)
@@ -351,14 +423,24 @@ def _cells(value: Any, origin: str, key: str, path: tuple[int, ...]) -> Any:
             value = written(value)
         except ValueError:
             raise InputError(
-                f"{place}: {shown(value)!r} is not a number, a fraction, a surd or -inf"
+                _("{place}: {value!r} is not a number, a fraction, a surd or -inf").format(
+                    place=place, value=shown(value)
+                )
             ) from None
     if isinstance(value, Written):
         if value.form == "huge":
-            raise InputError(f"{place}: {shown(value.text)} is too large for a number")
+            raise InputError(
+                _("{place}: {value} is too large for a number").format(
+                    place=place, value=shown(value.text)
+                )
+            )
         return value
-    what = {dict: "an object", bool: "true/false"}.get(type(value), type(value).__name__)
-    raise InputError(f"{place}: {what} is not an answer (write a number, or null for a blank)")
+    what = {dict: _("an object"), bool: _("true/false")}.get(type(value), type(value).__name__)
+    raise InputError(
+        _("{place}: {what} is not an answer (write a number, or null for a blank)").format(
+            place=place, what=what
+        )
+    )
 
 
 def _csv_cell(text: str) -> Written | None:
@@ -379,7 +461,7 @@ def parse_stage_csv(text: str, origin: str, stage: str = "answers") -> list[list
     """
     from .load import parse_csv
 
-    cells, _labels = parse_csv(text, origin, stage, read=_csv_cell)
+    cells, _labels = parse_csv(halfwidth(text), origin, stage, read=_csv_cell)  # ，and ０-９ too
     return cells.tolist()
 
 
@@ -392,13 +474,17 @@ def load_answers(path: str | None, stage_files: dict[str, str] | None = None) ->
         stage = stage_key(given)
         if stage is None:
             raise InputError(
-                f"--stage-file {given}={csv_path}: unknown stage {given!r} (stages: {' '.join(STAGES)})"
-            )
+                _("--stage-file {given}={path}: unknown stage {given!r}{hint} (stages: {names})")
+                .format(given=given, path=csv_path, hint=stage_hint(given, STAGES),
+                        names=" ".join(STAGES))
+            )  # fmt: skip
         sheet.stages[stage] = parse_stage_csv(read_text(csv_path), display(csv_path), stage)
         sheet.origin = sheet.origin or display(csv_path)
     if not sheet.stages:
         raise InputError(
-            f"{sheet.origin or 'answers'}: no answers (give stages such as scores, weights, output)"
+            _("{origin}: no answers (give stages such as scores, weights, output)").format(
+                origin=sheet.origin or _("answers")
+            )
         )
     return sheet
 
@@ -423,12 +509,18 @@ def _shape(nested: Any, origin: str, key: str) -> tuple[int, ...]:
     if not isinstance(nested, list):
         return ()
     if not nested:
-        raise InputError(f"{origin}: {key} is empty")
+        raise InputError(_("{origin}: {key} is empty").format(origin=origin, key=key))
     shapes = [_shape(v, origin, key) for v in nested]
     for i, s in enumerate(shapes):
         if s != shapes[0]:
-            first = shape_str(shapes[0]) or "a number"
+            first = shape_str(shapes[0]) or _("a number")
             raise InputError(
-                f"{origin}: {key} entry {i + 1} is {shape_str(s) or 'a number'} but entry 1 is {first}"
+                _("{origin}: {key} entry {i} is {shape} but entry 1 is {first}").format(
+                    origin=origin,
+                    key=key,
+                    i=i + 1,
+                    shape=shape_str(s) or _("a number"),
+                    first=first,
+                )
             )
     return (len(nested), *shapes[0])

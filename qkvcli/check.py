@@ -27,8 +27,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .answers import Sheet, Written, grid_of, load_answers, parse_answers, written
+from .answers import Sheet, Written, grid_of, halfwidth, load_answers, parse_answers, written
 from .errors import InputError, QkvError, shape_str
+from .i18n import N_, _, ngettext
+from .i18n import _ as tr
 from .marking import Precision, agrees, bounds, half, window
 from .trace import to_internal, to_public
 
@@ -76,11 +78,21 @@ def cell_name(index: tuple[int, ...], per_head: bool, batched: bool) -> str:
     lead = []
     rest = list(index)
     if batched:
-        lead.append(f"item {rest.pop(0) + 1}")
+        lead.append(_("item {n}").format(n=rest.pop(0) + 1))
     if per_head:
-        lead.append(f"head {rest.pop(0) + 1}")
-    where = f"[{rest[0] + 1},{rest[1] + 1}]" if len(rest) == 2 else f"row {rest[0] + 1}"
+        lead.append(_("head {n}").format(n=rest.pop(0) + 1))
+    where = (f"[{rest[0] + 1},{rest[1] + 1}]" if len(rest) == 2
+             else _("row {n}").format(n=rest[0] + 1))  # fmt: skip
     return " ".join([*lead, where])
+
+
+#: What the axes of a stage index, as `axes_words` says them.
+AXIS_WORDS = {"queries": N_("queries"), "keys": N_("keys"), "features": N_("features")}
+
+
+def joined(items: list[str], sep: str = ", ") -> str:
+    """Items in a list, separated as the language separates them (``, `` or ``、``; `` or ``)."""
+    return (_(", ") if sep == ", " else _(" or ")).join(items)
 
 
 @dataclass
@@ -179,8 +191,8 @@ class Report:
 def axes_words(trace: Trace, name: str) -> str:
     """What the axes of a stage are: ``heads × queries × keys``."""
     s = trace.stages[name]
-    words = (["batch items"] if trace.batched else []) + (["heads"] if s.per_head else [])
-    return " × ".join([*words, s.rows, s.cols])
+    words = ([_("batch items")] if trace.batched else []) + ([_("heads")] if s.per_head else [])
+    return " × ".join([*words, tr(AXIS_WORDS[s.rows]), tr(AXIS_WORDS[s.cols])])
 
 
 @dataclass
@@ -200,7 +212,9 @@ def sheet_arrays(sheet: Sheet, trace: Trace) -> dict[str, Answered]:
     for name, nested in sheet.stages.items():
         if name not in trace.stages:
             raise InputError(
-                f"{sheet.origin}: no stage {name!r} in this problem (stages: {' '.join(trace.stages)})"
+                _("{origin}: no stage {name!r} in this problem (stages: {names})").format(
+                    origin=sheet.origin, name=name, names=" ".join(trace.stages)
+                )
             )
         want = tuple(trace[name].shape)
         grid = grid_of(nested, sheet.origin, name)
@@ -258,9 +272,10 @@ def _index_columns(grid: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None
 
 def _misfit_error(sheet: Sheet, trace: Trace, name: str, shape: tuple[int, ...]) -> InputError:
     return InputError(
-        f"{sheet.origin}: {name} is {shape_str(shape) or 'a number'} but this problem's {name} is "
-        f"{shape_str(tuple(trace[name].shape))} ({axes_words(trace, name)})"
-    )
+        _("{origin}: {name} is {shape} but this problem's {name} is {want} ({axes})").format(
+            origin=sheet.origin, name=name, shape=shape_str(shape) or _("a number"),
+            want=shape_str(tuple(trace[name].shape)), axes=axes_words(trace, name))
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- marking
@@ -426,13 +441,19 @@ class _Marker:
             if c.stage == basis and c.written.decimals is not None
         ]
         most = max(places, default=None)
-        how = "" if most is None else f" ({most} decimal{'s' * (most != 1)})"
-        cost = max(abs(c.expected - c.correct) for c in cells)
-        self.notes.append(
-            f"rounding: your {name} follows from your {basis} as you rounded it{how}; that moved "
-            f"{name} by up to {_short(cost)}, so {len(cells)} cell{'s' * (len(cells) != 1)} "
-            "marked consistent, not wrong"
+        how = (
+            ""
+            if most is None
+            else ngettext(" ({n} decimal)", " ({n} decimals)", most).format(n=most)
         )
+        cost = max(abs(c.expected - c.correct) for c in cells)
+        self.notes.append(ngettext(
+            "rounding: your {name} follows from your {basis} as you rounded it{how}; that moved "
+            "{name} by up to {cost}, so {n} cell marked consistent, not wrong",
+            "rounding: your {name} follows from your {basis} as you rounded it{how}; that moved "
+            "{name} by up to {cost}, so {n} cells marked consistent, not wrong", len(cells),
+        ).format(name=name, basis=tr(basis) if basis == "earlier stages" else basis, how=how,
+                 cost=_short(cost), n=len(cells)))  # fmt: skip
 
     def _infer_rounding(self, name: str, pending: list[Cell], fb: tuple[np.ndarray, ...]) -> None:
         """Wrong cells that follow from earlier values rounded as they went (not written)."""
@@ -459,11 +480,13 @@ class _Marker:
                     c.verdict, c.basis, c.rounding = "consistent", ro.words, True
                     c.expected = float(got[c.index])
                 cost = max(abs(float(got[c.index]) - c.correct) for c in pending)
-                self.notes.append(
-                    f"rounding: your {name} follows from {ro.words} (not in your answers); that "
-                    f"moved {name} by up to {_short(cost)}, so {len(pending)} "
-                    f"cell{'s' * (len(pending) != 1)} marked consistent, not wrong"
-                )
+                self.notes.append(ngettext(
+                    "rounding: your {name} follows from {words} (not in your answers); that "
+                    "moved {name} by up to {cost}, so {n} cell marked consistent, not wrong",
+                    "rounding: your {name} follows from {words} (not in your answers); that "
+                    "moved {name} by up to {cost}, so {n} cells marked consistent, not wrong",
+                    len(pending),
+                ).format(name=name, words=ro.words, cost=_short(cost), n=len(pending)))  # fmt: skip
                 return
 
     def _diagnose(
@@ -522,7 +545,8 @@ class _Marker:
                         return
                 self.findings.append(Finding(
                     name, "full", v.key, v.label, name, keys=[v.key],
-                    detail=f"your {name} is {shape_str(grid.shape)}, this problem's is {want}"))  # fmt: skip
+                    detail=_("your {name} is {shape}, this problem's is {want}").format(
+                        name=name, shape=shape_str(grid.shape), want=want)))  # fmt: skip
                 return
         raise _misfit_error(sheet, self.truth, name, grid.shape)
 
@@ -558,8 +582,9 @@ def _short(x: float) -> str:
 def _layout(truth: Trace, name: str, shape: tuple[int, ...]) -> Finding:
     s = truth.stages[name]
     return Finding(
-        name, "layout", "transposed", f"your {name} look transposed",
-        detail=f"written {shape_str(shape[-2:])} with {s.cols} as rows; marked at the transposed places",
+        name, "layout", "transposed", _("your {name} look transposed").format(name=name),
+        detail=_("written {shape} with {cols} as rows; marked at the transposed places").format(
+            shape=shape_str(shape[-2:]), cols=tr(AXIS_WORDS[s.cols])),
     )  # fmt: skip
 
 
@@ -675,11 +700,11 @@ class _Diagnosis:
             finding.fit = "full" if len(groups) == 1 else "several"
             finding.mistake = v0.key if v0 else "transposed"
             finding.label = first[0][1]
-            finding.also = [label for _, label in first[1:]] + [
-                " or ".join(label for _, label in g[1]) for g in groups[1:]
+            finding.also = [label for _v, label in first[1:]] + [
+                joined([label for _v, label in g[1]], " or ") for g in groups[1:]
             ]
             finding.keys = list(dict.fromkeys(
-                (v.key if v else "transposed") for g in groups for v, _ in g[1]))  # fmt: skip
+                (v.key if v else "transposed") for g in groups for v, _label in g[1]))  # fmt: skip
             finding.astray = self._astray(v0)
             return
         slips = self._slips()
@@ -692,7 +717,7 @@ class _Diagnosis:
             got, v, missed = partial
             finding.fit, finding.mistake, finding.label = "partial", v.key, v.label
             finding.keys = [v.key]
-            finding.detail = ", ".join(self.place(c.index) for c in missed)
+            finding.detail = joined([self.place(c.index) for c in missed])
             finding.astray = self._astray(v)
 
     def place(self, idx: tuple[int, ...]) -> str:
@@ -732,7 +757,8 @@ class _Diagnosis:
         if len(self.grid.shape) >= 2 and self.grid.shape[-1] == self.grid.shape[-2]:
             flipped = self.expected.swapaxes(-1, -2)
             if self.agrees_all(flipped):
-                label = f"your {name} are the right values transposed (rows and columns swapped)"
+                label = _("your {name} are the right values transposed (rows and columns swapped)")
+                label = label.format(name=name)
                 fits.append((flipped, None, label))
         return fits, best[1]
 
@@ -831,10 +857,11 @@ class _Diagnosis:
 
     def _row_sum_words(self, row: tuple[int, ...]) -> str:
         total, off = self._row_sum(row)
-        label = self.place((*row, 0)).rsplit("[", 1)[0] + f"row {row[-1] + 1}"
+        label = self.place((*row, 0)).rsplit("[", 1)[0] + _("row {n}").format(n=row[-1] + 1)
         if off:
-            return f"; {label} now sums to {total:.4f}, not {self._row_target(row)}"
-        return f"; {label} still sums to {self._row_target(row)}"
+            return _("; {row} now sums to {total}, not {target}").format(
+                row=label, total=f"{total:.4f}", target=self._row_target(row))  # fmt: skip
+        return _("; {row} still sums to {target}").format(row=label, target=self._row_target(row))
 
     def _sink(self, row: tuple[int, ...]) -> float | None:
         """The sink logit of a row's head (gpt-oss), or None."""
@@ -852,7 +879,7 @@ class _Diagnosis:
         return f"{float(np.nansum(self.expected[row])):.4f}"
 
     def _row_sum(self, row: tuple[int, ...]) -> tuple[float, bool]:
-        given, _ = self._row(row)
+        given, _z = self._row(row)
         values = dict((j, w.value) for j, w in given)
         width = sum(
             self.m.window_at(w, float(self.expected[(*row, j)]), self.fb, (*row, j))
@@ -890,7 +917,7 @@ class _Diagnosis:
                     to_public(self.m.r, k, where)[row], to_public(self.m.r, k, h)[row], hz
                 )
                 break
-        where = self.place((*row, 0)).rsplit("[", 1)[0] + f"row {row[-1] + 1}"
+        where = self.place((*row, 0)).rsplit("[", 1)[0] + _("row {n}").format(n=row[-1] + 1)
         i = row[-1] + 1
 
         sink = self._sink(row)
@@ -935,16 +962,19 @@ class _Diagnosis:
         total, off = self._row_sum(row)
         if sink is not None and off and fits(lambda zz: numerators(zz) / numerators(zz).sum()):
             return Slip(row, "denominator",
-                        f"{where}: the denominator leaves out the sink's e^{{{sink:g}}}; "
-                        f"the row sums to {total:.4f}, not {target}")  # fmt: skip
+                        _("{row}: the denominator leaves out the sink's e^{{{sink}}}; "
+                          "the row sums to {total}, not {target}").format(
+                            row=where, sink=f"{sink:g}", total=f"{total:.4f}", target=target))  # fmt: skip
         missing = [k for k in range(len(z)) if live[k] and (numerators(zero).sum() + rest(zero) - numerators(zero)[k]) > 0
                    and fits(without(k), {k: exact(k)})]  # fmt: skip
         if missing and off:
-            keys = " or ".join(f"key {k + 1}" for k in missing)
+            keys = joined([_("key {n}").format(n=k + 1) for k in missing], " or ")
             k = missing[0]
             return Slip(row, "denominator",
-                        f"{where}: the denominator leaves out e^{{{logits}[{i},{k + 1}]}} "
-                        f"({keys}); the row sums to {total:.4f}, not {target}")  # fmt: skip
+                        _("{row}: the denominator leaves out e^{{{term}}} ({keys}); "
+                          "the row sums to {total}, not {target}").format(
+                            row=where, term=f"{logits}[{i},{k + 1}]", keys=keys,
+                            total=f"{total:.4f}", target=target))  # fmt: skip
         if off and sink is None:
             return None  # a wrong e^x keeps a row summing to 1
         e0 = numerators(zero)
@@ -973,17 +1003,22 @@ class _Diagnosis:
             top = top_of(zero)
             raw_true = math.exp(float(z[k]))
             raw_mine = E * math.exp(top)
-            keys = " or ".join(f"key {kk + 1}" for kk, _ in wrong_e)
+            keys = joined([_("key {n}").format(n=kk + 1) for kk, _e in wrong_e], " or ")
             as_if = (
-                f", as if {logits}[{i},{k + 1}] were {math.log(raw_mine):.4f}"
+                _(", as if {term} were {value}").format(
+                    term=f"{logits}[{i},{k + 1}]", value=f"{math.log(raw_mine):.4f}")
                 if raw_mine > 0
                 else ""
-            )
-            sums = (f"the row still sums to {target}" if not off
-                    else f"the row sums to {total:.4f}, not {target}")  # fmt: skip
+            )  # fmt: skip
+            sums = (_("the row still sums to {target}").format(target=target) if not off
+                    else _("the row sums to {total}, not {target}").format(
+                        total=f"{total:.4f}", target=target))  # fmt: skip
             return Slip(row, "exp",
-                        f"{where}: a wrong e^x for {keys}: your weights imply e^{{{logits}[{i},{k + 1}]}} "
-                        f"≈ {raw_mine:.6g}{as_if}, but e^{{{z[k]:.4f}}} = {raw_true:.6g}; {sums}")  # fmt: skip
+                        _("{row}: a wrong e^x for {keys}: your weights imply e^{{{term}}} "
+                          "≈ {mine}{as_if}, but e^{{{z}}} = {true}; {sums}").format(
+                            row=where, keys=keys, term=f"{logits}[{i},{k + 1}]",
+                            mine=f"{raw_mine:.6g}", as_if=as_if, z=f"{z[k]:.4f}",
+                            true=f"{raw_true:.6g}", sums=sums))  # fmt: skip
         return None
 
     def _cell_slip(self, c: Cell) -> Slip:
@@ -994,18 +1029,18 @@ class _Diagnosis:
             and math.isfinite(e)
             and agrees(c.written, -e, self.m.window_at(c.written, -e, self.fb, c.index))
         ):
-            return Slip(
-                c.index, "sign", f"{where}: the sign is wrong ({c.written.text} for {_plain(e)})"
-            )
+            return Slip(c.index, "sign", _("{cell}: the sign is wrong ({yours} for {right})").format(
+                cell=where, yours=c.written.text, right=_plain(e)))  # fmt: skip
         swapped = _digit_swap(c.written, e)
         if swapped is not None:
-            return Slip(
-                c.index, "digits", f"{where}: two digits swapped ({c.written.text} for {swapped})"
-            )
+            return Slip(c.index, "digits", _("{cell}: two digits swapped ({yours} for {right})").format(
+                cell=where, yours=c.written.text, right=swapped))  # fmt: skip
         return Slip(
             c.index,
             "cell",
-            f"{where}: a slip in this cell alone ({c.written.text} for {_plain(e)})",
+            _("{cell}: a slip in this cell alone ({yours} for {right})").format(
+                cell=where, yours=c.written.text, right=_plain(e)
+            ),
         )
 
 
@@ -1023,7 +1058,7 @@ def _digit_swap(w: Written, true: float) -> str | None:
     """The correct value's text when ``w`` is it with two neighbouring digits swapped."""
     if w.form != "decimal" or not math.isfinite(true) or "e" in w.text.lower():
         return None
-    text = w.text.strip().replace("−", "-").lstrip("+")
+    text = halfwidth(w.text).strip().replace("−", "-").lstrip("+")
     places = len(text.split(".", 1)[1]) if "." in text else 0
     unit = 10.0**-places
     if places > 17 or not math.isfinite(true / unit):

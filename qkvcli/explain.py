@@ -20,6 +20,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError, shape_str
+from .i18n import _
 from .trace import NEG_INF, PER_HEAD
 
 if TYPE_CHECKING:
@@ -30,28 +31,39 @@ if TYPE_CHECKING:
     from .trace import Trace
 
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_CELL = re.compile(r"^\s*([A-Za-z_]+)\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]\s*$")
+_CELL = re.compile(r"^\s*([^\W\d][\w ]*?)\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]\s*$")
 #: The most decimals a factor is printed with to make a line add up.
 MOST = 12
 
 
 def parse_cell(text: str) -> tuple[str, int, int]:
-    """``"scores[2,3]"`` → ``("scores", 1, 2)`` (0-based inside, 1-based as written)."""
-    m = _CELL.match(text)
-    if not m:
+    """``"scores[2,3]"`` → ``("scores", 1, 2)`` (0-based inside, 1-based as written).
+
+    The stage may be named as in an answer file (``权重``, ``attention weights``), and
+    the digits, comma and brackets typed full-width (``权重［１，２］``, ``权重【1、2】``).
+
+    >>> parse_cell("权重［１，２］"), parse_cell("注意力分数【2、3】")
+    (('weights', 0, 1), ('scores', 1, 2))
+    """
+    from .answers import halfwidth, stage_key
+
+    m = _CELL.match(halfwidth(text, cell=True))
+    if not m or not m[2].isascii() or not m[3].isascii():
         shown = text if len(text) <= 40 else text[:37] + "…"
         raise OptionError(
-            f"cell {shown!r} is not of the form STAGE[ROW,COLUMN], e.g. scores[2,3] (1-based)"
-        )
+            _("cell {cell!r} is not of the form STAGE[ROW,COLUMN], e.g. scores[2,3] (1-based)")
+            .format(cell=shown)
+        )  # fmt: skip
     if len(m[2]) > 9 or len(m[3]) > 9:
-        which = "row" if len(m[2]) > 9 else "column"
-        raise OptionError(
-            f"cell {m[1]}[…]: the {which} number has {max(len(m[2]), len(m[3]))} digits; no stage is that large"
-        )
+        digits = max(len(m[2]), len(m[3]))
+        message = (_("cell {stage}[…]: the row number has {n} digits; no stage is that large")
+                   if len(m[2]) > 9 else
+                   _("cell {stage}[…]: the column number has {n} digits; no stage is that large"))  # fmt: skip
+        raise OptionError(message.format(stage=m[1], n=digits))
     row, col = int(m[2]), int(m[3])
     if row < 1 or col < 1:
-        raise OptionError(f"cell {text!r}: rows and columns count from 1")
-    return m[1], row - 1, col - 1
+        raise OptionError(_("cell {cell!r}: rows and columns count from 1").format(cell=text))
+    return stage_key(m[1]) or m[1], row - 1, col - 1
 
 
 def sub(i: int) -> str:
@@ -218,32 +230,52 @@ def explain(
     r = resolve(problem, options)
     t = run(r)
     if name not in t.stages:
-        raise OptionError(f"no stage {name!r} in this problem; stages: {', '.join(t.stages)}")
+        from .answers import stage_hint
+
+        raise OptionError(
+            _("no stage {name!r} in this problem{hint}; stages: {names}").format(
+                name=name, hint=stage_hint(name, list(t.stages)), names=", ".join(t.stages)
+            )
+        )
     stage = t.stages[name]
     per_head = name in PER_HEAD
     if per_head and r.multihead and head is None:
-        raise OptionError(f"{name} is computed per head: give --head 1…{r.heads}")
+        raise OptionError(
+            _("{name} is computed per head: give --head 1…{heads}").format(name=name, heads=r.heads)
+        )
     h = (head or 1) - 1
     if not 0 <= h < r.heads:
-        raise OptionError(f"--head {head}: this problem has {r.heads} head(s)")
+        raise OptionError(
+            _("--head {head}: this problem has {heads} head(s)").format(head=head, heads=r.heads)
+        )
     b = (item or 1) - 1
     if not 0 <= b < r.B:
-        raise OptionError(f"--item {item}: this problem has {r.B} batch item(s)")
+        raise OptionError(
+            _("--item {item}: this problem has {B} batch item(s)").format(item=item, B=r.B)
+        )
     rows, cols = stage.shape
     if i >= rows or j >= cols:
         raise OptionError(
-            f"{name} is {shape_str((rows, cols))}: {name}[{i + 1},{j + 1}] is outside it"
+            _("{name} is {shape_str}: {name}[{i},{j}] is outside it").format(
+                name=name, shape_str=shape_str((rows, cols)), i=i + 1, j=j + 1
+            )
         )
     fmt = Numbers(precision)
     c = Cell(r, t, b, h)
-    where = [f"head {h + 1}"] if per_head and r.multihead else []
-    where += [f"batch item {b + 1}"] if r.batched else []
+    where = [_("head {h}").format(h=h + 1)] if per_head and r.multihead else []
+    where += [_("batch item {b}").format(b=b + 1)] if r.batched else []
     intro = f"{name}[{i + 1},{j + 1}]" + (f" ({', '.join(where)})" if where else "")
-    lines = [f"{intro}: rows and columns count from 1; {_axes(t, name, i, j)}."]
+    lines = [
+        _("{intro}: rows and columns count from 1; {axes}.").format(
+            intro=intro, axes=_axes(t, name, i, j)
+        )
+    ]
     if r.options.layout == "columns" and "features" in (stage.rows, stage.cols):
         i, j = j, i  # the working is written in rows form: the token is the row
         lines.append(
-            f"(layout columns: worked in rows form, where this cell is {name}[{i + 1},{j + 1}])"
+            _("(layout columns: worked in rows form, where this cell is {name}[{i},{j}])").format(
+                name=name, i=i + 1, j=j + 1
+            )
         )
     lines += _explain(c, name, i, j, fmt)
     return lines
@@ -259,13 +291,17 @@ def _axes(t: Trace, name: str, i: int, j: int) -> str:
             shown = t.labels(axis, count)[k]
             at = k + (t.past if axis == "queries" else 0)
             what = "cached" if axis == "keys" and k < t.past else "new"
-            token = f" ({shown}, {what}: token {at + 1} of the sequence)"
+            token = _(" ({shown}, {what}: token {at} of the sequence)").format(
+                shown=shown, what=what, at=at + 1
+            )
             return f"{word} {k + 1}{token}"
         names = {"queries": t.tokens, "keys": t.kv_tokens}.get(axis)
         token = f" ({names[k]})" if names and k < len(names) else ""
         return f"{word} {k + 1}{token}"
 
-    return f"row = {label(s.rows, i)}, column = {label(s.cols, j)}"
+    return _("row = {label}, column = {label2}").format(
+        label=label(s.rows, i), label2=label(s.cols, j)
+    )
 
 
 def _explain(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
@@ -293,10 +329,13 @@ def _projection(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     value = c.internal[name][c.b][i, j]
     if name != "Q" and i < r.past:
         cache = "past_key" if name == "K" else "past_value"
-        return [f"{name}[{i + 1},{j + 1}] = {cache}[{i + 1},{j + 1}] = {fmt.approx(value)} "
-                f"(row {i + 1} is c{i + 1}, a cached token: given in {cache})"]  # fmt: skip
+        return [_("{name}[{i},{j}] = {cache}[{i},{j}] = {value} (row {i} is c{i}, a cached token: " "given in {cache})").format(name=name, i=i + 1, j=j + 1, cache=cache, value=fmt.approx(value))]  # fmt: skip
     if f"W_{name}" not in r.arrays:
-        return [f"{name}[{i + 1},{j + 1}] = {fmt.approx(value)} ({name} is given directly)"]
+        return [
+            _("{name}[{i},{j}] = {value} ({name} is given directly)").format(
+                name=name, i=i + 1, j=j + 1, value=fmt.approx(value)
+            )
+        ]
     src = "X" if name == "Q" or "X_kv" not in r.arrays else "X_kv"
     if name != "Q" and r.past:
         i -= r.past  # the new tokens' rows follow the cache's
@@ -344,11 +383,18 @@ def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     cols = ""
     if r.multihead:
         lo = c.h * r.d_head
-        cols = f" (head {c.h + 1} uses {_span(lo, r.d_head)} of {qn}"
         kv = c.group * r.d_head
-        cols += f" and {_span(kv, r.d_head)} of {kn})" if r.kv_heads != r.heads else f" and {kn})"
+        if r.kv_heads != r.heads:
+            cols = _(" (head {h} uses {qspan} of {q} and {kspan} of {k})").format(
+                h=c.h + 1, qspan=_span(lo, r.d_head), q=qn, kspan=_span(kv, r.d_head), k=kn
+            )
+        else:
+            cols = _(" (head {h} uses {span} of {q} and {k})").format(
+                h=c.h + 1, span=_span(lo, r.d_head), q=qn, k=kn)  # fmt: skip
     elif qn != "Q":
-        cols = f" (q{sub(i)}, k{sub(j)}: rows of {qn} and {kn})"
+        cols = _(" (q{sub}, k{sub2}: rows of {qn} and {kn})").format(
+            sub=sub(i), sub2=sub(j), qn=qn, kn=kn
+        )
     if r.options.similarity == "cosine":
         qf, kf = [float(a) for a in q], [float(b) for b in k]
         dot = sum(a * b for a, b in zip(qf, kf))
@@ -359,7 +405,7 @@ def _scores(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
             parts = (fmt.at(nq, places), fmt.at(nk, places))
             return parts, dec(shown) / (dec(parts[0]) * dec(parts[1]))
 
-        (a, b), _ = fitted(make, float(value), fmt)
+        (a, b), _places = fitted(make, float(value), fmt)
         product = fmt.at(float(dec(a) * dec(b)), len(a.split(".")[-1]) * 2 if "." in a else 0)
         return [
             f"scores[{i + 1},{j + 1}] = cos(q{sub(i)}, k{sub(j)}) = q{sub(i)}·k{sub(j)} / (|q{sub(i)}|·|k{sub(j)}|)"
@@ -378,8 +424,7 @@ def _normed(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     value = float(c.internal[name][c.b][i, j])
     cell = f"{name}[{i + 1},{j + 1}]"
     if which == "K" and i < r.past:
-        return [f"{cell} = K[{i + 1},{j + 1}] = {fmt(value)} (row {i + 1} is c{i + 1}, a cached "
-                "key: it was normed when it was cached)"]  # fmt: skip
+        return [_("{cell} = K[{i},{j}] = {value} (row {i} is c{i}, a cached key: it was normed " "when it was cached)").format(cell=cell, i=i + 1, j=j + 1, value=fmt(value))]  # fmt: skip
     row = [float(x) for x in c.internal[which][c.b][i]]
     heads = r.heads if which == "Q" else r.kv_heads
     width = len(row) // heads if o.qk_norm == "head" else len(row)
@@ -391,9 +436,9 @@ def _normed(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     k = j - lo if o.qk_norm == "head" else j
     g = 1.0 if w is None else float(w[k]) + (1.0 if o.rms_norm_unit_offset else 0.0)
     span = f"{which}[{i + 1},{lo + 1}…{lo + width}]"
-    scope = (f"per head: head {lo // width + 1} is columns {lo + 1}–{lo + width}"
+    scope = (_("per head: head {lo} is columns {lo2}–{lo3}").format(lo=lo // width + 1, lo2=lo + 1, lo3=lo + width)
              if o.qk_norm == "head" and heads > 1 else
-             "per head" if o.qk_norm == "head" else "over the whole row")  # fmt: skip
+             _("per head") if o.qk_norm == "head" else _("over the whole row"))  # fmt: skip
     if w is None:
         weight, times = "", ""
     elif o.rms_norm_unit_offset:
@@ -411,7 +456,7 @@ def _normed(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         rms = (ms + dec(eps_s)).sqrt().quantize(Decimal(1).scaleb(-(places + 2)))
         return (shown, ms, rms), dec(shown[j - lo]) / rms * dec(fmt.given(g))
 
-    (shown, ms, rms), _ = fitted(make, value, fmt)
+    (shown, ms, rms), _places = fitted(make, value, fmt)
     squares = " + ".join(f"{paren(x)}²" for x in shown)
     return [
         f"{cell} = {which}[{i + 1},{j + 1}] / rms{weight}, rms = √(mean({span}²) + eps) ({scope})",
@@ -435,18 +480,17 @@ def _rotated(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     before = f"{src}[{i + 1},{j + 1}]"
     if which == "K" and i < r.past:
         counted = "position_ids" not in r.problem.matrices and o.position_offset is None
-        at = f"position {i}" if counted else "its own position"  # the cache holds tokens 0 … P − 1
-        return [f"{cell} = {before} = {fmt(value)} (row {i + 1} is c{i + 1}, a cached key: it "
-                f"was rotated at {at} when it was cached)"]  # fmt: skip
+        at = (
+            _("position {i}").format(i=i) if counted else _("its own position")
+        )  # the cache holds tokens 0 … P − 1
+        return [_("{cell} = {before} = {value} (row {i} is c{i}, a cached key: it was rotated at " "{at} when it was cached)").format(cell=cell, before=before, value=fmt(value), i=i + 1, at=at)]  # fmt: skip
     d, dim = r.d_head, r.rotary_dim
     lo, f = (j // d) * d, j % d
     heads = r.heads if which == "Q" else r.kv_heads
-    of_head = f" of head {j // d + 1}" if heads > 1 else ""
+    of_head = _(" of head {j}").format(j=j // d + 1) if heads > 1 else ""
     if f >= dim:
         factor = o.partial_rotary_factor or 1.0
-        return [f"{cell} = {before} = {fmt(value)}: feature {f + 1}{of_head} is not rotated "
-                f"(partial_rotary_factor {factor:g} rotates the first {dim} of the {d} features "
-                "of each head)"]  # fmt: skip
+        return [_("{cell} = {before} = {value}: feature {f}{of_head} is not rotated " "(partial_rotary_factor {factor:g} rotates the first {dim} of the {d} features " "of each head)").format(cell=cell, before=before, value=fmt(value), f=f + 1, of_head=of_head, factor=factor, dim=dim, d=d)]  # fmt: skip
     first, second = (list(np.arange(dim)[s]) for s in rope_pairs(o.rope, dim))
     if f in first:
         p, partner, sign = first.index(f), second[first.index(f)], "−"
@@ -455,19 +499,30 @@ def _rotated(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     assert r.positions is not None
     at = r.positions[min(c.b, r.positions.shape[0] - 1)]
     pos = int(at[i - (r.past if which == "K" else 0)])
-    pairing = ("half: feature i turns with feature i + d/2" if o.rope == "half"
-               else "interleaved: features 2i − 1 and 2i turn together")  # fmt: skip
+    pairing = (_("half: feature i turns with feature i + d/2") if o.rope == "half"
+               else _("interleaved: features 2i − 1 and 2i turn together"))  # fmt: skip
     lines = [
-        f"{cell}: column {j + 1} is feature {f + 1}{of_head}, which turns with feature "
-        f"{partner + 1} (column {lo + partner + 1}) by the angle of pair {p + 1} of {dim // 2} "
-        f"({pairing}), at position {pos}"
+        _(
+            "{cell}: column {j} is feature {f}{of_head}, which turns with feature {partner} "
+            "(column {lo}) by the angle of pair {p} of {dim} ({pairing}), at position {pos}"
+        ).format(
+            cell=cell,
+            j=j + 1,
+            f=f + 1,
+            of_head=of_head,
+            partner=partner + 1,
+            lo=lo + partner + 1,
+            p=p + 1,
+            dim=dim // 2,
+            pairing=pairing,
+            pos=pos,
+        )
     ]
     mine = float(c.internal[src][c.b][i, j])
     other = float(c.internal[src][c.b][i, lo + partner])
     pair = f"{src}[{i + 1},{lo + partner + 1}]"
     if pos == 0:
-        lines.append(f"  θ = 0 at position 0: cos θ = 1, sin θ = 0, so {cell} = {before} = "
-                     f"{fmt(value)}")  # fmt: skip
+        lines.append(_("  θ = 0 at position 0: cos θ = 1, sin θ = 0, so {cell} = {before} = {value}").format(cell=cell, before=before, value=fmt(value)))  # fmt: skip
         return lines
     base = rope_base(o)
     inv = base ** (-2.0 * p / dim)
@@ -483,9 +538,11 @@ def _rotated(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         got = dec(x) * cos - dec(y) * sin if sign == "−" else dec(x) * cos + dec(y) * sin
         return (inv_s, angle, cos, sin, x, y), got
 
-    (inv_s, angle, cos, sin, x, y), _ = fitted(make, value, fmt)
+    (inv_s, angle, cos, sin, x, y), _places = fitted(make, value, fmt)
     lines += [
-        f"  θ = position × {fmt.given(base)}^(−2·{p}/{dim}) = {pos} × {inv_s} = {_plain_dec(angle)}",
+        _("  θ = position × {base}^(−2·{p}/{dim}) = {pos} × {inv_s} = {plain_dec}").format(
+            base=fmt.given(base), p=p, dim=dim, pos=pos, inv_s=inv_s, plain_dec=_plain_dec(angle)
+        ),
         f"  cos θ = {_plain_dec(cos)}, sin θ = {_plain_dec(sin)}",
         f"  {cell} = {before}·cos θ {sign} {pair}·sin θ = {paren(x)}·{paren(_plain_dec(cos))} "
         f"{sign} {paren(y)}·{paren(_plain_dec(sin))} = {fmt(value)}",
@@ -495,7 +552,11 @@ def _rotated(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
 
 def _span(lo: int, width: int) -> str:
     """``columns 3–4`` or ``column 3`` (1-based)."""
-    return f"column {lo + 1}" if width == 1 else f"columns {lo + 1}–{lo + width}"
+    return (
+        _("column {lo}").format(lo=lo + 1)
+        if width == 1
+        else _("columns {lo}–{lo2}").format(lo=lo + 1, lo2=lo + width)
+    )
 
 
 def _scale_words(c: Cell, fmt: Numbers) -> tuple[str, Any]:
@@ -525,13 +586,29 @@ def _bias_parts(c: Cell, i: int, j: int, fmt: Numbers) -> tuple[list[str], list[
         at = i + rules.q0  # the query's index among the keys
         d = j - at
         slopes = ", ".join(fmt.given(float(x)) for x in rules.slopes)
-        where = f", query {i + 1} is key {at + 1} of the sequence" if rules.q0 else ""
+        where = (
+            _(", query {i} is key {at} of the sequence").format(i=i + 1, at=at + 1)
+            if rules.q0
+            else ""
+        )
         value = m * d
         lines.append(
-            f"ALiBi of head {c.h + 1}: m{sub(c.h)} = {fmt.given(m)} (the slopes of {r.heads} "
-            f"head{'s' * (r.heads != 1)}: {slopes}){where}; m{sub(c.h)}·(j − i) = "
-            f"{fmt.given(m)}·({j + 1} − {at + 1}) = {fmt.given(m)}·{paren(str(d).replace('-', '−'))}"
-            f" = {_term(value, fmt)}"
+            _(
+                "ALiBi of head {h}: m{sub} = {m} (the slopes of {heads} head{v}: "
+                "{slopes}){where}; m{sub}·(j − i) = {m}·({j} − {at}) = {m}·{paren} = {term}"
+            ).format(
+                h=c.h + 1,
+                sub=sub(c.h),
+                m=fmt.given(m),
+                heads=r.heads,
+                v="s" * (r.heads != 1),
+                slopes=slopes,
+                where=where,
+                j=j + 1,
+                at=at + 1,
+                paren=paren(str(d).replace("-", "−")),
+                term=_term(value, fmt),
+            )
         )
         parts.append(("ALiBi", value))
     return lines, parts
@@ -627,26 +704,26 @@ def _reasons(c: Cell, i: int, j: int) -> list[str]:
     if rules.window is None and rules.chunk is None and not rules.q0:
         return []
     at = i + rules.q0  # the query's index among the keys
-    q = f"query {i + 1}" + (f" (key {at + 1} of the sequence)" if rules.q0 else "")
+    q = _("query {i}").format(i=i + 1) + (
+        _(" (key {at} of the sequence)").format(at=at + 1) if rules.q0 else ""
+    )
     out = []
     if rules.causal is not None:
         last = i + rules.causal
         keep = j <= last
-        cached = f", after the {rules.q0} cached" if rules.q0 else ""
-        out.append(f"  causal: {q} sees keys 1…{last + 1}{cached}; key {j + 1} "
-                   + ("is among them, kept" if keep else "comes later, blocked"))  # fmt: skip
+        cached = _(", after the {q0} cached").format(q0=rules.q0) if rules.q0 else ""
+        out.append(_("  causal: {q} sees keys 1…{last}{cached}; key {j} ").format(q=q, last=last + 1, cached=cached, j=j + 1)
+                   + (_("is among them, kept") if keep else _("comes later, blocked")))  # fmt: skip
     if rules.window is not None:
         W = rules.window
         lo, keep = max(at - W + 1, 0), at - W < j <= at
-        out.append(f"  sliding window {W}: {q} sees keys {lo + 1}…{at + 1} (i − {W} < j ≤ i); "
-                   f"key {j + 1} is " + ("inside, kept" if keep else "outside, blocked"))  # fmt: skip
+        out.append(_("  sliding window {W}: {q} sees keys {lo}…{at} (i − {W} < j ≤ i); key {j} is ").format(W=W, q=q, lo=lo + 1, at=at + 1, j=j + 1) + (_("inside, kept") if keep else _("outside, blocked")))  # fmt: skip
     if rules.chunk is not None:
         C = rules.chunk
         qa, kb = at // C, j // C
         lo, hi = qa * C, min(qa * C + C, c.r.m)
-        out.append(f"  chunks of {C}: {q} is in chunk {qa + 1} (keys {lo + 1}…{hi}, ⌊i/{C}⌋ = "
-                   f"⌊j/{C}⌋), key {j + 1} in chunk {kb + 1}: "
-                   + ("the same, kept" if qa == kb else "another, blocked"))  # fmt: skip
+        out.append(_("  chunks of {C}: {q} is in chunk {qa} (keys {lo}…{hi}, ⌊i/{C}⌋ = ⌊j/{C}⌋), key " "{j} in chunk {kb}: ").format(C=C, q=q, qa=qa + 1, lo=lo + 1, hi=hi, j=j + 1, kb=kb + 1)
+                   + (_("the same, kept") if qa == kb else _("another, blocked")))  # fmt: skip
     return out
 
 
@@ -655,12 +732,15 @@ def _masked(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     lines = (_capped if src == "capped" else _scaled)(c, src, i, j, fmt) + _reasons(c, i, j)
     if _allowed(c, i, j):
         lines.append(
-            f"masked[{i + 1},{j + 1}] = {src}[{i + 1},{j + 1}] = {fmt.approx(c.stage(src)[i, j])}"
-            f" (query {i + 1} may attend key {j + 1})"
+            _("masked[{i},{j}] = {src}[{i},{j}] = {stage} (query {i} may attend key {j})").format(
+                i=i + 1, j=j + 1, src=src, stage=fmt.approx(c.stage(src)[i, j])
+            )
         )
     else:
         lines.append(
-            f"masked[{i + 1},{j + 1}] = −∞ (the mask blocks key {j + 1} for query {i + 1})"
+            _("masked[{i},{j}] = −∞ (the mask blocks key {j} for query {i})").format(
+                i=i + 1, j=j + 1
+            )
         )
     return lines
 
@@ -675,7 +755,9 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     if c.r.options.normalize == "sigmoid":
         x = row[j]
         if not math.isfinite(float(x)):
-            lines.append(f"{cell} = 0: key {j + 1} is masked, so it gets no weight")
+            lines.append(
+                _("{cell} = 0: key {j} is masked, so it gets no weight").format(cell=cell, j=j + 1)
+            )
         else:
             lines += _sigmoid(cell, src, i, j, x, w, fmt)
         return lines
@@ -683,7 +765,9 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     sink = None if sinks is None else float(sinks[c.h])
     live = [k for k in range(len(row)) if math.isfinite(float(row[k]))]
     if j not in live:
-        lines.append(f"{cell} = 0: key {j + 1} is masked, so it gets no weight")
+        lines.append(
+            _("{cell} = 0: key {j} is masked, so it gets no weight").format(cell=cell, j=j + 1)
+        )
         return lines
     from .exact import is_exact
 
@@ -694,24 +778,40 @@ def _weights(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     total = sum((dec(x) for x in shown), Decimal(0))
     if sink is None:
         lines.append(
-            f"{cell} = e^{{{src}[{i + 1},{j + 1}] − m}} / Σₖ e^{{{src}[{i + 1},k] − m}}, where "
-            f"m = {src}[{i + 1},{top + 1}], the largest in row {i + 1}" + dead
+            _(
+                "{cell} = e^{{{src}[{i},{j}] − m}} / Σₖ e^{{{src}[{i},k] − m}}, where m = "
+                "{src}[{i},{top}], the largest in row {i}"
+            ).format(cell=cell, src=src, i=i + 1, j=j + 1, top=top + 1)
+            + dead
         )
-        rounded = "" if total == 1 else ", 1 before rounding"
+        rounded = "" if total == 1 else _(", 1 before rounding")
         lines.append(
-            f"  (row {i + 1} of weights sums to 1: {' + '.join(shown)} = {_plain_dec(total)}{rounded})"
+            _("  (row {i} of weights sums to 1: {items} = {plain_dec}{rounded})").format(
+                i=i + 1, items=" + ".join(shown), plain_dec=_plain_dec(total), rounded=rounded
+            )
         )
     else:
-        biggest = (f"m = {src}[{i + 1},{top + 1}], the largest in row {i + 1}"
-                   if float(row[top]) >= sink else f"m = {fmt.given(sink)}, the sink, larger than "
-                   f"every logit of row {i + 1}")  # fmt: skip
+        biggest = (_("m = {src}[{i},{top}], the largest in row {i}").format(src=src, i=i + 1, top=top + 1)
+                   if float(row[top]) >= sink else _("m = {sink}, the sink, larger than every logit of row {i}").format(sink=fmt.given(sink), i=i + 1))  # fmt: skip
         lines.append(
-            f"{cell} = e^{{{src}[{i + 1},{j + 1}] − m}} / (Σₖ e^{{{src}[{i + 1},k] − m}} + "
-            f"e^{{sink − m}}), where {biggest}; head {c.h + 1}'s sink is {fmt.given(sink)}" + dead
+            _(
+                "{cell} = e^{{{src}[{i},{j}] − m}} / (Σₖ e^{{{src}[{i},k] − m}} + e^{{sink − "
+                "m}}), where {biggest}; head {h}'s sink is {sink}"
+            ).format(
+                cell=cell,
+                src=src,
+                i=i + 1,
+                j=j + 1,
+                biggest=biggest,
+                h=c.h + 1,
+                sink=fmt.given(sink),
+            )
+            + dead
         )
         lines.append(
-            f"  (row {i + 1} of weights sums to less than 1: {' + '.join(shown)} = "
-            f"{_plain_dec(total)})"
+            _("  (row {i} of weights sums to less than 1: {items} = {plain_dec})").format(
+                i=i + 1, items=" + ".join(shown), plain_dec=_plain_dec(total)
+            )
         )
     if sink is None and all(is_exact(row[k]) for k in live):
         lines += _exact_softmax(row, live, j, top, w, fmt)
@@ -742,7 +842,7 @@ def _float_softmax(
         total = sum(e, Decimal(0))
         return (z, d, e, total), e[mine] / total
 
-    (z, d, e, total), _ = fitted(make, w, fmt)
+    (z, d, e, total), _places = fitted(make, w, fmt)
     m = z[peak]
     lines = [
         f"  = e^{{{z[mine]} − {m}}} / ({' + '.join(f'e^{{{x} − {paren(m)}}}' for x in z)})",
@@ -753,10 +853,8 @@ def _float_softmax(
     ]
     if sink is not None:
         share = e[-1] / total
-        lines[0] += " (the last term is the sink's)"
-        lines.insert(0, f"  the sink takes e^{{{_plain_dec(d[-1])}}} / {_plain_dec(total)} = "
-                        f"{_plain_dec(e[-1])} / {_plain_dec(total)} = {fmt(float(share))} of the "
-                        "row, a weight no value gets")  # fmt: skip
+        lines[0] += _(" (the last term is the sink's)")
+        lines.insert(0, _("  the sink takes e^{{{plain_dec}}} / {plain_dec2} = {plain_dec3} / {plain_dec2} " "= {float} of the row, a weight no value gets").format(plain_dec=_plain_dec(d[-1]), plain_dec2=_plain_dec(total), plain_dec3=_plain_dec(e[-1]), float=fmt(float(share))))  # fmt: skip
     return lines
 
 
@@ -824,7 +922,9 @@ def _left_out(dead: list[int]) -> str:
     if not dead:
         return ""
     word = "key" if len(dead) == 1 else "keys"
-    return f" ({word} {', '.join(str(k + 1) for k in dead)} masked, left out)"
+    return _(" ({word} {items} masked, left out)").format(
+        word=word, items=", ".join(str(k + 1) for k in dead)
+    )
 
 
 def _weighted_sum(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
@@ -844,7 +944,7 @@ def _weighted_sum(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]
     lines = [f"weights[{i + 1},·] = ({listed})"]
     if r.multihead:
         lo = c.group * r.dv_head
-        lines.append(f"head {c.h + 1} uses {_span(lo, r.dv_head)} of V")
+        lines.append(_("head {h} uses {span} of V").format(h=c.h + 1, span=_span(lo, r.dv_head)))
     lines.append(f"{target} = Σⱼ weights[{i + 1},j]·V[j,{col + 1}] = {terms} = {shown}")
     return lines
 
@@ -855,8 +955,10 @@ def _concat(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     inner = Cell(r, c.t, c.b, h)
     value = c.internal["concat"][c.b][i, j]
     lines = [
-        f"concat[{i + 1},{j + 1}] = head_outputs[head {h + 1}][{i + 1},{jj + 1}] = {fmt(value)}"
-        f" (column {j + 1} of concat is column {jj + 1} of head {h + 1})"
+        _(
+            "concat[{i},{j}] = head_outputs[head {h}][{i},{jj}] = {value} (column {j} of "
+            "concat is column {jj} of head {h})"
+        ).format(i=i + 1, j=j + 1, h=h + 1, jj=jj + 1, value=fmt(value))
     ]
     return lines + _weighted_sum(inner, "head_outputs", i, jj, fmt)
 
@@ -873,8 +975,10 @@ def _output(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     value = c.internal["output"][c.b][i, j]
     bias = _exact_row(r, r.arrays["b_O"])[j] if "b_O" in r.arrays else None
     target = float(value) - (0.0 if bias is None else float(bias))
-    terms, _ = dot_line([float(x) for x in row], [float(x) for x in w], target, fmt)
-    line = f"output[{i + 1},{j + 1}] = concat{sub(i)} · ({_w_axis(r)} {j + 1} of W_O) = {terms}"
+    terms, _shown = dot_line([float(x) for x in row], [float(x) for x in w], target, fmt)
+    line = _("output[{i},{j}] = concat{sub} · ({w_axis} {j} of W_O) = {terms}").format(
+        i=i + 1, j=j + 1, sub=sub(i), w_axis=_w_axis(r), terms=terms
+    )
     if bias is not None:
         line += f" + {paren(fmt.given(bias))}"
     return [f"{line} = {fmt(value)}"]

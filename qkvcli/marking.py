@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from .answers import Written, written
 from .errors import OptionError
+from .i18n import N_, _, ngettext
+from .i18n import _ as tr
+
+#: Where a marking model came from, when it is said in words (else an option, or a file).
+SOURCES = (N_("the default"), N_("default"))
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,22 +70,24 @@ class Precision:
     def describe(self) -> str:
         """The model in one line, as ``check`` prints it."""
         if self.tolerance is not None:
-            return (
-                f"marking: right within ±{self.tolerance:g} of the true value (--tolerance), "
+            return _(
+                "marking: right within ±{tolerance} of the true value (--tolerance), "
                 "or of what follows from your own earlier values"
-            )
+            ).format(tolerance=f"{self.tolerance:g}")
         if self.sig_figs is not None:
-            least = f"at least {self.sig_figs} significant figure" + "s" * (self.sig_figs != 1)
+            least = ngettext("at least {n} significant figure", "at least {n} significant figures",
+                             self.sig_figs).format(n=self.sig_figs)  # fmt: skip
         elif self.rel_tol is not None:
-            least = f"never coarser than {self.rel_tol:g} of the value"
+            least = _("never coarser than {rel} of the value").format(rel=f"{self.rel_tol:g}")
         else:
             d = self.decimals if self.decimals is not None else 2
-            least = f"at least {d} decimal" + "s" * (d != 1)
-        return (
-            f"marking: each value at the decimals you wrote, {least} ({self.source}); "
+            least = ngettext("at least {n} decimal", "at least {n} decimals", d).format(n=d)
+        source = tr(self.source) if self.source in SOURCES else self.source
+        return _(
+            "marking: each value at the decimals you wrote, {least} ({source}); "
             "±½ in the last place plus what carrying that precision through earlier steps can add; "
             "exact values must be exact"
-        )
+        ).format(least=least, source=source)
 
 
 def parse_precision(value: Any, where: str) -> Precision:
@@ -89,7 +96,7 @@ def parse_precision(value: Any, where: str) -> Precision:
     >>> parse_precision(3, "p.json").decimals, parse_precision({"sig_figs": 3}, "p.json").sig_figs
     (3, 3)
     """
-    source = f"precision in {where}"
+    source = _("precision in {where}").format(where=where)
     if isinstance(value, dict) and len(value) == 1:
         ((key, v),) = value.items()
         key = str(key).lower().replace("-", "_").replace(" ", "_")
@@ -102,16 +109,18 @@ def parse_precision(value: Any, where: str) -> Precision:
             return Precision(None, sig_figs=max(n, 1), source=source)
     if isinstance(value, dict):
         raise OptionError(
-            f'{where}: precision must be N (decimals) or one of {{"decimals": N}}, '
-            '{"sig_figs": N}, {"rel_tol": X}'
-        )
+            _('{where}: precision must be N (decimals) or one of {{"decimals": N}}, '
+              '{{"sig_figs": N}}, {{"rel_tol": X}}').format(where=where)
+        )  # fmt: skip
     return Precision(_count(value, where), source=source)
 
 
 def _count(v: Any, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 15:
         raise OptionError(
-            f"{where}: precision must be a whole number of digits from 0 to 15, not {v!r}"
+            _("{where}: precision must be a whole number of digits from 0 to 15, not {v!r}").format(
+                where=where, v=v
+            )
         )
     return v
 
@@ -119,7 +128,11 @@ def _count(v: Any, where: str) -> int:
 def _fraction(v: Any, where: str) -> float:
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if not ok or not 0 < v < 1:
-        raise OptionError(f"{where}: rel_tol must be a number between 0 and 1, not {v!r}")
+        raise OptionError(
+            _("{where}: rel_tol must be a number between 0 and 1, not {v!r}").format(
+                where=where, v=v
+            )
+        )
     return float(v)
 
 

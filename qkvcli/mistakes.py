@@ -42,6 +42,8 @@ from .attention import (
     softmax,
 )
 from .describe import factor, sqrt_text
+from .i18n import N_, _, ngettext
+from .i18n import _ as tr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,6 +91,37 @@ def mistake(
     return add
 
 
+#: The two slips the source articles make themselves (../shared/seeds): the mistake's key →
+#: what the article says, and why it is wrong. `article_note` says it beside the diagnosis.
+ARTICLE_SLIPS = {
+    "divided-by-dk": N_(
+        'This is the slip "divide by the dimension" that the article makes ("再除以K的维度", '
+        "divide by the dimension of K): the formula divides by √d_k, the square root of the "
+        "dimension, not by d_k. A dot product of d_k terms spreads like √d_k, so dividing by √d_k "
+        "keeps the scores near 1 whatever d_k is; dividing by d_k shrinks them d_k/√d_k = √d_k "
+        "times more and flattens the softmax."
+    ),
+    "cosine-as-scaled": N_(
+        "This is the article's claim that dividing by √d gives cosine similarity (\"再除以一个"
+        '缩小因子…就可以得到对应向量之间的余弦相似度"): it does not. Cosine similarity divides '
+        "q·k by the lengths |q|·|k|, which differ from pair to pair; √d_k is one constant for "
+        "every pair, so the scaled scores are still dot products, only smaller (and not "
+        "bounded by ±1)."
+    ),
+}
+
+
+def article_note(keys: list[str]) -> str:
+    """The article's own words for a mistake it makes, and why they are wrong; else ``""``.
+
+    >>> article_note(["divided-by-dk"]).startswith('This is the slip "divide by the dimension"')
+    True
+    >>> article_note(["argmax"])
+    ''
+    """
+    return next((tr(ARTICLE_SLIPS[k]) for k in keys if k in ARTICLE_SLIPS), "")
+
+
 def variants(p: Problem, o: Options, r: Resolved) -> Iterator[Variant]:
     """Every variant of every mistake that applies to this problem, in list order."""
     for m in MISTAKES:
@@ -119,7 +152,7 @@ def _softmax(logits: np.ndarray, rr: Resolved, empty: str | None = None) -> np.n
 # ---------------------------------------------------------------- wrong operand
 
 
-@mistake("weights-times-x", "operand", "weights·X instead of weights·V")
+@mistake("weights-times-x", "operand", N_("weights·X instead of weights·V"))
 def _weights_x(p: Problem, o: Options, r: Resolved) -> Variants:
     src = "X_kv" if "X_kv" in r.arrays else "X"
     if src in r.arrays and "V" not in r.arrays:
@@ -128,19 +161,24 @@ def _weights_x(p: Problem, o: Options, r: Resolved) -> Variants:
         def mix(w: np.ndarray, v: np.ndarray) -> np.ndarray:
             return w @ x  # (B, h, n, m) @ (B, 1, m, d_model)
 
-        yield f"output computed as weights·{src} instead of weights·V", p, o, _swap(mix=mix)
+        yield (
+            _("output computed as weights·{src} instead of weights·V").format(src=src),
+            p,
+            o,
+            _swap(mix=mix),
+        )
 
 
-@mistake("weights-times-k", "operand", "weights·K instead of weights·V")
+@mistake("weights-times-k", "operand", N_("weights·K instead of weights·V"))
 def _weights_k(p: Problem, o: Options, r: Resolved) -> Variants:
     def heads(Q: np.ndarray, K: np.ndarray, V: np.ndarray, r: Resolved) -> tuple[np.ndarray, ...]:
         q, k, _ = STEPS.heads(Q, K, V, r)
         return q, k, k
 
-    yield "output computed as weights·K instead of weights·V", p, o, _swap(heads=heads)
+    yield _("output computed as weights·K instead of weights·V"), p, o, _swap(heads=heads)
 
 
-@mistake("q-times-q", "operand", "Q·Qᵀ instead of Q·Kᵀ")
+@mistake("q-times-q", "operand", N_("Q·Qᵀ instead of Q·Kᵀ"))
 def _q_q(p: Problem, o: Options, r: Resolved) -> Variants:
     if r.n == r.m and o.similarity == "dot":
 
@@ -150,10 +188,10 @@ def _q_q(p: Problem, o: Options, r: Resolved) -> Variants:
             q, _, v = STEPS.heads(Q, K, V, r)
             return q, q, v
 
-        yield "scores computed as Q·Qᵀ instead of Q·Kᵀ", p, o, _swap(heads=heads)
+        yield _("scores computed as Q·Qᵀ instead of Q·Kᵀ"), p, o, _swap(heads=heads)
 
 
-@mistake("no-projection", "operand", "X used as Q, K or V (no projection)")
+@mistake("no-projection", "operand", N_("X used as Q, K or V (no projection)"))
 def _no_projection(p: Problem, o: Options, r: Resolved) -> Variants:
     if "X" not in r.arrays:
         return
@@ -169,12 +207,12 @@ def _no_projection(p: Problem, o: Options, r: Resolved) -> Variants:
             src = a["X_kv"] if name != "Q" and "X_kv" in a else a["X"]
             return src  # (B, rows, d_model): no projection
 
-        what = "Q, K and V" if len(names) == 3 else names[0]
-        label = f"{what} taken as X itself (no projection by W)"
+        what = _("Q, K and V") if len(names) == 3 else names[0]
+        label = _("{what} taken as X itself (no projection by W)").format(what=what)
         yield label, p, o, _swap(project=proj)
 
 
-@mistake("wrong-weight", "operand", "the wrong W for Q, K or V (e.g. W_Q for the keys)")
+@mistake("wrong-weight", "operand", N_("the wrong W for Q, K or V (e.g. W_Q for the keys)"))
 def _wrong_weight(p: Problem, o: Options, r: Resolved) -> Variants:
     a = r.arrays
     for stage, used in (("K", "Q"), ("Q", "K"), ("V", "Q"), ("V", "K"), ("K", "V"), ("Q", "V")):
@@ -195,23 +233,28 @@ def _wrong_weight(p: Problem, o: Options, r: Resolved) -> Variants:
                 swapped[f"b_{s}"] = arrays[f"b_{u}"]
             return project(swapped, name)
 
-        yield f"{stage} computed with W_{used} instead of W_{stage}", p, o, _swap(project=proj)
+        yield (
+            _("{stage} computed with W_{used} instead of W_{stage}").format(stage=stage, used=used),
+            p,
+            o,
+            _swap(project=proj),
+        )
 
 
-@mistake("k-not-transposed", "operand", "K instead of Kᵀ, or Q·Kᵀ transposed")
+@mistake("k-not-transposed", "operand", N_("K instead of Kᵀ, or Q·Kᵀ transposed"))
 def _k_not_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.similarity != "dot":
         return
     if r.d_head == r.m:
-        yield "scores computed as Q·K (K not transposed) instead of Q·Kᵀ", p, o, _QK
+        yield _("scores computed as Q·K (K not transposed) instead of Q·Kᵀ"), p, o, _QK
     if r.n == r.m:
-        yield "scores transposed (K·Qᵀ instead of Q·Kᵀ)", p, o, _KQT
+        yield _("scores transposed (K·Qᵀ instead of Q·Kᵀ)"), p, o, _KQT
 
 
-@mistake("weights-layout", "operand", "W in the other layout: X·Wᵀ instead of X·W")
+@mistake("weights-layout", "operand", N_("W in the other layout: X·Wᵀ instead of X·W"))
 def _weights_layout(p: Problem, o: Options, r: Resolved) -> Variants:
     a = r.arrays
-    how = "X·Wᵀ instead of X·W" if o.weights_layout == "in-out" else "X·W instead of X·Wᵀ"
+    how = _("X·Wᵀ instead of X·W") if o.weights_layout == "in-out" else _("X·W instead of X·Wᵀ")
     square = [n for n in "QKV" if f"W_{n}" in a and a[f"W_{n}"].shape[0] == a[f"W_{n}"].shape[1]]
     if o.layout != "rows" or not square:
         return
@@ -224,14 +267,19 @@ def _weights_layout(p: Problem, o: Options, r: Resolved) -> Variants:
                 return project(arrays, name)
             return project({**arrays, f"W_{name}": arrays[f"W_{name}"].T}, name)
 
-        which = "every W" if len(names) > 1 else f"W_{names[0]}"
-        yield f"{which} used in the other layout ({how})", p, o, _swap(project=proj)
+        which = _("every W") if len(names) > 1 else f"W_{names[0]}"
+        yield (
+            _("{which} used in the other layout ({how})").format(which=which, how=how),
+            p,
+            o,
+            _swap(project=proj),
+        )
 
 
-@mistake("weights-transposed", "operand", "weightsᵀ·V instead of weights·V")
+@mistake("weights-transposed", "operand", N_("weightsᵀ·V instead of weights·V"))
 def _weights_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
     if r.n == r.m:
-        yield "output computed as weightsᵀ·V instead of weights·V", p, o, _TRANSPOSED_MIX
+        yield _("output computed as weightsᵀ·V instead of weights·V"), p, o, _TRANSPOSED_MIX
 
 
 # ---------------------------------------------------------------- masks
@@ -250,7 +298,7 @@ def _causal_kind(p: Problem, o: Options) -> str | None:
     return o.mask or p.mask_kind
 
 
-@mistake("mask-after-softmax", "mask", "the mask applied after the softmax, not renormalised")
+@mistake("mask-after-softmax", "mask", N_("the mask applied after the softmax, not renormalised"))
 def _mask_after_softmax(p: Problem, o: Options, r: Resolved) -> Variants:
     if not r.rules.masked_by_rule or o.normalize != "softmax":
         return
@@ -262,11 +310,11 @@ def _mask_after_softmax(p: Problem, o: Options, r: Resolved) -> Variants:
         w = _softmax(logits, rr)  # (B, h, n, m) over every key
         return np.where(allowed, w, 0.0)
 
-    label = "mask applied after the softmax (masked weights set to 0, rows not renormalised)"
+    label = _("mask applied after the softmax (masked weights set to 0, rows not renormalised)")
     yield label, p, o, _swap(mask=lambda s, a: s, weights=weights)
 
 
-@mistake("mask-zero", "mask", "masked entries set to 0 instead of −∞")
+@mistake("mask-zero", "mask", N_("masked entries set to 0 instead of −∞"))
 def _mask_zero(p: Problem, o: Options, r: Resolved) -> Variants:
     if not r.rules.masked_by_rule:
         return
@@ -276,7 +324,7 @@ def _mask_zero(p: Problem, o: Options, r: Resolved) -> Variants:
 
         return s if allowed is None else np.where(allowed, s, 0.0)  # (B, h, n, m)
 
-    yield "masked entries set to 0 instead of −∞ (e⁰ = 1 still counts)", p, o, _swap(mask=mask)
+    yield _("masked entries set to 0 instead of −∞ (e⁰ = 1 still counts)"), p, o, _swap(mask=mask)
 
 
 def _with_grid(p: Problem, grid: np.ndarray) -> Problem:
@@ -285,7 +333,7 @@ def _with_grid(p: Problem, grid: np.ndarray) -> Problem:
     return shifted
 
 
-@mistake("causal-upper", "mask", "causal mask as the upper triangle, or inverted")
+@mistake("causal-upper", "mask", N_("causal mask as the upper triangle, or inverted"))
 def _causal_upper(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -295,34 +343,34 @@ def _causal_upper(p: Problem, o: Options, r: Resolved) -> Variants:
     plain = replace(o, mask=None, mask_polarity="attend")
     upper = np.triu(np.ones((r.n, r.m)))  # (n, m) 1 = may attend: key j ≥ query i
     yield (
-        "causal mask as the upper triangle (each query saw itself and the later keys)",
+        _("causal mask as the upper triangle (each query saw itself and the later keys)"),
         _with_grid(p, upper),
         plain,
         STEPS,
     )
     strict = np.triu(np.ones((r.n, r.m)), 1)  # the causal mask inverted: the future only
     yield (
-        "causal mask inverted (each query saw only the later keys)",
+        _("causal mask inverted (each query saw only the later keys)"),
         _with_grid(p, strict),
         replace(plain, empty_rows="nan"),
         STEPS,
     )
 
 
-@mistake("mask-polarity", "mask", "inverted mask polarity")
+@mistake("mask-polarity", "mask", N_("inverted mask polarity"))
 def _mask_polarity(p: Problem, o: Options, r: Resolved) -> Variants:
     if "mask" in p.matrices or "key_padding_mask" in p.matrices:
         flip = "block" if o.mask_polarity == "attend" else "attend"
-        meaning = "1 = blocked" if flip == "block" else "1 = may attend"
+        meaning = _("1 = blocked") if flip == "block" else _("1 = may attend")
         yield (
-            f"mask polarity inverted (the mask read as {meaning})",
+            _("mask polarity inverted (the mask read as {meaning})").format(meaning=meaning),
             p,
             replace(o, mask_polarity=flip),
             STEPS,
         )
 
 
-@mistake("mask-forgotten", "mask", "causal mask (or mask) forgotten")
+@mistake("mask-forgotten", "mask", N_("causal mask (or mask) forgotten"))
 def _mask_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if not r.rules.masked_by_rule:
         return
@@ -330,11 +378,11 @@ def _mask_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     bare = replace(p, matrices={k: v for k, v in p.matrices.items() if k not in drop})
     bare.mask_kind = None
     explicit = any(k in p.matrices for k in drop)
-    what = "the causal mask" if _causal_kind(p, o) and not explicit else "the mask"
-    yield f"{what} was forgotten", bare, replace(o, mask=None), STEPS
+    what = _("the causal mask") if _causal_kind(p, o) and not explicit else _("the mask")
+    yield _("{what} was forgotten").format(what=what), bare, replace(o, mask=None), STEPS
 
 
-@mistake("causal-misaligned", "mask", "causal mask misaligned")
+@mistake("causal-misaligned", "mask", N_("causal mask misaligned"))
 def _causal_misaligned(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -344,12 +392,17 @@ def _causal_misaligned(p: Problem, o: Options, r: Resolved) -> Variants:
     n, m = r.n, r.m
     if n != m:
         other = "causal-lower-right" if kind == "causal" else "causal"
-        where = "the last key" if other == "causal-lower-right" else "the first key"
-        yield f"causal mask aligned to {where} instead", p, replace(o, mask=other), STEPS
+        where = _("the last key") if other == "causal-lower-right" else _("the first key")
+        yield (
+            _("causal mask aligned to {where} instead").format(where=where),
+            p,
+            replace(o, mask=other),
+            STEPS,
+        )
     offset = 0 if kind == "causal" else m - n
     for shift, label in (
-        (1, "causal mask off by one (each query also saw the next key)"),
-        (-1, "causal mask off by one (each query missed its own key)"),
+        (1, _("causal mask off by one (each query also saw the next key)")),
+        (-1, _("causal mask off by one (each query missed its own key)")),
     ):
         grid = np.tri(n, m, offset + shift)  # (n, m) 1 = may attend
         yield label, _with_grid(p, grid), replace(o, mask=None, mask_polarity="attend"), STEPS
@@ -365,14 +418,14 @@ def _finite(logits: np.ndarray) -> np.ndarray:
 
 
 @mistake(
-    "softmax-columns", "normalisation", "softmax over columns (queries) instead of rows (keys)"
+    "softmax-columns", "normalisation", N_("softmax over columns (queries) instead of rows (keys)")
 )
 def _softmax_columns(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize == "softmax":
-        yield "softmax taken down each column instead of along each row", p, o, _COLUMNS
+        yield _("softmax taken down each column instead of along each row"), p, o, _COLUMNS
 
 
-@mistake("softmax-whole", "normalisation", "softmax over the whole matrix instead of each row")
+@mistake("softmax-whole", "normalisation", N_("softmax over the whole matrix instead of each row"))
 def _softmax_whole(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize != "softmax" or r.n < 2:
         return
@@ -383,14 +436,14 @@ def _softmax_whole(p: Problem, o: Options, r: Resolved) -> Variants:
         return _softmax(flat, rr, "error").reshape(B, h, n, m)
 
     yield (
-        "softmax over the whole matrix (every entry of a head sums to 1)",
+        _("softmax over the whole matrix (every entry of a head sums to 1)"),
         p,
         o,
         _swap(weights=weights),
     )
 
 
-@mistake("exp-not-normalised", "normalisation", "e^x not divided by the row sum")
+@mistake("exp-not-normalised", "normalisation", N_("e^x not divided by the row sum"))
 def _exp_only(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize != "softmax":
         return
@@ -401,14 +454,14 @@ def _exp_only(p: Problem, o: Options, r: Resolved) -> Variants:
         return np.exp(logits)  # (B, h, n, m): e^{−∞} = 0
 
     yield (
-        "e^x not normalised (the weights are e^{scaled}, not divided by their row sum)",
+        _("e^x not normalised (the weights are e^{scaled}, not divided by their row sum)"),
         p,
         o,
         _swap(weights=weights),
     )
 
 
-@mistake("row-sum", "normalisation", "scores divided by their row sum instead of a softmax")
+@mistake("row-sum", "normalisation", N_("scores divided by their row sum instead of a softmax"))
 def _row_sum(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize != "softmax":
         return
@@ -422,10 +475,10 @@ def _row_sum(p: Problem, o: Options, r: Resolved) -> Variants:
             raise ValueError("a row sums to 0")
         return x / total
 
-    yield "scores divided by their row sum instead of a softmax", p, o, _swap(weights=weights)
+    yield _("scores divided by their row sum instead of a softmax"), p, o, _swap(weights=weights)
 
 
-@mistake("argmax", "normalisation", "argmax (one-hot weights) instead of softmax")
+@mistake("argmax", "normalisation", N_("argmax (one-hot weights) instead of softmax"))
 def _argmax(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize != "softmax":
         return
@@ -444,67 +497,74 @@ def _argmax(p: Problem, o: Options, r: Resolved) -> Variants:
         return weights
 
     yield (
-        "argmax instead of softmax (one-hot weights: 1 for the largest score)",
+        _("argmax instead of softmax (one-hot weights: 1 for the largest score)"),
         p,
         o,
         _swap(weights=one_hot(False)),
     )
     yield (
-        "argmax instead of softmax (weight shared by the largest scores)",
+        _("argmax instead of softmax (weight shared by the largest scores)"),
         p,
         o,
         _swap(weights=one_hot(True)),
     )
 
 
-@mistake("sigmoid-for-softmax", "normalisation", "sigmoid instead of softmax (or the reverse)")
+@mistake("sigmoid-for-softmax", "normalisation", N_("sigmoid instead of softmax (or the reverse)"))
 def _sigmoid(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.normalize == "softmax":
         yield (
-            "sigmoid of each score instead of a softmax of the row",
+            _("sigmoid of each score instead of a softmax of the row"),
             p,
             o,
             _swap(weights=lambda x, rr: sigmoid_terms(x)),
         )
     else:
         yield (
-            "softmax of each row instead of the sigmoid of each score",
+            _("softmax of each row instead of the sigmoid of each score"),
             p,
             replace(o, normalize="softmax"),
             STEPS,
         )
 
 
-@mistake("no-softmax", "normalisation", "forgot the softmax")
+@mistake("no-softmax", "normalisation", N_("forgot the softmax"))
 def _no_softmax(p: Problem, o: Options, r: Resolved) -> Variants:
-    yield "forgot the softmax (the scaled scores were used as weights)", p, o, _NO_SOFTMAX
+    yield _("forgot the softmax (the scaled scores were used as weights)"), p, o, _NO_SOFTMAX
 
 
 # ---------------------------------------------------------------- scale
 
 
-@mistake("no-scaling", "scale", "no scaling: the scores were not divided by √d_k")
+@mistake("no-scaling", "scale", N_("no scaling: the scores were not divided by √d_k"))
 def _no_scaling(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.scale != "none":
-        yield "no scaling (the scores were not divided by √d_k)", p, replace(o, scale="none"), STEPS
+        yield (
+            _("no scaling (the scores were not divided by √d_k)"),
+            p,
+            replace(o, scale="none"),
+            STEPS,
+        )
 
 
-@mistake("divided-by-dk", "scale", "divided by d_k instead of √d_k")
+@mistake("divided-by-dk", "scale", N_("divided by d_k instead of √d_k"))
 def _divided_by_dk(p: Problem, o: Options, r: Resolved) -> Variants:
     d = r.d_head
     if _sqrt_scale(o) and d > 1:
-        label = f"divided by d_k = {d} instead of √d_k = {sqrt_text(d)}"
+        label = _("divided by d_k = {d} instead of √d_k = {sqrt_text}").format(
+            d=d, sqrt_text=sqrt_text(d)
+        )
         yield label, p, replace(o, scale=1 / d), STEPS
 
 
-@mistake("scale-twice", "scale", "the scale applied twice")
+@mistake("scale-twice", "scale", N_("the scale applied twice"))
 def _scale_twice(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.scale != "none" and r.scale != 1:
-        label = "the scale applied twice (scores × scale × scale)"
+        label = _("the scale applied twice (scores × scale × scale)")
         yield label, p, o, _swap(scale=lambda x, c: x * c * c)
 
 
-@mistake("scale-after-softmax", "scale", "the scale applied after the softmax")
+@mistake("scale-after-softmax", "scale", N_("the scale applied after the softmax"))
 def _scale_after(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.scale == "none" or r.scale == 1 or o.normalize != "softmax":
         return
@@ -513,27 +573,31 @@ def _scale_after(p: Problem, o: Options, r: Resolved) -> Variants:
     def weights(logits: np.ndarray, rr: Resolved) -> np.ndarray:
         return _softmax(logits, rr) * c  # (B, h, n, m)
 
-    label = "the scale applied after the softmax (softmax(scores) × scale)"
+    label = _("the scale applied after the softmax (softmax(scores) × scale)")
     yield label, p, o, _swap(scale=lambda x, cc: x, weights=weights)
 
 
-@mistake("times-sqrt-dk", "scale", "multiplied by √d_k instead of divided")
+@mistake("times-sqrt-dk", "scale", N_("multiplied by √d_k instead of divided"))
 def _times_sqrt(p: Problem, o: Options, r: Resolved) -> Variants:
     d = r.d_head
     if _sqrt_scale(o) and d > 1:
-        label = f"multiplied by √d_k = {sqrt_text(d)} instead of divided by it"
+        label = _("multiplied by √d_k = {sqrt_text} instead of divided by it").format(
+            sqrt_text=sqrt_text(d)
+        )
         yield label, p, replace(o, scale=math.sqrt(d)), STEPS
 
 
-@mistake("dk-squared", "scale", "divided by d_k² instead of √d_k")
+@mistake("dk-squared", "scale", N_("divided by d_k² instead of √d_k"))
 def _dk_squared(p: Problem, o: Options, r: Resolved) -> Variants:
     d = r.d_head
     if _sqrt_scale(o) and d > 1:
-        label = f"divided by d_k² = {d * d} instead of √d_k = {sqrt_text(d)}"
+        label = _("divided by d_k² = {d} instead of √d_k = {sqrt_text}").format(
+            d=d * d, sqrt_text=sqrt_text(d)
+        )
         yield label, p, replace(o, scale=1 / (d * d)), STEPS
 
 
-@mistake("sqrt-other", "scale", "divided by √ of another size: d_v, n, d_model, all heads' d_k")
+@mistake("sqrt-other", "scale", N_("divided by √ of another size: d_v, n, d_model, all heads' d_k"))
 def _sqrt_other(p: Problem, o: Options, r: Resolved) -> Variants:
     if not _sqrt_scale(o):
         return
@@ -547,20 +611,22 @@ def _sqrt_other(p: Problem, o: Options, r: Resolved) -> Variants:
     if "X" in r.arrays:
         add(int(r.arrays["X"].shape[-1]), "d_model")
     if r.heads > 1:
-        add(r.heads * r.d_head, "all heads' d_k together")
+        add(r.heads * r.d_head, _("all heads' d_k together"))
     add(r.dv_head, "d_v")
-    add(r.n, "the number of tokens n" if r.n == r.m else "the number of queries")
+    add(r.n, _("the number of tokens n") if r.n == r.m else _("the number of queries"))
     if r.m != r.n:
-        add(r.m, "the number of keys")
+        add(r.m, _("the number of keys"))
     for width, what in widths.items():
-        label = f"divided by √{width} ({' = '.join(what)}) instead of √d_k = {sqrt_text(d)}"
+        label = _("divided by √{width} ({items}) instead of √d_k = {sqrt_text}").format(
+            width=width, items=" = ".join(what), sqrt_text=sqrt_text(d)
+        )
         yield label, p, replace(o, scale=1 / math.sqrt(width)), STEPS
 
 
 # ---------------------------------------------------------------- multi-head
 
 
-@mistake("heads-order", "multi-head", "heads concatenated in the wrong order")
+@mistake("heads-order", "multi-head", N_("heads concatenated in the wrong order"))
 def _heads_order(p: Problem, o: Options, r: Resolved) -> Variants:
     if r.heads < 2:
         return
@@ -568,10 +634,10 @@ def _heads_order(p: Problem, o: Options, r: Resolved) -> Variants:
     def merge(a: np.ndarray) -> np.ndarray:
         return merge_heads(a[:, ::-1])  # (B, n, h·dv), head h first
 
-    yield "heads concatenated in the wrong order (the last head first)", p, o, _swap(merge=merge)
+    yield _("heads concatenated in the wrong order (the last head first)"), p, o, _swap(merge=merge)
 
 
-@mistake("heads-interleaved", "multi-head", "heads split interleaved instead of in blocks")
+@mistake("heads-interleaved", "multi-head", N_("heads split interleaved instead of in blocks"))
 def _heads_interleaved(p: Problem, o: Options, r: Resolved) -> Variants:
     if r.heads < 2:
         return
@@ -589,23 +655,23 @@ def _heads_interleaved(p: Problem, o: Options, r: Resolved) -> Variants:
         B, h, n, d = a.shape
         return a.transpose(0, 2, 3, 1).reshape(B, n, d * h)  # back to interleaved columns
 
-    label = "heads split interleaved (head i took columns i, i+h, …) instead of in blocks"
+    label = _("heads split interleaved (head i took columns i, i+h, …) instead of in blocks")
     yield label, p, o, _swap(heads=heads)
-    yield label + ", and merged back the same way", p, o, _swap(heads=heads, merge=merge)
+    yield label + _(", and merged back the same way"), p, o, _swap(heads=heads, merge=merge)
 
 
-@mistake("wo-forgotten", "multi-head", "W_O forgotten (output = concat)")
+@mistake("wo-forgotten", "multi-head", N_("W_O forgotten (output = concat)"))
 def _wo_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if "W_O" in r.arrays:
         yield (
-            "W_O forgotten (the output is the concatenated heads)",
+            _("W_O forgotten (the output is the concatenated heads)"),
             p,
             o,
             _swap(out=lambda c, a: c),
         )
 
 
-@mistake("wo-transposed", "multi-head", "concat·W_Oᵀ instead of concat·W_O")
+@mistake("wo-transposed", "multi-head", N_("concat·W_Oᵀ instead of concat·W_O"))
 def _wo_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
     w = r.arrays.get("W_O")
     if w is not None and w.shape[0] == w.shape[1]:
@@ -615,13 +681,13 @@ def _wo_transposed(p: Problem, o: Options, r: Resolved) -> Variants:
             y = c @ a["W_O"].T  # (B, n, d_out)
             return y if b is None else y + b
 
-        yield "output computed with W_Oᵀ instead of W_O", p, o, _swap(out=out)
+        yield _("output computed with W_Oᵀ instead of W_O"), p, o, _swap(out=out)
 
 
 # ---------------------------------------------------------------- the source articles' slips
 
 
-@mistake("cosine-as-scaled", "article", "cosine similarity used as the scaled dot product")
+@mistake("cosine-as-scaled", "article", N_("cosine similarity used as the scaled dot product"))
 def _cosine(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -632,24 +698,24 @@ def _cosine(p: Problem, o: Options, r: Resolved) -> Variants:
     a = inputs(r)
     Q = project(a, "Q").astype(float)
     K, V = (with_cache(a, n, project(a, n)).astype(float) for n in "KV")
-    q, k, _ = heads(*transform_rows(Q, K, a, r), V, r)  # the rows the scores read
+    q, k, _v = heads(*transform_rows(Q, K, a, r), V, r)  # the rows the scores read
     norms = np.linalg.norm(q, axis=-1)[..., :, None] * np.linalg.norm(k, axis=-1)[..., None, :]
     if np.all(norms > 0):  # (B, h, n, m): |q_i|·|k_j|
         yield (
-            "cosine similarity used as the scaled dot product (scaled = q·k / (|q|·|k|))",
+            _("cosine similarity used as the scaled dot product (scaled = q·k / (|q|·|k|))"),
             p,
             o,
             _swap(scale=lambda x, c: x / norms),
         )
     yield (
-        "cosine similarity for the scores, used unscaled (scores = scaled = cos(q, k))",
+        _("cosine similarity for the scores, used unscaled (scores = scaled = cos(q, k))"),
         p,
         replace(o, similarity="cosine", scale="none"),
         STEPS,
     )
     if o.scale != "none":
         yield (
-            "cosine similarity used for the dot product, then scaled",
+            _("cosine similarity used for the dot product, then scaled"),
             p,
             replace(o, similarity="cosine"),
             STEPS,
@@ -663,14 +729,14 @@ def _norm_weights(p: Problem) -> bool:
     return "q_norm" in p.matrices or "k_norm" in p.matrices
 
 
-@mistake("qk-norm-forgotten", "qk-norm", "QK-norm forgotten (Q and K used as projected)")
+@mistake("qk-norm-forgotten", "qk-norm", N_("QK-norm forgotten (Q and K used as projected)"))
 def _qk_norm_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.qk_norm is not None:
-        label = "QK-norm forgotten (Q_normed and K_normed are Q and K as projected)"
+        label = _("QK-norm forgotten (Q_normed and K_normed are Q and K as projected)")
         yield label, p, o, _swap(norm=lambda x, w, heads, oo, skip=0: x)
 
 
-@mistake("qk-norm-weight", "qk-norm", "QK-norm without its weights (q_norm, k_norm)")
+@mistake("qk-norm-weight", "qk-norm", N_("QK-norm without its weights (q_norm, k_norm)"))
 def _qk_norm_weight(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.qk_norm is None or not _norm_weights(p):
         return
@@ -678,23 +744,27 @@ def _qk_norm_weight(p: Problem, o: Options, r: Resolved) -> Variants:
     def norm(x: np.ndarray, w: np.ndarray | None, heads: int, oo: Options, skip: int = 0):
         return qk_norm(x, None, heads, replace(oo, rms_norm_unit_offset=False), skip)
 
-    label = "QK-norm without its weights (each row divided by its RMS, not multiplied by q_norm / k_norm)"
+    label = _(
+        "QK-norm without its weights (each row divided by its RMS, not multiplied by q_norm / k_norm)"
+    )
     yield label, p, o, _swap(norm=norm)
 
 
-@mistake("qk-norm-offset", "qk-norm", "Gemma's weights as w instead of 1 + w (or the reverse)")
+@mistake("qk-norm-offset", "qk-norm", N_("Gemma's weights as w instead of 1 + w (or the reverse)"))
 def _qk_norm_offset(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.qk_norm is None or not _norm_weights(p):
         return
     if o.rms_norm_unit_offset:
-        label = "QK-norm weights used as w instead of Gemma's 1 + w"
+        label = _("QK-norm weights used as w instead of Gemma's 1 + w")
     else:
-        label = "QK-norm weights used as 1 + w (Gemma's form) instead of w"
+        label = _("QK-norm weights used as 1 + w (Gemma's form) instead of w")
     yield label, p, replace(o, rms_norm_unit_offset=not o.rms_norm_unit_offset), STEPS
 
 
 @mistake(
-    "qk-norm-scope", "qk-norm", "QK-norm over the whole row instead of per head (or the reverse)"
+    "qk-norm-scope",
+    "qk-norm",
+    N_("QK-norm over the whole row instead of per head (or the reverse)"),
 )
 def _qk_norm_scope(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
@@ -708,12 +778,12 @@ def _qk_norm_scope(p: Problem, o: Options, r: Resolved) -> Variants:
             w = np.tile(w, heads) if other == "all" else w.reshape(heads, -1)  # (H·d,) | (H, d)
         return qk_norm(x, w, heads, replace(oo, qk_norm=other), skip)
 
-    label = ("QK-norm over each whole row (all heads together) instead of per head" if other == "all"
-             else "QK-norm per head instead of over each whole row (all heads together)")  # fmt: skip
+    label = (_("QK-norm over each whole row (all heads together) instead of per head") if other == "all"
+             else _("QK-norm per head instead of over each whole row (all heads together)"))  # fmt: skip
     yield label, p, o, _swap(norm=norm)
 
 
-@mistake("qk-norm-l2", "qk-norm", "QK-norm dividing by the row's length instead of its RMS")
+@mistake("qk-norm-l2", "qk-norm", N_("QK-norm dividing by the row's length instead of its RMS"))
 def _qk_norm_l2(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.qk_norm is None:
         return
@@ -724,7 +794,7 @@ def _qk_norm_l2(p: Problem, o: Options, r: Resolved) -> Variants:
         y[:, skip:] = y[:, skip:] / math.sqrt(width)  # x / |x| = x / (√d · rms)
         return y
 
-    label = "QK-norm dividing each row by its length √(Σx²) instead of its RMS √(mean x²)"
+    label = _("QK-norm dividing each row by its length √(Σx²) instead of its RMS √(mean x²)")
     yield label, p, o, _swap(norm=norm)
 
 
@@ -742,27 +812,29 @@ def _with_positions(p: Problem, positions: np.ndarray) -> Problem:
 @mistake(
     "rope-pairing",
     "rope",
-    "RoPE's pairs taken the other way (half: i, i + d/2; interleaved: 2i, 2i + 1)",
+    N_("RoPE's pairs taken the other way (half: i, i + d/2; interleaved: 2i, 2i + 1)"),
 )
 def _rope_pairing(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.rope is None or r.rotary_dim < 4:
         return  # with one pair per head both pairings are the same
     if o.rope == "half":
-        label = "RoPE pairs taken interleaved (2i, 2i + 1) instead of half (i, i + d/2)"
+        label = _("RoPE pairs taken interleaved (2i, 2i + 1) instead of half (i, i + d/2)")
     else:
-        label = "RoPE pairs taken half (i, i + d/2) instead of interleaved (2i, 2i + 1)"
+        label = _("RoPE pairs taken half (i, i + d/2) instead of interleaved (2i, 2i + 1)")
     yield label, p, replace(o, rope="interleaved" if o.rope == "half" else "half"), STEPS
 
 
-@mistake("rope-forgotten", "rope", "RoPE forgotten (Q and K not rotated)")
+@mistake("rope-forgotten", "rope", N_("RoPE forgotten (Q and K not rotated)"))
 def _rope_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.rope is not None:
-        label = "RoPE forgotten (Q_rotated and K_rotated are the unrotated rows)"
+        label = _("RoPE forgotten (Q_rotated and K_rotated are the unrotated rows)")
         yield label, p, o, _swap(rotate=_identity_rotation)
 
 
 @mistake(
-    "rope-positions", "rope", "RoPE at the wrong positions: off by one, or from 0 in a decode step"
+    "rope-positions",
+    "rope",
+    N_("RoPE at the wrong positions: off by one, or from 0 in a decode step"),
 )
 def _rope_positions(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
@@ -772,21 +844,19 @@ def _rope_positions(p: Problem, o: Options, r: Resolved) -> Variants:
     pos = r.positions  # (B|1, n)
     given = "position_ids" in p.matrices or o.position_offset is not None
     wrong: list[tuple[str, np.ndarray]] = [
-        ("RoPE positions off by one (each token rotated one position later)", pos + 1)
+        (_("RoPE positions off by one (each token rotated one position later)"), pos + 1)
     ]
     if pos.min() >= 1:
         wrong.append(
-            ("RoPE positions off by one (each token rotated one position earlier)", pos - 1)
+            (_("RoPE positions off by one (each token rotated one position earlier)"), pos - 1)
         )
     zero = np.broadcast_to(np.arange(r.n), pos.shape)
     if r.past and not given:
-        wrong.append((f"RoPE positions counted from 0 in a decode step instead of from the "
-                      f"cache's length {r.past}", zero))  # fmt: skip
+        wrong.append((_("RoPE positions counted from 0 in a decode step instead of from the cache's length {past}").format(past=r.past), zero))  # fmt: skip
     elif given:
-        wrong.append(("RoPE positions counted 0, 1, 2 … instead of the positions given", zero))
+        wrong.append((_("RoPE positions counted 0, 1, 2 … instead of the positions given"), zero))
     if r.past and not given:
-        wrong.append((f"RoPE positions counted from 1 in a decode step instead of from the "
-                      f"cache's length {r.past}", zero + 1))  # fmt: skip
+        wrong.append((_("RoPE positions counted from 1 in a decode step instead of from the cache's length {past}").format(past=r.past), zero + 1))  # fmt: skip
     seen = [pos]
     plain = replace(o, position_offset=None)
     for label, at in wrong:
@@ -796,7 +866,7 @@ def _rope_positions(p: Problem, o: Options, r: Resolved) -> Variants:
         yield label, _with_positions(p, np.array(at)), plain, STEPS
 
 
-@mistake("rope-on-v", "rope", "RoPE applied to V as well")
+@mistake("rope-on-v", "rope", N_("RoPE applied to V as well"))
 def _rope_on_v(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.rope is None or r.dv_head != r.d_head:
         return
@@ -808,14 +878,14 @@ def _rope_on_v(p: Problem, o: Options, r: Resolved) -> Variants:
     def split(Q: np.ndarray, K: np.ndarray, V: np.ndarray, rr: Resolved) -> tuple[np.ndarray, ...]:
         return STEPS.heads(Q, K, rotary(V, rr, rr.kv_heads, rr.past), rr)
 
-    yield "RoPE applied to V as well (V rotated like K)", p, o, _swap(project=proj)
-    yield "RoPE applied to V as well, before weights·V", p, o, _swap(heads=split)
+    yield _("RoPE applied to V as well (V rotated like K)"), p, o, _swap(project=proj)
+    yield _("RoPE applied to V as well, before weights·V"), p, o, _swap(heads=split)
 
 
 # ---------------------------------------------------------------- the decode step
 
 
-@mistake("cache-forgotten", "decode", "the KV cache left out (only the new tokens' keys)")
+@mistake("cache-forgotten", "decode", N_("the KV cache left out (only the new tokens' keys)"))
 def _cache_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -835,11 +905,11 @@ def _cache_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     def mask(s: np.ndarray, a: np.ndarray | None) -> np.ndarray:
         return s if allowed is None else np.where(allowed, s, -np.inf)
 
-    label = "the KV cache left out (the new tokens attended only to each other)"
+    label = _("the KV cache left out (the new tokens attended only to each other)")
     yield label, p, o, _swap(heads=split, mask=mask)
 
 
-@mistake("cache-again", "decode", "the cached keys normed or rotated again")
+@mistake("cache-again", "decode", N_("the cached keys normed or rotated again"))
 def _cache_again(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -850,7 +920,7 @@ def _cache_again(p: Problem, o: Options, r: Resolved) -> Variants:
         def norm(x: np.ndarray, w: np.ndarray | None, heads: int, oo: Options, skip: int = 0):
             return qk_norm(x, w, heads, oo)  # every row, the cache's too
 
-        label = "the cached keys normed again (past_key holds them already normed)"
+        label = _("the cached keys normed again (past_key holds them already normed)")
         yield label, p, o, _swap(norm=norm)
     if o.rope is not None and r.positions is not None:
         B = r.positions.shape[0]
@@ -860,11 +930,13 @@ def _cache_again(p: Problem, o: Options, r: Resolved) -> Variants:
         def rotate(x: np.ndarray, rr: Resolved, heads: int, skip: int = 0) -> np.ndarray:
             return rotary(x, every if skip else rr, heads)
 
-        label = "the cached keys rotated again (past_key holds them already rotated)"
+        label = _("the cached keys rotated again (past_key holds them already rotated)")
         yield label, p, o, _swap(rotate=rotate)
 
 
-@mistake("decode-causal", "decode", "a decode step's causal mask counted from the first cached key")
+@mistake(
+    "decode-causal", "decode", N_("a decode step's causal mask counted from the first cached key")
+)
 def _decode_causal(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -877,7 +949,7 @@ def _decode_causal(p: Problem, o: Options, r: Resolved) -> Variants:
     def mask(s: np.ndarray, a: np.ndarray | None) -> np.ndarray:
         return np.where(allowed, s, -np.inf)  # (B, h, n, m)
 
-    label = "the causal mask counted from the first cached key (new query i saw keys 1 … i)"
+    label = _("the causal mask counted from the first cached key (new query i saw keys 1 … i)")
     yield label, p, replace(o, empty_rows="nan"), _swap(mask=mask)
 
 
@@ -889,32 +961,32 @@ def _others(r: Resolved, **dropped: Any) -> np.ndarray | None:
     return _allowed(replace(r, rules=replace(r.rules, **dropped)))
 
 
-@mistake("window-off-by-one", "window", "sliding window off by one (i − W ≤ j, or W − 1 keys)")
+@mistake("window-off-by-one", "window", N_("sliding window off by one (i − W ≤ j, or W − 1 keys)"))
 def _window_off(p: Problem, o: Options, r: Resolved) -> Variants:
     W = o.sliding_window
     if W is None:
         return
     yield (
-        f"sliding window off by one (i − {W} ≤ j: each query also saw the key {W} back)",
+        _("sliding window off by one (i − {W} ≤ j: each query also saw the key {W} back)").format(W=W),
         p, replace(o, sliding_window=W + 1), STEPS,
     )  # fmt: skip
     if W > 1:
         yield (
-            f"sliding window off by one (i − {W} + 1 < j: each query saw only {W - 1} keys)",
+            _("sliding window off by one (i − {W} + 1 < j: each query saw only {W2} keys)").format(W=W, W2=W - 1),
             p, replace(o, sliding_window=W - 1), STEPS,
         )  # fmt: skip
 
 
-@mistake("window-forgotten", "window", "the sliding window forgotten")
+@mistake("window-forgotten", "window", N_("the sliding window forgotten"))
 def _window_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.sliding_window is not None:
         kept = replace(o, sliding_window=None)
         if o.mask is None and p.mask_kind is None and not r.past:
             kept = replace(kept, mask="causal")  # a window is causal: what is left of it
-        yield "the sliding window forgotten (every earlier key kept)", p, kept, STEPS
+        yield _("the sliding window forgotten (every earlier key kept)"), p, kept, STEPS
 
 
-@mistake("chunk-off-by-one", "chunk", "chunk boundaries off by one (or chunks of C ± 1)")
+@mistake("chunk-off-by-one", "chunk", N_("chunk boundaries off by one (or chunks of C ± 1)"))
 def _chunk_off(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -924,32 +996,34 @@ def _chunk_off(p: Problem, o: Options, r: Resolved) -> Variants:
     rest = _others(r, chunk=None)  # the other masks, as they are
     at = np.arange(r.n)[:, None] + r.rules.q0  # (n, 1): each query's index among the keys
     j = np.arange(r.m)[None, :]  # (1, m)
-    for shift, when in ((1, "one token early"), (-1, "one token late")):
+    for shift, when in ((1, _("one token early")), (-1, _("one token late"))):
         same = (at + shift) // C == (j + shift) // C  # (n, m)
         allowed = same if rest is None else same & rest
 
         def mask(s: np.ndarray, a: np.ndarray | None, allowed: np.ndarray = allowed) -> np.ndarray:
             return np.where(allowed, s, -np.inf)  # (B, h, n, m)
 
-        label = f"chunk boundaries off by one (each chunk of {C} starting {when})"
+        label = _("chunk boundaries off by one (each chunk of {C} starting {when})").format(
+            C=C, when=when
+        )
         yield label, p, replace(o, empty_rows="nan"), _swap(mask=mask)
     for size in (C + 1, C - 1):
         if size >= 1:
-            label = f"chunks of {size} instead of {C}"
+            label = _("chunks of {size} instead of {C}").format(size=size, C=C)
             yield label, p, replace(o, attention_chunk_size=size), STEPS
 
 
-@mistake("chunk-forgotten", "chunk", "the chunks forgotten")
+@mistake("chunk-forgotten", "chunk", N_("the chunks forgotten"))
 def _chunk_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.attention_chunk_size is not None:
-        label = "the chunks forgotten (keys of earlier chunks kept)"
+        label = _("the chunks forgotten (keys of earlier chunks kept)")
         yield label, p, replace(o, attention_chunk_size=None), STEPS
 
 
 # ---------------------------------------------------------------- logit soft-capping
 
 
-@mistake("softcap-before-scale", "softcap", "soft-cap applied before the scale")
+@mistake("softcap-before-scale", "softcap", N_("soft-cap applied before the scale"))
 def _softcap_before_scale(p: Problem, o: Options, r: Resolved) -> Variants:
     cap = o.attn_logit_softcapping
     if cap is None or r.scale == 1:
@@ -960,41 +1034,40 @@ def _softcap_before_scale(p: Problem, o: Options, r: Resolved) -> Variants:
         return softcap(x / f, c) * f  # c·tanh(scores / c) × scale, from the scaled scores
 
     yield (
-        f"soft-cap applied before the scale (capped = {cap:g}·tanh(scores / {cap:g}) × scale)",
+        _("soft-cap applied before the scale (capped = {cap:g}·tanh(scores / {cap:g}) × scale)").format(cap=cap),
         p, o, _swap(cap=cap_scores),
     )  # fmt: skip
     yield (
-        f"soft-cap applied before the scale (scaled = {cap:g}·tanh(scores / {cap:g}), "
-        "capped = scaled × scale)",
+        _("soft-cap applied before the scale (scaled = {cap:g}·tanh(scores / {cap:g}), " "capped = scaled × scale)").format(cap=cap),
         p, o, _swap(scale=lambda x, c: softcap(x, cap), cap=lambda x, c: x * f),
     )  # fmt: skip
 
 
-@mistake("softcap-forgotten", "softcap", "soft-cap forgotten (capped = scaled)")
+@mistake("softcap-forgotten", "softcap", N_("soft-cap forgotten (capped = scaled)"))
 def _softcap_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.attn_logit_softcapping is not None:
         yield (
-            "soft-cap forgotten (the scaled scores used as they are)",
+            _("soft-cap forgotten (the scaled scores used as they are)"),
             p,
             o,
             _swap(cap=lambda x, c: x),
         )
 
 
-@mistake("softcap-formula", "softcap", "soft-cap as tanh(s / c) or c·tanh(s)")
+@mistake("softcap-formula", "softcap", N_("soft-cap as tanh(s / c) or c·tanh(s)"))
 def _softcap_formula(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
     cap = o.attn_logit_softcapping
     if cap is None or cap == 1:
         return
-    yield (f"soft-cap without the factor {cap:g} (tanh(scaled / {cap:g}))", p, o,
+    yield (_("soft-cap without the factor {cap:g} (tanh(scaled / {cap:g}))").format(cap=cap), p, o,
            _swap(cap=lambda x, c: np.tanh(x / c)))  # fmt: skip
-    yield (f"soft-cap without dividing by {cap:g} ({cap:g}·tanh(scaled))", p, o,
+    yield (_("soft-cap without dividing by {cap:g} ({cap:g}·tanh(scaled))").format(cap=cap), p, o,
            _swap(cap=lambda x, c: c * np.tanh(x)))  # fmt: skip
 
 
-@mistake("softcap-after-bias", "softcap", "soft-cap applied after ALiBi instead of before")
+@mistake("softcap-after-bias", "softcap", N_("soft-cap applied after ALiBi instead of before"))
 def _softcap_after_bias(p: Problem, o: Options, r: Resolved) -> Variants:
     cap = o.attn_logit_softcapping
     if cap is None or not o.alibi or r.rules.bias is not None:
@@ -1003,21 +1076,23 @@ def _softcap_after_bias(p: Problem, o: Options, r: Resolved) -> Variants:
     def bias(s: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         return softcap(s + b, cap)  # (B, h, n, m)
 
-    label = f"soft-cap applied after ALiBi ({cap:g}·tanh((scaled + ALiBi) / {cap:g}))"
+    label = _("soft-cap applied after ALiBi ({cap:g}·tanh((scaled + ALiBi) / {cap:g}))").format(
+        cap=cap
+    )
     yield label, p, o, _swap(cap=lambda x, c: x, bias=bias)
 
 
 # ---------------------------------------------------------------- sinks
 
 
-@mistake("sinks-forgotten", "sinks", "the sinks left out (each row of weights sums to 1)")
+@mistake("sinks-forgotten", "sinks", N_("the sinks left out (each row of weights sums to 1)"))
 def _sinks_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if "sinks" in p.matrices:
         bare = replace(p, matrices={k: v for k, v in p.matrices.items() if k != "sinks"})
-        yield "the sinks left out of the softmax (each row of weights sums to 1)", bare, o, STEPS
+        yield _("the sinks left out of the softmax (each row of weights sums to 1)"), bare, o, STEPS
 
 
-@mistake("sink-in-numerators", "sinks", "e^sink added to the numerators as well")
+@mistake("sink-in-numerators", "sinks", N_("e^sink added to the numerators as well"))
 def _sink_in_numerators(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -1035,17 +1110,17 @@ def _sink_in_numerators(p: Problem, o: Options, r: Resolved) -> Variants:
     def shifted(logits: np.ndarray, rr: Resolved) -> np.ndarray:
         return _softmax(logits + sink, rr)  # e^{x + sink} / (Σ e^{x + sink} + e^{sink})
 
-    yield ("e^{sink} added to each numerator as well as to the denominator", p, o,
+    yield (_("e^{sink} added to each numerator as well as to the denominator"), p, o,
            _swap(weights=weights))  # fmt: skip
     yield (
-        "the sink added to every logit (e^{x + sink} / (Σ e^{x + sink} + e^{sink}))",
+        _("the sink added to every logit (e^{x + sink} / (Σ e^{x + sink} + e^{sink}))"),
         p,
         o,
         _swap(weights=shifted),
     )
 
 
-@mistake("sink-wrong-head", "sinks", "another head's sink")
+@mistake("sink-wrong-head", "sinks", N_("another head's sink"))
 def _sink_wrong_head(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -1053,8 +1128,8 @@ def _sink_wrong_head(p: Problem, o: Options, r: Resolved) -> Variants:
     if sinks is None or r.heads < 2:
         return
     seen = [sinks]
-    for label, other in (("the sinks taken in reverse head order", sinks[::-1]),
-                         ("each head took the next head's sink", np.roll(sinks, -1))):  # fmt: skip
+    for label, other in ((_("the sinks taken in reverse head order"), sinks[::-1]),
+                         (_("each head took the next head's sink"), np.roll(sinks, -1))):  # fmt: skip
         if any(np.array_equal(other, s) for s in seen):
             continue
         seen.append(other)
@@ -1072,13 +1147,13 @@ def _alibi_bias(r: Resolved, slopes: np.ndarray, q0: int | None = None) -> np.nd
     return out
 
 
-@mistake("alibi-forgotten", "alibi", "ALiBi forgotten")
+@mistake("alibi-forgotten", "alibi", N_("ALiBi forgotten"))
 def _alibi_forgotten(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.alibi:
-        yield "ALiBi forgotten (no m_h·(j − i) added)", p, replace(o, alibi=False), STEPS
+        yield _("ALiBi forgotten (no m_h·(j − i) added)"), p, replace(o, alibi=False), STEPS
 
 
-@mistake("alibi-slope", "alibi", "ALiBi with another head's slope")
+@mistake("alibi-slope", "alibi", N_("ALiBi with another head's slope"))
 def _alibi_slope(p: Problem, o: Options, r: Resolved) -> Variants:
     import numpy as np
 
@@ -1090,11 +1165,10 @@ def _alibi_slope(p: Problem, o: Options, r: Resolved) -> Variants:
     plain = 2.0 ** (-8.0 * np.arange(1, H + 1) / H)  # the power-of-two rule for any H
     seen = [m]
     for label, other in (
-        ("ALiBi slopes in reverse head order (head h took the slope of head H + 1 − h)", m[::-1]),
-        ("ALiBi slopes shifted by one head (head h took the slope of head h + 1)", np.roll(m, -1)),
-        ("ALiBi slopes shifted by one head (head h took the slope of head h − 1)", np.roll(m, 1)),
-        (f"ALiBi slopes 2^(−8h/{H}) for every head (the rule for a power of two, but {H} is not "
-         "one)", plain),
+        (_("ALiBi slopes in reverse head order (head h took the slope of head H + 1 − h)"), m[::-1]),
+        (_("ALiBi slopes shifted by one head (head h took the slope of head h + 1)"), np.roll(m, -1)),
+        (_("ALiBi slopes shifted by one head (head h took the slope of head h − 1)"), np.roll(m, 1)),
+        (_("ALiBi slopes 2^(−8h/{H}) for every head (the rule for a power of two, but {H} " "is not one)").format(H=H), plain),
     ):  # fmt: skip
         if any(np.allclose(other, s, rtol=0, atol=0) for s in seen):
             continue
@@ -1103,20 +1177,19 @@ def _alibi_slope(p: Problem, o: Options, r: Resolved) -> Variants:
         yield label, p, o, _swap(bias=lambda s, b, bias=bias: s + bias)
 
 
-@mistake("alibi-sign", "alibi", "ALiBi with the wrong sign: m_h·(i − j)")
+@mistake("alibi-sign", "alibi", N_("ALiBi with the wrong sign: m_h·(i − j)"))
 def _alibi_sign(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.alibi and r.rules.slopes is not None:
         bias = _alibi_bias(r, -r.rules.slopes)
-        label = "ALiBi with the wrong sign (m_h·(i − j): the far keys raised, not lowered)"
+        label = _("ALiBi with the wrong sign (m_h·(i − j): the far keys raised, not lowered)")
         yield label, p, o, _swap(bias=lambda s, b: s + bias)
 
 
-@mistake("alibi-position", "alibi", "ALiBi's distance from the query's row, not its position")
+@mistake("alibi-position", "alibi", N_("ALiBi's distance from the query's row, not its position"))
 def _alibi_position(p: Problem, o: Options, r: Resolved) -> Variants:
     if o.alibi and r.rules.slopes is not None and r.past:
         bias = _alibi_bias(r, r.rules.slopes, q0=0)
-        label = (f"ALiBi's distance j − i counted from the new query's row, not its position "
-                 f"(the cache's {r.past} rows come first)")  # fmt: skip
+        label = (_("ALiBi's distance j − i counted from the new query's row, not its position (the " "cache's {past} rows come first)").format(past=r.past))  # fmt: skip
         yield label, p, o, _swap(bias=lambda s, b: s + bias)
 
 
@@ -1166,9 +1239,19 @@ class Rounding:
     @property
     def words(self) -> str:
         """``weights rounded to 2 decimals`` / ``every intermediate value rounded to 1 decimal``."""
-        unit = "decimal" if self.places == 1 else "decimals"
-        what = self.stage or "every intermediate value"
-        return f"{what} rounded to {self.places} {unit}"
+        if self.stage is None:
+            what = _("every intermediate value")
+        elif self.stage.endswith(EVERY):
+            what = _("{what} and every value").format(what=tr(self.stage[: -len(EVERY)]))
+        else:
+            what = tr(self.stage) if self.at else self.stage
+        return ngettext(
+            "{what} rounded to {n} decimal", "{what} rounded to {n} decimals", self.places
+        ).format(what=what, n=self.places)
+
+
+#: How a rounded factor's words say that every value was rounded as well.
+EVERY = " and every value"
 
 
 def roundings() -> Iterator[Rounding]:
@@ -1187,7 +1270,7 @@ def roundings() -> Iterator[Rounding]:
         if places:
             for what, at, change in _factors(places):
                 yield Rounding(places, what, replace(STEPS, **change), at)
-                yield Rounding(places, f"{what} and every value",
+                yield Rounding(places, what + EVERY,
                                replace(STEPS, keep=every, **change), at)  # fmt: skip
         for stage in ROUNDED:
 
@@ -1224,8 +1307,8 @@ def _factors(k: int) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
         return np.round(np.tanh(x / c), k) * c
 
     return [
-        ("the scale", ("scaled",), dict(scale=scale)),
-        ("cos θ and sin θ", ("Q_rotated", "K_rotated"), dict(rotate=rotate)),
-        ("each RMS", ("Q_normed", "K_normed"), dict(norm=norm)),
-        ("each tanh", ("capped",), dict(cap=cap)),
+        (N_("the scale"), ("scaled",), dict(scale=scale)),
+        (N_("cos θ and sin θ"), ("Q_rotated", "K_rotated"), dict(rotate=rotate)),
+        (N_("each RMS"), ("Q_normed", "K_normed"), dict(norm=norm)),
+        (N_("each tanh"), ("capped",), dict(cap=cap)),
     ]

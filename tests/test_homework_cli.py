@@ -43,6 +43,11 @@ def test_check_names_the_mistake_and_exits_1():
         "output: your values match a known mistake: divided by d_k = 3 instead of √d_k = √3 — or, "
         "with the same numbers, the scale applied twice (scores × scale × scale); it first departs "
         "from your working at scaled (not in your answers).\n"
+        'This is the slip "divide by the dimension" that the article makes ("再除以K的维度", '
+        "divide by the dimension of K): the formula divides by √d_k, the square root of the "
+        "dimension, not by d_k. A dot product of d_k terms spreads like √d_k, so dividing by √d_k "
+        "keeps the scores near 1 whatever d_k is; dividing by d_k shrinks them d_k/√d_k = √d_k "
+        "times more and flattens the softmax.\n"
     )
     assert r.stdout.splitlines()[1].startswith(
         "marking: each value at the decimals you wrote, at least 2"

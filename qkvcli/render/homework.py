@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
     from ..check import Cell, Finding, Report
 
-from ..check import cell_name
+from ..check import cell_name, joined
+from ..i18n import _
+from ..i18n import _ as tr
+from ..trace import STAGES
 
 
 def _value(v: float, precision: int) -> str:
@@ -40,30 +43,37 @@ def _where(report: Report, c: Cell) -> str:
 
 def verdict_text(c: Cell) -> str:
     """``right``, ``wrong``, ``consistent with your scores`` or ``… with your rounded weights``."""
-    if c.verdict != "consistent":
-        return c.verdict
-    if c.rounding and c.basis and " " not in c.basis:
-        return f"consistent with your rounded {c.basis}"
+    if c.verdict == "right":
+        return _("right")
+    if c.verdict == "wrong":
+        return _("wrong")
+    if c.rounding and c.basis in STAGES:
+        return _("consistent with your rounded {stage}").format(stage=c.basis)
     if c.rounding:
-        return f"consistent with {c.basis}"
-    return f"consistent with your {c.basis}"
+        what = _("earlier stages") if c.basis == "earlier stages" else c.basis
+        return _("consistent with {what}").format(what=what)
+    return _("consistent with your {stage}").format(stage=c.basis)
 
 
 def summary(report: Report) -> str:
     """One line: how many cells got each verdict."""
     if report.error is not None:
-        return f"{report.answers}: not marked: {report.error}"
-    parts = [f"{report.count('right')} right"]
+        return _("{answers}: not marked: {error}").format(
+            answers=report.answers, error=report.error
+        )
+    parts = [_("{n} right").format(n=report.count("right"))]
     slips = sum(c.verdict == "consistent" and not c.rounding for c in report.cells)
     rounded = sum(c.verdict == "consistent" and c.rounding for c in report.cells)
     if slips:
-        parts.append(f"{slips} consistent with an earlier slip")
+        parts.append(_("{n} consistent with an earlier slip").format(n=slips))
     if rounded:
-        parts.append(f"{rounded} consistent with your rounding")
-    parts.append(f"{report.count('wrong')} wrong")
+        parts.append(_("{n} consistent with your rounding").format(n=rounded))
+    parts.append(_("{n} wrong").format(n=report.count("wrong")))
     if report.blank:
-        parts.append(f"{report.blank} blank")
-    return f"{report.answers} for {report.problem}: " + ", ".join(parts)
+        parts.append(_("{n} blank").format(n=report.blank))
+    return _("{answers} for {problem}: {counts}").format(
+        answers=report.answers, problem=report.problem, counts=joined(parts)
+    )
 
 
 def finding_lines(report: Report) -> list[str]:
@@ -71,43 +81,68 @@ def finding_lines(report: Report) -> list[str]:
     lines = []
     given = {c.stage for c in report.cells}
     for f in report.findings:
-        stages = f.stage + (f" (and {', '.join(f.more)})" if f.more else "")
+        stages = f.stage
+        if f.more:
+            stages = _("{stage} (and {more})").format(stage=f.stage, more=joined(f.more))
         where = ""
         if f.astray:
-            where = f"; it first departs from your working at {f.astray}"
-            if f.astray not in given:
-                where += " (not in your answers)"
+            where = (
+                _("; it first departs from your working at {stage}")
+                if f.astray in given
+                else _("; it first departs from your working at {stage} (not in your answers)")
+            )
+            where = where.format(stage=f.astray)  # fmt: skip
         if f.fit == "full" and f.detail:
-            lines.append(f"{stages}: {f.detail}: it matches a known mistake: {f.label}.")
+            lines.append(_("{stages}: {detail}: it matches a known mistake: {label}.").format(
+                stages=stages, detail=f.detail, label=f.label))  # fmt: skip
         elif f.fit == "full":
             label = f.label if not f.more else _summary(f)
-            same = f" — or, with the same numbers, {'; '.join(f.also)}" if f.also else ""
-            lines.append(f"{stages}: your values match a known mistake: {label}{same}{where}.")
+            same = ""
+            if f.also:
+                same = _(" — or, with the same numbers, {others}").format(
+                    others=_("; ").join(f.also)
+                )
+            lines.append(_("{stages}: your values match a known mistake: {label}{same}{where}.").format(
+                stages=stages, label=label, same=same, where=where))  # fmt: skip
+            why = _why(f)
+            if why:
+                lines.append(why)
         elif f.fit == "several":
-            others = "; or ".join(f.also)
+            others = _("; or ").join(f.also)
             lines.append(
-                f"{stages}: your values fit several known mistakes, so qkv cannot tell which: "
-                f"{f.label}; or {others}."
-            )
+                _("{stages}: your values fit several known mistakes, so qkv cannot tell which: "
+                  "{label}; or {others}.").format(stages=stages, label=f.label, others=others)
+            )  # fmt: skip
         elif f.fit == "partial":
             lines.append(
-                f"{stages}: only partly fits a known mistake: {f.label} gives your values except at "
-                f"{f.detail}; no single known mistake explains all of them."
-            )
+                _("{stages}: only partly fits a known mistake: {label} gives your values except at "
+                  "{detail}; no single known mistake explains all of them.").format(
+                      stages=stages, label=f.label, detail=f.detail)
+            )  # fmt: skip
         elif f.fit == "slips":
             for slip in f.slips:
-                lines.append(f"{stages}: {slip.text}.")
+                lines.append(_("{stages}: {slip}.").format(stages=stages, slip=slip.text))
         elif f.fit == "layout":
-            lines.append(f"{stages}: {f.label}: {f.detail}.")
+            lines.append(_("{stages}: {label}: {detail}.").format(
+                stages=stages, label=f.label, detail=f.detail))  # fmt: skip
         else:
-            lines.append(f"{stages}: wrong, and no single known mistake explains it.")
+            lines.append(
+                _("{stages}: wrong, and no single known mistake explains it.").format(stages=stages)
+            )
     return lines
+
+
+def _why(f: Finding) -> str:
+    """What a mistake the source articles make themselves gets: the article's words and why not."""
+    from ..mistakes import article_note
+
+    return article_note(f.keys) if f.fit == "full" else ""
 
 
 def _summary(f: Finding) -> str:
     from ..mistakes import MISTAKES
 
-    return next((m.summary for m in MISTAKES if m.key == f.mistake), f.label or "")
+    return next((tr(m.summary) for m in MISTAKES if m.key == f.mistake), f.label or "")
 
 
 #: Sheets with more given cells than this show a count per stage and the cells not right.
@@ -137,8 +172,8 @@ def render_report(report: Report, console: Console, precision: int = 4, full: bo
     listed = cells[:MAX_LISTED] if short else cells
     if listed:
         table = Table(header_style="bold")
-        for title, justify in (("stage", "left"), ("cell", "left"), ("yours", "right"),
-                               ("correct", "right"), ("verdict", "left")):  # fmt: skip
+        for title, justify in ((_("stage"), "left"), (_("cell"), "left"), (_("yours"), "right"),
+                               (_("correct"), "right"), (_("verdict"), "left")):  # fmt: skip
             table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         for c in listed:
             mark = {"right": "✓ ", "wrong": "✗ ", "consistent": "~ "}[c.verdict]
@@ -153,26 +188,28 @@ def render_report(report: Report, console: Console, precision: int = 4, full: bo
         _print(console, table)
     if short:
         what = (
-            "the others are right"
+            _("the others are right")
             if len(listed) == len(cells)
-            else (f"{len(cells) - len(listed)} more not right are left out")
+            else _("{n} more not right are left out").format(n=len(cells) - len(listed))
         )
         console.print(
             Text(
-                f"{len(listed)} of {len(report.cells)} cells listed: {what} (--full lists every cell)"
+                _("{n} of {total} cells listed: {what} (--full lists every cell)").format(
+                    n=len(listed), total=len(report.cells), what=what
+                )
             ),
             soft_wrap=True,
         )
     lines = finding_lines(report)
     if lines:
         console.print()
-        console.print(Text("Diagnosis:"))
+        console.print(Text(_("Diagnosis:")))
         for line in lines:
             console.print(Text(line), soft_wrap=True)
     if report.notes:
         console.print()
         for note in report.notes:
-            console.print(Text(f"Note: {note}."), soft_wrap=True)
+            console.print(Text(_("Note: {note}.").format(note=note)), soft_wrap=True)
 
 
 def stage_counts(report: Report) -> Any:
@@ -180,8 +217,8 @@ def stage_counts(report: Report) -> Any:
     from rich.table import Table
 
     table = Table(header_style="bold")
-    for title, justify in (("stage", "left"), ("right", "right"), ("consistent", "right"),
-                           ("wrong", "right")):  # fmt: skip
+    for title, justify in ((_("stage"), "left"), (_("right"), "right"),
+                           (_("consistent"), "right"), (_("wrong"), "right")):  # fmt: skip
         table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     order: dict[str, list[int]] = {}
     for c in report.cells:
@@ -195,21 +232,22 @@ def stage_counts(report: Report) -> Any:
 def _diagnosis_short(report: Report, labels: bool = False) -> str:
     """``scaled: no-scaling; output: weights-transposed`` (full labels when asked)."""
     if report.error is not None:
-        return f"error: {report.error}"
+        return _("error: {error}").format(error=report.error)
     parts = []
     for f in report.findings:
         if f.fit == "none" or f.mistake is None:
-            what = "no single known mistake"
+            what = _("no single known mistake")
         elif f.fit == "several":
             what = (
-                "one of " + ", ".join(f.keys)
+                _("one of {keys}").format(keys=", ".join(f.keys))
                 if not labels
-                else f"{f.label}; or {'; or '.join(f.also)}"
+                else _("{label}; or {others}").format(label=f.label, others=_("; or ").join(f.also))
             )
         elif f.fit == "partial":
-            what = f"partly {f.label if labels else f.mistake}"
+            what = _("partly {what}").format(what=f.label if labels else f.mistake)
         elif f.fit == "slips":
-            what = f.label if labels else "slip " + ", ".join(sorted({s.kind for s in f.slips}))
+            kinds = ", ".join(sorted({s.kind for s in f.slips}))
+            what = f.label if labels else _("slip {kinds}").format(kinds=kinds)
         else:
             what = (f.label or "") if labels else (f.mistake or "")
         parts.append(f"{f.stage}: {what}")
@@ -221,14 +259,17 @@ def render_gradebook(reports: list[Report], console: Console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(header_style="bold", title=Text(f"Gradebook for {reports[0].problem}"))
-    for title, justify in (("file", "left"), ("right", "right"), ("consistent", "right"),
-                           ("wrong", "right"), ("blank", "right"), ("score", "right"),
-                           ("first wrong", "left"), ("diagnosis", "left")):  # fmt: skip
+    title = Text(_("Gradebook for {problem}").format(problem=reports[0].problem))
+    table = Table(header_style="bold", title=title)
+    for title, justify in ((_("file"), "left"), (_("right"), "right"),
+                           (_("consistent"), "right"), (_("wrong"), "right"),
+                           (_("blank"), "right"), (_("score"), "right"),
+                           (_("first wrong"), "left"), (_("diagnosis"), "left")):  # fmt: skip
         table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in reports:
         if r.error is not None:
-            table.add_row(Text(r.answers), "", "", "", "", "-", "", Text(f"error: {r.error}"))
+            error = _("error: {error}").format(error=r.error)
+            table.add_row(Text(r.answers), "", "", "", "", "-", "", Text(error))
             continue
         table.add_row(
             Text(r.answers),

@@ -20,7 +20,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError, shape_str
-from .i18n import _
+from .i18n import N_, _, ngettext
+from .i18n import _ as tr
 from .trace import NEG_INF, PER_HEAD
 
 if TYPE_CHECKING:
@@ -264,7 +265,9 @@ def explain(
     c = Cell(r, t, b, h)
     where = [_("head {h}").format(h=h + 1)] if per_head and r.multihead else []
     where += [_("batch item {b}").format(b=b + 1)] if r.batched else []
-    intro = f"{name}[{i + 1},{j + 1}]" + (f" ({', '.join(where)})" if where else "")
+    intro = f"{name}[{i + 1},{j + 1}]"
+    if where:
+        intro += _(" ({where})").format(where=_(", ").join(where))
     lines = [
         _("{intro}: rows and columns count from 1; {axes}.").format(
             intro=intro, axes=_axes(t, name, i, j)
@@ -285,19 +288,20 @@ def _axes(t: Trace, name: str, i: int, j: int) -> str:
     s = t.stages[name]
 
     def label(axis: str, k: int) -> str:
-        word = {"queries": "query", "keys": "key", "features": "feature"}[axis]
+        word = {"queries": N_("query {n}"), "keys": N_("key {n}"), "features": N_("feature {n}")}
+        word = tr(word[axis]).format(n=k + 1)
         if t.past and axis in ("queries", "keys"):  # a decode step: cached keys c1 c2 …
             count = t.stages[name].array.shape[-2 if axis == s.rows else -1]
             shown = t.labels(axis, count)[k]
             at = k + (t.past if axis == "queries" else 0)
-            what = "cached" if axis == "keys" and k < t.past else "new"
+            what = _("cached") if axis == "keys" and k < t.past else _("new")
             token = _(" ({shown}, {what}: token {at} of the sequence)").format(
                 shown=shown, what=what, at=at + 1
             )
-            return f"{word} {k + 1}{token}"
+            return f"{word}{token}"
         names = {"queries": t.tokens, "keys": t.kv_tokens}.get(axis)
         token = f" ({names[k]})" if names and k < len(names) else ""
-        return f"{word} {k + 1}{token}"
+        return f"{word}{token}"
 
     return _("row = {label}, column = {label2}").format(
         label=label(s.rows, i), label2=label(s.cols, j)
@@ -341,14 +345,20 @@ def _projection(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
         i -= r.past  # the new tokens' rows follow the cache's
     x = _exact_row(r, r.arrays[src][c.b][i])
     w = _exact_row(r, r.arrays[f"W_{name}"][:, j])
-    which = _w_axis(r)
     row = i + (r.past if name != "Q" else 0)
-    line = f"{name}[{row + 1},{j + 1}] = {src.lower()}{sub(i)} · ({which} {j + 1} of W_{name})"
+    line = f"{name}[{row + 1},{j + 1}] = {src.lower()}{sub(i)} · ({_w_line(r, j, name)})"
     terms = " + ".join(f"{paren(fmt.given(a))}·{paren(fmt.given(b))}" for a, b in zip(x, w))
     line += f" = {terms}"
     if f"b_{name}" in r.arrays:
         line += f" + {paren(fmt.given(_exact_row(r, r.arrays[f'b_{name}'])[j]))}"
     return [f"{line} = {fmt.approx(value)}"]
+
+
+def _w_line(r: Resolved, j: int, name: str) -> str:
+    """``column 2 of W_Q`` (or ``row 2 of W_Q``): the line of W a cell of ``name`` reads."""
+    if _w_axis(r) == "row":
+        return _("row {j} of W_{name}").format(j=j + 1, name=name)
+    return _("column {j} of W_{name}").format(j=j + 1, name=name)
 
 
 def _w_axis(r: Resolved) -> str:
@@ -921,10 +931,8 @@ def _left_out(dead: list[int]) -> str:
     """`` (keys 2, 3 masked, left out)`` or nothing."""
     if not dead:
         return ""
-    word = "key" if len(dead) == 1 else "keys"
-    return _(" ({word} {items} masked, left out)").format(
-        word=word, items=", ".join(str(k + 1) for k in dead)
-    )
+    return ngettext(" (key {items} masked, left out)", " (keys {items} masked, left out)",
+                    len(dead)).format(items=", ".join(str(k + 1) for k in dead))  # fmt: skip
 
 
 def _weighted_sum(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
@@ -976,9 +984,7 @@ def _output(c: Cell, name: str, i: int, j: int, fmt: Numbers) -> list[str]:
     bias = _exact_row(r, r.arrays["b_O"])[j] if "b_O" in r.arrays else None
     target = float(value) - (0.0 if bias is None else float(bias))
     terms, _shown = dot_line([float(x) for x in row], [float(x) for x in w], target, fmt)
-    line = _("output[{i},{j}] = concat{sub} · ({w_axis} {j} of W_O) = {terms}").format(
-        i=i + 1, j=j + 1, sub=sub(i), w_axis=_w_axis(r), terms=terms
-    )
+    line = f"output[{i + 1},{j + 1}] = concat{sub(i)} · ({_w_line(r, j, 'O')}) = {terms}"
     if bias is not None:
         line += f" + {paren(fmt.given(bias))}"
     return [f"{line} = {fmt(value)}"]

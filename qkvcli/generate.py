@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError
+from .i18n import _
 from .options import choice
 
 if TYPE_CHECKING:
@@ -49,19 +50,25 @@ def _check(spec: Spec) -> None:
     for name in ("tokens", "d_model", "d_k", "heads"):
         value = getattr(spec, name)
         if not 1 <= value <= 12:
-            raise OptionError(f"--{name.replace('_', '-')} must be from 1 to 12, not {value}")
+            raise OptionError(
+                _("--{option} must be from 1 to 12, not {value}").format(
+                    option=name.replace("_", "-"), value=value
+                )
+            )
     if spec.d_v is not None and not 1 <= spec.d_v <= 12:
-        raise OptionError(f"--d-v must be from 1 to 12, not {spec.d_v}")
+        raise OptionError(
+            _("--{option} must be from 1 to 12, not {value}").format(option="d-v", value=spec.d_v)
+        )
     choice("--scale", spec.scale, ("sqrt", "none", "nice"))  # a near miss gets "did you mean"
     if spec.scale == "nice" and math.isqrt(spec.d_k) ** 2 != spec.d_k:
         raise OptionError(
-            f"--scale nice needs d_k a perfect square (1, 4, 9), so that 1/√d_k is 1, 1/2 or 1/3; "
-            f"--d-k {spec.d_k} gives 1/√{spec.d_k}"
-        )
+            _("--scale nice needs d_k a perfect square (1, 4, 9), so that 1/√d_k is 1, 1/2 or 1/3; "
+              "--d-k {d} gives 1/√{d}").format(d=spec.d_k)
+        )  # fmt: skip
     if spec.mask is not None:
         choice("--mask", spec.mask, ("causal",))
     if not 0 <= spec.seed < 2**63:
-        raise OptionError(f"--seed must be from 0 to 2^63 − 1, not {spec.seed}")
+        raise OptionError(_("--seed must be from 0 to 2^63 − 1, not {seed}").format(seed=spec.seed))
 
 
 Matrix = list[list[int]]
@@ -102,11 +109,12 @@ def practice(spec: Spec) -> dict[str, Any]:
             break
     else:
         raise OptionError(
-            f"no friendly problem of this size in {DRAWS} draws (scaled scores within ±6, no weight "
-            "above 0.95, no zero row or column): try fewer tokens, a smaller --d-model or --d-k"
-        )
+            _("no friendly problem of this size in {draws} draws (scaled scores within ±6, no weight "
+              "above 0.95, no zero row or column): try fewer tokens, a smaller --d-model or --d-k")
+            .format(draws=DRAWS)
+        )  # fmt: skip
     doc: dict[str, Any] = {
-        "_about": f"practice problem: qkv new {_args(spec)}",
+        "_about": _("practice problem: qkv new {args}").format(args=_args(spec)),
         "tokens": [f"x{i}" for i in range(1, spec.tokens + 1)],
         "X": x,
         "W_Q": w[0],
@@ -210,7 +218,7 @@ def answer_key(trace: Trace) -> dict[str, Any]:
     """Every stage of a run, keyed by stage name: the ``check`` format."""
     import numpy as np
 
-    doc: dict[str, Any] = {"_about": "answer key (qkv new --answers): every stage"}
+    doc: dict[str, Any] = {"_about": _("answer key (qkv new --answers): every stage")}
     for name, stage in trace.stages.items():
         doc[name] = np.asarray(stage.array, dtype=float).tolist()
     return doc

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import EXIT_MISMATCH
+from ..i18n import _, ngettext
 
 OUT = "Output"
 
@@ -23,7 +24,11 @@ def _stage_files(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         stage, sep, path = item.partition("=")
         if not sep or not stage or not path:
-            raise OptionError(f"--stage-file {item!r}: write it as STAGE=FILE, e.g. weights=w.csv")
+            raise OptionError(
+                _("--stage-file {item!r}: write it as STAGE=FILE, e.g. weights=w.csv").format(
+                    item=item
+                )
+            )
         files[stage.strip()] = path.strip()
     return files
 
@@ -108,13 +113,17 @@ def check(
 
     formats = ("table", "json", "csv")
     if format not in formats:
-        raise OptionError(f"--format must be one of {', '.join(formats)}, not {format!r}")
+        raise OptionError(
+            _("--format must be one of {formats}, not {format!r}").format(
+                formats=", ".join(formats), format=format
+            )
+        )
     files = _stage_files(stage_file)
     paths = list(answers or [])
     if files and len(paths) > 1:
-        raise OptionError("--stage-file adds to one answer file, not to several")
+        raise OptionError(_("--stage-file adds to one answer file, not to several"))
     if not paths and not files:
-        raise OptionError("no answers: give an answer file or --stage-file STAGE=FILE")
+        raise OptionError(_("no answers: give an answer file or --stage-file STAGE=FILE"))
     prob, options, model = _marked_problem(problem, decimals, sig_figs, rel_tol, tolerance)
     if len(paths) <= 1:
         sheet = load_answers(paths[0] if paths else None, files)
@@ -146,8 +155,12 @@ def check(
     bad = [r for r in reports if r.error is not None]
     if bad:
         sys.stdout.flush()
-        what = "answer file" if len(bad) == 1 else "answer files"
-        print(f"qkv: error: {len(bad)} {what} could not be marked ({bad[0].answers}: {bad[0].error})",
+        said = ngettext(
+            "{n} answer file could not be marked ({file}: {error})",
+            "{n} answer files could not be marked ({file}: {error})",
+            len(bad),
+        )
+        print("qkv: error: " + said.format(n=len(bad), file=bad[0].answers, error=bad[0].error),
               file=sys.stderr)  # fmt: skip
         raise typer.Exit(2)
     if not all(r.ok for r in reports):
@@ -173,12 +186,24 @@ def _marked_problem(
     chosen = [n for n, v in (("--decimals", decimals), ("--sig-figs", sig_figs),
                              ("--rel-tol", rel_tol), ("--tolerance", tolerance)) if v is not None]  # fmt: skip
     if len(chosen) > 1:
-        raise OptionError(f"{' and '.join(chosen)}: give one way to mark, not several")
+        raise OptionError(
+            _("{options}: give one way to mark, not several").format(
+                options=_(" and ").join(chosen)
+            )
+        )
     for name, value in (("--rel-tol", rel_tol), ("--tolerance", tolerance)):
         if value is not None and (not math.isfinite(value) or value < 0):
-            raise OptionError(f"{name} must be a finite number ≥ 0, not {value:g}")
+            raise OptionError(
+                _("{option} must be a finite number ≥ 0, not {value}").format(
+                    option=name, value=f"{value:g}"
+                )
+            )
     if rel_tol is not None and not 0 < rel_tol < 1:
-        raise OptionError(f"--rel-tol must be between 0 and 1 (e.g. 0.01), not {rel_tol:g}")
+        raise OptionError(
+            _("--rel-tol must be between 0 and 1 (e.g. 0.01), not {value}").format(
+                value=f"{rel_tol:g}"
+            )
+        )
     entry = None
     if path.lower().endswith(".npz"):
         prob, settings = load(path)
@@ -290,9 +315,8 @@ def new(
     spec = Spec(seed, tokens, d_model, d_k, d_v, heads, scale, mask, negative)
     doc = practice(spec)
     if drawn:
-        print(
-            f"note: seed {seed} (qkv new --seed {seed} … makes this problem again)", file=sys.stderr
-        )
+        said = _("seed {seed} (qkv new --seed {seed} … makes this problem again)").format(seed=seed)
+        print(f"note: {said}", file=sys.stderr)
     text = to_json(doc)
     _write(output, text, "--output")
     if answers:

@@ -11,8 +11,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from ..i18n import _
+
 if TYPE_CHECKING:
     from ..trace import Stage, Trace
+
+#: Chinese (CJK ideographs and their punctuation) in a LaTeX formula goes inside \text{…}.
+_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+")
 
 _TOKEN = re.compile(r"[A-Za-z]+(?:_[A-Za-z0-9]+)*|√\d+|−∞|\d+(?:\.\d+)?|\S")
 _SYMBOLS = {"·": r"\cdot", "ᵀ": r"^{\top}", "×": r"\times", "…": r"\ldots", "−": "-",
@@ -22,15 +27,17 @@ _SYMBOLS = {"·": r"\cdot", "ᵀ": r"^{\top}", "×": r"\times", "…": r"\ldots"
 def tex_formula(formula: str) -> str:
     """A stage formula (``scores = Q·Kᵀ``) in LaTeX math."""
     out: list[str] = []
-    for tok in _TOKEN.findall(formula):
-        if tok.startswith("√"):
+    for tok in re.findall(f"{_CJK.pattern}|{_TOKEN.pattern}", formula):
+        if _CJK.fullmatch(tok):
+            out.append(r"\text{" + tok + "}")
+        elif tok.startswith("√"):
             out.append(rf"\sqrt{{{tok[1:]}}}")
         elif tok == "−∞":
             out.append(r"-\infty")
         elif tok in _SYMBOLS:
             out.append(_SYMBOLS[tok])
         elif re.fullmatch(r"[A-Z](?:_[A-Za-z0-9]+)?", tok):
-            base, _, low = tok.partition("_")
+            base, _sep, low = tok.partition("_")
             out.append(f"{base}_{{{low}}}" if low else base)
         elif re.fullmatch(r"[A-Za-z_0-9]+", tok) and not tok.isdigit():
             if out and out[-1].startswith(r"\text{"):
@@ -63,7 +70,7 @@ def _cell(v: Any, precision: int, tex: bool, sci: bool | None = None) -> str:
 def _title(stage: Stage, suffix: str) -> tuple[str, str]:
     """The stage name with its batch/head suffix, and the right-hand side of its formula."""
     name = stage.name + (f" [{suffix}]" if suffix else "")
-    _, _, rhs = stage.formula.partition(" = ")
+    _lhs, _sep, rhs = stage.formula.partition(" = ")
     return name, rhs if rhs else stage.formula
 
 
@@ -72,7 +79,7 @@ def to_markdown(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
     from ..errors import shape_str
     from .text import header, matrices, scientific
 
-    out = ["# Attention, step by step", ""]
+    out = ["# " + _("Attention, step by step"), ""]
     out += [line + "  " for line in header(trace).splitlines()]
     for stage in stages:
         for suffix, matrix in matrices(stage, trace):
@@ -108,20 +115,23 @@ def to_latex(trace: Trace, stages: list[Stage], precision: int = 4) -> str:
     """A complete LaTeX document: one displayed equation with a bmatrix per matrix."""
     from .text import header, matrices, scientific
 
-    out = [
-        r"\documentclass{article}",
-        r"\usepackage{amsmath}",
-        r"\setcounter{MaxMatrixCols}{30}",
-        r"\begin{document}",
-        r"\section*{Attention, step by step}",
-        "",
-    ]
-    out += [_tex_text(line) + r"\\" for line in header(trace).splitlines()]
+    out = [r"\documentclass{article}", r"\usepackage{amsmath}"]
+    lines = [_tex_text(line) + r"\\" for line in header(trace).splitlines()]
     if trace.tokens:
-        out.append("Rows are the queries " + _tex_text(", ".join(trace.tokens)) + r".\\")
+        tokens = _tex_text(", ".join(trace.tokens))
+        lines.append(_("Rows are the queries {tokens}.").format(tokens=tokens) + r"\\")
+    title = _("Attention, step by step")
+    if _CJK.search(title + "".join(lines)) or any(_CJK.search(s.formula) for s in stages):
+        out += [
+            "% Chinese text: compile with xelatex (the xeCJK package, e.g. from TeX Live's",
+            "% texlive-lang-chinese, with a CJK font such as Noto Serif CJK SC or Fandol)",
+            r"\usepackage{xeCJK}",
+        ]
+    out += [r"\setcounter{MaxMatrixCols}{30}", r"\begin{document}", r"\section*{" + title + "}", ""]
+    out += lines
     for stage in stages:
         for suffix, matrix in matrices(stage, trace):
-            _, rhs = _title(stage, suffix)
+            _name, rhs = _title(stage, suffix)
             head = tex_formula(stage.name)
             if suffix:
                 head += r"^{(\text{" + _tex_text(suffix) + "})}"

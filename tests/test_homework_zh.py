@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rich.cells import cell_len
+from test_i18n import PO_DIR, po_entries
 from typer.testing import CliRunner
 
 from qkvcli import i18n
@@ -21,8 +22,6 @@ from qkvcli.explain import explain, parse_cell
 from qkvcli.load import load
 from qkvcli.options import Options
 from qkvcli.trace import STAGES
-
-from test_i18n import PO_DIR, po_entries
 
 runner = CliRunner()
 GOLDEN = Path(__file__).parent / "golden" / "zh"
@@ -72,7 +71,7 @@ def test_every_alias_names_a_stage():
 
 
 def test_an_answer_file_in_chinese_is_marked_like_the_english_one():
-    Q, K, V = worked_arrays()
+    Q, K, _V = worked_arrays()
     w = softmax_rows(Q @ K.T / math.sqrt(3))
     english = {"scores": (Q @ K.T).tolist(), "weights": np.round(w, 4).tolist()}
     chinese = {"分数": english["scores"], "注意力权重": english["weights"]}
@@ -109,7 +108,8 @@ def test_full_width_csv_of_a_stage_is_read(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "cell", ["权重[1,2]", "权重［１，２］", "weights［1，2］", "权重【1、2】", "注意力权重 [ 1 , 2 ]"]
+    "cell",
+    ["权重[1,2]", "权重［１，２］", "weights［1，2］", "权重【1、2】", "注意力权重 [ 1 , 2 ]"],
 )
 def test_explain_takes_chinese_names_and_full_width_cells(cell):
     assert parse_cell(cell) == ("weights", 0, 1)
@@ -216,7 +216,11 @@ def table_lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "answers",
-    [f"{HW}/worked/divided_by_dk.json", f"{HW}/worked/article_code.json", f"{HW}/worked/right.json"],
+    [
+        f"{HW}/worked/divided_by_dk.json",
+        f"{HW}/worked/article_code.json",
+        f"{HW}/worked/right.json",
+    ],
 )
 def test_chinese_check_tables_align_at_80_columns(monkeypatch, answers):
     monkeypatch.setenv("COLUMNS", "80")

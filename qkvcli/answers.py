@@ -359,7 +359,9 @@ def shown(text: str) -> str:
 
 
 def parse_answers(text: str, origin: str) -> Sheet:
-    """Parse a JSON answer sheet, keeping every number's text; keys in any case.
+    """Parse a JSON answer sheet, keeping every number's text; keys in any case, or Chinese.
+
+    Full-width brackets, commas, colons and digits (a Chinese keyboard's) read as ASCII.
 
     >>> s = parse_answers('{"Scores": [[2, 4.0], [null, "-inf"]]}', "a.json")
     >>> s.stages["scores"]
@@ -381,7 +383,7 @@ def parse_answers(text: str, origin: str) -> Sheet:
             return Written(t, math.inf, 0, "huge")
 
     hooks = {"parse_float": number, "parse_int": number, "parse_constant": constant}
-    doc = decode_json(text, origin, **hooks)
+    doc = decode_json(halfwidth(text), origin, **hooks)  # ［１，２］ typed on a Chinese keyboard
     if not isinstance(doc, dict):
         raise InputError(
             _("{origin}: the top level must be an object keyed by stage names").format(

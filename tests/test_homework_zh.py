@@ -96,6 +96,19 @@ def test_full_width_answers_are_read(text, value):
     assert w.value == pytest.approx(value) and w.text == text
 
 
+def test_an_answer_file_typed_full_width_is_read(tmp_path):
+    plain = Path(f"{HW}/worked/right.json").read_text(encoding="utf-8")
+    body = plain.split("\n", 2)[2]  # after the _about line
+    wide = "{" + body.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789,.[]:-"})
+    wide = wide.replace('"scores"', '"分数"').replace('"weights"', '"权重"')
+    assert "［［" in wide and "，" in wide
+    sheet = tmp_path / "全角.json"
+    sheet.write_text(wide, encoding="utf-8")
+    r = qkv("check", WORKED, str(sheet))
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0].endswith(": 36 right, 0 wrong")
+
+
 def test_full_width_csv_of_a_stage_is_read(tmp_path):
     plain = Path(f"{HW}/worked/weights.csv").read_text(encoding="utf-8")
     wide = plain.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789,."})

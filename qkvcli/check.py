@@ -711,7 +711,7 @@ class _Diagnosis:
         if slips is not None:
             finding.fit, finding.slips = "slips", slips
             finding.mistake = "slip"
-            finding.label = "; ".join(s.text for s in slips)
+            finding.label = _("; ").join(s.text for s in slips)
             return
         if partial is not None:
             got, v, missed = partial

@@ -251,7 +251,7 @@ def _diagnosis_short(report: Report, labels: bool = False) -> str:
         else:
             what = (f.label or "") if labels else (f.mistake or "")
         parts.append(f"{f.stage}: {what}")
-    return "; ".join(parts)
+    return _("; ").join(parts)
 
 
 def render_gradebook(reports: list[Report], console: Console) -> None:

@@ -25,3 +25,14 @@ def _no_color(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     os.chdir(ROOT)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m "not slow"`` doesn't even import a module whose every test is slow (transformers: seconds)."""
+    if "not slow" not in (config.getoption("markexpr") or ""):
+        return None
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        text = collection_path.read_text(encoding="utf-8")
+        if "\npytestmark = pytest.mark.slow" in text:
+            return True
+    return None

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from planted import check_verdicts, random_case, same_text, softmax, stages, text
 from planted import sheet as write_sheet
-from sweeps import slow_after_first
 
 from qkvcli.answers import parse_answers
 from qkvcli.check import grade
@@ -92,7 +91,7 @@ def mark(c, wrong, names, places=4):
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
-@pytest.mark.parametrize("seed", slow_after_first(SEEDS))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_every_planted_mistake_is_named_and_every_cell_marked(bug, seed):
     case = planted_case(bug, seed)
     if case is None:
@@ -182,7 +181,7 @@ def _slip(kind: str, seed: int):
 
 
 @pytest.mark.parametrize("kind", ["sign", "digits", "denominator", "exp", "cell"])
-@pytest.mark.parametrize("seed", slow_after_first(range(8)))
+@pytest.mark.parametrize("seed", range(8))
 def test_cell_slips_are_named_by_cell(kind, seed):
     case = _slip(kind, seed)
     if case is None:
@@ -214,7 +213,7 @@ def test_cell_slips_are_named_by_cell(kind, seed):
 
 
 @pytest.mark.parametrize("places", [4, 3, 2])
-@pytest.mark.parametrize("seed", slow_after_first(range(10)))
+@pytest.mark.parametrize("seed", range(10))
 def test_hand_work_carried_at_the_written_precision_is_right(places, seed):
     """Every intermediate rounded as a student would: 1/√d_k to the same decimals, e^x of the
     shifted scores, the sum, each weight; the output from the rounded weights."""

@@ -15,12 +15,12 @@ from qkvcli.generate import Spec, practice
 SIZES = [
     {},
     {"tokens": 4, "d_model": 3, "d_k": 2},
-    pytest.param({"tokens": 5, "d_model": 6, "d_k": 2, "heads": 3}, marks=pytest.mark.slow),
+    {"tokens": 5, "d_model": 6, "d_k": 2, "heads": 3},
     {"tokens": 4, "heads": 2, "d_k": 2, "mask": "causal"},
     {"tokens": 3, "negative": True},
     pytest.param({"tokens": 6, "d_model": 8, "d_k": 4, "d_v": 3}, marks=pytest.mark.slow),
     {"scale": "none", "d_k": 2, "d_model": 3},
-    pytest.param({"scale": "nice", "d_k": 9, "d_model": 9}, marks=pytest.mark.slow),
+    {"scale": "nice", "d_k": 9, "d_model": 9},
 ]
 
 

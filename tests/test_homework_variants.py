@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from planted import check_verdicts, visible
 from planted_models import random_model_case, sheet, stages
-from sweeps import slow_after_first
 
 from qkvcli.answers import parse_answers
 from qkvcli.check import grade
@@ -117,7 +116,7 @@ def test_the_planted_truth_is_qkv_s_truth():
 
 
 @pytest.mark.parametrize("test", list(BUGS))
-@pytest.mark.parametrize("seed", slow_after_first(SEEDS))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_every_planted_mistake_is_named_and_every_cell_marked(test, seed):
     case = planted_case(test, seed)
     if case is None:
@@ -192,7 +191,7 @@ HAND = [{"rope", "causal"}, {"rope-interleaved", "partial"}, {"qk-norm", "rope"}
 
 
 @pytest.mark.parametrize("places", [4, 3, 2])
-@pytest.mark.parametrize("kind", slow_after_first(range(len(HAND))))
+@pytest.mark.parametrize("kind", range(len(HAND)))
 def test_hand_work_rounded_as_it_goes_is_right(places, kind):
     """Every stage computed from the one before as written, rounded to ``places`` decimals —
     the RMS, cos θ and sin θ, tanh, every e^x and the sum — is right, never 'consistent'."""

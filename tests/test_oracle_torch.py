@@ -14,7 +14,6 @@ import json
 
 import numpy as np
 import pytest
-from sweeps import slow_after_first
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -53,7 +52,7 @@ def some_true(rng: np.random.Generator, shape: tuple[int, ...], p: float = 0.6) 
 # ---------------------------------------------------------------- scaled_dot_product_attention
 
 
-@pytest.mark.parametrize("seed", slow_after_first(range(150)))
+@pytest.mark.parametrize("seed", range(150))
 def test_sdpa_random_configurations(seed):
     rng = np.random.default_rng(seed)
     B = int(rng.integers(1, 4))
@@ -172,7 +171,7 @@ def mha_case(seed: int):
 
 
 @pytest.mark.parametrize("average", [True, False])
-@pytest.mark.parametrize("seed", slow_after_first(range(80)))
+@pytest.mark.parametrize("seed", range(80))
 def test_multihead_attention_from_its_state_dict(seed, average):
     mha, doc, query, memory, kwargs, batched, batch_first, live = mha_case(seed)
     if not live:

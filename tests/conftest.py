@@ -27,3 +27,32 @@ def _no_color(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     os.chdir(ROOT)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m "not slow"`` doesn't even import a module whose every test is slow (transformers: seconds)."""
+    if "not slow" not in (config.getoption("markexpr") or ""):
+        return None
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        text = collection_path.read_text(encoding="utf-8")
+        if "\npytestmark = pytest.mark.slow" in text:
+            return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A sweep's first case is in the fast subset; its other cases are slow (CI runs them all).
+
+    Runs before ``-m`` selects, so ``pytest -m "not slow"`` keeps one case of
+    each parametrized test: every test function is still exercised once.
+    """
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is None:
+            continue
+        function = (str(item.path), item.originalname)
+        if function in seen:
+            item.add_marker(pytest.mark.slow)
+        seen.add(function)

@@ -135,6 +135,23 @@ def test_the_quick_problem_explains_per_head_stages_in_the_same_words(sample, ex
 def test_masks_and_other_layouts_are_explained_from_the_problem_itself():
     for sample in ("causal.json", "padding.json", "alibi.json", "cross_attention.json"):
         assert quick(view_of(str(SAMPLES / sample))) is None, sample
+    for sample in ("decode.json", "decode_rope.json"):  # a KV cache: the past is no Q, K, V row
+        assert quick(view_of(str(SAMPLES / sample))) is None, sample
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.json")))
+def test_every_sample_s_page_explains_each_cell_as_explain_does(sample):
+    """Whatever shortcut the page takes (the quick problem), its words are explain's own."""
+    view = view_of(str(SAMPLES / sample))
+    texts = cell_texts(report_data([view], 4))
+    t = view.trace
+    for k, text in texts.items():
+        _view, name, item, head, i, j = k.split("|")
+        cell = f"{name}[{int(i) + 1},{int(j) + 1}]"
+        h = None if head == "-" else int(head) + 1
+        b = int(item) + 1 if t.batched else None
+        assert text == "\n".join(explain(view.problem, view.options, cell, h, b)), (sample, k)
 
 
 def test_a_small_budget_keeps_weights_first_and_says_so(monkeypatch):

@@ -336,6 +336,7 @@ def test_smollm2_is_found_in_its_package_and_read():
     assert m.tokenize(SENTENCE).labels == ["The", "Ġcat", "Ġsat", "Ġon", "Ġthe", "Ġmat", "."]
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_smollm2_first_layers_are_llama_written_out():
     m = open_model(PACKAGE)

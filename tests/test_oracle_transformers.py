@@ -23,6 +23,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = pytest.mark.slow  # importing transformers alone takes seconds
+
 from qkvcli import attention, stream  # noqa: E402
 from qkvcli.masks import alibi_slopes  # noqa: E402
 from qkvcli.options import Options  # noqa: E402

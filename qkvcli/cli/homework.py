@@ -15,6 +15,7 @@ from ..errors import EXIT_MISMATCH
 from ..i18n import _, ngettext
 
 OUT = "Output"
+MARKING = "Marking (how close is right)"
 
 
 def _stage_files(items: list[str] | None) -> dict[str, str]:
@@ -34,11 +35,15 @@ def _stage_files(items: list[str] | None) -> dict[str, str]:
 
 
 def check(
-    problem: Annotated[str, typer.Argument(help="JSON problem file.", show_default=False)],
+    problem: Annotated[
+        str, typer.Argument(help="JSON problem file.", show_default=False, metavar="PROBLEM")
+    ],
     answers: Annotated[
         list[str] | None,
         typer.Argument(
-            help="JSON answer files keyed by stage names (null = blank).", show_default=False
+            help="JSON answer files keyed by stage names (null = blank).",
+            show_default=False,
+            metavar="ANSWERS",
         ),
     ] = None,
     stage_file: Annotated[
@@ -46,25 +51,42 @@ def check(
         typer.Option(
             "--stage-file",
             help="One stage's answers from CSV: STAGE=FILE, e.g. weights=w.csv (repeatable).",
+            metavar="STAGE=FILE",
         ),
     ] = None,
     decimals: Annotated[
         int | None,
-        typer.Option(min=0, max=15, help="Mark at least this many decimals (default 2)."),
+        typer.Option(
+            min=0,
+            max=15,
+            help="Mark at least this many decimals (default 2).",
+            rich_help_panel=MARKING,
+        ),
     ] = None,
     sig_figs: Annotated[
         int | None,
         typer.Option(
-            "--sig-figs", min=1, max=15, help="Mark at least this many significant figures."
+            "--sig-figs",
+            min=1,
+            max=15,
+            help="Mark at least this many significant figures.",
+            rich_help_panel=MARKING,
         ),
     ] = None,
     rel_tol: Annotated[
         float | None,
-        typer.Option("--rel-tol", help="Mark within this fraction of the true value (e.g. 0.01)."),
+        typer.Option(
+            "--rel-tol",
+            help="Mark within this fraction of the true value (e.g. 0.01).",
+            rich_help_panel=MARKING,
+        ),
     ] = None,
     tolerance: Annotated[
         float | None,
-        typer.Option(help="Right when within this absolute distance (replaces the model)."),
+        typer.Option(
+            help="Right when within this absolute distance (replaces the model).",
+            rich_help_panel=MARKING,
+        ),
     ] = None,
     precision: Annotated[
         int,
@@ -75,7 +97,11 @@ def check(
     format: Annotated[
         str,
         typer.Option(
-            "--format", "-f", help="table, json or csv (csv: the gradebook).", rich_help_panel=OUT
+            "--format",
+            "-f",
+            help="table, json or csv (csv: the gradebook).",
+            rich_help_panel=OUT,
+            metavar="FORMAT",
         ),
     ] = "table",
     full: Annotated[
@@ -231,10 +257,16 @@ def _marked_problem(
 
 
 def explain(
-    problem: Annotated[str, typer.Argument(help="JSON problem file.", show_default=False)],
+    problem: Annotated[
+        str, typer.Argument(help="JSON problem file.", show_default=False, metavar="PROBLEM")
+    ],
     cell: Annotated[
         str,
-        typer.Argument(help="STAGE[ROW,COLUMN], 1-based, e.g. scores[2,3].", show_default=False),
+        typer.Argument(
+            help="STAGE[ROW,COLUMN], 1-based, e.g. scores[2,3].",
+            show_default=False,
+            metavar="CELL",
+        ),
     ],
     head: Annotated[
         int | None, typer.Option(min=1, help="Head (1-based) for per-head stages.")
@@ -276,17 +308,24 @@ def new(
     d_v: Annotated[int | None, typer.Option("--d-v", help="d_v per head (default d_k).")] = None,
     heads: Annotated[int, typer.Option(help="Number of heads.")] = 1,
     scale: Annotated[
-        str, typer.Option(help="sqrt (1/√d_k), none, or nice (1/√d_k with d_k 1, 4 or 9).")
+        str,
+        typer.Option(
+            help="sqrt (1/√d_k), none, or nice (1/√d_k with d_k 1, 4 or 9).", metavar="SCALE"
+        ),
     ] = "sqrt",
-    mask: Annotated[str | None, typer.Option(help="causal, or no mask.")] = None,
+    mask: Annotated[str | None, typer.Option(help="causal, or no mask.", metavar="MASK")] = None,
     negative: Annotated[
         bool, typer.Option("--negative", help="Allow −1 among the entries.")
     ] = False,
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Write the problem here (default stdout).")
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Write the problem here (default stdout).", metavar="FILE"
+        ),
     ] = None,
     answers: Annotated[
-        str | None, typer.Option(help="Also write the answer key here, in the check format.")
+        str | None,
+        typer.Option(help="Also write the answer key here, in the check format.", metavar="FILE"),
     ] = None,
     precision: Annotated[int, typer.Option(min=0, max=17, help="Decimals in the key.")] = 4,
 ) -> None:

@@ -63,7 +63,8 @@ def quick(view: View) -> Problem | None:
     from ..problem import Problem
 
     p, o = view.problem, view.options
-    others = ("X_kv", "mask", "attn_bias", "valid_lens", "key_padding_mask")
+    others = ("X_kv", "past_key", "past_value", "mask", "attn_bias", "valid_lens",
+              "key_padding_mask")  # fmt: skip
     if (
         o.exact
         or o.layout != "rows"

@@ -273,3 +273,39 @@ def test_the_homework_report_has_no_english_words_left_in_chinese(monkeypatch):
     words = {"right", "wrong", "Diagnosis", "marking", "your", "known", "mistake", "departs"}
     text = r.stdout.replace("article_code", "")
     assert not [w for w in words if w in text], text
+
+
+# ---------------------------------------------------------------- new and the write-ups
+
+
+def test_new_writes_its_problem_text_in_chinese(tmp_path):
+    key = tmp_path / "key.json"
+    r = qkv("--lang", "zh", "new", "--seed", "3", "--answers", str(key))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["_about"] == "练习题：qkv new --seed 3 --tokens 3 --d-model 4 --d-k 4"
+    assert json.loads(key.read_text(encoding="utf-8"))["_about"].startswith("答案（qkv new")
+    english = json.loads(qkv("new", "--seed", "3").stdout)
+    assert english["_about"] == "practice problem: qkv new --seed 3 --tokens 3 --d-model 4 --d-k 4"
+    assert {k: v for k, v in doc.items() if k != "_about"} == {
+        k: v for k, v in english.items() if k != "_about"
+    }
+
+
+def test_the_latex_write_up_asks_for_xecjk_only_when_chinese_is_in_it():
+    zh = qkv("--lang", "zh", "compute", WORKED, "-f", "latex").stdout
+    en = qkv("compute", WORKED, "-f", "latex").stdout
+    assert r"\usepackage{xeCJK}" in zh and "xelatex" in zh
+    assert r"\section*{注意力机制，逐步计算}" in zh
+    assert "xeCJK" not in en and r"\section*{Attention, step by step}" in en
+
+
+def test_chinese_words_in_a_formula_go_inside_text():
+    from qkvcli.render.writeup import tex_formula
+
+    assert tex_formula("权重 = softmax(缩放) 按行") == (
+        r"\text{权重} = \text{softmax} ( \text{缩放} ) \text{按行}"
+    )
+    assert tex_formula("scaled = scores × 1/√3") == (
+        r"\text{scaled} = \text{scores} \times 1 / \sqrt{3}"
+    )

@@ -1,4 +1,4 @@
-"""Shared test helpers: paths to samples and a CLI runner with colour off."""
+"""Shared test helpers: paths to samples, colour off, and English whatever the developer's locale."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ def _no_color(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     os.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _english(monkeypatch):
+    """Every test speaks English (QKV_LANG=en) unless it asks otherwise (``--lang zh``, its own env).
+
+    The language chosen by an earlier test in this process is forgotten too.
+    """
+    from qkvcli import i18n
+
+    monkeypatch.setenv("QKV_LANG", "en")
+    i18n.choose()

@@ -9,13 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-INPUT = "Input (matrices from CSV or .npy files, - = stdin; each replaces the problem's)"
-HOW = "How to compute"
-MASKS = "Masks"
-MODELS = "Today's models' variants (Hugging Face config names)"
-OUT = "Output"
-PIC = "Pictures"
-BIG = "Large inputs"
+from ..i18n import N_
+
+INPUT = N_("Input (matrices from CSV or .npy files, - = stdin; each replaces the problem's)")
+HOW = N_("How to compute")
+MASKS = N_("Masks")
+MODELS = N_("Today's models' variants (Hugging Face config names)")
+OUT = N_("Output")
+PIC = N_("Pictures")
+BIG = N_("Large inputs")
 
 
 def option(*names: str, help: str, panel: str, metavar: str | None = None, **more: Any) -> Any:

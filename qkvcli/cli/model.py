@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..i18n import N_
+
 if TYPE_CHECKING:
     from ..models import Model
     from ..models.run import Run
 
-WHICH = "Which attention"
-OUT = "Output"
-PIC = "Pictures"
+WHICH = N_("Which attention")
+OUT = N_("Output")
+PIC = N_("Pictures")
 
 
 def model(

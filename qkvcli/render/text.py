@@ -10,6 +10,7 @@ LaTeX, the homework reports).
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import TYPE_CHECKING
 
 from ..trace import NEG_INF
@@ -40,6 +41,113 @@ def fmt(v: float, precision: int, sci: bool | None = None) -> str:
         return f"{v + 0.0:.{precision}e}"  # + 0.0 turns −0.0 into 0.0
     text = f"{v:.{precision}f}"
     return "0." + "0" * precision if text.lstrip("-") == "0." + "0" * precision else text
+
+
+def width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: 2 for a wide (Chinese) character, 0 for a combining one.
+
+    >>> width("权重 x1"), width("weights")
+    (7, 7)
+    """
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def pad(text: str, cells: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``cells`` columns (on the left when ``right``-aligned).
+
+    >>> pad("键", 4) + "|", pad("1.5", 4, right=True)
+    ('键  |', ' 1.5')
+    """
+    fill = " " * max(0, cells - width(text))
+    return fill + text if right else text + fill
+
+
+#: Characters a line does not begin with (Chinese punctuation that closes), nor ends with (that opens).
+_NO_START, _NO_END = "，。、；：！？）》」』】…,.;:!?)", "（《「『【("
+
+
+def wrap(
+    text: str,
+    width_: int = 78,
+    initial_indent: str = "",
+    subsequent_indent: str = "",
+    preserve_paragraphs: bool = False,
+) -> str:
+    """click's ``wrap_text``, measured in terminal columns and breaking between Chinese characters.
+
+    Paragraphs are split by blank lines; one that starts with a ``\\b`` line
+    is kept as written (click's rule).
+
+    >>> print(wrap("计算注意力并显示每个阶段的表格。", 12))
+    计算注意力并
+    显示每个阶段
+    的表格。
+    """
+    text = text.expandtabs()
+    if not preserve_paragraphs:
+        return _fill(text, width_, initial_indent, subsequent_indent)
+    paragraphs: list[tuple[int, bool, list[str]]] = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line]
+        if not lines:
+            continue
+        first = lines[0]
+        indent = len(first) - len(first.lstrip())
+        if first.strip() == "\b":
+            paragraphs.append((indent, True, lines[1:]))
+        else:
+            paragraphs.append((indent, False, [line.strip() for line in lines]))
+    out = []
+    for indent, raw, lines in paragraphs:
+        first, rest = initial_indent + " " * indent, subsequent_indent + " " * indent
+        if raw:
+            out.append(
+                "\n".join((first if i == 0 else rest) + line for i, line in enumerate(lines))
+            )
+            continue
+        joined = lines[0]
+        for line in lines[1:]:
+            wide = width(joined[-1:]) == 2 and width(line[:1]) == 2
+            joined += ("" if wide else " ") + line
+        out.append(_fill(joined, width_, first, rest))
+    return "\n\n".join(out)
+
+
+def _fill(text: str, cells: int, first: str, rest: str) -> str:
+    """One paragraph filled greedily to ``cells`` columns (a word longer than a line stays whole)."""
+    units: list[str] = []  # words, spaces, and each wide character alone (a line may break there)
+    for c in text.strip():
+        kind = "s" if c.isspace() else "w" if width(c) == 2 else "a"
+        if (
+            units
+            and kind != "w"
+            and units[-1][-1:].isspace() == (kind == "s")
+            and width(units[-1][-1]) < 2
+        ):
+            units[-1] += c
+        else:
+            units.append(c)
+    merged: list[str] = []
+    for u in units:  # punctuation that closes sticks to what it closes; that opens, to what follows
+        if merged and (u[0] in _NO_START or (merged[-1][-1] in _NO_END and not u.isspace())):
+            merged[-1] += u
+        else:
+            merged.append(u)
+    lines, line, space = [], first, ""
+    for u in merged:
+        if u.isspace():
+            space = " "
+            continue
+        if line.strip() and width(line + space + u) > cells:
+            lines.append(line)
+            line, space = rest, ""
+        line += (space if line.strip() else "") + u
+        space = ""
+    lines.append(line)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def scientific(values: np.ndarray, precision: int) -> bool:

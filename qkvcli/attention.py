@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .describe import build, factor
 from .errors import ComputeError
+from .i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -271,7 +272,9 @@ def unit_rows(a: np.ndarray, name: str) -> np.ndarray:
         index = np.argwhere(norms[..., 0] == 0)[0]
         head = f" in head {index[-2] + 1}" if a.ndim == 4 and a.shape[1] > 1 else ""
         raise ComputeError(
-            f"{name} row {index[-1] + 1}{head} is all zeros: its cosine similarity is undefined"
+            _("{name} row {v}{head} is all zeros: its cosine similarity is undefined").format(
+                name=name, v=index[-1] + 1, head=head
+            )
         )
     return a / norms  # (…, rows, d)
 
@@ -439,7 +442,11 @@ def overflow_error(name: str, what: str, index: tuple[int, ...]) -> ComputeError
         where += f" (head {lead[1] + 1})"
     if lead and lead[0]:
         where += f" (batch item {lead[0] + 1})"
-    return ComputeError(f"{what} overflows the float range at {where}: the inputs are too large")
+    return ComputeError(
+        _("{what} overflows the float range at {where}: the inputs are too large").format(
+            what=what, where=where
+        )
+    )
 
 
 def check_projections(Q: np.ndarray, K: np.ndarray, V: np.ndarray) -> None:
@@ -473,8 +480,9 @@ def check_output(output: np.ndarray, o: Options) -> None:
 def empty_row_error(where: str) -> ComputeError:
     """The one message for a row whose every key is masked."""
     return ComputeError(
-        f"every key is masked for {where}: softmax over no keys is undefined "
-        "(--empty-rows nan|zero|uniform fills such rows as frameworks do)"
+        _(
+            "every key is masked for {where}: softmax over no keys is undefined (--empty-rows nan|zero|uniform fills such rows as frameworks do)"
+        ).format(where=where)
     )
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..i18n import N_
+from ..i18n import N_, _
 
 INPUT = N_("Input (matrices from CSV or .npy files, - = stdin; each replaces the problem's)")
 HOW = N_("How to compute")
@@ -536,18 +536,24 @@ def check_output(
 
     picture = next((name for name, on in zip(PICTURES, drawing) if on), None)
     if picture is not None and format != "table":
-        raise OptionError(f"{picture} draws a picture: not with --format {format} (tables only)")
+        raise OptionError(
+            _("{picture} draws a picture: not with --format {format} (tables only)").format(
+                picture=picture, format=format
+            )
+        )
     _check_format(format, output)
     if format in ("csv", "tsv"):
         if trace:
             raise OptionError(
-                f"--format {format} writes one stage, not every stage (--trace): use --format "
-                "json or npz for every stage, or --stage NAME"
+                _(
+                    "--format {format} writes one stage, not every stage (--trace): use --format json or npz for every stage, or --stage NAME"
+                ).format(format=format)
             )
         if stage and len(set(stage)) > 1:
             raise OptionError(
-                f"--format {format} writes one stage, not {len(set(stage))}: choose one with "
-                "--stage, or use --format json or npz"
+                _(
+                    "--format {format} writes one stage, not {n_len}: choose one with --stage, or use --format json or npz"
+                ).format(format=format, n_len=len(set(stage)))
             )
 
 
@@ -615,7 +621,7 @@ def _check_format(format: str, output: str | None) -> None:
 
     choice("--format", format, FORMATS)
     if format == "npz" and output in (None, "-"):
-        raise OptionError("--format npz writes a file: give it with --output FILE")
+        raise OptionError(_("--format npz writes a file: give it with --output FILE"))
 
 
 def _evaluate(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..i18n import N_
+from ..i18n import N_, _
 
 if TYPE_CHECKING:
     from ..models import Model
@@ -189,7 +189,9 @@ def model(
                  ("--output", output)) if on]  # fmt: skip
         if clash or format != "table":
             what = clash[0] if clash else f"--format {format}"
-            raise OptionError(f"--overview shows every layer and head at once: drop {what}")
+            raise OptionError(
+                _("--overview shows every layer and head at once: drop {what}").format(what=what)
+            )
     from ..atomic import check_target
 
     if save_problem is not None:
@@ -204,11 +206,15 @@ def model(
     chosen = layer or 1
     if chosen > family.layers:
         raise OptionError(
-            f"--layer {chosen}: {found.name} has {family.layers} layers (1…{family.layers})"
+            _("--layer {chosen}: {name} has {layers} layers (1…{layers})").format(
+                chosen=chosen, name=found.name, layers=family.layers
+            )
         )
     if head is not None and head > family.heads:
         raise OptionError(
-            f"--head {head}: {found.name} has {family.heads} heads (1…{family.heads})"
+            _("--head {head}: {name} has {heads} heads (1…{heads})").format(
+                head=head, name=found.name, heads=family.heads
+            )
         )
     tokens = found.tokenize(sentence)
     upto = family.layers if overview or html else chosen
@@ -352,9 +358,9 @@ def _check_report(shown: Run) -> None:
         for stage in narrow(x.trace) if x.options.rope else []:
             if stage.name in ("Q", "K", "Q_rotated", "K_rotated"):
                 raise OptionError(
-                    f"--html: the report would draw {stage.name} ({stage.shape[1]} columns) "
-                    "and explain its cells, and qkv explain does not work RoPE through yet; "
-                    "drop --html (qkv compute --trace shows every stage)"
+                    _(
+                        "--html: the report would draw {name} ({v} columns) and explain its cells, and qkv explain does not work RoPE through yet; drop --html (qkv compute --trace shows every stage)"
+                    ).format(name=stage.name, v=stage.shape[1])
                 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, OptionError, did_you_mean, one_line
+from ..i18n import _
 from ..options import MASK_KINDS
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ def mask_option(text: str) -> tuple[str | None, str | None]:
         return None, text
     hint = did_you_mean(text, MASK_KINDS) or " (no such file)"
     raise OptionError(
-        f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r}{hint}"
+        _("--mask must be {join} or a CSV file of 0/1, not {text!r}{hint}").format(
+            join=", ".join(MASK_KINDS), text=text, hint=hint
+        )
     )
 
 
@@ -66,10 +69,16 @@ def parse_lens(text: str, option: str = "--valid-lens") -> np.ndarray:
             try:
                 row.append(float(cell))
             except ValueError:
-                raise OptionError(f"{option}: {cell!r} is not a number") from None
+                raise OptionError(
+                    _("{option}: {cell!r} is not a number").format(option=option, cell=cell)
+                ) from None
         rows.append(row)
     if not rows[0] or any(len(r) != len(rows[0]) for r in rows):
-        raise OptionError(f"{option} must be numbers such as 2,3 (or rows 1,2;2,3), not {text!r}")
+        raise OptionError(
+            _("{option} must be numbers such as 2,3 (or rows 1,2;2,3), not {text!r}").format(
+                option=option, text=text
+            )
+        )
     return np.array(rows[0] if len(rows) == 1 else rows, dtype=np.float64)
 
 
@@ -81,7 +90,11 @@ def parse_tokens(text: str, option: str = "--tokens") -> list[str]:
     """
     words = [w.strip() for w in (text.split(",") if "," in text else text.split())]
     if not words or not all(words):
-        raise OptionError(f"{option} must be labels such as a,b,c, not {text!r}")
+        raise OptionError(
+            _("{option} must be labels such as a,b,c, not {text!r}").format(
+                option=option, text=text
+            )
+        )
     return check_labels(words, option, OptionError)
 
 

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import i18n
 from ..errors import shape_str
 from ..trace import SQUARE
 from .text import fmt, matrices, scientific
@@ -350,8 +351,9 @@ def heatmap_stages(trace: Trace, names: list[str] | None, every: bool) -> list[S
     for s in chosen:
         if s.name not in GRID_STAGES:
             raise OptionError(
-                f"--heatmap draws {', '.join(GRID_STAGES)} (queries × keys); "
-                f"{s.name} is {s.rows} × {s.cols}"
+                i18n._("--heatmap draws {join} (queries × keys); {name} is {rows} × {cols}").format(
+                    join=", ".join(GRID_STAGES), name=s.name, rows=s.rows, cols=s.cols
+                )
             )
     return chosen
 

@@ -13,6 +13,7 @@ import math
 import unicodedata
 from typing import TYPE_CHECKING
 
+from ..i18n import N_, _, ngettext
 from ..trace import NEG_INF
 
 if TYPE_CHECKING:
@@ -231,57 +232,76 @@ def matrices(stage: Stage, trace: Trace) -> list[tuple[str, np.ndarray]]:
     for idx in np.ndindex(*a.shape[:-2]):
         parts = []
         if trace.batched:
-            parts.append(f"item {idx[0] + 1}")
+            parts.append(_("item {i}").format(i=idx[0] + 1))
         if stage.per_head:
-            parts.append(f"head {idx[-1] + 1}/{trace.heads}")
+            parts.append(_("head {h}/{heads}").format(h=idx[-1] + 1, heads=trace.heads))
         out.append((", ".join(parts), a[idx]))
     return out
 
 
+#: How the header separates its parts, and the items of a part, in the language spoken.
+SEP, COMMA = N_("; "), N_(", ")
+
+
 def header(trace: Trace) -> str:
     """The line printed above the tables: input, sizes, layout, scale, keys read."""
+    from .. import i18n
+
+    sep, comma = i18n._(SEP), i18n._(COMMA)
     m = trace.meta
     nq, nk = m["n_queries"], m["n_keys"]
-    sizes = f"{nq} {'query' if nq == 1 else 'queries'} × {nk} {'key' if nk == 1 else 'keys'}"
+    sizes = ngettext("{n} query", "{n} queries", nq).format(n=nq) + " × "
+    sizes += ngettext("{n} key", "{n} keys", nk).format(n=nk)
     if m.get("past_length"):
-        sizes += f" ({m['past_length']} from the KV cache)"
+        sizes += _(" ({n} from the KV cache)").format(n=m["past_length"])
+    parts = [sizes]
     if m["d_model"]:
-        sizes += f", d_model {m['d_model']}"
-    sizes += f", d_k {m['d_k']}, d_v {m['d_v']}"
+        parts.append(f"d_model {m['d_model']}")
+    parts += [f"d_k {m['d_k']}", f"d_v {m['d_v']}"]
     if m["heads"] > 1:
-        sizes += f", {m['heads']} heads" + (
-            f" ({m['kv_heads']} K/V heads)" if m["kv_heads"] != m["heads"] else ""
-        )
-    layout = f"layout {m['layout']}"
+        heads = ngettext("{n} head", "{n} heads", m["heads"]).format(n=m["heads"])
+        if m["kv_heads"] != m["heads"]:
+            heads += _(" ({n} K/V heads)").format(n=m["kv_heads"])
+        parts.append(heads)
+    layout = _("layout {layout}").format(layout=m["layout"])
     if m["layout"] == "rows":
-        layout += f", weights {m['weights_layout']}"
-    scale = f"scale {m['scale_rule']} = {m['scale']:.6g}"
-    lines = [f"{m['input']}: {sizes}; {layout}; {scale}"]
+        layout += comma + _("weights {layout}").format(layout=m["weights_layout"])
+    scale = _("scale {rule} = {value}").format(rule=m["scale_rule"], value=f"{m['scale']:.6g}")
+    lines = [_("{input}: {sizes}").format(input=m["input"], sizes=comma.join(parts))]
+    lines[0] += sep + layout + sep + scale
     extras = []
     if m["similarity"] != "dot":
-        extras.append(f"similarity {m['similarity']}")
+        extras.append(_("similarity {similarity}").format(similarity=m["similarity"]))
     if m["normalize"] != "softmax":
-        extras.append(f"weights by {m['normalize']}")
+        extras.append(_("weights by {normalize}").format(normalize=m["normalize"]))
     if m["temperature"] != 1:
-        extras.append(f"temperature {m['temperature']:g}")
+        extras.append(_("temperature {t}").format(t=f"{m['temperature']:g}"))
     extras += variant_words(m)
     if m["mask"]:
-        words = {"sliding_window": f"sliding window {m.get('sliding_window')}",
-                 "attention_chunk_size": f"chunks of {m.get('attention_chunk_size')}"}  # fmt: skip
-        masks = f"masks: {', '.join(words.get(k, k) for k in m['mask'])}"
+        words = {
+            "sliding_window": _("sliding window {w}").format(w=m.get("sliding_window")),
+            "attention_chunk_size": _("chunks of {c}").format(c=m.get("attention_chunk_size")),
+        }
+        masks = _("masks: {masks}").format(masks=comma.join(words.get(k, k) for k in m["mask"]))
         if {"mask", "key_padding_mask"} & set(m["mask"]):
-            masks += f" (1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
+            masks += (
+                _(" (1 = blocked)") if m["mask_polarity"] == "block" else _(" (1 = may attend)")
+            )
         extras.append(masks)
     if m["empty_rows"] != "error":
-        extras.append(f"fully masked rows → {m['empty_rows']}")
+        extras.append(_("fully masked rows → {fill}").format(fill=m["empty_rows"]))
     if m["dtype"] != "float64":
         extras.append(m["dtype"])
     if extras:
-        lines.append("; ".join(extras))
+        lines.append(sep.join(extras))
     keys = [f"{canon} ← {key}" for canon, key in m["keys"].items()]
     if keys:
-        lines.append("read " + ", ".join(keys))
+        lines.append(i18n._(READ) + comma.join(keys))
     return "\n".join(lines)
+
+
+#: What the header's last line begins with: the keys the problem file was read under.
+READ = N_("read ")
 
 
 def variant_words(m: dict) -> list[str]:
@@ -291,27 +311,38 @@ def variant_words(m: dict) -> list[str]:
     ...                "position_offset": 3, "position_ids": None, "n_queries": 2})
     ['RoPE half (θ 10000, positions 3…4, 4 of 8 features)']
     """
+    from .. import i18n
+
+    comma = i18n._(COMMA)
     out = []
     if m.get("rope"):
         if m.get("position_ids") is not None:
             where = "position_ids"
         else:
             first, count = m["position_offset"], m["n_queries"]
-            where = f"positions {first}…{first + count - 1}" if count > 1 else f"position {first}"
-        part = f", {m['rotary_dim']} of {m['d_k']} features" if m["rotary_dim"] < m["d_k"] else ""
-        out.append(f"RoPE {m['rope']} (θ {m['rope_theta']:g}, {where}{part})")
+            where = (
+                _("positions {first}…{last}").format(first=first, last=first + count - 1)
+                if count > 1
+                else _("position {first}").format(first=first)
+            )
+        part = (
+            comma + _("{rotary} of {d} features").format(rotary=m["rotary_dim"], d=m["d_k"])
+            if m["rotary_dim"] < m["d_k"]
+            else ""
+        )
+        out.append(f"RoPE {m['rope']} (θ {m['rope_theta']:g}{comma}{where}{part})")
     if m.get("qk_norm"):
-        over = "per head" if m["qk_norm"] == "head" else "over all heads"
-        form = ", weights 1 + w" if m.get("rms_norm_unit_offset") else ""
+        over = _("per head") if m["qk_norm"] == "head" else _("over all heads")
+        form = comma + _("weights 1 + w") if m.get("rms_norm_unit_offset") else ""
         out.append(f"QK-norm {over} (eps {m['rms_norm_eps']:g}{form})")
     if m.get("attn_logit_softcapping") is not None:
-        out.append(f"soft-cap {m['attn_logit_softcapping']:g}")
+        out.append(_("soft-cap {c}").format(c=f"{m['attn_logit_softcapping']:g}"))
     if m.get("alibi"):
         slopes = m["alibi_slopes"]
         shown = ", ".join(f"{v:g}" for v in slopes[:3]) + (" …" if len(slopes) > 3 else "")
-        out.append(f"ALiBi (slopes {shown})")
+        out.append(_("ALiBi (slopes {shown})").format(shown=shown))
     if m.get("sinks") is not None:
-        out.append("sinks (weights sum to < 1)")
+        out.append(_("sinks (weights sum to < 1)"))
     return out
 
 
@@ -345,13 +376,13 @@ def plain_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) 
         head.append("Σ")
         for cells, row in zip(body, matrix):
             cells.append(fmt(float(row.sum()), precision, sci))
-    widths = [max(len(r[j]) for r in (head, *body)) for j in range(len(head))]
+    widths = [max(width(r[j]) for r in (head, *body)) for j in range(len(head))]
 
     def line(left: str, fill: str, mid: str, right: str) -> str:
         return left + mid.join(fill * (w + 2) for w in widths) + right
 
     def cells(r: list[str], bar: str) -> str:
-        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        parts = [pad(r[0], widths[0])] + [pad(c, w, True) for c, w in zip(r[1:], widths[1:])]
         return bar + bar.join(f" {p} " for p in parts) + bar
 
     out = [line("┏", "━", "┳", "┓"), cells(head, "┃"), line("┡", "━", "╇", "┩")]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 from typer.testing import CliRunner
 
@@ -61,3 +65,92 @@ def test_english_comes_back_after_chinese_in_the_same_process():
     result = run("compute", "-h")
     assert result.output.startswith("Usage: qkv compute") and "Show this message" in result.output
     assert "No such option: --nope" in run("compute", "--nope").stderr
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_a_compute_trace_in_chinese_matches_its_golden_output():
+    result = run("--lang", "zh", "compute", "samples/worked_example.json", "--trace")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (GOLDEN / "zh" / "worked_example_trace.txt").read_text(encoding="utf-8")
+    # The numbers are the language's business not at all: every table row as in English.
+    english = (GOLDEN / "worked_example_trace.txt").read_text(encoding="utf-8")
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("│", "┃"))]
+    assert rows == [line for line in english.splitlines() if line.startswith(("│", "┃"))]
+    assert "注意力权重 weights = softmax(scaled)，按行（3×3）" in result.stdout
+
+
+def chinese_problem(tmp_path: Path, n: int, d: int = 3) -> Path:
+    """A problem with Chinese token labels (some long), random but seeded entries."""
+    import numpy as np
+
+    rng = np.random.default_rng(n)
+    words = ["我", "喜欢", "注意力", "机制", "查询矩阵", "键", "值向量", "自注意力机制"]
+    tokens = [words[i % len(words)] + (str(i) if i >= len(words) else "") for i in range(n)]
+    x = rng.integers(-3, 4, size=(n, d)).tolist()
+    w = [rng.integers(-2, 3, size=(d, d)).tolist() for _ in range(3)]
+    path = tmp_path / "中文.json"
+    path.write_text(
+        json.dumps({"tokens": tokens, "X": x, "W_Q": w[0], "W_K": w[1], "W_V": w[2]}),
+        encoding="utf-8",
+    )
+    return path
+
+
+def tables(text: str) -> list[list[str]]:
+    """The box tables of an output, each as its lines (from ┏ to └)."""
+    found, current = [], None
+    for line in text.splitlines():
+        if line.startswith("┏"):
+            current = []
+        if current is not None:
+            current.append(line)
+        if line.startswith("└") and current is not None:
+            found.append(current)
+            current = None
+    return found
+
+
+@pytest.mark.parametrize("n", [3, 8, 30])
+def test_tables_with_chinese_titles_and_labels_align_at_80_columns(tmp_path, monkeypatch, n):
+    monkeypatch.setenv("COLUMNS", "80")
+    path = chinese_problem(tmp_path, n)
+    result = run("--lang", "zh", "compute", str(path), "--trace")
+    assert result.exit_code == 0, result.stderr
+    found = tables(result.stdout)
+    assert len(found) == 7
+    for table in found:
+        widths = {width(line) for line in table}
+        assert len(widths) == 1 and widths.pop() <= 80, "\n".join(table)
+        # every column border in the same place on every line
+        bars = {
+            tuple(i for i, c in enumerate(cells_of(line)) if c and c in "┃│╇┡┩")
+            for line in table[1:-1]
+        }
+        assert len(bars) == 1, "\n".join(table)
+    titles = [line for line in result.stdout.splitlines() if "（" in line and "=" in line]
+    assert any(t.startswith("注意力权重 weights") for t in titles)
+
+
+def cells_of(line: str) -> list[str]:
+    """A line as the columns a terminal shows: a wide character takes its cell and the next."""
+    out: list[str] = []
+    for c in line:
+        out += [c] if width(c) < 2 else [c, ""]
+    return out
+
+
+def test_plain_box_tables_align_with_chinese_labels():
+    import numpy as np
+
+    from qkvcli.render.text import plain_table
+    from qkvcli.trace import Trace
+
+    t = Trace({}, {}, tokens=["我", "喜欢", "注意力机制"], kv_tokens=["键", "值向量", "x"])
+    stage = SimpleNamespace(rows="queries", cols="keys", name="weights")
+    text = plain_table(t, stage, np.array([[0.5, 0.25, 0.25], [0.1, 0.2, 0.7], [1, 0, 0]]), 3)
+    lines = text.splitlines()
+    assert len({width(line) for line in lines}) == 1, text
+    assert lines[1] == "┃            ┃    键 ┃ 值向量 ┃     x ┃     Σ ┃"
+    assert lines[3] == "│ 我         │ 0.500 │  0.250 │ 0.250 │ 1.000 │"

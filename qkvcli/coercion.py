@@ -32,13 +32,17 @@ def to_number(value: Any, kind: type, low: Any, high: Any, clamp: bool | None) -
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(_("Input should be a valid {word}").format(word=_word(kind)))
     if isinstance(value, str):
+        if not value.isascii():  # typed on a Chinese keyboard: －２．５
+            from .load.values import ascii_forms
+
+            value = ascii_forms(value)
         try:
             number = kind(value.strip())
         except ValueError:
             if kind is int:
-                msg = "Input should be a valid integer, unable to parse string as an integer"
+                msg = _("Input should be a valid integer, unable to parse string as an integer")
             else:
-                msg = "Input should be a valid number, unable to parse string as a number"
+                msg = _("Input should be a valid number, unable to parse string as a number")
             raise ValueError(msg) from None
     else:
         number = kind(value)
@@ -58,7 +62,7 @@ def to_number(value: Any, kind: type, low: Any, high: Any, clamp: bool | None) -
 
 
 def _word(kind: type) -> str:
-    return "integer" if kind is int else "number"
+    return _("integer") if kind is int else _("number")
 
 
 def to_bool(value: Any) -> bool:

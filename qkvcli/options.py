@@ -100,6 +100,10 @@ def parse_scale(text: str | float | int, name: str = "scale") -> str | float:
         word = str(text).strip().lower()
         if word in ("sqrt", "none"):
             return word
+        if not word.isascii():  # typed on a Chinese keyboard: ０．５
+            from .load.values import ascii_forms
+
+            word = ascii_forms(word)
         try:
             value = float(word)
         except ValueError:
@@ -187,7 +191,11 @@ def whole_number(name: str, value: Any, least: int = 0) -> int:
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value != int(value) or value < least:
-        word = "a positive whole number" if least == 1 else f"a whole number ≥ {least}"
+        word = (
+            _("a positive whole number")
+            if least == 1
+            else _("a whole number ≥ {least}").format(least=least)
+        )
         raise OptionError(
             _("{name} must be {word}, not {value!r}").format(name=name, word=word, value=value)
         )

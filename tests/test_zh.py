@@ -154,3 +154,70 @@ def test_plain_box_tables_align_with_chinese_labels():
     assert len({width(line) for line in lines}) == 1, text
     assert lines[1] == "┃            ┃    键 ┃ 值向量 ┃     x ┃     Σ ┃"
     assert lines[3] == "│ 我         │ 0.500 │  0.250 │ 0.250 │ 1.000 │"
+
+
+# Chinese input: what a Chinese keyboard types is read as its ASCII form, numbers only.
+
+
+def test_csv_with_full_width_digits_commas_signs_and_points():
+    from qkvcli.load import parse_csv
+
+    a, labels = parse_csv("１，２\n３，－４．５\n", "m.csv")
+    assert a.tolist() == [[1.0, 2.0], [3.0, -4.5]] and labels is None
+    a, labels = parse_csv("我，１，２\n喜欢，３，４\n", "m.csv")
+    assert a.tolist() == [[1.0, 2.0], [3.0, 4.0]] and labels == ["我", "喜欢"]
+    a, _ = parse_csv("１，５；２\n３；－０，２５\n", "m.csv")  # semicolons, decimal commas
+    assert a.tolist() == [[1.5, 2.0], [3.0, -0.25]]
+    a, labels = parse_csv("Ｑ１\t１\t２\nＱ２\t３\t４\n", "m.tsv")  # labels kept as written
+    assert a.tolist() == [[1.0, 2.0], [3.0, 4.0]] and labels == ["Ｑ１", "Ｑ２"]
+
+
+def test_a_full_width_cell_that_is_no_number_is_named_as_written():
+    from qkvcli.errors import InputError
+    from qkvcli.load import parse_csv
+
+    with pytest.raises(InputError, match="line 2, column 2: '４ｘ' is not a number"):
+        parse_csv("１，２\n３，４ｘ\n", "m.csv")
+
+
+def compute_json(path: Path, *more: str) -> dict:
+    result = run("compute", str(path), "-f", "json", *more)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    doc["meta"].pop("input")
+    return doc
+
+
+def test_a_json_problem_typed_with_full_width_brackets_and_digits(tmp_path):
+    ascii_ = tmp_path / "a.json"
+    ascii_.write_text(
+        '{"tokens": ["我，你", "他"], "X": [[1, -0.5], [2, 3]], "W_Q": [[1, 0], [0, 1]], '
+        '"W_K": [[2, 1], [0, 1]], "W_V": [[1, 1], [1, -1]]}',
+        encoding="utf-8",
+    )
+    wide = tmp_path / "b.json"
+    wide.write_text(
+        '{"tokens": ["我，你", "他"], "X": ［［１，－０．５］，［２，３］］，"W_Q": [[1, 0], [0, 1]], '
+        '"W_K": ［［２，１］，［０，１］］, "W_V": [[１, １], [１, －１]]}',
+        encoding="utf-8",
+    )
+    expected = compute_json(ascii_)
+    assert compute_json(wide) == expected
+    assert expected["meta"]["keys"] and "我，你" in json.dumps(
+        compute_json(wide), ensure_ascii=False
+    )
+
+
+def test_option_values_typed_with_full_width_forms(samples):
+    worked = str(samples / "worked_example.json")
+    assert compute_json(Path(worked), "--scale", "０．５", "--heads", "１") == compute_json(
+        Path(worked), "--scale", "0.5", "--heads", "1"
+    )
+    assert compute_json(Path(worked), "--valid-lens", "２") == compute_json(
+        Path(worked), "--valid-lens", "2"
+    )
+    from qkvcli.load import parse_lens, parse_tokens
+
+    assert parse_lens("１，２；２，３").tolist() == [[1.0, 2.0], [2.0, 3.0]]
+    assert parse_tokens("我，喜欢，注意力") == ["我", "喜欢", "注意力"]
+    assert parse_tokens("Ｑ,Ｋ") == ["Ｑ", "Ｋ"]  # labels are never rewritten

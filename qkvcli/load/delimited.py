@@ -13,12 +13,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
+from ..errors import InputError, counted
 from ..i18n import _
 from ..notes import note
 from .files import display, read_text
 from .nested import NEG_INF_WORDS
-from .values import check_labels
+from .values import ascii_forms, check_labels
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,17 +59,23 @@ def parse_csv(
         )
     first = lines[0][1]
     delim = next((d for d in ("\t", ";", ",") if d in first), None)
+    if delim is None:  # a Chinese keyboard's semicolon or comma: ；，
+        delim = next((d for d, wide in ((";", "；"), (",", "，")) if wide in first), None)
+    wide = {";": "；", ",": "，"}.get(delim or "")
     rows: list[tuple[int, list[str]]] = []
     for lineno, line in lines:
         if delim is None:
             cells = line.split()
         else:
+            if wide:
+                line = line.replace(wide, delim)
             cells = next(csv.reader(io.StringIO(line), delimiter=delim))
         rows.append((lineno, [c.strip() for c in cells]))
     decimal_comma = delim in ("\t", ";")
     neg_inf = name == "attn_bias"
 
     def value(cell: str) -> Any:
+        cell = ascii_forms(cell)  # full-width digits, signs and points (labels stay as written)
         if read is None:
             return _float(cell, decimal_comma, neg_inf)
         return read(cell.replace(",", ".") if decimal_comma else cell)
@@ -92,7 +98,7 @@ def parse_csv(
     values = []
     for lineno, cells in rows:
         if len(cells) != width:
-            count = f"{len(cells)} value" + ("" if len(cells) == 1 else "s")
+            count = counted(len(cells), "value", "values")
             raise InputError(
                 _("{origin}: line {lineno} has {count} but line {v} has {width}").format(
                     origin=origin, lineno=lineno, count=count, v=rows[0][0], width=width

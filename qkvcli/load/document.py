@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .. import i18n
 from ..errors import InputError, OptionError, closest, one_line
-from ..i18n import _
+from ..i18n import N_, _
 from ..options import MASK_KINDS, SETTINGS, choice
 from ..problem import Problem
 from .files import decode_json, display, read_text
@@ -128,11 +129,13 @@ def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, A
 
     Text that is not JSON but reads as a CSV matrix is pointed to ``--x``.
     """
+    from .values import ascii_outside_strings
+
     try:
-        doc = decode_json(text, origin)
+        doc = decode_json(ascii_outside_strings(text), origin)  # ［１，２］ as typed in Chinese
     except InputError as e:
         if looks_like_csv(text):
-            raise InputError(f"{origin}: {CSV_AS_INPUT}") from None
+            raise InputError(f"{origin}: {i18n._(CSV_AS_INPUT)}") from None
         raise e from None
     if not isinstance(doc, dict):
         raise InputError(
@@ -242,7 +245,7 @@ def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
 
 
 #: A CSV file given where a problem file goes.
-CSV_AS_INPUT = (
+CSV_AS_INPUT = N_(
     "holds one CSV matrix, not a JSON problem: give each matrix with its option, "
     "--x FILE --wq FILE --wk FILE --wv FILE (or --q, --k, --v)"
 )

@@ -266,7 +266,8 @@ def header(trace: Trace) -> str:
     layout = _("layout {layout}").format(layout=m["layout"])
     if m["layout"] == "rows":
         layout += comma + _("weights {layout}").format(layout=m["weights_layout"])
-    scale = _("scale {rule} = {value}").format(rule=m["scale_rule"], value=f"{m['scale']:.6g}")
+    rule = _("given") if m["scale_rule"] == "given" else m["scale_rule"]  # meta keeps "given"
+    scale = _("scale {rule} = {value}").format(rule=rule, value=f"{m['scale']:.6g}")
     lines = [_("{input}: {sizes}").format(input=m["input"], sizes=comma.join(parts))]
     lines[0] += sep + layout + sep + scale
     extras = []

@@ -161,8 +161,10 @@ def plan(
         names = ", ".join(s for s in stage_names(r) if s in SQUARE)
         return Plan(
             stream=True,
-            note=f"the {shape} stages ({names}: {size(square_bytes(r))} each) are left out; "
-            "name one with --stage to get it",
+            note=_(
+                "the {shape} stages ({names}: {size} each) are left out; "
+                "name one with --stage to get it"
+            ).format(shape=shape, names=names, size=size(square_bytes(r))),
         )
     return Plan(stream=False)
 

@@ -151,11 +151,18 @@ def _weight(p: Problem, name: str, o: Options, d_in: int | None, src: str) -> np
         if not fits:
             shape = shape_str(blocks[0].shape)
             what = "rows" if o.layout == "columns" else "columns"
-            msg = f"{typed(p, name)} is {shape} but {typed(p, src)} has {counted(d_in, what[:-1], what)}"
+            msg = _("{name} is {shape} but {src} has {count}").format(
+                name=typed(p, name),
+                shape=shape,
+                src=typed(p, src),
+                count=counted(d_in, what[:-1], what),
+            )
             if o.layout == "columns":
-                msg += f" (layout columns: {name} must be d_k×{d_in})"
+                msg += _(" (layout columns: {name} must be d_k×{d})").format(name=name, d=d_in)
             elif out_in:
-                msg += f" (weights layout out-in: {name} must be d_k×{d_in})"
+                msg += _(" (weights layout out-in: {name} must be d_k×{d})").format(
+                    name=name, d=d_in
+                )
             if blocks[0].shape[0 if out_in else 1] == d_in:
                 msg += transpose_hint(p, o, name, ": ")
             raise ShapeError(msg)
@@ -167,7 +174,7 @@ def transpose_hint(p: Problem, o: Options, name: str, sep: str) -> str:
     """What to try when W ``name`` fits only transposed: the other weights layout, if every
     W fits in it, else transposing this one W (the layout option turns every W at once)."""
     if o.layout == "columns":
-        return f"{sep}did you mean its transpose?"
+        return sep + _("did you mean its transpose?")
     other = "in-out" if o.weights_layout == "out-in" else "out-in"
     now = o.weights_layout
     as_they_are = [n for n in ("W_Q", "W_K", "W_V")
@@ -175,11 +182,11 @@ def transpose_hint(p: Problem, o: Options, name: str, sep: str) -> str:
     option = p.setting_names.get("weights_layout", "--weights-layout")
     switch = f'"{option}": "{other}"' if not option.startswith("--") else f"{option} {other}"
     if not as_they_are:
-        return f"{sep}did you mean its transpose ({switch})?"
-    return (
-        f"{sep}it fits transposed, but {_and(as_they_are)} fit as they are: transpose "
-        f"{name} itself ({switch} would turn every W)"
-    )
+        return sep + _("did you mean its transpose ({switch})?").format(switch=switch)
+    return sep + _(
+        "it fits transposed, but {others} fit as they are: transpose "
+        "{name} itself ({switch} would turn every W)"
+    ).format(others=_and(as_they_are), name=name, switch=switch)
 
 
 def _and(names: list[str]) -> str:
@@ -434,9 +441,16 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         if w_o.shape[0] != width:
             user = p.matrices["W_O"].shape
             need = "columns" if o.weights_layout == "out-in" or o.layout == "columns" else "rows"
-            msg = (
-                f"{typed(p, 'W_O')} is {shape_str(user)} but concat has {width} {cols_word} "
-                f"(heads × d_v = {heads}×{dv_head}): W_O needs {width} {need}"
+            msg = _(
+                "{w_o} is {shape} but concat has {count} (heads × d_v = {heads}×{dv}): "
+                "W_O needs {need}"
+            ).format(
+                w_o=typed(p, "W_O"),
+                shape=shape_str(user),
+                count=counted(width, cols_word[:-1], cols_word),
+                heads=heads,
+                dv=dv_head,
+                need=counted(width, need[:-1], need),
             )
             if p.matrices["W_O"].ndim == 2 and w_o.shape[1] == width:
                 msg += transpose_hint(p, o, "W_O", "; ")

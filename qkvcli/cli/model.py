@@ -235,7 +235,7 @@ def model(
         console = make_console()
         console.record = html is not None
         runs = [(f"layer {x.index + 1}", x.trace) for x in shown.layers]
-        draw_overview(runs, console, digits, "see it with --layer {run} --head {head} --heatmap")
+        draw_overview(runs, console, digits, _("see it with --layer {run} --head {head} --heatmap"))
         if html is not None:
             from ..atomic import write_atomic
             from ..render.report import export
@@ -285,48 +285,72 @@ def preamble(
     """What was run: the model, the tokens, the layer and head, and the float64 cross-check."""
     f = found.family
     t = shown.tokens
-    kv = f" ({f.kv_heads} K/V heads)" if f.kv_heads != f.heads else ""
-    stored = f"; its {f.stored} weights dequantized to float32" if f.stored else ""
+    kv = _(" ({n} K/V heads)").format(n=f.kv_heads) if f.kv_heads != f.heads else ""
+    stored = (
+        _("; its {stored} weights dequantized to float32").format(stored=f.stored)
+        if f.stored
+        else ""
+    )
     lines = [
-        f"model {found.name}: {f.kind}, {f.layers} layers, {f.heads} heads{kv}, d_model {f.d_model}",
-        f"read from {found.folder.found}{stored}",
-        f"{t.n} tokens: {' '.join(t.labels)}",
+        _("model {name}: {kind}, {layers} layers, {heads} heads{kv}, d_model {d_model}").format(
+            name=found.name, kind=f.kind, layers=f.layers, heads=f.heads, kv=kv, d_model=f.d_model
+        ),
+        _("read from {folder}{stored}").format(folder=found.folder.found, stored=stored),
+        _("{n} tokens: {tokens}").format(n=t.n, tokens=" ".join(t.labels)),
     ]
     other = "float64" if shown.dtype == "float32" else "float32"
     how = (
-        "float32, as the model computes"
+        _("float32, as the model computes")
         if shown.dtype == "float32"
-        else "float64 (the model computes float32)"
+        else _("float64 (the model computes float32)")
     )
     if overview:
         largest = max(float(abs(x.output).max()) for x in shown.layers)
-        lines.append(f"every layer in {how}")
+        lines.append(_("every layer in {how}").format(how=how))
         lines.append(
-            f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
-            f"the hidden states by {gaps['hidden']:.1e} (of values up to {largest:.1e})"
+            _(
+                "recomputed in {other}: the weights differ by at most {weights:.1e}, the hidden states by {hidden:.1e} (of values up to {largest:.1e})"
+            ).format(other=other, weights=gaps["weights"], hidden=gaps["hidden"], largest=largest)
         )
         return lines
     x = shown.layers[layer - 1].problem.sources["X"]
-    what = "the layer's input" if x.startswith("hidden_states") else "the layer's input, normed"
-    lines.append(f"layer {layer} of {f.layers}: X = {x}, {what}; {how}")
+    what = (
+        _("the layer's input") if x.startswith("hidden_states") else _("the layer's input, normed")
+    )
     lines.append(
-        f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
-        f"the output by {gaps['output']:.1e}"
+        _("layer {layer} of {layers}: X = {x}, {what}; {how}").format(
+            layer=layer, layers=f.layers, x=x, what=what, how=how
+        )
+    )
+    lines.append(
+        _(
+            "recomputed in {other}: the weights differ by at most {weights:.1e}, the output by {output:.1e}"
+        ).format(other=other, weights=gaps["weights"], output=gaps["output"])
     )
     if head is not None:
-        share = "its output is this head's share of the layer's attention output"
+        share = _("its output is this head's share of the layer's attention output")
         if f.kv_heads == f.heads:
             lines.append(
-                f"head {head} of {f.heads} alone: its slices of W_Q, W_K, W_V and W_O, without b_O; "
-                + share
+                _(
+                    "head {head} of {heads} alone: its slices of W_Q, W_K, W_V and W_O, "
+                    "without b_O; {share}"
+                ).format(head=head, heads=f.heads, share=share)
             )
         else:
             size = f.heads // f.kv_heads
             group = (head - 1) // size
             lines.append(
-                f"head {head} of {f.heads} alone: its slices of W_Q and W_O, and W_K and W_V of its "
-                f"K/V group {group + 1} of {f.kv_heads} (shared by heads {group * size + 1}–"
-                f"{group * size + size}); {share}"
+                _(
+                    "head {head} of {heads} alone: its slices of W_Q and W_O, and W_K and W_V of its K/V group {v} of {kv_heads} (shared by heads {v2}–{v3}); {share}"
+                ).format(
+                    head=head,
+                    heads=f.heads,
+                    v=group + 1,
+                    kv_heads=f.kv_heads,
+                    v2=group * size + 1,
+                    v3=group * size + size,
+                    share=share,
+                )
             )
     return lines
 
@@ -374,7 +398,7 @@ def _page(shown: Run, layer: int, head: int | None, intro: list[str], digits: in
         views = [View(f"layer {x.index + 1}", *explainable(x), x.trace) for x in shown.layers]
         words = list(intro)
         if any(x.options.rope for x in shown.layers):
-            words.append("each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)")
+            words.append(_("each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)"))
         return page(views, drawn, digits, (layer - 1, (head or 1) - 1), words)
 
     return make

@@ -221,3 +221,40 @@ def test_option_values_typed_with_full_width_forms(samples):
     assert parse_lens("１，２；２，３").tolist() == [[1.0, 2.0], [2.0, 3.0]]
     assert parse_tokens("我，喜欢，注意力") == ["我", "喜欢", "注意力"]
     assert parse_tokens("Ｑ,Ｋ") == ["Ｑ", "Ｋ"]  # labels are never rewritten
+
+
+def test_the_pictures_and_the_report_speak_chinese(tmp_path):
+    result = run(
+        "--lang", "zh", "compute", "samples/worked_example.json", "--heatmap", "--top", "2"
+    )
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "行：查询（谁在看）· 列：键（被看的）" in out and "灰度 = 权重：" in out
+    assert "每个查询权重最大的 2 个键（按权重从大到小）" in out
+    assert (
+        "x1  熵 1.4379 比特（在 3 个键上均匀分布时为 1.5850）" in out
+    )  # the numbers as in English
+    report = tmp_path / "报告.html"
+    assert (
+        run(
+            "--lang", "zh", "compute", "samples/worked_example.json", "--html", str(report)
+        ).exit_code
+        == 0
+    )
+    page = report.read_text(encoding="utf-8")
+    assert "<h1>qkv：探索注意力</h1>" in page and "词元视图" in page and "Token view" not in page
+
+
+def test_chinese_needs_neither_numpy_nor_rich_for_the_version_and_the_help():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from qkvcli.cli import main\n"
+        "sys.argv = ['qkv', '--lang', 'zh', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'numpy' not in sys.modules and 'rich' not in sys.modules, 'loaded'\n"
+    )
+    for args in (["--version"], ["compute", "-h"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

@@ -126,7 +126,9 @@ def either(words: tuple[str, ...] | list[str]) -> str:
     >>> either(("dot", "cosine")), either(("error", "nan", "zero"))
     ('dot or cosine', 'error, nan or zero')
     """
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+    if len(words) == 1:
+        return words[0]
+    return _("{some} or {last}").format(some=_(", ").join(words[:-1]), last=words[-1])
 
 
 def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -322,7 +324,9 @@ def said(names: dict[str, str], key: str, value: Any = None) -> str:
 def _add(cli: bool, need: str, examples: tuple[tuple[str, str], ...]) -> str:
     """How to add a setting: as an option (``cli``) or as a file's key."""
     form = (lambda v: f"{option_name(need)} {v}") if cli else (lambda v: f'"{need}": "{v}"')
-    return "add " + " or ".join(f"{form(v)} ({who})" for v, who in examples)
+    return _("add {options}").format(
+        options=_(" or ").join(f"{form(v)} ({who})" for v, who in examples)
+    )
 
 
 #: What to add when a setting needs another: the values, and a model that uses each.
@@ -340,7 +344,9 @@ def needs(given: str, need: str) -> str:
     """
     cli = given.startswith("--")
     shown = option_name(need) if cli else need
-    return f"{given} is set but {shown} is not: {_add(cli, need, NEEDS[need])}"
+    return _("{given} is set but {shown} is not: {add}").format(
+        given=given, shown=shown, add=_add(cli, need, NEEDS[need])
+    )
 
 
 def validate_options(o: Options, names: dict[str, str] | None = None) -> Options:

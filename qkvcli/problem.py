@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import i18n
 from .errors import OptionError, ShapeError, counted, shape_str
 from .i18n import _, ngettext
 from .masks import (
@@ -296,7 +297,7 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         raise ShapeError(_("X_kv (memory) is given but X is missing: queries come from X"))
     missing = [n for n in "QKV" if n not in mats and f"W_{n}" not in mats]
     if missing:
-        names = " and ".join(f"W_{n} (or {n})" for n in missing)
+        names = _(", ").join(_("W_{n} (or {n})").format(n=n) for n in missing)
         raise ShapeError(_("missing matrix: {names}").format(names=names))
     if need_x and x is None:
         raise ShapeError(_("missing matrix: X (W_Q, W_K, W_V project the rows of X)"))
@@ -396,8 +397,8 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     kv_said = said(names, "kv_heads", kv_heads) if o.kv_heads else None
     if dq % heads:
         raise ShapeError(
-            _("{h_said} does not divide d_k={dq} (Q has {dq} {cols_word})").format(
-                h_said=h_said, dq=dq, cols_word=cols_word
+            _("{h_said} does not divide d_k={dq} (Q has {count})").format(
+                h_said=h_said, dq=dq, count=counted(dq, cols_word[:-1], cols_word)
             )
         )
     if heads % kv_heads:
@@ -410,12 +411,13 @@ def _resolve(p: Problem, o: Options) -> Resolved:
             raise ShapeError(
                 _(
                     "Q is {shape} but K is {shape2}: Q·Kᵀ needs Q and K to have the same number of {cols_word}"
-                ).format(shape=shape_str(q[1:]), shape2=shape_str(k[1:]), cols_word=cols_word)
+                ).format(
+                    shape=shape_str(q[1:]), shape2=shape_str(k[1:]), cols_word=i18n._(cols_word)
+                )
             )
         raise ShapeError(
-            _("K has {v} {cols_word} but {v2} with d_k={d_head} per head needs {v3}").format(
-                v=k[-1],
-                cols_word=cols_word,
+            _("K has {count} but {v2} with d_k={d_head} per head needs {v3}").format(
+                count=counted(k[-1], cols_word[:-1], cols_word),
                 v2=kv_said or kv_heads,
                 d_head=d_head,
                 v3=kv_heads * d_head,
@@ -425,12 +427,12 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         if kv_said is None:
             raise ShapeError(
                 _(
-                    "{h_said} does not divide d_v={dv} (V has {dv} {cols_word}; K and V have as many heads as Q unless kv_heads says otherwise)"
-                ).format(h_said=h_said, dv=dv, cols_word=cols_word)
+                    "{h_said} does not divide d_v={dv} (V has {count}; K and V have as many heads as Q unless kv_heads says otherwise)"
+                ).format(h_said=h_said, dv=dv, count=counted(dv, cols_word[:-1], cols_word))
             )
         raise ShapeError(
-            _("{kv_said} does not divide d_v={dv} (V has {dv} {cols_word})").format(
-                kv_said=kv_said, dv=dv, cols_word=cols_word
+            _("{kv_said} does not divide d_v={dv} (V has {count})").format(
+                kv_said=kv_said, dv=dv, count=counted(dv, cols_word[:-1], cols_word)
             )
         )
     dv_head = dv // kv_heads

@@ -282,13 +282,13 @@ def unknown_key(key: str) -> str:
     shown = one_line(key)
     near = closest(squash(key), list(_NEAR))
     if near is not None:
-        return f"unknown key {shown!r} (did you mean {_NEAR[near]}?)"
+        return _("unknown key {key!r} (did you mean {near}?)").format(key=shown, near=_NEAR[near])
     optional = [k for k in ALIASES if k not in REQUIRED]
-    return (
-        f"unknown key {shown!r}: a problem holds X, W_Q, W_K, W_V (or Q, K, V) and may hold "
-        f"{', '.join(optional)}, precision (for qkv check) or PyTorch's in_proj_weight, "
+    return _(
+        "unknown key {key!r}: a problem holds X, W_Q, W_K, W_V (or Q, K, V) and may hold "
+        "{optional}, precision (for qkv check) or PyTorch's in_proj_weight, "
         "in_proj_bias, out_proj.weight, out_proj.bias; keys starting with _ are comments"
-    )
+    ).format(key=shown, optional=", ".join(optional))
 
 
 REQUIRED = ("X", "Q", "K", "V", "W_Q", "W_K", "W_V")

@@ -11,8 +11,9 @@ import os
 import sys
 from typing import IO, Any
 
+from .. import i18n
 from ..errors import InputError, one_line
-from ..i18n import _
+from ..i18n import N_, _
 
 MAX_TEXT_BYTES = 512 * 2**20  # a text input larger than this is refused (use .npy)
 
@@ -96,16 +97,16 @@ def decode_json(text: str, origin: str, **hooks: Any) -> Any:
             )
         ) from None
     except RecursionError:
-        raise InputError(f"{origin}: {_TOO_DEEP}") from None
+        raise InputError(f"{origin}: {i18n._(_TOO_DEEP).format(depth=MAX_DEPTH)}") from None
     except ValueError:  # an integer of more digits than Python converts (4,300)
         raise InputError(f"{origin}: {_long_number(text)}") from None
     if _depth(doc) > MAX_DEPTH:
-        raise InputError(f"{origin}: {_TOO_DEEP}")
+        raise InputError(f"{origin}: {i18n._(_TOO_DEEP).format(depth=MAX_DEPTH)}")
     return doc
 
 
 MAX_DEPTH = 32  # lists and objects inside each other; a problem needs 5
-_TOO_DEEP = f"JSON nested too deeply (qkv reads at most {MAX_DEPTH} levels)"
+_TOO_DEEP = N_("JSON nested too deeply (qkv reads at most {depth} levels)")
 
 
 def _depth(doc: Any) -> int:
@@ -129,13 +130,12 @@ def _long_number(text: str) -> str:
 
     m = re.search(r"\d{4301,}", text)
     if m is None:
-        return "a number too long to read"
+        return _("a number too long to read")
     line = text.count("\n", 0, m.start()) + 1
     column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-    return (
-        f"the number at line {line}, column {column} has {len(m.group())} digits: "
-        "far too large for a float"
-    )
+    return _(
+        "the number at line {line}, column {column} has {digits} digits: far too large for a float"
+    ).format(line=line, column=column, digits=len(m.group()))
 
 
 def read_text(path: str) -> str:

@@ -102,11 +102,11 @@ class Resolved:
     def where_row(self, b: int, hh: int, i: int) -> str:
         """``query row 2 (x2), head 1, batch item 2``: a row named as the user sees it."""
         tokens = self.problem.tokens
-        where = f"query row {i + 1}" + (f" ({tokens[i]})" if tokens else "")
+        where = _("query row {i}").format(i=i + 1) + (f" ({tokens[i]})" if tokens else "")
         if self.multihead:
-            where += f", head {hh + 1}"
+            where += _(", ").join(["", _("head {h}").format(h=hh + 1)])
         if self.batched:
-            where += f", batch item {b + 1}"
+            where += _(", ").join(["", _("batch item {b}").format(b=b + 1)])
         return where
 
 

@@ -66,6 +66,23 @@ WORDS = {
 }
 
 
+#: Stage names as the Chinese articles write them (see GLOSSARY): read as the stage they name.
+ALIASES = {
+    "查询": "Q", "键": "K", "值": "V", "分数": "scores", "注意力分数": "scores",
+    "缩放": "scaled", "缩放后的分数": "scaled", "掩码": "masked", "权重": "weights",
+    "注意力权重": "weights", "输出": "output",
+}  # fmt: skip
+
+
+def canonical(name: str) -> str:
+    """A stage named as typed, Chinese included: ``权重`` → ``weights``; other names as they are.
+
+    >>> canonical("权重"), canonical("Q"), canonical("weight")
+    ('weights', 'Q', 'weight')
+    """
+    return ALIASES.get(name.strip(), name)
+
+
 def titled(name: str) -> str:
     """A stage's name as a title shows it: ``weights`` in English, ``注意力权重 weights`` in Chinese.
 

@@ -258,3 +258,16 @@ def test_chinese_needs_neither_numpy_nor_rich_for_the_version_and_the_help():
     for args in (["--version"], ["compute", "-h"]):
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_stages_named_as_the_articles_write_them():
+    """--stage 权重 is --stage weights (the glossary's aliases), in either language."""
+    for lang in ("en", "zh"):
+        chinese = run("--lang", lang, "compute", "samples/worked_example.json", "--stage", "权重",
+                      "--stage", "查询", "-f", "json")  # fmt: skip
+        english = run("compute", "samples/worked_example.json", "--stage", "weights",
+                      "--stage", "Q", "-f", "json")  # fmt: skip
+        assert chinese.exit_code == 0, chinese.stderr
+        assert json.loads(chinese.stdout) == json.loads(english.stdout)
+    wrong = run("--lang", "zh", "compute", "samples/worked_example.json", "--stage", "权")
+    assert wrong.exit_code == 2 and "--stage 权：没有这个阶段" in wrong.stderr

@@ -485,6 +485,9 @@ def compute(
     from ..load import load, mask_option
     from ..load.values import file_or_numbers
     from ..options import Options, check_options, option_name
+    from ..trace import canonical
+
+    stage = [canonical(s) for s in stage] if stage else stage  # 权重 is weights
 
     cli_settings = check_options(
         {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,

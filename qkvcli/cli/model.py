@@ -251,6 +251,9 @@ def model(
     problem, options = picked.problem, picked.options
     if head is not None:
         problem, options = one_head(problem, options, head)
+    from ..trace import canonical
+
+    stage = [canonical(s) for s in stage] if stage else stage  # 权重 is weights
     _check_stages(problem, options, stage)
     if save_problem is not None:
         from ..models.problem_file import write_problem

@@ -31,9 +31,13 @@ def _no_color(monkeypatch):
 def _english(monkeypatch):
     """Every test speaks English (QKV_LANG=en) unless it asks otherwise (``--lang zh``, its own env).
 
-    The language chosen by an earlier test in this process is forgotten too.
+    The language chosen by an earlier test in this process is forgotten too, and after the
+    test English is spoken again (the doctests outside tests/ run without this fixture).
     """
     from qkvcli import i18n
+    from qkvcli.cli.app import speak_click
 
     monkeypatch.setenv("QKV_LANG", "en")
     i18n.choose()
+    yield
+    speak_click(i18n.choose("en"))

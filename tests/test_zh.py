@@ -271,3 +271,20 @@ def test_stages_named_as_the_articles_write_them():
         assert json.loads(chinese.stdout) == json.loads(english.stdout)
     wrong = run("--lang", "zh", "compute", "samples/worked_example.json", "--stage", "权")
     assert wrong.exit_code == 2 and "--stage 权：没有这个阶段" in wrong.stderr
+
+
+def test_every_chinese_entry_keeps_the_placeholders_of_its_english():
+    """A translation that loses or renames a {placeholder} would fail when formatted (exit 70)."""
+    import re
+
+    from test_i18n import PO_DIR, po_entries
+
+    fields = re.compile(r"\{[^{}]*\}")
+    for po in sorted(PO_DIR.glob("*.po")):
+        for msgid, msgstr in po_entries(po).items():
+            if msgstr:
+                assert sorted(set(fields.findall(msgid))) == sorted(set(fields.findall(msgstr))), (
+                    po.name,
+                    msgid,
+                    msgstr,
+                )

@@ -234,7 +234,7 @@ def model(
 
         console = make_console()
         console.record = html is not None
-        runs = [(f"layer {x.index + 1}", x.trace) for x in shown.layers]
+        runs = [(_("layer {n}").format(n=x.index + 1), x.trace) for x in shown.layers]
         draw_overview(runs, console, digits, _("see it with --layer {run} --head {head} --heatmap"))
         if html is not None:
             from ..atomic import write_atomic
@@ -398,7 +398,10 @@ def _page(shown: Run, layer: int, head: int | None, intro: list[str], digits: in
         from ..models.run import explainable
         from ..render.explore import View, page
 
-        views = [View(f"layer {x.index + 1}", *explainable(x), x.trace) for x in shown.layers]
+        views = [
+            View(_("layer {n}").format(n=x.index + 1), *explainable(x), x.trace)
+            for x in shown.layers
+        ]
         words = list(intro)
         if any(x.options.rope for x in shown.layers):
             words.append(_("each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)"))

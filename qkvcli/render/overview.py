@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..i18n import _
 from .heatmap import PALETTE, RAMP, Shades
-from .text import fmt
+from .text import fmt, pad
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,7 +105,7 @@ def entropy_table(
         head.append(" " + f"h{h + 1}".rjust(w + 1), style="bold")
     lines = [head]
     for label, row, e in zip(labels, cells, ent):
-        line = Text(label.ljust(label_w), style="bold")
+        line = Text(pad(label, label_w), style="bold")
         for text, bits in zip(row, e):
             level = focus_level(float(bits), keys)
             line.append(" " + text.rjust(w))

@@ -297,15 +297,19 @@ def report_data(
             "views": [],
             "intro": list(intro),
             "notes": [
-                f"this run is {n}×{m}: the page explores grids of at most {MAX_TOKENS} tokens; "
-                "the drawing below is what the terminal showed"
+                i18n._(
+                    "this run is {n}×{m}: the page explores grids of at most {most} tokens; "
+                    "the drawing below is what the terminal showed"
+                ).format(n=n, m=m, most=MAX_TOKENS)
             ],
         }
     done = explanations(views, precision, selected[0])
     if not done.complete:
         notes.append(
-            f"the page holds the arithmetic of {len(done.texts)} weights (at most {MAX_EXPLAINED} "
-            "cells): for the others, save the problem and run qkv explain"
+            i18n._(
+                "the page holds the arithmetic of {n} weights (at most {most} cells): "
+                "for the others, save the problem and run qkv explain"
+            ).format(n=len(done.texts), most=MAX_EXPLAINED)
         )
     return {
         "intro": list(intro),

@@ -24,7 +24,7 @@ def test_the_help_of_every_command_is_chinese_and_fits_80_columns(command, monke
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"用法：qkv {command} "), lines[0]
-    assert "选项:" in lines and "显示此帮助信息并退出。" in result.output
+    assert "选项：" in lines and "显示此帮助信息并退出。" in result.output
     assert sum(width(c) == 2 for c in result.output) > 100  # Chinese throughout, not one line
     wrapped = [
         line for line in lines if not line.startswith("    ")

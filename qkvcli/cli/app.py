@@ -143,10 +143,15 @@ def speak_click(lang: str) -> None:
         from typer._click import formatting  # the click typer carries
     except ImportError:  # a typer on click itself
         from click import formatting  # type: ignore[no-redef]
+
+    def heading(self: Any, heading: str) -> None:  # "选项：", a Chinese colon
+        self.write(f"{'':>{self.current_indent}}" + _("{heading}:").format(heading=heading) + "\n")
+
     ours = [
         (typer.core, "_", i18n._),
         (formatting, "wrap_text", text.wrap),
         (formatting, "term_len", text.width),
+        (formatting.HelpFormatter, "write_heading", heading),
     ]
     for module, name, fn in ours:
         if hasattr(module, name):

@@ -37,7 +37,7 @@ def test_the_root_help_and_a_bare_qkv_are_chinese():
     assert "qkv：查看注意力计算的每一个阶段。" in result.output
     assert "退出码：0 成功" in result.output
     assert (
-        "命令:" in result.output and "计算注意力，用表格、图或数据显示每一个阶段。" in result.output
+        "命令：" in result.output and "计算注意力，用表格、图或数据显示每一个阶段。" in result.output
     )
     bare = run("--lang", "zh")
     assert bare.output.startswith("用法：qkv 命令 [参数]...") and "  check    批改" in bare.output

@@ -8,6 +8,8 @@ Only the CLI turns them into ``qkv: error: …`` on stderr and an exit code.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
@@ -91,6 +93,17 @@ def counted(n: int, one: str, many: str) -> str:
     if i18n.language() == "en":
         return f"{n} {one if n == 1 else many}"
     return i18n.ngettext(f"{{n}} {one}", f"{{n}} {many}", n).format(n=n)  # see COUNTED
+
+
+def placed(where: str, message: Any) -> str:
+    """``where: message``, the place a message is about first (a file, a key), in the language spoken.
+
+    >>> placed("f.json", "no such file")
+    'f.json: no such file'
+    """
+    from .i18n import _
+
+    return _("{where}: {message}").format(where=where, message=message)
 
 
 def closest(typed: str, choices: list[str] | tuple[str, ...]) -> str | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import i18n
-from .errors import OptionError, ShapeError, counted, shape_str
+from .errors import OptionError, ShapeError, counted, placed, shape_str
 from .i18n import _, ngettext
 from .masks import (
     Rules,
@@ -261,11 +261,11 @@ def resolve(p: Problem, o: Options) -> Resolved:
     except ShapeError as e:
         if p.origin == Problem.origin:
             raise
-        raise ShapeError(f"{p.origin}: {e}") from None
+        raise ShapeError(placed(p.origin, e)) from None
     except OptionError as e:
         if p.origin == Problem.origin or "--" in str(e):
             raise  # about options as typed: the file is not what is wrong
-        raise OptionError(f"{p.origin}: {e}") from None
+        raise OptionError(placed(p.origin, e)) from None
 
 
 def _resolve(p: Problem, o: Options) -> Resolved:

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from .. import i18n
-from ..errors import InputError, OptionError, closest, one_line
+from ..errors import InputError, OptionError, closest, one_line, placed
 from ..i18n import N_, _
 from ..options import MASK_KINDS, SETTINGS, choice
 from ..problem import Problem
@@ -135,7 +135,7 @@ def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, A
         doc = decode_json(ascii_outside_strings(text), origin)  # ［１，２］ as typed in Chinese
     except InputError as e:
         if looks_like_csv(text):
-            raise InputError(f"{origin}: {i18n._(CSV_AS_INPUT)}") from None
+            raise InputError(placed(origin, i18n._(CSV_AS_INPUT))) from None
         raise e from None
     if not isinstance(doc, dict):
         raise InputError(
@@ -168,7 +168,7 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
         if sq == "alibi" and (isinstance(value, bool) or value is None):
             canon = "alibi"  # alibi: true = ALiBi from the head count; a matrix is an attn_bias
         if canon is None:
-            raise InputError(f"{origin}: {unknown_key(key)}")
+            raise InputError(placed(origin, unknown_key(key)))
         if canon in found:
             raise InputError(
                 _("{origin}: keys {v!r} and {key!r} both give {canon}").format(
@@ -219,7 +219,7 @@ def _setting(origin: str, check: Any) -> Any:
     try:
         return check()
     except OptionError as e:
-        raise InputError(f"{origin}: {e}") from None
+        raise InputError(placed(origin, e)) from None
 
 
 def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 from typing import IO, Any
 
 from .. import i18n
-from ..errors import InputError, one_line
+from ..errors import InputError, one_line, placed
 from ..i18n import N_, _
 
 MAX_TEXT_BYTES = 512 * 2**20  # a text input larger than this is refused (use .npy)
@@ -97,11 +97,11 @@ def decode_json(text: str, origin: str, **hooks: Any) -> Any:
             )
         ) from None
     except RecursionError:
-        raise InputError(f"{origin}: {i18n._(_TOO_DEEP).format(depth=MAX_DEPTH)}") from None
+        raise InputError(placed(origin, i18n._(_TOO_DEEP).format(depth=MAX_DEPTH))) from None
     except ValueError:  # an integer of more digits than Python converts (4,300)
-        raise InputError(f"{origin}: {_long_number(text)}") from None
+        raise InputError(placed(origin, _long_number(text))) from None
     if _depth(doc) > MAX_DEPTH:
-        raise InputError(f"{origin}: {i18n._(_TOO_DEEP).format(depth=MAX_DEPTH)}")
+        raise InputError(placed(origin, i18n._(_TOO_DEEP).format(depth=MAX_DEPTH)))
     return doc
 
 

@@ -37,7 +37,8 @@ def test_the_root_help_and_a_bare_qkv_are_chinese():
     assert "qkv：查看注意力计算的每一个阶段。" in result.output
     assert "退出码：0 成功" in result.output
     assert (
-        "命令：" in result.output and "计算注意力，用表格、图或数据显示每一个阶段。" in result.output
+        "命令：" in result.output
+        and "计算注意力，用表格、图或数据显示每一个阶段。" in result.output
     )
     bare = run("--lang", "zh")
     assert bare.output.startswith("用法：qkv 命令 [参数]...") and "  check    批改" in bare.output
@@ -288,3 +289,12 @@ def test_every_chinese_entry_keeps_the_placeholders_of_its_english():
                     msgid,
                     msgstr,
                 )
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "tsv"])
+def test_machine_formats_are_the_same_in_chinese(fmt):
+    args = ["compute", "samples/multihead.json", "--heads", "2", "--mask", "causal", "-f", fmt]
+    args += ["--trace"] if fmt == "json" else ["--stage", "output"]
+    english, chinese = run(*args), run("--lang", "zh", *args)
+    assert english.exit_code == chinese.exit_code == 0, chinese.stderr
+    assert chinese.stdout == english.stdout

@@ -1,7 +1,8 @@
-"""Re-run every ``$ qkv …`` example in README.md and write its real output back.
+"""Re-run every ``$ qkv …`` example in README.md and README.zh.md and write its real output back.
 
-Usage: python docs/update_readme.py   (from the repository root; NO_COLOR and
-COLUMNS=100 are set for you). tests/test_readme.py checks the same examples.
+Usage: python docs/update_readme.py   (from the repository root; NO_COLOR,
+COLUMNS=100 and QKV_LANG=en are set for you: the Chinese README says --lang zh).
+tests/test_readme.py checks the same examples.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(```console\n)(.*?)(```)", re.S)
 LINKED = ("samples", "tests", "docs")
+#: The READMEs whose examples are run: English, and Chinese (examples with --lang zh).
+READMES = ("README.md", "README.zh.md")
 
 
 def scratch() -> Path:
@@ -33,7 +36,12 @@ def shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
     qkv = f"{sys.executable} -m qkvcli"
     command = re.sub(r"(^|\| )qkv ", lambda m: m.group(1) + qkv + " ", command)
     command = re.sub(r"(^|\| )python ", lambda m: m.group(1) + sys.executable + " ", command)
-    env = os.environ | {"NO_COLOR": "1", "COLUMNS": "100", "PYTHONPATH": str(ROOT)}
+    env = os.environ | {
+        "NO_COLOR": "1",
+        "COLUMNS": "100",
+        "PYTHONPATH": str(ROOT),
+        "QKV_LANG": "en",
+    }
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -53,8 +61,8 @@ def render_block(body: str, cwd: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> None:
-    readme = ROOT / "README.md"
+def refresh(readme: Path) -> None:
+    """Run one README's examples and write their output back into it."""
     cwd = scratch()
     try:
         text = readme.read_text(encoding="utf-8")
@@ -62,6 +70,11 @@ def main() -> None:
     finally:
         shutil.rmtree(cwd)
     readme.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    for name in READMES:
+        refresh(ROOT / name)
 
 
 if __name__ == "__main__":

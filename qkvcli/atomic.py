@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from .errors import OutputError
+from .i18n import _
 from .load.files import display
 
 
@@ -38,16 +39,24 @@ def target(path: str, option: str) -> tuple[str, bool]:
     """
     shown = display(path)
     if not path or path.endswith(os.sep):
-        raise OutputError(f"{option} {path!r}: needs a file name")
+        raise OutputError(
+            _("{option} {path!r}: needs a file name").format(option=option, path=path)
+        )
     linked = os.path.islink(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:  # new, or a dangling symlink: made where it points
         return (os.path.realpath(path) if linked else path), True
     except OSError as e:
-        raise OutputError(f"{option} {shown}: cannot write: {e.strerror or e}") from None
+        raise OutputError(
+            _("{option} {shown}: cannot write: {v}").format(
+                option=option, shown=shown, v=e.strerror or e
+            )
+        ) from None
     if stat.S_ISDIR(mode):
-        raise OutputError(f"{option} {path!r}: needs a file name")
+        raise OutputError(
+            _("{option} {path!r}: needs a file name").format(option=option, path=path)
+        )
     if not stat.S_ISREG(mode) or _through_proc(path):
         return path, False  # a FIFO, a device, or a stream of this process (/dev/stdout)
     return (os.path.realpath(path) if linked else path), True
@@ -55,7 +64,7 @@ def target(path: str, option: str) -> tuple[str, bool]:
 
 def _through_proc(path: str) -> bool:
     """True when ``path`` or a link on the way to its file is under /proc (``/dev/stdout`` → ``/proc/self/fd/1``)."""
-    for _ in range(40):  # the kernel's own limit on links followed
+    for _hop in range(40):  # the kernel's own limit on links followed
         path = os.path.abspath(path)
         if path.startswith("/proc/"):
             return True
@@ -79,9 +88,17 @@ def check_target(path: str, option: str) -> None:
     folder = os.path.dirname(where) or "."
     shown = display(path)
     if not os.path.isdir(folder):
-        raise OutputError(f"{option} {shown}: directory {display(folder)} does not exist")
+        raise OutputError(
+            _("{option} {shown}: directory {display} does not exist").format(
+                option=option, shown=shown, display=display(folder)
+            )
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {shown}: directory {display(folder)} is not writable")
+        raise OutputError(
+            _("{option} {shown}: directory {display} is not writable").format(
+                option=option, shown=shown, display=display(folder)
+            )
+        )
 
 
 def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> None:
@@ -104,12 +121,17 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> N
                     else f"the input file {display(source)}"
                 )
                 raise OutputError(
-                    f"{option} {display(path)} is {name}: qkv never writes over its input; "
-                    "choose another file"
+                    _(
+                        "{option} {display} is {name}: qkv never writes over its input; choose another file"
+                    ).format(option=option, display=display(path), name=name)
                 )
         same = here or os.path.realpath(path)  # a file still to be made: by its full name
         if same in seen and _atomic(path):
-            raise OutputError(f"{seen[same]} and {option} name the same file {display(path)}")
+            raise OutputError(
+                _("{v} and {option} name the same file {display}").format(
+                    v=seen[same], option=option, display=display(path)
+                )
+            )
         seen[same] = option
 
 
@@ -149,7 +171,9 @@ def atomic_file(path: str, option: str, binary: bool = False) -> Iterator[IO[Any
                 yield f
         except OSError as e:
             raise OutputError(
-                f"{option} {display(path)}: cannot write: {e.strerror or e}"
+                _("{option} {display}: cannot write: {v}").format(
+                    option=option, display=display(path), v=e.strerror or e
+                )
             ) from None
         return
     folder = os.path.dirname(where) or "."
@@ -165,7 +189,11 @@ def atomic_file(path: str, option: str, binary: bool = False) -> Iterator[IO[Any
             os.replace(tmp, where)
             tmp = None
     except OSError as e:
-        raise OutputError(f"{option} {display(path)}: cannot write: {e.strerror or e}") from None
+        raise OutputError(
+            _("{option} {display}: cannot write: {v}").format(
+                option=option, display=display(path), v=e.strerror or e
+            )
+        ) from None
     finally:
         if tmp is not None:
             with signals_held(), contextlib.suppress(OSError):

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .describe import build, factor
 from .errors import ComputeError
+from .i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -269,9 +270,11 @@ def unit_rows(a: np.ndarray, name: str) -> np.ndarray:
     norms = np.linalg.norm(a, axis=-1, keepdims=True)  # (…, rows, 1)
     if np.any(norms == 0):
         index = np.argwhere(norms[..., 0] == 0)[0]
-        head = f" in head {index[-2] + 1}" if a.ndim == 4 and a.shape[1] > 1 else ""
+        head = _(" in head {h}").format(h=index[-2] + 1) if a.ndim == 4 and a.shape[1] > 1 else ""
         raise ComputeError(
-            f"{name} row {index[-1] + 1}{head} is all zeros: its cosine similarity is undefined"
+            _("{name} row {v}{head} is all zeros: its cosine similarity is undefined").format(
+                name=name, v=index[-1] + 1, head=head
+            )
         )
     return a / norms  # (…, rows, d)
 
@@ -436,16 +439,20 @@ def overflow_error(name: str, what: str, index: tuple[int, ...]) -> ComputeError
     *lead, i, j = index
     where = f"{name}[{i + 1},{j + 1}]"
     if len(lead) == 2 and lead[1]:
-        where += f" (head {lead[1] + 1})"
+        where += _(" (head {h})").format(h=lead[1] + 1)
     if lead and lead[0]:
-        where += f" (batch item {lead[0] + 1})"
-    return ComputeError(f"{what} overflows the float range at {where}: the inputs are too large")
+        where += _(" (batch item {b})").format(b=lead[0] + 1)
+    return ComputeError(
+        _("{what} overflows the float range at {where}: the inputs are too large").format(
+            what=what, where=where
+        )
+    )
 
 
 def check_projections(Q: np.ndarray, K: np.ndarray, V: np.ndarray) -> None:
     """Q, K and V must be finite (huge inputs or weights overflow here first)."""
     for name, x in (("Q", Q), ("K", K), ("V", V)):
-        finite(x, name, f"the projection {name}")
+        finite(x, name, _("the projection {name}").format(name=name))
 
 
 def logit_stage(r: Resolved) -> str:
@@ -467,21 +474,24 @@ def check_output(output: np.ndarray, o: Options) -> None:
     out = real(output)
     if o.empty_rows == "nan":
         out = np.nan_to_num(out, nan=0.0, posinf=np.inf, neginf=-np.inf)
-    finite(out, "output", "the output")
+    finite(out, "output", _("the output"))
 
 
 def empty_row_error(where: str) -> ComputeError:
     """The one message for a row whose every key is masked."""
     return ComputeError(
-        f"every key is masked for {where}: softmax over no keys is undefined "
-        "(--empty-rows nan|zero|uniform fills such rows as frameworks do)"
+        _(
+            "every key is masked for {where}: softmax over no keys is undefined (--empty-rows nan|zero|uniform fills such rows as frameworks do)"
+        ).format(where=where)
     )
 
 
 def _place(b: int, h: int, i: int) -> str:
     """A (batch, head, row) index named 1-based, batch and head only when not the first."""
-    parts = [f"query row {i + 1}"] + [f"head {h + 1}"] * bool(h) + [f"batch item {b + 1}"] * bool(b)
-    return ", ".join(parts)
+    parts = [_("query row {i}").format(i=i + 1)]
+    parts += [_("head {h}").format(h=h + 1)] * bool(h)
+    parts += [_("batch item {b}").format(b=b + 1)] * bool(b)
+    return _(", ").join(parts)
 
 
 # ---------------------------------------------------------------- the dense evaluation

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, get_args, get_origin
 
+from .i18n import _
+
 SIMPLE = (str, int, float, bool)
 _TRUE = ("1", "true", "t", "yes", "y", "on")
 _FALSE = ("0", "false", "f", "no", "n", "off")
@@ -28,33 +30,39 @@ _FALSE = ("0", "false", "f", "no", "n", "off")
 def to_number(value: Any, kind: type, low: Any, high: Any, clamp: bool | None) -> Any:
     """``value`` as an int or float within [low, high], as pydantic words it."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"Input should be a valid {_word(kind)}")
+        raise ValueError(_("Input should be a valid {word}").format(word=_word(kind)))
     if isinstance(value, str):
+        if not value.isascii():  # typed on a Chinese keyboard: －２．５
+            from .load.values import ascii_forms
+
+            value = ascii_forms(value)
         try:
             number = kind(value.strip())
         except ValueError:
             if kind is int:
-                msg = "Input should be a valid integer, unable to parse string as an integer"
+                msg = _("Input should be a valid integer, unable to parse string as an integer")
             else:
-                msg = "Input should be a valid number, unable to parse string as a number"
+                msg = _("Input should be a valid number, unable to parse string as a number")
             raise ValueError(msg) from None
     else:
         number = kind(value)
         if kind is int and number != value:
-            raise ValueError("Input should be a valid integer, got a number with a fractional part")
+            raise ValueError(
+                _("Input should be a valid integer, got a number with a fractional part")
+            )
     if low is not None and number < low:
         if clamp:
             return kind(low)
-        raise ValueError(f"Input should be greater than or equal to {low}")
+        raise ValueError(_("Input should be greater than or equal to {low}").format(low=low))
     if high is not None and number > high:
         if clamp:
             return kind(high)
-        raise ValueError(f"Input should be less than or equal to {high}")
+        raise ValueError(_("Input should be less than or equal to {high}").format(high=high))
     return number
 
 
 def _word(kind: type) -> str:
-    return "integer" if kind is int else "number"
+    return _("integer") if kind is int else _("number")
 
 
 def to_bool(value: Any) -> bool:
@@ -66,7 +74,7 @@ def to_bool(value: Any) -> bool:
         return True
     if word in _FALSE or word == "":
         return False
-    raise ValueError("Input should be a valid boolean, unable to interpret input")
+    raise ValueError(_("Input should be a valid boolean, unable to interpret input"))
 
 
 def coercer(annotation: Any, info: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from .i18n import _
 from .trace import AXES, PER_HEAD, Stage, Trace, stage_names, to_public
 
 if TYPE_CHECKING:
@@ -62,14 +63,17 @@ def formulas(r: Resolved) -> dict[str, str]:
     f: dict[str, str] = {}
     for n, src in (("Q", "X"), ("K", kv), ("V", kv)):
         if n in a:
-            f[n] = f"{n} (given)"
+            f[n] = _("{name} (given)").format(name=n)
         else:
             f[n] = f"{n} = W_{n}·{src}" if cols else f"{n} = {src}·W_{n}{wt}"
             if f"b_{n}" in a:
                 f[n] += f" + b_{n}"
         if r.past and n != "Q":
             cache = "past_key" if n == "K" else "past_value"
-            f[n] = f"{n} = [{cache}; {f[n].removeprefix(f'{n} = ')}] ({r.past} cached rows first)"
+            given = f[n].removeprefix(f"{n} = ")
+            f[n] = f"{n} = [{cache}; {given}]" + _(" ({past} cached rows first)").format(
+                past=r.past
+            )
     f |= row_formulas(r)
     sim = "cos(Q, K)" if o.similarity == "cosine" else ("Qᵀ·K" if cols else "Q·Kᵀ")
     f["scores"] = f"scores = {sim}"
@@ -85,13 +89,13 @@ def formulas(r: Resolved) -> dict[str, str]:
         f["scaled"] = f"scaled = {scaled}"
         f["capped"] = f"capped = {cap:g}·tanh(scaled / {cap:g}){bias}"
     logits = "scaled" if cap is None else "capped"
-    f["masked"] = f"masked = {logits}, −∞ where the mask blocks"
+    f["masked"] = f"masked = {logits}" + _(", −∞ where the mask blocks")
     src = "masked" if r.masked else logits
-    per = "per entry" if o.normalize == "sigmoid" else "per row"
-    f["weights"] = f"weights = {o.normalize}({src}) {per}"
+    per = _(" per entry") if o.normalize == "sigmoid" else _(" per row")
+    f["weights"] = f"weights = {o.normalize}({src}){per}"
     if "sinks" in a:
-        f["weights"] += ", a sink in each denominator: e^x / (Σ e^x + e^sink), rows sum to < 1"
-    f["head_outputs"] = "head_outputs = weights·V per head"
+        f["weights"] += _(", a sink in each denominator: e^x / (Σ e^x + e^sink), rows sum to < 1")
+    f["head_outputs"] = "head_outputs = weights·V" + _(" per head")
     f["concat"] = "concat = [head_1 … head_h]" if r.multihead else "concat = weights·V"
     if "W_O" in a:
         out = "W_O·concat" if cols else f"concat·W_O{wt}"
@@ -116,7 +120,9 @@ def positions_text(r: Resolved) -> str:
         return "position_ids"
     assert r.positions is not None
     first = int(r.positions[0, 0])
-    return f"positions {first}…{first + r.n - 1}" if r.n > 1 else f"position {first}"
+    if r.n > 1:
+        return _("positions {first}…{last}").format(first=first, last=first + r.n - 1)
+    return _("position {first}").format(first=first)
 
 
 def row_formulas(r: Resolved) -> dict[str, str]:
@@ -125,9 +131,9 @@ def row_formulas(r: Resolved) -> dict[str, str]:
 
     o = r.options
     f: dict[str, str] = {}
-    cache = f", the {r.past} cached rows as given" if r.past else ""
+    cache = _(", the {past} cached rows as given").format(past=r.past) if r.past else ""
     if o.qk_norm is not None:
-        over = "per head" if o.qk_norm == "head" else "over all heads"
+        over = _("per head") if o.qk_norm == "head" else _("over all heads")
         eps = RMS_NORM_EPS if o.rms_norm_eps is None else o.rms_norm_eps
         for n, w in (("Q", "q_norm"), ("K", "k_norm")):
             weight = f" · (1 + {w})" if o.rms_norm_unit_offset else f" · {w}"
@@ -139,14 +145,20 @@ def row_formulas(r: Resolved) -> dict[str, str]:
         theta = ROPE_THETA if o.rope_theta is None else o.rope_theta
         pairs = "(i, i + d/2)" if o.rope == "half" else "(2i, 2i + 1)"
         part = (
-            f", the first {r.rotary_dim} of {r.d_head} features" if r.rotary_dim < r.d_head else ""
+            _(", the first {rotary} of {d} features").format(rotary=r.rotary_dim, d=r.d_head)
+            if r.rotary_dim < r.d_head
+            else ""
         )
         for n in "QK":
             src = f"{n}_normed" if o.qk_norm is not None else n
             tail = cache if n == "K" else ""
             f[f"{n}_rotated"] = (
-                f"{n}_rotated = RoPE({src}) at {positions_text(r)}, θ = {theta:g}, "
-                f"pairs {pairs}{part}{tail}"
+                f"{n}_rotated = RoPE({src}) "
+                + _("at {positions}, θ = {theta}, pairs {pairs}").format(
+                    positions=positions_text(r), theta=f"{theta:g}", pairs=pairs
+                )
+                + part
+                + tail
             )
     return f
 

@@ -8,6 +8,8 @@ Only the CLI turns them into ``qkv: error: …`` on stderr and an exit code.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
@@ -86,7 +88,22 @@ def counted(n: int, one: str, many: str) -> str:
     >>> counted(1, "label", "labels"), counted(2, "query", "queries")
     ('1 label', '2 queries')
     """
-    return f"{n} {one if n == 1 else many}"
+    from . import i18n
+
+    if i18n.language() == "en":
+        return f"{n} {one if n == 1 else many}"
+    return i18n.ngettext(f"{{n}} {one}", f"{{n}} {many}", n).format(n=n)  # see COUNTED
+
+
+def placed(where: str, message: Any) -> str:
+    """``where: message``, the place a message is about first (a file, a key), in the language spoken.
+
+    >>> placed("f.json", "no such file")
+    'f.json: no such file'
+    """
+    from .i18n import _
+
+    return _("{where}: {message}").format(where=where, message=message)
 
 
 def closest(typed: str, choices: list[str] | tuple[str, ...]) -> str | None:
@@ -112,5 +129,14 @@ def did_you_mean(typed: str, choices: list[str] | tuple[str, ...]) -> str:
     >>> did_you_mean("weight", ["scores", "weights"]), did_you_mean("zzz", ["dot", "cosine"])
     (' (did you mean weights?)', '')
     """
+    from .i18n import _
+
     near = closest(typed, choices)
-    return f" (did you mean {near}?)" if near is not None and near != typed else ""
+    return (
+        _(" (did you mean {near}?)").format(near=near) if near is not None and near != typed else ""
+    )
+
+
+#: The words `counted` counts, as the catalogue holds them (``{n} label`` / ``{n} labels``).
+COUNTED = (("label", "labels"), ("query", "queries"), ("key", "keys"), ("value", "values"),
+           ("column", "columns"), ("row", "rows"), ("head", "heads"))  # fmt: skip

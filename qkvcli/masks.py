@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import ShapeError, shape_str
+from .i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -210,7 +211,9 @@ def grid(a: np.ndarray, name: str, B: int, h: int, n: int, m: int) -> np.ndarray
 
     if a.ndim < 2 or a.ndim > 4 or a.shape[-2:] != (n, m):
         raise ShapeError(
-            f"{name} is {shape_str(a.shape)} but the scores are {n}×{m} (queries × keys)"
+            _("{name} is {shape} but the scores are {n}×{m} (queries × keys)").format(
+                name=name, shape=shape_str(a.shape), n=n, m=m
+            )
         )
     if a.ndim == 2:
         a = a[None, None]
@@ -218,7 +221,9 @@ def grid(a: np.ndarray, name: str, B: int, h: int, n: int, m: int) -> np.ndarray
         a = a[:, None]
     if a.shape[0] not in (1, B) or a.shape[1] not in (1, h):
         raise ShapeError(
-            f"{name} is {shape_str(a.shape)} but the scores are {B}×{h}×{n}×{m} (batch × heads × queries × keys)"
+            _(
+                "{name} is {shape} but the scores are {b}×{h}×{n}×{m} (batch × heads × queries × keys)"
+            ).format(name=name, shape=shape_str(a.shape), b=B, h=h, n=n, m=m)
         )
     return np.asarray(a)
 
@@ -231,7 +236,9 @@ def check_binary(a: np.ndarray, name: str) -> None:
     if len(bad):
         where = ", ".join(str(i + 1) for i in bad[0])
         raise ShapeError(
-            f"{name}[{where}] is {a[tuple(bad[0])]:g}: a mask holds only 0 and 1 (or true/false)"
+            _("{name}[{where}] is {v:g}: a mask holds only 0 and 1 (or true/false)").format(
+                name=name, where=where, v=a[tuple(bad[0])]
+            )
         )
 
 
@@ -243,7 +250,9 @@ def padding_keep(
         kpm = kpm[None]
     if kpm.ndim != 2 or kpm.shape[1] != m or kpm.shape[0] not in (1, B):
         raise ShapeError(
-            f"key_padding_mask is {shape_str(shown)} but there are {B} batch items × {m} keys"
+            _("key_padding_mask is {shape} but there are {b} batch items × {m} keys").format(
+                shape=shape_str(shown), b=B, m=m
+            )
         )
     check_binary(kpm, "key_padding_mask")
     return (kpm == 0) if block else (kpm != 0)
@@ -254,7 +263,9 @@ def valid_lens(vl: np.ndarray, B: int, n: int, m: int) -> np.ndarray:
     import numpy as np
 
     if np.any(vl != np.round(vl)) or np.any(vl < 0) or np.any(vl > m):
-        raise ShapeError(f"valid_lens must be whole numbers from 0 to {m} (the number of keys)")
+        raise ShapeError(
+            _("valid_lens must be whole numbers from 0 to {m} (the number of keys)").format(m=m)
+        )
     vl = vl.astype(int)
     if vl.ndim == 0:
         return np.broadcast_to(vl, (1, n))
@@ -265,6 +276,7 @@ def valid_lens(vl: np.ndarray, B: int, n: int, m: int) -> np.ndarray:
     if vl.ndim == 2 and vl.shape == (B, n):
         return vl
     raise ShapeError(
-        f"valid_lens is {shape_str(vl.shape)} but needs one length per batch item ({B}) "
-        f"or per query ({n})"
+        _(
+            "valid_lens is {shape} but needs one length per batch item ({b}) or per query ({n})"
+        ).format(shape=shape_str(vl.shape), b=B, n=n)
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import OptionError, did_you_mean
+from .i18n import _
 
 LAYOUTS = ("rows", "columns")
 WEIGHTS_LAYOUTS = ("in-out", "out-in")
@@ -90,22 +91,32 @@ def parse_scale(text: str | float | int, name: str = "scale") -> str | float:
     (0.5, 'sqrt', 2.0, -0.25)
     """
     if isinstance(text, bool):
-        raise OptionError(f"{name} must be sqrt, none or a number, not {text!r}")
+        raise OptionError(
+            _("{name} must be sqrt, none or a number, not {text!r}").format(name=name, text=text)
+        )
     if isinstance(text, (int, float)):
         value = float(text)
     else:
         word = str(text).strip().lower()
         if word in ("sqrt", "none"):
             return word
+        if not word.isascii():  # typed on a Chinese keyboard: ０．５
+            from .load.values import ascii_forms
+
+            word = ascii_forms(word)
         try:
             value = float(word)
         except ValueError:
             hint = did_you_mean(word, ("sqrt", "none"))
             raise OptionError(
-                f"{name} must be sqrt, none or a number, not {text!r}{hint}"
+                _("{name} must be sqrt, none or a number, not {text!r}{hint}").format(
+                    name=name, text=text, hint=hint
+                )
             ) from None
     if not math.isfinite(value) or value == 0:
-        raise OptionError(f"{name} must be a finite non-zero number, not {text!r}")
+        raise OptionError(
+            _("{name} must be a finite non-zero number, not {text!r}").format(name=name, text=text)
+        )
     return value
 
 
@@ -115,7 +126,9 @@ def either(words: tuple[str, ...] | list[str]) -> str:
     >>> either(("dot", "cosine")), either(("error", "nan", "zero"))
     ('dot or cosine', 'error, nan or zero')
     """
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+    if len(words) == 1:
+        return words[0]
+    return _("{some} or {last}").format(some=_(", ").join(words[:-1]), last=words[-1])
 
 
 def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -130,7 +143,11 @@ def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     """
     if not isinstance(value, str) or value not in allowed:
         hint = did_you_mean(value, allowed)
-        raise OptionError(f"{name} must be {either(allowed)}, not {value!r}{hint}")
+        raise OptionError(
+            _("{name} must be {either}, not {value!r}{hint}").format(
+                name=name, either=either(allowed), value=value, hint=hint
+            )
+        )
     return value
 
 
@@ -141,7 +158,11 @@ def positive_int(name: str, value: Any) -> int:
     2
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"{name} must be a positive whole number, not {value!r}")
+        raise OptionError(
+            _("{name} must be a positive whole number, not {value!r}").format(
+                name=name, value=value
+            )
+        )
     return value
 
 
@@ -154,7 +175,9 @@ def positive_number(name: str, value: Any) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
         shown = f"{value:g}" if ok else repr(value)
-        raise OptionError(f"{name} must be a positive finite number, not {shown}")
+        raise OptionError(
+            _("{name} must be a positive finite number, not {shown}").format(name=name, shown=shown)
+        )
     return float(value)
 
 
@@ -170,11 +193,19 @@ def whole_number(name: str, value: Any, least: int = 0) -> int:
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value != int(value) or value < least:
-        word = "a positive whole number" if least == 1 else f"a whole number ≥ {least}"
-        raise OptionError(f"{name} must be {word}, not {value!r}")
+        word = (
+            _("a positive whole number")
+            if least == 1
+            else _("a whole number ≥ {least}").format(least=least)
+        )
+        raise OptionError(
+            _("{name} must be {word}, not {value!r}").format(name=name, word=word, value=value)
+        )
     if value > WHOLE_MAX:
         raise OptionError(
-            f"{name} must be at most 2^53 (a whole number a float holds), not {value:g}"
+            _("{name} must be at most 2^53 (a whole number a float holds), not {value:g}").format(
+                name=name, value=value
+            )
         )
     return int(value)
 
@@ -191,7 +222,9 @@ def fraction(name: str, value: Any) -> float:
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or not 0 < value <= 1:
-        raise OptionError(f"{name} must be a number in (0, 1], not {value!r}")
+        raise OptionError(
+            _("{name} must be a number in (0, 1], not {value!r}").format(name=name, value=value)
+        )
     return float(value)
 
 
@@ -202,7 +235,7 @@ def _choice_of(key: str, allowed: tuple[str, ...]) -> Callable[..., str]:
 def _flag(key: str) -> Callable[..., bool]:
     def check(v: Any, name: str = key) -> bool:
         if not isinstance(v, bool):
-            raise OptionError(f"{name} must be true or false, not {v!r}")
+            raise OptionError(_("{name} must be true or false, not {v!r}").format(name=name, v=v))
         return v
 
     return check
@@ -291,7 +324,9 @@ def said(names: dict[str, str], key: str, value: Any = None) -> str:
 def _add(cli: bool, need: str, examples: tuple[tuple[str, str], ...]) -> str:
     """How to add a setting: as an option (``cli``) or as a file's key."""
     form = (lambda v: f"{option_name(need)} {v}") if cli else (lambda v: f'"{need}": "{v}"')
-    return "add " + " or ".join(f"{form(v)} ({who})" for v, who in examples)
+    return _("add {options}").format(
+        options=_(" or ").join(f"{form(v)} ({who})" for v, who in examples)
+    )
 
 
 #: What to add when a setting needs another: the values, and a model that uses each.
@@ -309,7 +344,9 @@ def needs(given: str, need: str) -> str:
     """
     cli = given.startswith("--")
     shown = option_name(need) if cli else need
-    return f"{given} is set but {shown} is not: {_add(cli, need, NEEDS[need])}"
+    return _("{given} is set but {shown} is not: {add}").format(
+        given=given, shown=shown, add=_add(cli, need, NEEDS[need])
+    )
 
 
 def validate_options(o: Options, names: dict[str, str] | None = None) -> Options:
@@ -327,8 +364,9 @@ def validate_options(o: Options, names: dict[str, str] | None = None) -> Options
     o = replace(o, **checked)
     if o.exact and o.similarity != "dot":
         raise OptionError(
-            f"exact arithmetic works with dot-product similarity, not cosine: drop "
-            f"{names.get('exact', '--exact')} or {said(names, 'similarity', 'cosine')}"
+            _(
+                "exact arithmetic works with dot-product similarity, not cosine: drop {get} or {cosine}"
+            ).format(get=names.get("exact", "--exact"), cosine=said(names, "similarity", "cosine"))
         )
     if o.exact:
         curved = [
@@ -336,8 +374,9 @@ def validate_options(o: Options, names: dict[str, str] | None = None) -> Options
         ]
         if curved:
             raise OptionError(
-                f"exact arithmetic keeps the linear stages as fractions: {', '.join(curved)} "
-                f"needs cosines, square roots or tanh; drop {names.get('exact', '--exact')}"
+                _(
+                    "exact arithmetic keeps the linear stages as fractions: {join} needs cosines, square roots or tanh; drop {get}"
+                ).format(join=", ".join(curved), get=names.get("exact", "--exact"))
             )
     for name, need in (
         ("rope_theta", "rope"), ("partial_rotary_factor", "rope"), ("position_offset", "rope"),

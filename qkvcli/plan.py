@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import OptionError
+from .i18n import _
 from .trace import SQUARE, STAGES, stage_names
 
 if TYPE_CHECKING:
@@ -119,19 +120,25 @@ def plan(
     if r.options.exact:
         if stream:
             raise OptionError(
-                "--exact works out every stage as fractions, not in blocks: "
-                "drop --exact or --stream"
+                _(
+                    "--exact works out every stage as fractions, not in blocks: drop --exact or --stream"
+                )
             )
         work = exact_work(r)
         if work > EXACT_LIMIT:
             raise OptionError(
-                f"--exact is for problems of hand size: this one needs {_millions(work)} "
-                f"multiply-adds in fractions (at most {_millions(EXACT_LIMIT)}); drop --exact"
+                _(
+                    "--exact is for problems of hand size: this one needs {millions} multiply-adds in fractions (at most {millions2}); drop --exact"
+                ).format(millions=_millions(work), millions2=_millions(EXACT_LIMIT))
             )
         return Plan(stream=False)
     if square and stream:
         reason = (why or {}).get(square[0], f"--stage {square[0]}")
-        raise OptionError(f"--stream computes no {shape} stage: drop {reason} or --stream")
+        raise OptionError(
+            _("--stream computes no {shape} stage: drop {reason} or --stream").format(
+                shape=shape, reason=reason
+            )
+        )
     if rows is not None and not stream and r.options.layout == "rows":
         # Only some rows are shown: stream every row, and the n×n stages of the shown ones.
         return Plan(stream=True, rows=tuple(rows) if square or asked is None else None)
@@ -143,8 +150,9 @@ def plan(
         if free is not None and need > free:
             reason = (why or {}).get(square[0], f"--stage {square[0]}")
             raise OptionError(
-                f"{reason} needs the {shape} matrices in memory: about {size(need)}, "
-                f"but {size(free)} is available (--stage output is computed in blocks)"
+                _(
+                    "{reason} needs the {shape} matrices in memory: about {size}, but {size2} is available (--stage output is computed in blocks)"
+                ).format(reason=reason, shape=shape, size=size(need), size2=size(free))
             )
         return Plan(stream=False)
     if stream or asked:
@@ -153,8 +161,10 @@ def plan(
         names = ", ".join(s for s in stage_names(r) if s in SQUARE)
         return Plan(
             stream=True,
-            note=f"the {shape} stages ({names}: {size(square_bytes(r))} each) are left out; "
-            "name one with --stage to get it",
+            note=_(
+                "the {shape} stages ({names}: {size} each) are left out; "
+                "name one with --stage to get it"
+            ).format(shape=shape, names=names, size=size(square_bytes(r))),
         )
     return Plan(stream=False)
 

@@ -19,7 +19,9 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import OptionError, ShapeError, counted, shape_str
+from . import i18n
+from .errors import OptionError, ShapeError, counted, placed, shape_str
+from .i18n import _, ngettext
 from .masks import (
     Rules,
     alibi_slopes,
@@ -100,11 +102,11 @@ class Resolved:
     def where_row(self, b: int, hh: int, i: int) -> str:
         """``query row 2 (x2), head 1, batch item 2``: a row named as the user sees it."""
         tokens = self.problem.tokens
-        where = f"query row {i + 1}" + (f" ({tokens[i]})" if tokens else "")
+        where = _("query row {i}").format(i=i + 1) + (f" ({tokens[i]})" if tokens else "")
         if self.multihead:
-            where += f", head {hh + 1}"
+            where += _(", ").join(["", _("head {h}").format(h=hh + 1)])
         if self.batched:
-            where += f", batch item {b + 1}"
+            where += _(", ").join(["", _("batch item {b}").format(b=b + 1)])
         return where
 
 
@@ -119,7 +121,11 @@ def _with_batch(a: np.ndarray, name: str) -> np.ndarray:
         return a[None]
     if a.ndim == 3:
         return a
-    raise ShapeError(f"{name} must be a matrix or a list of matrices (a batch), not {a.ndim}-D")
+    raise ShapeError(
+        _("{name} must be a matrix or a list of matrices (a batch), not {ndim}-D").format(
+            name=name, ndim=a.ndim
+        )
+    )
 
 
 def _weight(p: Problem, name: str, o: Options, d_in: int | None, src: str) -> np.ndarray | None:
@@ -135,18 +141,29 @@ def _weight(p: Problem, name: str, o: Options, d_in: int | None, src: str) -> np
 
     out_in = o.weights_layout == "out-in" or o.layout == "columns"
     if w.ndim not in (2, 3):
-        raise ShapeError(f"{name} must be a matrix or a list of per-head matrices, not {w.ndim}-D")
+        raise ShapeError(
+            _("{name} must be a matrix or a list of per-head matrices, not {ndim}-D").format(
+                name=name, ndim=w.ndim
+            )
+        )
     blocks = list(w) if w.ndim == 3 else [w]
     if d_in is not None:
         fits = blocks[0].shape[1 if out_in else 0] == d_in
         if not fits:
             shape = shape_str(blocks[0].shape)
             what = "rows" if o.layout == "columns" else "columns"
-            msg = f"{typed(p, name)} is {shape} but {typed(p, src)} has {counted(d_in, what[:-1], what)}"
+            msg = _("{name} is {shape} but {src} has {count}").format(
+                name=typed(p, name),
+                shape=shape,
+                src=typed(p, src),
+                count=counted(d_in, what[:-1], what),
+            )
             if o.layout == "columns":
-                msg += f" (layout columns: {name} must be d_k×{d_in})"
+                msg += _(" (layout columns: {name} must be d_k×{d})").format(name=name, d=d_in)
             elif out_in:
-                msg += f" (weights layout out-in: {name} must be d_k×{d_in})"
+                msg += _(" (weights layout out-in: {name} must be d_k×{d})").format(
+                    name=name, d=d_in
+                )
             if blocks[0].shape[0 if out_in else 1] == d_in:
                 msg += transpose_hint(p, o, name, ": ")
             raise ShapeError(msg)
@@ -158,7 +175,7 @@ def transpose_hint(p: Problem, o: Options, name: str, sep: str) -> str:
     """What to try when W ``name`` fits only transposed: the other weights layout, if every
     W fits in it, else transposing this one W (the layout option turns every W at once)."""
     if o.layout == "columns":
-        return f"{sep}did you mean its transpose?"
+        return sep + _("did you mean its transpose?")
     other = "in-out" if o.weights_layout == "out-in" else "out-in"
     now = o.weights_layout
     as_they_are = [n for n in ("W_Q", "W_K", "W_V")
@@ -166,11 +183,11 @@ def transpose_hint(p: Problem, o: Options, name: str, sep: str) -> str:
     option = p.setting_names.get("weights_layout", "--weights-layout")
     switch = f'"{option}": "{other}"' if not option.startswith("--") else f"{option} {other}"
     if not as_they_are:
-        return f"{sep}did you mean its transpose ({switch})?"
-    return (
-        f"{sep}it fits transposed, but {_and(as_they_are)} fit as they are: transpose "
-        f"{name} itself ({switch} would turn every W)"
-    )
+        return sep + _("did you mean its transpose ({switch})?").format(switch=switch)
+    return sep + _(
+        "it fits transposed, but {others} fit as they are: transpose "
+        "{name} itself ({switch} would turn every W)"
+    ).format(others=_and(as_they_are), name=name, switch=switch)
 
 
 def _and(names: list[str]) -> str:
@@ -205,8 +222,12 @@ def _bias(p: Problem, name: str, width: int, of: str) -> np.ndarray | None:
     b = b.reshape(-1)  # per-head lists are joined
     if b.shape[0] != width:
         raise ShapeError(
-            f"{typed(p, name)} has {counted(b.shape[0], 'value', 'values')} but {of} has "
-            f"{counted(width, 'column', 'columns')}"
+            _("{name} has {count} but {of} has {count2}").format(
+                name=typed(p, name),
+                count=counted(b.shape[0], "value", "values"),
+                of=of,
+                count2=counted(width, "column", "columns"),
+            )
         )
     return b
 
@@ -240,11 +261,11 @@ def resolve(p: Problem, o: Options) -> Resolved:
     except ShapeError as e:
         if p.origin == Problem.origin:
             raise
-        raise ShapeError(f"{p.origin}: {e}") from None
+        raise ShapeError(placed(p.origin, e)) from None
     except OptionError as e:
         if p.origin == Problem.origin or "--" in str(e):
             raise  # about options as typed: the file is not what is wrong
-        raise OptionError(f"{p.origin}: {e}") from None
+        raise OptionError(placed(p.origin, e)) from None
 
 
 def _resolve(p: Problem, o: Options) -> Resolved:
@@ -255,34 +276,40 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         if "past_key" not in mats or "past_value" not in mats:
             given, other = ("past_key", "past_value")[:: 1 if "past_key" in mats else -1]
             raise ShapeError(
-                f"{typed(p, given)} is given but {other} is missing: a KV cache holds both"
+                _("{given} is given but {other} is missing: a KV cache holds both").format(
+                    given=typed(p, given), other=other
+                )
             )
         if "X_kv" in mats:
             raise ShapeError(
-                "past_key is the self-attention cache of the same sequence: not with X_kv"
+                _("past_key is the self-attention cache of the same sequence: not with X_kv")
             )
     for name in ("Q", "K", "V"):
         if name in mats and f"W_{name}" in mats:
-            raise ShapeError(f"both {name} and W_{name} are given: give one or the other")
+            raise ShapeError(
+                _("both {name} and W_{name} are given: give one or the other").format(name=name)
+            )
     need_x = any(f"W_{n}" in mats for n in "QKV") and not all(n in mats for n in "QKV")
     arrays: dict[str, np.ndarray] = {}
     x = _direct(p, "X", o)
     x_kv = _direct(p, "X_kv", o)
     if x_kv is not None and x is None:
-        raise ShapeError("X_kv (memory) is given but X is missing: queries come from X")
+        raise ShapeError(_("X_kv (memory) is given but X is missing: queries come from X"))
     missing = [n for n in "QKV" if n not in mats and f"W_{n}" not in mats]
     if missing:
-        names = " and ".join(f"W_{n} (or {n})" for n in missing)
-        raise ShapeError(f"missing matrix: {names}")
+        names = _(", ").join(_("W_{n} (or {n})").format(n=n) for n in missing)
+        raise ShapeError(_("missing matrix: {names}").format(names=names))
     if need_x and x is None:
-        raise ShapeError("missing matrix: X (W_Q, W_K, W_V project the rows of X)")
+        raise ShapeError(_("missing matrix: X (W_Q, W_K, W_V project the rows of X)"))
     rows_word = "rows" if o.layout == "rows" else "columns"
     cols_word = "columns" if o.layout == "rows" else "rows"
 
     if p.torch_key is not None and o.weights_layout != "out-in":
         raise OptionError(
-            f"{p.torch_key} holds PyTorch (out, in) weights: not with "
-            f"{said(names, 'weights_layout', o.weights_layout)}"
+            _("{torch_key} holds PyTorch (out, in) weights: not with {weights_layout}").format(
+                torch_key=p.torch_key,
+                weights_layout=said(names, "weights_layout", o.weights_layout),
+            )
         )
 
     def project(n: str, src: np.ndarray | None, src_name: str) -> tuple[int, ...]:
@@ -290,7 +317,9 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         direct = _direct(p, n, o)
         if direct is not None:
             if f"b_{n}" in mats:
-                raise ShapeError(f"b_{n} is given but W_{n} is missing ({n} is given directly)")
+                raise ShapeError(
+                    _("b_{n} is given but W_{n} is missing ({n} is given directly)").format(n=n)
+                )
             arrays[n] = direct
             return direct.shape
         assert src is not None
@@ -308,7 +337,9 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     if x_kv is not None:
         arrays["X_kv"] = x_kv
     if x is not None and kv_src is not None and x.shape[0] != kv_src.shape[0]:
-        raise ShapeError(f"X has {x.shape[0]} batch items but X_kv has {kv_src.shape[0]}")
+        raise ShapeError(
+            _("X has {v} batch items but X_kv has {v2}").format(v=x.shape[0], v2=kv_src.shape[0])
+        )
     q, k, v = project("Q", x, "X"), project("K", kv_src, kv_name), project("V", kv_src, kv_name)
     # Per-head weight lists say how many heads there are.
     listed = {
@@ -318,16 +349,23 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     }
     heads = o.heads or listed.get("Q") or 1
     if "Q" in listed and listed["Q"] != heads:
-        raise ShapeError(f"W_Q lists {listed['Q']} heads but {said(names, 'heads', heads)}")
+        raise ShapeError(
+            _("W_Q lists {q} heads but {heads}").format(
+                q=listed["Q"], heads=said(names, "heads", heads)
+            )
+        )
     kv_heads = o.kv_heads or listed.get("K") or heads
     for n in "KV":
         if n in listed and listed[n] != kv_heads:
             given = said(names, "kv_heads" if o.kv_heads else "heads", kv_heads)
-            raise ShapeError(f"W_{n} lists {listed[n]} heads but {given}")
+            raise ShapeError(
+                _("W_{n} lists {v} heads but {given}").format(n=n, v=listed[n], given=given)
+            )
     if p.torch_key is not None and o.heads is None and not listed:
         note(
-            f"{p.origin}: a PyTorch state dict does not say how many heads it has: computed as "
-            '1 head; give nn.MultiheadAttention\'s num_heads as --heads N (or "heads": N)'
+            _(
+                '{origin}: a PyTorch state dict does not say how many heads it has: computed as 1 head; give nn.MultiheadAttention\'s num_heads as --heads N (or "heads": N)'
+            ).format(origin=p.origin)
         )
     unused = [
         n for n, by in (("X", "QKV"), ("X_kv", "KV")) if n in mats and all(c in mats for c in by)
@@ -335,44 +373,68 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     if unused:
         given = "Q, K and V are" if "X" in unused else "K and V are"
         note(
-            f"{p.origin}: {' and '.join(unused)} not used: {given} given directly "
-            f"(drop {' and '.join(unused)}, or give the weights instead)"
+            _(
+                "{origin}: {join} not used: {given} given directly (drop {join}, or give the weights instead)"
+            ).format(origin=p.origin, join=" and ".join(unused), given=given)
         )
     B = max(a[0] for a in (q, k, v))
     for name, a in (("Q", q), ("K", k), ("V", v)):
         if a[0] not in (1, B):
-            raise ShapeError(f"{name} has {a[0]} batch items but another matrix has {B}")
+            raise ShapeError(
+                _("{name} has {v} batch items but another matrix has {b}").format(
+                    name=name, v=a[0], b=B
+                )
+            )
     if k[-2] != v[-2]:
         raise ShapeError(
-            f"K has {counted(k[-2], rows_word[:-1], rows_word)} but V has {v[-2]}: "
-            "every key needs one value"
+            _("K has {count} but V has {v}: every key needs one value").format(
+                count=counted(k[-2], rows_word[:-1], rows_word), v=v[-2]
+            )
         )
     past = _cache(p, o, arrays, k, v, B)
     n, m, dq, dv = q[-2], past + k[-2], q[-1], v[-1]
     h_said = said(names, "heads", heads)
     kv_said = said(names, "kv_heads", kv_heads) if o.kv_heads else None
     if dq % heads:
-        raise ShapeError(f"{h_said} does not divide d_k={dq} (Q has {dq} {cols_word})")
+        raise ShapeError(
+            _("{h_said} does not divide d_k={dq} (Q has {count})").format(
+                h_said=h_said, dq=dq, count=counted(dq, cols_word[:-1], cols_word)
+            )
+        )
     if heads % kv_heads:
-        raise ShapeError(f"{kv_said or kv_heads} does not divide {h_said}")
+        raise ShapeError(
+            _("{v} does not divide {h_said}").format(v=kv_said or kv_heads, h_said=h_said)
+        )
     d_head = dq // heads
     if k[-1] != kv_heads * d_head:
         if kv_heads == heads:
             raise ShapeError(
-                f"Q is {shape_str(q[1:])} but K is {shape_str(k[1:])}: "
-                f"Q·Kᵀ needs Q and K to have the same number of {cols_word}"
+                _(
+                    "Q is {shape} but K is {shape2}: Q·Kᵀ needs Q and K to have the same number of {cols_word}"
+                ).format(
+                    shape=shape_str(q[1:]), shape2=shape_str(k[1:]), cols_word=i18n._(cols_word)
+                )
             )
         raise ShapeError(
-            f"K has {k[-1]} {cols_word} but {kv_said or kv_heads} with d_k={d_head} per head "
-            f"needs {kv_heads * d_head}"
+            _("K has {count} but {v2} with d_k={d_head} per head needs {v3}").format(
+                count=counted(k[-1], cols_word[:-1], cols_word),
+                v2=kv_said or kv_heads,
+                d_head=d_head,
+                v3=kv_heads * d_head,
+            )
         )
     if dv % kv_heads:
         if kv_said is None:
             raise ShapeError(
-                f"{h_said} does not divide d_v={dv} (V has {dv} {cols_word}; "
-                "K and V have as many heads as Q unless kv_heads says otherwise)"
+                _(
+                    "{h_said} does not divide d_v={dv} (V has {count}; K and V have as many heads as Q unless kv_heads says otherwise)"
+                ).format(h_said=h_said, dv=dv, count=counted(dv, cols_word[:-1], cols_word))
             )
-        raise ShapeError(f"{kv_said} does not divide d_v={dv} (V has {dv} {cols_word})")
+        raise ShapeError(
+            _("{kv_said} does not divide d_v={dv} (V has {count})").format(
+                kv_said=kv_said, dv=dv, count=counted(dv, cols_word[:-1], cols_word)
+            )
+        )
     dv_head = dv // kv_heads
 
     w_o = _weight(p, "W_O", o, None, "concat")
@@ -381,9 +443,16 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         if w_o.shape[0] != width:
             user = p.matrices["W_O"].shape
             need = "columns" if o.weights_layout == "out-in" or o.layout == "columns" else "rows"
-            msg = (
-                f"{typed(p, 'W_O')} is {shape_str(user)} but concat has {width} {cols_word} "
-                f"(heads × d_v = {heads}×{dv_head}): W_O needs {width} {need}"
+            msg = _(
+                "{w_o} is {shape} but concat has {count} (heads × d_v = {heads}×{dv}): "
+                "W_O needs {need}"
+            ).format(
+                w_o=typed(p, "W_O"),
+                shape=shape_str(user),
+                count=counted(width, cols_word[:-1], cols_word),
+                heads=heads,
+                dv=dv_head,
+                need=counted(width, need[:-1], need),
             )
             if p.matrices["W_O"].ndim == 2 and w_o.shape[1] == width:
                 msg += transpose_hint(p, o, "W_O", "; ")
@@ -393,7 +462,7 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         if b_o is not None:
             arrays["b_O"] = b_o
     elif "b_O" in mats:
-        raise ShapeError("b_O is given but W_O is missing")
+        raise ShapeError(_("b_O is given but W_O is missing"))
 
     for attr, count, one, many in (
         ("tokens", n, "query", "queries"),
@@ -401,9 +470,16 @@ def _resolve(p: Problem, o: Options) -> Resolved:
     ):
         given = getattr(p, attr)
         if given is not None and len(given) != count:
-            there = f"there {'is' if count == 1 else 'are'} {counted(count, one, many)}"
             raise ShapeError(
-                f"{typed(p, attr)} has {counted(len(given), 'label', 'labels')} but {there}"
+                ngettext(
+                    "{attr} has {count} but there is {there}",
+                    "{attr} has {count} but there are {there}",
+                    count,
+                ).format(
+                    attr=typed(p, attr),
+                    count=counted(len(given), "label", "labels"),
+                    there=counted(count, one, many),
+                )
             )
 
     scale = {"sqrt": 1 / math.sqrt(d_head), "none": 1.0}.get(o.scale, o.scale)  # type: ignore[arg-type]
@@ -412,14 +488,21 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         sinks = mats["sinks"].reshape(-1)
         if sinks.shape[0] != heads:
             raise ShapeError(
-                f"{typed(p, 'sinks')} has {counted(sinks.shape[0], 'value', 'values')} but there "
-                f"{'is' if heads == 1 else 'are'} {counted(heads, 'head', 'heads')} (one sink "
-                "logit per query head)"
+                ngettext(
+                    "{sinks} has {count} but there is {heads} (one sink logit per query head)",
+                    "{sinks} has {count} but there are {heads} (one sink logit per query head)",
+                    heads,
+                ).format(
+                    sinks=typed(p, "sinks"),
+                    count=counted(sinks.shape[0], "value", "values"),
+                    heads=counted(heads, "head", "heads"),
+                )
             )
         if o.normalize == "sigmoid":
             raise OptionError(
-                f"{typed(p, 'sinks')} adds a sink to the softmax's denominator: not with "
-                f"{said(p.setting_names, 'normalize', 'sigmoid')}"
+                _("{sinks} adds a sink to the softmax's denominator: not with {sigmoid}").format(
+                    sinks=typed(p, "sinks"), sigmoid=said(p.setting_names, "normalize", "sigmoid")
+                )
             )
         arrays["sinks"] = sinks
     rotary_dim, positions = _rotary(p, o, B, n, k[-2], d_head, past, "X_kv" in arrays)
@@ -446,16 +529,22 @@ def _cache(
         assert a is not None
         if a.shape[-1] != new[-1]:
             raise ShapeError(
-                f"{typed(p, name)} has {a.shape[-1]} {cols} but {of} has {new[-1]}: "
-                f"the cache holds {of}'s rows of earlier tokens, every head side by side"
+                _(
+                    "{name} has {v} {cols} but {of} has {v2}: the cache holds {of}'s rows of earlier tokens, every head side by side"
+                ).format(name=typed(p, name), v=a.shape[-1], cols=cols, of=of, v2=new[-1])
             )
         if a.shape[0] not in (1, B):
-            raise ShapeError(f"{typed(p, name)} has {a.shape[0]} batch items but X has {B}")
+            raise ShapeError(
+                _("{name} has {v} batch items but X has {b}").format(
+                    name=typed(p, name), v=a.shape[0], b=B
+                )
+            )
         past[name] = a
     if past["past_key"].shape[1] != past["past_value"].shape[1]:
         raise ShapeError(
-            f"past_key has {past['past_key'].shape[1]} rows but past_value has "
-            f"{past['past_value'].shape[1]}: every cached key needs its value"
+            _(
+                "past_key has {v} rows but past_value has {v2}: every cached key needs its value"
+            ).format(v=past["past_key"].shape[1], v2=past["past_value"].shape[1])
         )
     arrays.update(past)
     return int(past["past_key"].shape[1])
@@ -476,8 +565,13 @@ def _norms(p: Problem, o: Options, arrays: dict, heads: int, kv_heads: int, d_he
         if w.shape[0] != width:
             what = f"d_k = {d_head}" if o.qk_norm == "head" else f"{count} heads × d_k {d_head}"
             raise ShapeError(
-                f"{typed(p, name)} has {counted(w.shape[0], 'value', 'values')} but qk_norm {o.qk_norm} needs "
-                f"{width} ({what})"
+                _("{name} has {count} but qk_norm {qk_norm} needs {width} ({what})").format(
+                    name=typed(p, name),
+                    count=counted(w.shape[0], "value", "values"),
+                    qk_norm=o.qk_norm,
+                    width=width,
+                    what=what,
+                )
             )
         arrays[name] = w
 
@@ -493,18 +587,20 @@ def _rotary(
             raise OptionError(needs(typed(p, "position_ids"), "rope"))
         return 0, None
     if cross:
-        raise ShapeError("rope rotates a sequence against itself: not with X_kv")
+        raise ShapeError(_("rope rotates a sequence against itself: not with X_kv"))
     if new_keys != n:
         raise ShapeError(
-            f"rope gives each token one position for its query and its key, but there are "
-            f"{n} queries and {new_keys} new keys"
+            _(
+                "rope gives each token one position for its query and its key, but there are {n} queries and {new_keys} new keys"
+            ).format(n=n, new_keys=new_keys)
         )
     factor = 1.0 if o.partial_rotary_factor is None else o.partial_rotary_factor
     dim = int(d_head * factor)  # as Hugging Face: int(head_dim × partial_rotary_factor)
     if dim < 2 or dim % 2:
         raise ShapeError(
-            f"rope rotates pairs of features: partial_rotary_factor {factor:g} × d_k {d_head} "
-            f"gives {dim}, not an even number ≥ 2"
+            _(
+                "rope rotates pairs of features: partial_rotary_factor {factor:g} × d_k {d_head} gives {dim}, not an even number ≥ 2"
+            ).format(factor=factor, d_head=d_head, dim=dim)
         )
     if "position_ids" in p.matrices:
         pos = p.matrices["position_ids"]
@@ -513,15 +609,18 @@ def _rotary(
             pos = pos[None]
         if pos.ndim != 2 or pos.shape[1] != n or pos.shape[0] not in (1, B):
             raise ShapeError(
-                f"{where} is {shape_str(p.matrices['position_ids'].shape)} but needs one "
-                f"position per query ({n}), or a row of them per batch item ({B}×{n})"
+                _(
+                    "{where} is {shape} but needs one position per query ({n}), or a row of them per batch item ({b}×{n})"
+                ).format(where=where, shape=shape_str(p.matrices["position_ids"].shape), n=n, b=B)
             )
         if np.any(pos != np.round(pos)) or np.any(pos < 0):
-            raise ShapeError(f"{where} must hold whole numbers ≥ 0")
+            raise ShapeError(_("{where} must hold whole numbers ≥ 0").format(where=where))
         if o.position_offset is not None:
             raise OptionError(
-                f"{typed(p, 'position_ids')} and {said(p.setting_names, 'position_offset')} "
-                "are both given: give one"
+                _("{position_ids} and {position_offset} are both given: give one").format(
+                    position_ids=typed(p, "position_ids"),
+                    position_offset=said(p.setting_names, "position_offset"),
+                )
             )
         return dim, pos.astype(np.int64)
     start = past if o.position_offset is None else o.position_offset

@@ -54,6 +54,7 @@ from .attention import (
 from .blas import single_threaded
 from .describe import build, factor
 from .errors import OptionError
+from .i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,7 +90,7 @@ def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Tr
 
     o = r.options
     if o.exact:
-        raise OptionError("exact arithmetic is not computed in blocks: drop --exact or --stream")
+        raise OptionError(_("exact arithmetic is not computed in blocks: drop --exact or --stream"))
     h, g = r.heads, r.kv_heads
     a = inputs(r)
     rows: dict[str, np.ndarray] = {}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError, did_you_mean
+from .i18n import N_, _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,6 +45,60 @@ PER_HEAD = ("scores", "scaled", "capped", "masked", "weights", "head_outputs")
 SQUARE = ("scores", "scaled", "capped", "masked", "weights")
 #: How −∞ (a masked logit) is written in text.
 NEG_INF = "−∞"
+
+#: What each stage is, in words: shown before its name in titles in a language other than English.
+WORDS = {
+    "Q": N_("query"),
+    "K": N_("key"),
+    "V": N_("value"),
+    "Q_normed": N_("normed query"),
+    "K_normed": N_("normed key"),
+    "Q_rotated": N_("rotated query"),
+    "K_rotated": N_("rotated key"),
+    "scores": N_("attention scores"),
+    "scaled": N_("scaled scores"),
+    "capped": N_("soft-capped scores"),
+    "masked": N_("masked scores"),
+    "weights": N_("attention weights"),
+    "head_outputs": N_("head outputs"),
+    "concat": N_("concatenated heads"),
+    "output": N_("output"),
+}
+
+
+#: Stage names as the Chinese articles write them (see GLOSSARY): read as the stage they name.
+ALIASES = {
+    "查询": "Q", "键": "K", "值": "V", "分数": "scores", "注意力分数": "scores",
+    "缩放": "scaled", "缩放后的分数": "scaled", "掩码": "masked", "权重": "weights",
+    "注意力权重": "weights", "输出": "output",
+}  # fmt: skip
+
+
+def canonical(name: str) -> str:
+    """A stage named as typed, Chinese included: ``权重`` → ``weights``; other names as they are.
+
+    >>> canonical("权重"), canonical("Q"), canonical("weight")
+    ('weights', 'Q', 'weight')
+    """
+    return ALIASES.get(name.strip(), name)
+
+
+def titled(name: str) -> str:
+    """A stage's name as a title shows it: ``weights`` in English, ``注意力权重 weights`` in Chinese.
+
+    The name itself (a public contract: ``--stage``, JSON keys) is never translated.
+
+    >>> titled("weights")
+    'weights'
+    """
+    from .i18n import language
+
+    if language() == "en" or name not in WORDS:
+        return name
+    from . import i18n
+
+    return f"{i18n._(WORDS[name])} {name}"
+
 
 #: What the rows and columns of each stage are indexed by, in row layout.
 AXES = {
@@ -165,10 +220,19 @@ def check_stages(asked: list[str], names: list[str], option: str = "--stage") ->
     """
     for name in asked:
         if name not in names:
-            what = f"this run has no {name} stage" if name in STAGES else "no such stage"
+            what = (
+                _("this run has no {name} stage").format(name=name)
+                if name in STAGES
+                else _("no such stage")
+            )
             raise OptionError(
-                f"{option} {name}: {what}{did_you_mean(name, names)}; "
-                f"this run's stages: {', '.join(names)}"
+                _("{option} {name}: {what}{hint}; this run's stages: {stages}").format(
+                    option=option,
+                    name=name,
+                    what=what,
+                    hint=did_you_mean(name, names),
+                    stages=", ".join(names),
+                )
             )
 
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: paths to samples and a CLI runner with colour off."""
+"""Shared test helpers: paths to samples, colour off, and English whatever the developer's locale."""
 
 from __future__ import annotations
 
@@ -27,6 +27,22 @@ def _no_color(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     os.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _english(monkeypatch):
+    """Every test speaks English (QKV_LANG=en) unless it asks otherwise (``--lang zh``, its own env).
+
+    The language chosen by an earlier test in this process is forgotten too, and after the
+    test English is spoken again (the doctests outside tests/ run without this fixture).
+    """
+    from qkvcli import i18n
+    from qkvcli.cli.app import speak_click
+
+    monkeypatch.setenv("QKV_LANG", "en")
+    i18n.choose()
+    yield
+    speak_click(i18n.choose("en"))
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

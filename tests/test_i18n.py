@@ -19,8 +19,9 @@ PO_DIR = ROOT / "po" / "zh" / "LC_MESSAGES"
 MARKERS = {"_": 1, "N_": 1, "ngettext": 2}
 
 
-def po_entries(path: Path) -> dict[str, str]:
-    """msgid → msgstr of a .po file (plural entries by their singular), parsed plainly."""
+def po_entries(path: Path, plurals: bool = True) -> dict[str, str]:
+    """msgid → msgstr of a .po file, parsed plainly (plural entries by their singular, and by
+    their plural too unless not ``plurals``)."""
     entries: dict[str, str] = {}
     key, field, parts = None, None, {}
     for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
@@ -28,6 +29,10 @@ def po_entries(path: Path) -> dict[str, str]:
         if not line or line.startswith("#"):
             if parts.get("msgid") is not None:
                 entries[parts["msgid"]] = parts.get("msgstr", parts.get("msgstr[0]", ""))
+                if (
+                    plurals and parts.get("msgid_plural") is not None
+                ):  # the plural form is marked too
+                    entries[parts["msgid_plural"]] = parts.get("msgstr[0]", "")
             parts, field = {}, None
             continue
         if line.startswith('"'):
@@ -106,7 +111,7 @@ def test_the_compiled_catalogue_is_the_source():
         assert mo.exists(), f"{mo} missing: reinstall qkv (pip install -e .) with msgfmt present"
         with mo.open("rb") as f:
             compiled = gettext.GNUTranslations(f)
-        for msgid, msgstr in po_entries(po).items():
+        for msgid, msgstr in po_entries(po, plurals=False).items():
             if msgstr:
                 assert compiled.gettext(msgid) == msgstr, f"{mo} is stale: reinstall qkv"
 

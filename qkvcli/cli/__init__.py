@@ -6,6 +6,7 @@ options, calls one core function and renders (`compute`, `homework`).
 
 from __future__ import annotations
 
+from ..i18n import N_
 from .app import QkvCommand, app
 from .compute import compute
 from .homework import check, explain, new
@@ -13,11 +14,11 @@ from .model import model
 
 #: Each command with the one line a bare ``qkv`` and ``qkv -h`` show for it.
 COMMANDS = (
-    (compute, "Compute attention and show every stage as tables, pictures or data."),
-    (check, "Mark a hand-done answer cell by cell and name the mistake."),
-    (explain, "Write out the arithmetic behind one cell, with the actual numbers."),
-    (new, "Write a practice problem with friendly numbers, and its answer key."),
-    (model, "Run a pretrained model on a sentence; show one layer's attention."),
+    (compute, N_("Compute attention and show every stage as tables, pictures or data.")),
+    (check, N_("Mark a hand-done answer cell by cell and name the mistake.")),
+    (explain, N_("Write out the arithmetic behind one cell, with the actual numbers.")),
+    (new, N_("Write a practice problem with friendly numbers, and its answer key.")),
+    (model, N_("Run a pretrained model on a sentence; show one layer's attention.")),
 )
 for command, line in COMMANDS:
     app.command(cls=QkvCommand, short_help=line)(command)

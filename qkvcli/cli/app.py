@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from .. import __version__
+from .. import __version__, i18n
 from ..errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
@@ -29,13 +29,19 @@ from ..errors import (
     QkvError,
     one_line,
 )
+from ..i18n import N_, _
 
 #: ``--debug`` is taken off the command line before parsing (see `QkvGroup.main`); help lists it.
-DEBUG = ("--debug", "Show the traceback of an error (anywhere on the line; the exit code stays).")
+DEBUG = (
+    "--debug",
+    N_("Show the traceback of an error (anywhere on the line; the exit code stays)."),
+)
 #: ``--lang`` too (see `take_lang`): the language of every message, table and help.
 LANG = (
     "--lang LANG",
-    "The language qkv speaks: en or zh (anywhere on the line; default: QKV_LANG, else the locale).",
+    N_(
+        "The language qkv speaks: en or zh (anywhere on the line; default: QKV_LANG, else the locale)."
+    ),
 )
 
 
@@ -51,7 +57,7 @@ def take_lang(argv: list[str]) -> tuple[str | None, list[str]]:
         a = argv[i]
         if a == "--lang":
             if i + 1 >= end:
-                raise OptionError("--lang needs a language: en or zh")
+                raise OptionError(_("--lang needs a language: en or zh"))
             lang, i = argv[i + 1], i + 2
             continue
         if a.startswith("--lang="):
@@ -73,14 +79,14 @@ def help_record(param: Any) -> tuple[str, str] | None:
         return None
     if param.param_type_name == "argument":
         name = param.metavar or param.name.upper()
-        return name + ("…" if param.nargs != 1 else ""), param.help or ""
+        return name + ("…" if param.nargs != 1 else ""), i18n._(param.help) if param.help else ""
     names = sorted([*param.opts, *param.secondary_opts], key=lambda o: o.startswith("--"))
     shown = ", ".join(names)
-    text = param.help or ""
+    text = i18n._(param.help) if param.help else ""
     if not param.is_flag:
         shown += f" {param.metavar or _metavar(param)}"
-        if param.default is not None and "default" not in text:
-            text += f"  [default: {param.default}]"
+        if param.default is not None and "default" not in (param.help or ""):
+            text += _("  [default: {default}]").format(default=param.default)
     return shown, text
 
 
@@ -107,13 +113,96 @@ def format_panels(command: Any, ctx: Any, formatter: Any) -> None:
             panel = getattr(param, "rich_help_panel", None) or "Options"
             panels.setdefault(panel, []).append(record)
     panels = {"Options": [], **panels}  # the general options first, as typer's rich help puts them
-    panels["Options"] += [LANG, DEBUG]
+    panels["Options"] += [(name, i18n._(text)) for name, text in (LANG, DEBUG)]
     if args:
-        with formatter.section("Arguments"):
+        with formatter.section(_("Arguments")):
             formatter.write_dl(args)
     for title, rows in panels.items():
-        with formatter.section(title):
+        with formatter.section(i18n._(title)):
             formatter.write_dl(rows)
+
+
+#: click's own functions that `speak_click` replaces for a language other than English.
+_CLICK: dict[tuple[Any, str], Any] = {}
+
+
+def speak_click(lang: str) -> None:
+    """click's help in ``lang``: its headings ("Commands") and its text wrapped in terminal
+    columns (a Chinese character takes two). English puts click back as it was.
+
+    typer (with the click it carries) names these at module level, so the names
+    are pointed at qkv's; English never imports anything for it.
+    """
+    if lang == "en" and not _CLICK:
+        return
+    import typer.core
+
+    from ..render import text
+
+    try:
+        from typer._click import formatting  # the click typer carries
+    except ImportError:  # a typer on click itself
+        from click import formatting  # type: ignore[no-redef]
+
+    def heading(self: Any, heading: str) -> None:  # "选项：", a Chinese colon
+        self.write(f"{'':>{self.current_indent}}" + _("{heading}:").format(heading=heading) + "\n")
+
+    ours = [
+        (typer.core, "_", i18n._),
+        (formatting, "wrap_text", text.wrap),
+        (formatting, "term_len", text.width),
+        (formatting.HelpFormatter, "write_heading", heading),
+    ]
+    for module, name, fn in ours:
+        if hasattr(module, name):
+            _CLICK.setdefault((module, name), getattr(module, name))
+            setattr(module, name, fn if lang != "en" else _CLICK[(module, name)])
+
+
+#: click's usage errors, by the English it writes them in, and their messages for the catalogue.
+USAGE_ERRORS = (
+    (r"No such option: (?P<name>\S+) \(Possible options: (?P<options>.*)\)",
+     N_("no such option: {name} (did you mean {options}?)")),
+    (r"No such option: (?P<name>\S+)", N_("no such option: {name}")),
+    (r"Option (?P<name>'\S+') requires an argument\.", N_("option {name} needs a value")),
+    (r"Option (?P<name>'\S+') requires (?P<n>\d+) arguments\.", N_("option {name} needs {n} values")),
+    (r"Option (?P<name>'\S+') does not take a value\.", N_("option {name} takes no value")),
+    (r"Got unexpected extra argument\(s\) \((?P<args>.*)\)", N_("unexpected extra arguments: {args}")),
+    (r"Missing argument (?P<name>'\S+')\.", N_("missing argument {name}")),
+    (r"Missing option (?P<name>'\S+')\.", N_("missing option {name}")),
+    (r"Missing parameter: (?P<name>\S+)", N_("missing parameter: {name}")),
+    (r"No such command (?P<name>'.*')\.", N_("no such command {name}")),
+    (r"Missing command\.", N_("missing command")),
+    (r"Invalid value for (?P<name>'[^']+'): (?P<message>.*)", N_("invalid value for {name}: {message}")),
+)  # fmt: skip
+
+
+def usage_message(message: str) -> str:
+    """A usage error of click's in the language spoken (as it is, in English or when unknown).
+
+    >>> usage_message("No such option: --nope")
+    'No such option: --nope'
+    """
+    if i18n.language() == "en":
+        return message
+    import re
+
+    for pattern, words in USAGE_ERRORS:
+        m = re.fullmatch(pattern, message, re.S)
+        if m:
+            return i18n._(words).format(**m.groupdict())
+    return message
+
+
+def translated_help(command: Any, ctx: Any, formatter: Any, format_help_text: Any) -> None:
+    """A command's docstring (and epilog) in the language spoken, as click formats it."""
+    saved = command.help, command.epilog
+    command.help = i18n._(command.help) if command.help else command.help
+    command.epilog = i18n._(command.epilog) if command.epilog else command.epilog
+    try:
+        format_help_text(ctx, formatter)
+    finally:
+        command.help, command.epilog = saved
 
 
 class QkvCommand(TyperCommand):
@@ -121,6 +210,19 @@ class QkvCommand(TyperCommand):
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         format_panels(self, ctx, formatter)
+
+    def format_help_text(self, ctx: Any, formatter: Any) -> None:
+        translated_help(self, ctx, formatter, super().format_help_text)
+
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
+        formatter.write_usage(
+            ctx.command_path, " ".join(self.collect_usage_pieces(ctx)), prefix=_("Usage: ")
+        )
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        if self.short_help:
+            return i18n._(self.short_help)
+        return super().get_short_help_str(limit)
 
 
 class QkvGroup(TyperGroup):
@@ -134,7 +236,7 @@ class QkvGroup(TyperGroup):
             install(command)  # plain option types without pydantic: fast start-up
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
-        from .. import i18n, notes
+        from .. import notes
 
         extra.pop("standalone_mode", None)
         argv = list(sys.argv[1:] if args is None else args)
@@ -144,9 +246,9 @@ class QkvGroup(TyperGroup):
         notes.take()  # a fresh run: nothing left over from an earlier one in this process
         try:
             lang, argv = take_lang(argv)
-            i18n.choose(lang)
+            speak_click(i18n.choose(lang))
         except QkvError as e:
-            i18n.choose("en")
+            speak_click(i18n.choose("en"))
             _fail(str(e), e.exit_code)
         if not argv:
             print(self.short_usage())  # a bare qkv: what there is to run, not an error
@@ -170,12 +272,19 @@ class QkvGroup(TyperGroup):
         except Exception as e:
             if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click usage errors
                 cmd = getattr(getattr(e, "ctx", None), "command_path", "qkv")
-                _fail(f"{e.format_message()} (see '{cmd} --help')", EXIT_USAGE)
+                _fail(
+                    _("{message} (see '{command} --help')").format(
+                        message=usage_message(e.format_message()), command=cmd
+                    ),
+                    EXIT_USAGE,
+                )
             if debug:
                 _traceback()
             _fail(
-                f"internal error: {type(e).__name__}: {e} — this is a bug in qkv; "
-                "run again with --debug for the traceback and please report it",
+                _(
+                    "internal error: {kind}: {error} — this is a bug in qkv; "
+                    "run again with --debug for the traceback and please report it"
+                ).format(kind=type(e).__name__, error=e),
                 EXIT_INTERNAL,
             )
         code = rv if isinstance(rv, int) else 0
@@ -187,24 +296,32 @@ class QkvGroup(TyperGroup):
     def short_usage(self) -> str:
         """What a bare ``qkv`` prints: the commands, an example, where the help is."""
         rows = [(name, cmd.get_short_help_str(200)) for name, cmd in self.commands.items()]
-        width = max(len(name) for name, _ in rows)
+        width = max(len(name) for name, _text in rows)
         return "\n".join(
             [
-                "Usage: qkv COMMAND [ARGS]...",
+                _("Usage: qkv COMMAND [ARGS]..."),
                 "",
-                "qkv: see every stage of an attention computation.",
+                _("qkv: see every stage of an attention computation."),
                 "",
-                "Commands:",
+                _("Commands:"),
                 *(f"  {name.ljust(width)}  {text}" for name, text in rows),
                 "",
-                "Example: qkv compute samples/worked_example.json --trace",
-                "'qkv COMMAND -h' lists a command's options; 'qkv -h' adds the exit codes.",
+                _("Example: qkv compute samples/worked_example.json --trace"),
+                _("'qkv COMMAND -h' lists a command's options; 'qkv -h' adds the exit codes."),
             ]
         )
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         format_panels(self, ctx, formatter)
         self.format_commands(ctx, formatter)
+
+    def format_help_text(self, ctx: Any, formatter: Any) -> None:
+        translated_help(self, ctx, formatter, super().format_help_text)
+
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
+        formatter.write_usage(
+            ctx.command_path, " ".join(self.collect_usage_pieces(ctx)), prefix=_("Usage: ")
+        )
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; a closed pipe is caught here, before typer's own handler."""
@@ -215,11 +332,15 @@ class QkvGroup(TyperGroup):
         except OSError as e:
             if e.filename is not None:
                 raise
-            raise OutputError(f"cannot write the output: {e.strerror or e}") from None
+            raise OutputError(
+                _("cannot write the output: {error}").format(error=e.strerror or e)
+            ) from None
         except UnicodeEncodeError as e:  # stdout in ASCII or Latin-1 (PYTHONIOENCODING, a C locale)
             raise OutputError(
-                f"cannot write the output: its encoding ({e.encoding}) has no {e.object[e.start]!r}; "
-                "use a UTF-8 locale or PYTHONIOENCODING=utf-8"
+                _(
+                    "cannot write the output: its encoding ({encoding}) has no {char}; "
+                    "use a UTF-8 locale or PYTHONIOENCODING=utf-8"
+                ).format(encoding=e.encoding, char=repr(e.object[e.start]))
             ) from None
 
 
@@ -264,7 +385,9 @@ def _warning_as_note(message: Any, category: Any, *args: Any, **kwargs: Any) -> 
     from .. import notes
 
     notes.note(
-        f"{getattr(category, '__name__', 'warning')} (a bug in qkv: please report it): {message}"
+        _("{kind} (a bug in qkv: please report it): {message}").format(
+            kind=getattr(category, "__name__", "warning"), message=message
+        )
     )
 
 

@@ -9,13 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-INPUT = "Input (matrices from CSV or .npy files, - = stdin; each replaces the problem's)"
-HOW = "How to compute"
-MASKS = "Masks"
-MODELS = "Today's models' variants (Hugging Face config names)"
-OUT = "Output"
-PIC = "Pictures"
-BIG = "Large inputs"
+from ..i18n import N_, _
+
+INPUT = N_("Input (matrices from CSV or .npy files, - = stdin; each replaces the problem's)")
+HOW = N_("How to compute")
+MASKS = N_("Masks")
+MODELS = N_("Today's models' variants (Hugging Face config names)")
+OUT = N_("Output")
+PIC = N_("Pictures")
+BIG = N_("Large inputs")
 
 
 def option(*names: str, help: str, panel: str, metavar: str | None = None, **more: Any) -> Any:
@@ -483,6 +485,9 @@ def compute(
     from ..load import load, mask_option
     from ..load.values import file_or_numbers
     from ..options import Options, check_options, option_name
+    from ..trace import canonical
+
+    stage = [canonical(s) for s in stage] if stage else stage  # 权重 is weights
 
     cli_settings = check_options(
         {"scale": scale, "layout": layout, "heads": heads, "kv_heads": kv_heads,
@@ -534,18 +539,24 @@ def check_output(
 
     picture = next((name for name, on in zip(PICTURES, drawing) if on), None)
     if picture is not None and format != "table":
-        raise OptionError(f"{picture} draws a picture: not with --format {format} (tables only)")
+        raise OptionError(
+            _("{picture} draws a picture: not with --format {format} (tables only)").format(
+                picture=picture, format=format
+            )
+        )
     _check_format(format, output)
     if format in ("csv", "tsv"):
         if trace:
             raise OptionError(
-                f"--format {format} writes one stage, not every stage (--trace): use --format "
-                "json or npz for every stage, or --stage NAME"
+                _(
+                    "--format {format} writes one stage, not every stage (--trace): use --format json or npz for every stage, or --stage NAME"
+                ).format(format=format)
             )
         if stage and len(set(stage)) > 1:
             raise OptionError(
-                f"--format {format} writes one stage, not {len(set(stage))}: choose one with "
-                "--stage, or use --format json or npz"
+                _(
+                    "--format {format} writes one stage, not {n_len}: choose one with --stage, or use --format json or npz"
+                ).format(format=format, n_len=len(set(stage)))
             )
 
 
@@ -613,7 +624,7 @@ def _check_format(format: str, output: str | None) -> None:
 
     choice("--format", format, FORMATS)
     if format == "npz" and output in (None, "-"):
-        raise OptionError("--format npz writes a file: give it with --output FILE")
+        raise OptionError(_("--format npz writes a file: give it with --output FILE"))
 
 
 def _evaluate(

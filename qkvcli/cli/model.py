@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..i18n import N_, _
+
 if TYPE_CHECKING:
     from ..models import Model
     from ..models.run import Run
 
-WHICH = "Which attention"
-OUT = "Output"
-PIC = "Pictures"
+WHICH = N_("Which attention")
+OUT = N_("Output")
+PIC = N_("Pictures")
 
 
 def model(
@@ -187,7 +189,9 @@ def model(
                  ("--output", output)) if on]  # fmt: skip
         if clash or format != "table":
             what = clash[0] if clash else f"--format {format}"
-            raise OptionError(f"--overview shows every layer and head at once: drop {what}")
+            raise OptionError(
+                _("--overview shows every layer and head at once: drop {what}").format(what=what)
+            )
     from ..atomic import check_target
 
     if save_problem is not None:
@@ -202,11 +206,15 @@ def model(
     chosen = layer or 1
     if chosen > family.layers:
         raise OptionError(
-            f"--layer {chosen}: {found.name} has {family.layers} layers (1…{family.layers})"
+            _("--layer {chosen}: {name} has {layers} layers (1…{layers})").format(
+                chosen=chosen, name=found.name, layers=family.layers
+            )
         )
     if head is not None and head > family.heads:
         raise OptionError(
-            f"--head {head}: {found.name} has {family.heads} heads (1…{family.heads})"
+            _("--head {head}: {name} has {heads} heads (1…{heads})").format(
+                head=head, name=found.name, heads=family.heads
+            )
         )
     tokens = found.tokenize(sentence)
     upto = family.layers if overview or html else chosen
@@ -226,8 +234,8 @@ def model(
 
         console = make_console()
         console.record = html is not None
-        runs = [(f"layer {x.index + 1}", x.trace) for x in shown.layers]
-        draw_overview(runs, console, digits, "see it with --layer {run} --head {head} --heatmap")
+        runs = [(_("layer {n}").format(n=x.index + 1), x.trace) for x in shown.layers]
+        draw_overview(runs, console, digits, _("see it with --layer {run} --head {head} --heatmap"))
         if html is not None:
             from ..atomic import write_atomic
             from ..render.report import export
@@ -243,6 +251,9 @@ def model(
     problem, options = picked.problem, picked.options
     if head is not None:
         problem, options = one_head(problem, options, head)
+    from ..trace import canonical
+
+    stage = [canonical(s) for s in stage] if stage else stage  # 权重 is weights
     _check_stages(problem, options, stage)
     if save_problem is not None:
         from ..models.problem_file import write_problem
@@ -277,48 +288,72 @@ def preamble(
     """What was run: the model, the tokens, the layer and head, and the float64 cross-check."""
     f = found.family
     t = shown.tokens
-    kv = f" ({f.kv_heads} K/V heads)" if f.kv_heads != f.heads else ""
-    stored = f"; its {f.stored} weights dequantized to float32" if f.stored else ""
+    kv = _(" ({n} K/V heads)").format(n=f.kv_heads) if f.kv_heads != f.heads else ""
+    stored = (
+        _("; its {stored} weights dequantized to float32").format(stored=f.stored)
+        if f.stored
+        else ""
+    )
     lines = [
-        f"model {found.name}: {f.kind}, {f.layers} layers, {f.heads} heads{kv}, d_model {f.d_model}",
-        f"read from {found.folder.found}{stored}",
-        f"{t.n} tokens: {' '.join(t.labels)}",
+        _("model {name}: {kind}, {layers} layers, {heads} heads{kv}, d_model {d_model}").format(
+            name=found.name, kind=f.kind, layers=f.layers, heads=f.heads, kv=kv, d_model=f.d_model
+        ),
+        _("read from {folder}{stored}").format(folder=found.folder.found, stored=stored),
+        _("{n} tokens: {tokens}").format(n=t.n, tokens=" ".join(t.labels)),
     ]
     other = "float64" if shown.dtype == "float32" else "float32"
     how = (
-        "float32, as the model computes"
+        _("float32, as the model computes")
         if shown.dtype == "float32"
-        else "float64 (the model computes float32)"
+        else _("float64 (the model computes float32)")
     )
     if overview:
         largest = max(float(abs(x.output).max()) for x in shown.layers)
-        lines.append(f"every layer in {how}")
+        lines.append(_("every layer in {how}").format(how=how))
         lines.append(
-            f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
-            f"the hidden states by {gaps['hidden']:.1e} (of values up to {largest:.1e})"
+            _(
+                "recomputed in {other}: the weights differ by at most {weights:.1e}, the hidden states by {hidden:.1e} (of values up to {largest:.1e})"
+            ).format(other=other, weights=gaps["weights"], hidden=gaps["hidden"], largest=largest)
         )
         return lines
     x = shown.layers[layer - 1].problem.sources["X"]
-    what = "the layer's input" if x.startswith("hidden_states") else "the layer's input, normed"
-    lines.append(f"layer {layer} of {f.layers}: X = {x}, {what}; {how}")
+    what = (
+        _("the layer's input") if x.startswith("hidden_states") else _("the layer's input, normed")
+    )
     lines.append(
-        f"recomputed in {other}: the weights differ by at most {gaps['weights']:.1e}, "
-        f"the output by {gaps['output']:.1e}"
+        _("layer {layer} of {layers}: X = {x}, {what}; {how}").format(
+            layer=layer, layers=f.layers, x=x, what=what, how=how
+        )
+    )
+    lines.append(
+        _(
+            "recomputed in {other}: the weights differ by at most {weights:.1e}, the output by {output:.1e}"
+        ).format(other=other, weights=gaps["weights"], output=gaps["output"])
     )
     if head is not None:
-        share = "its output is this head's share of the layer's attention output"
+        share = _("its output is this head's share of the layer's attention output")
         if f.kv_heads == f.heads:
             lines.append(
-                f"head {head} of {f.heads} alone: its slices of W_Q, W_K, W_V and W_O, without b_O; "
-                + share
+                _(
+                    "head {head} of {heads} alone: its slices of W_Q, W_K, W_V and W_O, "
+                    "without b_O; {share}"
+                ).format(head=head, heads=f.heads, share=share)
             )
         else:
             size = f.heads // f.kv_heads
             group = (head - 1) // size
             lines.append(
-                f"head {head} of {f.heads} alone: its slices of W_Q and W_O, and W_K and W_V of its "
-                f"K/V group {group + 1} of {f.kv_heads} (shared by heads {group * size + 1}–"
-                f"{group * size + size}); {share}"
+                _(
+                    "head {head} of {heads} alone: its slices of W_Q and W_O, and W_K and W_V of its K/V group {v} of {kv_heads} (shared by heads {v2}–{v3}); {share}"
+                ).format(
+                    head=head,
+                    heads=f.heads,
+                    v=group + 1,
+                    kv_heads=f.kv_heads,
+                    v2=group * size + 1,
+                    v3=group * size + size,
+                    share=share,
+                )
             )
     return lines
 
@@ -350,9 +385,9 @@ def _check_report(shown: Run) -> None:
         for stage in narrow(x.trace) if x.options.rope else []:
             if stage.name in ("Q", "K", "Q_rotated", "K_rotated"):
                 raise OptionError(
-                    f"--html: the report would draw {stage.name} ({stage.shape[1]} columns) "
-                    "and explain its cells, and qkv explain does not work RoPE through yet; "
-                    "drop --html (qkv compute --trace shows every stage)"
+                    _(
+                        "--html: the report would draw {name} ({v} columns) and explain its cells, and qkv explain does not work RoPE through yet; drop --html (qkv compute --trace shows every stage)"
+                    ).format(name=stage.name, v=stage.shape[1])
                 )
 
 
@@ -363,10 +398,13 @@ def _page(shown: Run, layer: int, head: int | None, intro: list[str], digits: in
         from ..models.run import explainable
         from ..render.explore import View, page
 
-        views = [View(f"layer {x.index + 1}", *explainable(x), x.trace) for x in shown.layers]
+        views = [
+            View(_("layer {n}").format(n=x.index + 1), *explainable(x), x.trace)
+            for x in shown.layers
+        ]
         words = list(intro)
         if any(x.options.rope for x in shown.layers):
-            words.append("each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)")
+            words.append(_("each cell is explained from Q and K after RoPE (Q_rotated, K_rotated)"))
         return page(views, drawn, digits, (layer - 1, (head or 1) - 1), words)
 
     return make

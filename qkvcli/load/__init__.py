@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InputError
+from ..i18n import _
 from ..problem import Problem
 from .delimited import load_csv, parse_csv
 from .document import load_json, parse_doc, parse_json
@@ -51,18 +52,28 @@ def load(
     stdin_users = [k for k, v in files.items() if v == "-"] + (["input"] if path == "-" else [])
     if len(stdin_users) > 1:
         raise InputError(
-            f"only one input can be read from stdin (-), not {' and '.join(stdin_users)}"
+            _("only one input can be read from stdin (-), not {join}").format(
+                join=" and ".join(stdin_users)
+            )
         )
     if path is None and not files:
         raise InputError(
-            "no input: give a JSON file (or - for stdin), or CSV files with --x/--wq/--wk/--wv or --q/--k/--v"
+            _(
+                "no input: give a JSON file (or - for stdin), or CSV files with --x/--wq/--wk/--wv or --q/--k/--v"
+            )
         )
     if path is not None and path.lower().endswith(".npy"):
-        raise InputError(f"{path}: one matrix: give it with an option such as --x, --wq or --q")
+        raise InputError(
+            _("{path}: one matrix: give it with an option such as --x, --wq or --q").format(
+                path=path
+            )
+        )
     for canon, given in files.items():
         if given.lower().endswith(".npz"):
             raise InputError(
-                f"{given}: holds named matrices: give it as the input file, not with --{_OPTION.get(canon, canon.lower())}"
+                _(
+                    "{given}: holds named matrices: give it as the input file, not with --{get}"
+                ).format(given=given, get=_OPTION.get(canon, canon.lower()))
             )
     if path is not None and path.lower().endswith(".npz"):
         from .npy import load_npz

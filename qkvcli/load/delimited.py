@@ -13,11 +13,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
+from ..errors import InputError, counted
+from ..i18n import _
 from ..notes import note
 from .files import display, read_text
 from .nested import NEG_INF_WORDS
-from .values import check_labels
+from .values import ascii_forms, check_labels
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,20 +54,28 @@ def parse_csv(
         if ln.strip() and not ln.lstrip().startswith("#")
     ]
     if not lines:
-        raise InputError(f"{origin}: holds no numbers ({name} is empty)")
+        raise InputError(
+            _("{origin}: holds no numbers ({name} is empty)").format(origin=origin, name=name)
+        )
     first = lines[0][1]
     delim = next((d for d in ("\t", ";", ",") if d in first), None)
+    if delim is None:  # a Chinese keyboard's semicolon or comma: ；，
+        delim = next((d for d, wide in ((";", "；"), (",", "，")) if wide in first), None)
+    wide = {";": "；", ",": "，"}.get(delim or "")
     rows: list[tuple[int, list[str]]] = []
     for lineno, line in lines:
         if delim is None:
             cells = line.split()
         else:
+            if wide:
+                line = line.replace(wide, delim)
             cells = next(csv.reader(io.StringIO(line), delimiter=delim))
         rows.append((lineno, [c.strip() for c in cells]))
     decimal_comma = delim in ("\t", ";")
     neg_inf = name == "attn_bias"
 
     def value(cell: str) -> Any:
+        cell = ascii_forms(cell)  # full-width digits, signs and points (labels stay as written)
         if read is None:
             return _float(cell, decimal_comma, neg_inf)
         return read(cell.replace(",", ".") if decimal_comma else cell)
@@ -89,9 +98,11 @@ def parse_csv(
     values = []
     for lineno, cells in rows:
         if len(cells) != width:
-            count = f"{len(cells)} value" + ("" if len(cells) == 1 else "s")
+            count = counted(len(cells), "value", "values")
             raise InputError(
-                f"{origin}: line {lineno} has {count} but line {rows[0][0]} has {width}"
+                _("{origin}: line {lineno} has {count} but line {v} has {width}").format(
+                    origin=origin, lineno=lineno, count=count, v=rows[0][0], width=width
+                )
             )
         row = []
         for col, cell in enumerate(cells, 1 + bool(labelled)):
@@ -101,11 +112,15 @@ def parse_csv(
                 shown = cell if len(cell) <= 40 else cell[:37] + "…"
                 hint = " (a header row holds labels only)" if mixed and lineno == rows[0][0] else ""
                 raise InputError(
-                    f"{origin}: line {lineno}, column {col}: {shown!r} is not a number{hint}"
+                    _(
+                        "{origin}: line {lineno}, column {col}: {shown!r} is not a number{hint}"
+                    ).format(origin=origin, lineno=lineno, col=col, shown=shown, hint=hint)
                 ) from None
             if read is None and not math.isfinite(v) and not (neg_inf and v == -math.inf):
                 raise InputError(
-                    f"{origin}: line {lineno}, column {col} is {cell!r}: qkv needs finite numbers"
+                    _(
+                        "{origin}: line {lineno}, column {col} is {cell!r}: qkv needs finite numbers"
+                    ).format(origin=origin, lineno=lineno, col=col, cell=cell)
                 )
             row.append(v)
         values.append(row)
@@ -146,8 +161,9 @@ def _header(
     if corner and _column_numbers(first[1:]):
         if not by_rows:
             note(
-                f"{origin}: the first column is read as row labels "
-                "(the header's first cell is empty, as pandas writes)"
+                _(
+                    "{origin}: the first column is read as row labels (the header's first cell is empty, as pandas writes)"
+                ).format(origin=origin)
             )
         return True, True
     if by_rows or corner or not _column_numbers(first):
@@ -156,14 +172,16 @@ def _header(
     shown = shown if len(shown) <= 30 else shown[:29] + "…"
     if not all(_whole(c) for _, r in body for c in r):
         note(
-            f"{origin}: line {first_line} ({shown}) is read as a header of column numbers, "
-            "as pandas writes; to read it as data, add a row of labels above it"
+            _(
+                "{origin}: line {first_line} ({shown}) is read as a header of column numbers, as pandas writes; to read it as data, add a row of labels above it"
+            ).format(origin=origin, first_line=first_line, shown=shown)
         )
         return True, False
     if first[0] == "0":  # pandas' names for unnamed columns; 1,2,3 above whole numbers is data
         note(
-            f"{origin}: line {first_line} ({shown}) is read as data; if it is a header of "
-            "column numbers (as pandas writes), delete that line"
+            _(
+                "{origin}: line {first_line} ({shown}) is read as data; if it is a header of column numbers (as pandas writes), delete that line"
+            ).format(origin=origin, first_line=first_line, shown=shown)
         )
     return False, False
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import InputError, OptionError, closest, one_line
+from .. import i18n
+from ..errors import InputError, OptionError, closest, one_line, placed
+from ..i18n import N_, _
 from ..options import MASK_KINDS, SETTINGS, choice
 from ..problem import Problem
 from .files import decode_json, display, read_text
@@ -127,15 +129,19 @@ def parse_json(text: str, origin: str = "<input>") -> tuple[Problem, dict[str, A
 
     Text that is not JSON but reads as a CSV matrix is pointed to ``--x``.
     """
+    from .values import ascii_outside_strings
+
     try:
-        doc = decode_json(text, origin)
+        doc = decode_json(ascii_outside_strings(text), origin)  # ［１，２］ as typed in Chinese
     except InputError as e:
         if looks_like_csv(text):
-            raise InputError(f"{origin}: {CSV_AS_INPUT}") from None
+            raise InputError(placed(origin, i18n._(CSV_AS_INPUT))) from None
         raise e from None
     if not isinstance(doc, dict):
         raise InputError(
-            f"{origin}: the top level must be an object with keys such as X, W_Q, W_K, W_V"
+            _(
+                "{origin}: the top level must be an object with keys such as X, W_Q, W_K, W_V"
+            ).format(origin=origin)
         )
     return parse_doc(doc, origin)
 
@@ -149,7 +155,11 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
         tkey = torch_key(key)
         if tkey is not None:
             if tkey in torch:
-                raise InputError(f"{origin}: keys {torch[tkey][0]!r} and {key!r} both give {tkey}")
+                raise InputError(
+                    _("{origin}: keys {v!r} and {key!r} both give {tkey}").format(
+                        origin=origin, v=torch[tkey][0], key=key, tkey=tkey
+                    )
+                )
             torch[tkey] = (key, value)
             continue
         if key.startswith("_") or sq in IGNORED or sq in PRECISION_KEYS:
@@ -158,9 +168,13 @@ def parse_doc(doc: dict[str, Any], origin: str) -> tuple[Problem, dict[str, Any]
         if sq == "alibi" and (isinstance(value, bool) or value is None):
             canon = "alibi"  # alibi: true = ALiBi from the head count; a matrix is an attn_bias
         if canon is None:
-            raise InputError(f"{origin}: {unknown_key(key)}")
+            raise InputError(placed(origin, unknown_key(key)))
         if canon in found:
-            raise InputError(f"{origin}: keys {found[canon][0]!r} and {key!r} both give {canon}")
+            raise InputError(
+                _("{origin}: keys {v!r} and {key!r} both give {canon}").format(
+                    origin=origin, v=found[canon][0], key=key, canon=canon
+                )
+            )
         found[canon] = (key, value)
     settings = _settings(found, origin)
     problem = Problem(matrices={}, origin=origin)
@@ -205,7 +219,7 @@ def _setting(origin: str, check: Any) -> Any:
     try:
         return check()
     except OptionError as e:
-        raise InputError(f"{origin}: {e}") from None
+        raise InputError(placed(origin, e)) from None
 
 
 def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
@@ -219,7 +233,11 @@ def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
             if canon == "alibi" and value is None:
                 continue
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_MAX:
-                raise InputError(f"{origin}: {key}: {bad_cell(value)} is too large for a float")
+                raise InputError(
+                    _("{origin}: {key}: {bad_cell} is too large for a float").format(
+                        origin=origin, key=key, bad_cell=bad_cell(value)
+                    )
+                )
             out[canon] = _setting(
                 origin, lambda c=SETTINGS[canon], v=value, k=key: c(v, one_line(k))
             )
@@ -227,7 +245,7 @@ def _settings(found: dict[str, tuple[str, Any]], origin: str) -> dict[str, Any]:
 
 
 #: A CSV file given where a problem file goes.
-CSV_AS_INPUT = (
+CSV_AS_INPUT = N_(
     "holds one CSV matrix, not a JSON problem: give each matrix with its option, "
     "--x FILE --wq FILE --wk FILE --wv FILE (or --q, --k, --v)"
 )
@@ -264,13 +282,13 @@ def unknown_key(key: str) -> str:
     shown = one_line(key)
     near = closest(squash(key), list(_NEAR))
     if near is not None:
-        return f"unknown key {shown!r} (did you mean {_NEAR[near]}?)"
+        return _("unknown key {key!r} (did you mean {near}?)").format(key=shown, near=_NEAR[near])
     optional = [k for k in ALIASES if k not in REQUIRED]
-    return (
-        f"unknown key {shown!r}: a problem holds X, W_Q, W_K, W_V (or Q, K, V) and may hold "
-        f"{', '.join(optional)}, precision (for qkv check) or PyTorch's in_proj_weight, "
+    return _(
+        "unknown key {key!r}: a problem holds X, W_Q, W_K, W_V (or Q, K, V) and may hold "
+        "{optional}, precision (for qkv check) or PyTorch's in_proj_weight, "
         "in_proj_bias, out_proj.weight, out_proj.bias; keys starting with _ are comments"
-    )
+    ).format(key=shown, optional=", ".join(optional))
 
 
 REQUIRED = ("X", "Q", "K", "V", "W_Q", "W_K", "W_V")
@@ -282,12 +300,16 @@ def _labels(value: Any, where: str) -> list[str]:
     if isinstance(value, str):
         value = value.split()
     if not isinstance(value, list) or not value:
-        raise InputError(f"{where}: must be a non-empty list of labels")
+        raise InputError(_("{where}: must be a non-empty list of labels").format(where=where))
     for i, t in enumerate(value, 1):
         if isinstance(t, (list, dict)) or t is None:
-            raise InputError(f"{where}: label {i} is not text or a number")
+            raise InputError(
+                _("{where}: label {i} is not text or a number").format(where=where, i=i)
+            )
         if isinstance(t, int) and not isinstance(t, bool) and t.bit_length() > 10_000:
-            raise InputError(f"{where}: label {i} is a number of thousands of digits")
+            raise InputError(
+                _("{where}: label {i} is a number of thousands of digits").format(where=where, i=i)
+            )
     return check_labels([str(t) for t in value], where)
 
 
@@ -297,13 +319,19 @@ def _torch_state_dict(
     """Unpack PyTorch MultiheadAttention weights: ``in_proj_weight`` is q, k, v stacked, (out, in)."""
     if settings.get("weights_layout") == "in-out":
         raise InputError(
-            f"{origin}: PyTorch keys such as {next(iter(torch))!r} hold (out, in) weights but weights_layout is in-out"
+            _(
+                "{origin}: PyTorch keys such as {next!r} hold (out, in) weights but weights_layout is in-out"
+            ).format(origin=origin, next=next(iter(torch)))
         )
     settings["weights_layout"] = "out-in"
     problem.torch_key = one_line(next(iter(torch.values()))[0])
     for canon in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
         if canon in found:
-            raise InputError(f"{origin}: both {found[canon][0]!r} and PyTorch weights give {canon}")
+            raise InputError(
+                _("{origin}: both {v!r} and PyTorch weights give {canon}").format(
+                    origin=origin, v=found[canon][0], canon=canon
+                )
+            )
     for packed, names in (
         ("in_proj_weight", ("W_Q", "W_K", "W_V")),
         ("in_proj_bias", ("b_Q", "b_K", "b_V")),
@@ -313,7 +341,9 @@ def _torch_state_dict(
             a = to_array(value, key, origin, "W_Q" if packed.endswith("weight") else "b_O")
             if a.shape[0] % 3:
                 raise InputError(
-                    f"{origin}: {key} has {a.shape[0]} rows, not 3 equal blocks (q, k, v)"
+                    _("{origin}: {key} has {v} rows, not 3 equal blocks (q, k, v)").format(
+                        origin=origin, key=key, v=a.shape[0]
+                    )
                 )
             e = a.shape[0] // 3
             for i, canon in enumerate(names):
@@ -331,7 +361,9 @@ def _torch_state_dict(
             key, value = torch.pop(tkey)
             if canon in problem.matrices:
                 raise InputError(
-                    f"{origin}: both {key!r} and {problem.sources[canon]!r} give {canon}"
+                    _("{origin}: both {key!r} and {v!r} give {canon}").format(
+                        origin=origin, key=key, v=problem.sources[canon], canon=canon
+                    )
                 )
             problem.matrices[canon] = to_array(value, key, origin, canon)
             problem.sources[canon] = one_line(key)

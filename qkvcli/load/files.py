@@ -11,7 +11,9 @@ import os
 import sys
 from typing import IO, Any
 
-from ..errors import InputError, one_line
+from .. import i18n
+from ..errors import InputError, one_line, placed
+from ..i18n import N_, _
 
 MAX_TEXT_BYTES = 512 * 2**20  # a text input larger than this is refused (use .npy)
 
@@ -27,20 +29,24 @@ def open_input(path: str, limit: int | None = None) -> IO[bytes]:
     try:
         mode = os.stat(path).st_mode
         if stat.S_ISDIR(mode):
-            raise InputError(f"{name}: is a directory, not a file")
+            raise InputError(_("{name}: is a directory, not a file").format(name=name))
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise InputError(f"{name}: is a device or socket, not a file")
+            raise InputError(_("{name}: is a device or socket, not a file").format(name=name))
         if limit is not None and stat.S_ISREG(mode) and os.stat(path).st_size > limit:
             raise InputError(
-                f"{name}: is larger than {limit // 2**20} MiB; give big matrices as .npy"
+                _("{name}: is larger than {v} MiB; give big matrices as .npy").format(
+                    name=name, v=limit // 2**20
+                )
             )
         return open(path, "rb")
     except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
+        raise InputError(_("{name}: no such file").format(name=name)) from None
     except PermissionError:
-        raise InputError(f"{name}: permission denied") from None
+        raise InputError(_("{name}: permission denied").format(name=name)) from None
     except OSError as e:
-        raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
+        raise InputError(
+            _("{name}: cannot read: {v}").format(name=name, v=e.strerror or e)
+        ) from None
 
 
 def read_bytes(path: str, limit: int = MAX_TEXT_BYTES) -> bytes:
@@ -59,9 +65,15 @@ def read_bytes(path: str, limit: int = MAX_TEXT_BYTES) -> bytes:
             with open_input(path, limit) as fh:
                 data = fh.read(limit + 1)
     except OSError as e:
-        raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
+        raise InputError(
+            _("{name}: cannot read: {v}").format(name=name, v=e.strerror or e)
+        ) from None
     if len(data) > limit:
-        raise InputError(f"{name}: is larger than {limit // 2**20} MiB; give big matrices as .npy")
+        raise InputError(
+            _("{name}: is larger than {v} MiB; give big matrices as .npy").format(
+                name=name, v=limit // 2**20
+            )
+        )
     return data
 
 
@@ -80,19 +92,21 @@ def decode_json(text: str, origin: str, **hooks: Any) -> Any:
         doc = json.loads(text, **hooks)
     except json.JSONDecodeError as e:
         raise InputError(
-            f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+            _("{origin}: invalid JSON at line {lineno}, column {colno}: {msg}").format(
+                origin=origin, lineno=e.lineno, colno=e.colno, msg=e.msg
+            )
         ) from None
     except RecursionError:
-        raise InputError(f"{origin}: {_TOO_DEEP}") from None
+        raise InputError(placed(origin, i18n._(_TOO_DEEP).format(depth=MAX_DEPTH))) from None
     except ValueError:  # an integer of more digits than Python converts (4,300)
-        raise InputError(f"{origin}: {_long_number(text)}") from None
+        raise InputError(placed(origin, _long_number(text))) from None
     if _depth(doc) > MAX_DEPTH:
-        raise InputError(f"{origin}: {_TOO_DEEP}")
+        raise InputError(placed(origin, i18n._(_TOO_DEEP).format(depth=MAX_DEPTH)))
     return doc
 
 
 MAX_DEPTH = 32  # lists and objects inside each other; a problem needs 5
-_TOO_DEEP = f"JSON nested too deeply (qkv reads at most {MAX_DEPTH} levels)"
+_TOO_DEEP = N_("JSON nested too deeply (qkv reads at most {depth} levels)")
 
 
 def _depth(doc: Any) -> int:
@@ -116,13 +130,12 @@ def _long_number(text: str) -> str:
 
     m = re.search(r"\d{4301,}", text)
     if m is None:
-        return "a number too long to read"
+        return _("a number too long to read")
     line = text.count("\n", 0, m.start()) + 1
     column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-    return (
-        f"the number at line {line}, column {column} has {len(m.group())} digits: "
-        "far too large for a float"
-    )
+    return _(
+        "the number at line {line}, column {column} has {digits} digits: far too large for a float"
+    ).format(line=line, column=column, digits=len(m.group()))
 
 
 def read_text(path: str) -> str:
@@ -132,7 +145,9 @@ def read_text(path: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(
-            f"{display(path)}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+            _("{display}: not UTF-8 text (byte 0x{v:02x} at offset {start})").format(
+                display=display(path), v=data[e.start], start=e.start
+            )
         ) from None
 
 

@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -121,7 +122,11 @@ class _Walk:
     def dims_error(self, depth: int) -> InputError:
         want = " or ".join(_DIM_WORDS[d] for d in self.ndims)
         got = _DIM_WORDS.get(depth, f"{depth}-D")
-        return InputError(f"{self.origin}: {self.key} must be {want}, not {got}")
+        return InputError(
+            _("{origin}: {key} must be {want}, not {got}").format(
+                origin=self.origin, key=self.key, want=want, got=got
+            )
+        )
 
     def shape(self, value: Any, path: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of ``value`` (at ``path`` in the whole), or an `InputError` placing the fault."""
@@ -131,12 +136,16 @@ class _Walk:
                 raise self.dims_error(len(path) + _depth(value))
             if not value:
                 where = _where(key, origin, path, len(path) + 1) if path else f"{origin}: {key}"
-                raise InputError(f"{where} is empty")
+                raise InputError(_("{where} is empty").format(where=where))
             shapes = [self.shape(v, (*path, i)) for i, v in enumerate(value)]
             first = shapes[0]
             if len({len(s) for s in shapes}) > 1:
                 raise InputError(
-                    f"{origin}: {key} mixes numbers and lists at {'/'.join(str(i + 1) for i in path) or 'the top level'}"
+                    _("{origin}: {key} mixes numbers and lists at {v}").format(
+                        origin=origin,
+                        key=key,
+                        v="/".join(str(i + 1) for i in path) or "the top level",
+                    )
                 )
             for i, s in enumerate(shapes):
                 if s != first:
@@ -150,7 +159,13 @@ class _Walk:
                         word = _AXIS_WORDS.get(depth, ())[len(here) : len(here) + 1] or ("entry",)
                         what = _PLURAL.get(word[0], "entries")
                     raise InputError(
-                        f"{_where(key, origin, here, depth)} has {n} {what} but {position(there, depth)} has {first[axis]}"
+                        _("{where} has {n} {what} but {position} has {v}").format(
+                            where=_where(key, origin, here, depth),
+                            n=n,
+                            what=what,
+                            position=position(there, depth),
+                            v=first[axis],
+                        )
                     )
             return (len(value), *first)
         self.cell(value, path)
@@ -165,17 +180,25 @@ class _Walk:
             if abs(value) <= FLOAT_MAX:
                 return
             raise InputError(
-                f"{_cell(self.key, self.origin, path)} is {bad_cell(value)}: too large for a float"
+                _("{cell} is {bad_cell}: too large for a float").format(
+                    cell=_cell(self.key, self.origin, path), bad_cell=bad_cell(value)
+                )
             )
         elif isinstance(value, float):
             if math.isnan(value) or (math.isinf(value) and not (self.neg_inf and value < 0)):
                 raise InputError(
-                    f"{_cell(self.key, self.origin, path)} is {bad_cell(value)}: qkv needs finite numbers"
+                    _("{cell} is {bad_cell}: qkv needs finite numbers").format(
+                        cell=_cell(self.key, self.origin, path), bad_cell=bad_cell(value)
+                    )
                 )
             return
         elif self.neg_inf and isinstance(value, str) and value.strip().lower() in NEG_INF_WORDS:
             return
-        raise InputError(f"{_cell(self.key, self.origin, path)}: {bad_cell(value)} is not a number")
+        raise InputError(
+            _("{cell}: {bad_cell} is not a number").format(
+                cell=_cell(self.key, self.origin, path), bad_cell=bad_cell(value)
+            )
+        )
 
 
 FLOAT_MAX = int(sys.float_info.max)  # a whole number above this has no float (OverflowError)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, one_line
+from ..i18n import _
 from .document import parse_doc
 from .files import display, open_input
 from .nested import position, to_array
@@ -35,9 +36,13 @@ def load_npy(path: str, name: str) -> np.ndarray:
         try:
             a = np.load(fh, allow_pickle=False)
         except Exception:  # a damaged file fails in many ways inside numpy: all are the file's
-            raise InputError(f"{shown}: not a .npy file numpy can read") from None
+            raise InputError(
+                _("{shown}: not a .npy file numpy can read").format(shown=shown)
+            ) from None
     if not isinstance(a, np.ndarray):
-        raise InputError(f"{shown}: holds several arrays; give a .npz as the input file")
+        raise InputError(
+            _("{shown}: holds several arrays; give a .npz as the input file").format(shown=shown)
+        )
     return to_array(_plain(a, shown, name), name, shown, name)
 
 
@@ -58,9 +63,15 @@ def parse_npz(fh: Any, origin: str) -> tuple[Problem, dict[str, Any]]:
     try:
         z = np.load(fh, allow_pickle=False)
     except Exception:  # zipfile, zlib and numpy each fail their own way on a damaged file
-        raise InputError(f"{origin}: not an .npz file numpy can read") from None
+        raise InputError(
+            _("{origin}: not an .npz file numpy can read").format(origin=origin)
+        ) from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise InputError(f"{origin}: a single array, not an .npz archive of named matrices")
+        raise InputError(
+            _("{origin}: a single array, not an .npz archive of named matrices").format(
+                origin=origin
+            )
+        )
     arrays = {}
     with z:
         for key in z.files:
@@ -68,10 +79,12 @@ def parse_npz(fh: Any, origin: str) -> tuple[Problem, dict[str, Any]]:
                 arrays[key] = z[key]
             except Exception as e:
                 raise InputError(
-                    f"{origin}: {key} cannot be read: the archive is damaged ({_why(e)})"
+                    _("{origin}: {key} cannot be read: the archive is damaged ({why})").format(
+                        origin=origin, key=key, why=_why(e)
+                    )
                 ) from None
     if not arrays:
-        raise InputError(f"{origin}: holds no arrays")
+        raise InputError(_("{origin}: holds no arrays").format(origin=origin))
     return parse_doc({key: _plain(a, origin, key) for key, a in arrays.items()}, origin)
 
 
@@ -99,9 +112,17 @@ def _plain(a: np.ndarray, origin: str, key: str) -> Any:
         try:
             return np.char.decode(a, "utf-8").tolist()
         except UnicodeDecodeError:
-            raise InputError(f"{origin}: {key} holds bytes that are not UTF-8 text") from None
+            raise InputError(
+                _("{origin}: {key} holds bytes that are not UTF-8 text").format(
+                    origin=origin, key=key
+                )
+            ) from None
     if kind not in "biuf":
-        raise InputError(f"{origin}: {key} holds {a.dtype} values, not numbers")
+        raise InputError(
+            _("{origin}: {key} holds {dtype} values, not numbers").format(
+                origin=origin, key=key, dtype=a.dtype
+            )
+        )
     if kind == "f" and a.dtype != np.float64:  # float16/32 widen; a long double may not fit
         with np.errstate(over="ignore"):
             wide = a.astype(np.float64)
@@ -110,7 +131,11 @@ def _plain(a: np.ndarray, origin: str, key: str) -> Any:
             index = tuple(int(i) for i in np.argwhere(lost)[0])
             where = f" {position(index, a.ndim)}" if a.ndim else ""
             value = np.format_float_scientific(a[index], precision=3, trim="-")
-            raise InputError(f"{origin}: {key}{where} is {value}: too large for a float")
+            raise InputError(
+                _("{origin}: {key}{where} is {value}: too large for a float").format(
+                    origin=origin, key=key, where=where, value=value
+                )
+            )
         a = wide
     if a.ndim == 0:
         return a.item()

@@ -9,10 +9,49 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, OptionError, did_you_mean, one_line
+from ..i18n import _
 from ..options import MASK_KINDS
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+#: Full-width forms (U+FF01…U+FF5E) and the ideographic space, as a Chinese keyboard types them.
+FULL_WIDTH = "[\uff01-\uff5e\u3000]"
+
+
+def ascii_forms(text: str) -> str:
+    """Full-width digits, signs, points, commas and brackets as their ASCII forms (NFKC, these only).
+
+    For numbers only: a Chinese keyboard's ``－１２．５`` is ``-12.5``. Labels are never passed here.
+
+    >>> ascii_forms("－１２．５，［３］（４）"), ascii_forms("1.5")
+    ('-12.5,[3](4)', '1.5')
+    """
+    if text.isascii():
+        return text
+    import re
+    import unicodedata
+
+    return re.sub(FULL_WIDTH, lambda m: unicodedata.normalize("NFKC", m.group()), text)
+
+
+def ascii_outside_strings(text: str) -> str:
+    """JSON typed on a Chinese keyboard (``［［１，２］］``) as JSON: `ascii_forms` outside its strings.
+
+    What is inside quotes (token labels, keys) is kept as written.
+
+    >>> ascii_outside_strings('{"tokens": ["我，你"], "X": ［［１，－２．５］］}')
+    '{"tokens": ["我，你"], "X": [[1,-2.5]]}'
+    """
+    import re
+
+    if not re.search(FULL_WIDTH, text):
+        return text
+    pattern = '"(?:[^"\\\\]|\\\\.)*"|' + FULL_WIDTH + "+"
+    return re.sub(
+        pattern, lambda m: m.group() if m.group()[0] == '"' else ascii_forms(m.group()), text
+    )
 
 
 def mask_option(text: str) -> tuple[str | None, str | None]:
@@ -29,7 +68,9 @@ def mask_option(text: str) -> tuple[str | None, str | None]:
         return None, text
     hint = did_you_mean(text, MASK_KINDS) or " (no such file)"
     raise OptionError(
-        f"--mask must be {', '.join(MASK_KINDS)} or a CSV file of 0/1, not {text!r}{hint}"
+        _("--mask must be {join} or a CSV file of 0/1, not {text!r}{hint}").format(
+            join=", ".join(MASK_KINDS), text=text, hint=hint
+        )
     )
 
 
@@ -58,7 +99,7 @@ def parse_lens(text: str, option: str = "--valid-lens") -> np.ndarray:
     import numpy as np
 
     rows = []
-    for part in text.split(";"):
+    for part in ascii_forms(text).split(";"):
         row = []
         for cell in part.replace(" ", ",").split(","):
             if not cell:
@@ -66,10 +107,16 @@ def parse_lens(text: str, option: str = "--valid-lens") -> np.ndarray:
             try:
                 row.append(float(cell))
             except ValueError:
-                raise OptionError(f"{option}: {cell!r} is not a number") from None
+                raise OptionError(
+                    _("{option}: {cell!r} is not a number").format(option=option, cell=cell)
+                ) from None
         rows.append(row)
     if not rows[0] or any(len(r) != len(rows[0]) for r in rows):
-        raise OptionError(f"{option} must be numbers such as 2,3 (or rows 1,2;2,3), not {text!r}")
+        raise OptionError(
+            _("{option} must be numbers such as 2,3 (or rows 1,2;2,3), not {text!r}").format(
+                option=option, text=text
+            )
+        )
     return np.array(rows[0] if len(rows) == 1 else rows, dtype=np.float64)
 
 
@@ -79,9 +126,14 @@ def parse_tokens(text: str, option: str = "--tokens") -> list[str]:
     >>> parse_tokens("the,cat,sat"), parse_tokens("the cat sat")
     (['the', 'cat', 'sat'], ['the', 'cat', 'sat'])
     """
-    words = [w.strip() for w in (text.split(",") if "," in text else text.split())]
+    comma = "," if "," in text else "，" if "，" in text else None  # a Chinese comma separates too
+    words = [w.strip() for w in (text.split(comma) if comma else text.split())]
     if not words or not all(words):
-        raise OptionError(f"{option} must be labels such as a,b,c, not {text!r}")
+        raise OptionError(
+            _("{option} must be labels such as a,b,c, not {text!r}").format(
+                option=option, text=text
+            )
+        )
     return check_labels(words, option, OptionError)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import QkvError
+from ..i18n import _
 
 if TYPE_CHECKING:
     from .family import Family
@@ -55,7 +56,11 @@ def require() -> None:
 
     missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
     if missing:
-        raise QkvError(f"qkv model needs {' and '.join(missing)}: pip install 'qkv[models]'")
+        raise QkvError(
+            _("qkv model needs {join}: pip install 'qkv[models]'").format(
+                join=" and ".join(missing)
+            )
+        )
 
 
 @dataclass
@@ -102,7 +107,8 @@ def family_of(folder: Folder) -> Family:
     make = FAMILIES.get(kind) if isinstance(kind, str) else None
     if make is None:
         raise InputError(
-            f"model {folder.name}: model_type {kind!r} is not one qkv runs yet "
-            f"(it runs: {', '.join(FAMILIES)})"
+            _("model {name}: model_type {kind!r} is not one qkv runs yet (it runs: {join})").format(
+                name=folder.name, kind=kind, join=", ".join(FAMILIES)
+            )
         )
     return make(folder, config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..i18n import _
 from .family import LayerAttention, setting
 from .layers import activation, layer_norm, linear
 from .weights import Weights
@@ -50,12 +51,15 @@ class Bert:
         kind = config.get("position_embedding_type", "absolute")
         if kind != "absolute":
             raise InputError(
-                f"model {name}: position_embedding_type {kind!r}: qkv computes absolute positions only"
+                _(
+                    "model {name}: position_embedding_type {kind!r}: qkv computes absolute positions only"
+                ).format(name=name, kind=kind)
             )
         if self.d_model % self.heads:
             raise InputError(
-                f"model {name}: hidden_size {self.d_model} is not a multiple of "
-                f"num_attention_heads {self.heads}"
+                _(
+                    "model {name}: hidden_size {d_model} is not a multiple of num_attention_heads {heads}"
+                ).format(name=name, d_model=self.d_model, heads=self.heads)
             )
         self.weights = Weights(folder, ANCHOR)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InputError
+from ..i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,7 +76,11 @@ def setting(config: dict[str, Any], key: str, model: str, kind: type = int) -> A
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
         raise InputError(
-            f"model {model}: config.json {key} must be {'a number' if kind is float else 'a whole number'}, "
-            f"not {value!r}"
+            _("model {model}: config.json {key} must be {v}, not {value!r}").format(
+                model=model,
+                key=key,
+                v="a number" if kind is float else "a whole number",
+                value=value,
+            )
         )
     return float(value) if kind is float else value

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,11 +97,17 @@ class GgufFile:
             block, size = GGML_QUANT_SIZES[GGMLQuantizationType(t.kind)]
         except (ValueError, KeyError):
             raise InputError(
-                f"{self.path}: tensor {name} has ggml type {t.kind}, which the gguf package does not know"
+                _(
+                    "{path}: tensor {name} has ggml type {kind}, which the gguf package does not know"
+                ).format(path=self.path, name=name, kind=t.kind)
             ) from None
         columns = t.shape[-1]
         if columns % block:
-            raise InputError(f"{self.path}: tensor {name} has {columns} columns, not whole blocks")
+            raise InputError(
+                _("{path}: tensor {name} has {columns} columns, not whole blocks").format(
+                    path=self.path, name=name, columns=columns
+                )
+            )
         rows = 1
         for n in t.shape[:-1]:
             rows *= n
@@ -108,7 +115,9 @@ class GgufFile:
         begin = self.start + t.offset
         if begin + rows * width > len(self.data):
             raise InputError(
-                f"{self.path}: tensor {name} runs past the end of the file (cut short?)"
+                _("{path}: tensor {name} runs past the end of the file (cut short?)").format(
+                    path=self.path, name=name
+                )
             )
         return self.data[begin : begin + rows * width].reshape(rows, width)  # (rows, bytes)
 
@@ -125,7 +134,9 @@ class GgufFile:
             a = dequantize(raw, self.tensors[name].kind)  # (rows, columns) float32
         except (NotImplementedError, ValueError) as e:
             raise InputError(
-                f"{self.path}: cannot dequantize {name} ({self.type_name(name)}): {e}"
+                _("{path}: cannot dequantize {name} ({type_name}): {e}").format(
+                    path=self.path, name=name, type_name=self.type_name(name), e=e
+                )
             ) from None
         if rows is not None:
             return a
@@ -139,7 +150,9 @@ def read(path: Path) -> GgufFile:
     try:
         stat = path.stat()
     except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+        raise InputError(
+            _("{path}: cannot read: {strerror}").format(path=path, strerror=e.strerror)
+        ) from None
     return _read(path.resolve(), stat.st_size, stat.st_mtime_ns)
 
 
@@ -150,14 +163,18 @@ def _read(path: Path, size: int, mtime: int) -> GgufFile:
     try:
         data = np.memmap(path, dtype=np.uint8, mode="r")
     except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read: {e}") from None
+        raise InputError(_("{path}: cannot read: {e}").format(path=path, e=e)) from None
     if bytes(data[:4]) != MAGIC:
-        raise InputError(f"{path}: not a GGUF file (it does not start with GGUF)")
+        raise InputError(
+            _("{path}: not a GGUF file (it does not start with GGUF)").format(path=path)
+        )
     try:
         metadata, tensors, start = parse(memoryview(data))
     except (struct.error, UnicodeDecodeError, IndexError, KeyError, ValueError) as e:
         raise InputError(
-            f"{path}: a GGUF header qkv cannot read ({type(e).__name__}: {e})"
+            _("{path}: a GGUF header qkv cannot read ({name}: {e})").format(
+                path=path, name=type(e).__name__, e=e
+            )
         ) from None
     return GgufFile(path, metadata, tensors, start, data)
 
@@ -178,7 +195,7 @@ def parse(buf: memoryview) -> tuple[dict[str, Any], dict[str, Tensor], int]:
         nonlocal pos
         n = take("<Q")
         if pos + n > len(buf):
-            raise ValueError("a string runs past the end of the file")
+            raise ValueError(_("a string runs past the end of the file"))
         s = bytes(buf[pos : pos + n]).decode("utf-8")
         pos += n
         return s
@@ -202,14 +219,14 @@ def parse(buf: memoryview) -> tuple[dict[str, Any], dict[str, Tensor], int]:
     if version not in (2, 3):
         swapped = struct.unpack(">I", struct.pack("<I", version))[0]
         why = "a big-endian file" if swapped in (2, 3) else f"version {version}"
-        raise ValueError(f"{why}: qkv reads little-endian GGUF versions 2 and 3")
+        raise ValueError(_("{why}: qkv reads little-endian GGUF versions 2 and 3").format(why=why))
     count, entries = take("<Q"), take("<Q")
     metadata = {}
-    for _ in range(entries):
+    for _entry in range(entries):
         key = text()
         metadata[key] = value(take("<I"))
     tensors = {}
-    for _ in range(count):
+    for _tensor in range(count):
         name = text()
         dims = [take("<Q") for _ in range(take("<I"))]
         kind, offset = take("<I"), take("<Q")
@@ -235,13 +252,16 @@ def hf_config(gguf: GgufFile, model: str) -> dict[str, Any]:
     arch = m.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise InputError(
-            f"model {model}: its GGUF architecture {arch!r} is not one qkv runs yet "
-            f"(it runs: {', '.join(ARCHITECTURES)})"
+            _(
+                "model {model}: its GGUF architecture {arch!r} is not one qkv runs yet (it runs: {join})"
+            ).format(model=model, arch=arch, join=", ".join(ARCHITECTURES))
         )
     scaling = m.get(f"{arch}.rope.scaling.type")
     if scaling not in (None, "none"):
         raise InputError(
-            f"model {model}: {arch}.rope.scaling.type is {scaling!r}: qkv computes plain RoPE only"
+            _(
+                "model {model}: {arch}.rope.scaling.type is {scaling!r}: qkv computes plain RoPE only"
+            ).format(model=model, arch=arch, scaling=scaling)
         )
     names = {
         "num_hidden_layers": "block_count",
@@ -284,12 +304,20 @@ class GgufWeights:
         parts = name.split(".", 2)
         if len(parts) == 3 and parts[0] == "layers" and parts[2] in LAYER_TENSORS:
             return f"blk.{parts[1]}.{LAYER_TENSORS[parts[2]]}"
-        raise InputError(f"model {self.folder.name}: qkv has no GGUF name for {name}")
+        raise InputError(
+            _("model {name}: qkv has no GGUF name for {name2}").format(
+                name=self.folder.name, name2=name
+            )
+        )
 
     def _known(self, name: str) -> str:
         key = self.key(name)
         if key not in self.file.tensors:
-            raise InputError(f"model {self.folder.name}: the file has no tensor {key}")
+            raise InputError(
+                _("model {name}: the file has no tensor {key}").format(
+                    name=self.folder.name, key=key
+                )
+            )
         return key
 
     def tensor(self, name: str) -> np.ndarray:
@@ -307,8 +335,9 @@ class GgufWeights:
         bad = [i for i in ids if not 0 <= i < count]
         if bad:
             raise InputError(
-                f"model {self.folder.name}: token id {bad[0]} is outside {key} ({count} rows): "
-                "the tokenizer does not fit the weights"
+                _(
+                    "model {name}: token id {v} is outside {key} ({count} rows): the tokenizer does not fit the weights"
+                ).format(name=self.folder.name, v=bad[0], key=key, count=count)
             )
         return self.file.array(key, ids)
 

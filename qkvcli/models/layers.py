@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from ..i18n import _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,6 +98,8 @@ def activation(name: object, model: str) -> Callable[[np.ndarray], np.ndarray]:
     """The activation a config names; `InputError` for one qkv does not compute."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise InputError(
-            f"model {model}: hidden_act {name!r} is not one qkv computes ({', '.join(ACTIVATIONS)})"
+            _("model {model}: hidden_act {name!r} is not one qkv computes ({join})").format(
+                model=model, name=name, join=", ".join(ACTIVATIONS)
+            )
         )
     return ACTIVATIONS[name]

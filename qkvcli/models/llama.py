@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..i18n import _
 from .family import LayerAttention, setting
 from .layers import linear, rms_norm, silu
 
@@ -67,12 +68,15 @@ class Llama:
         act = config.get("hidden_act", "silu")
         if act != "silu":
             raise InputError(
-                f"model {name}: hidden_act {act!r}: qkv computes Llama's silu MLP only"
+                _("model {name}: hidden_act {act!r}: qkv computes Llama's silu MLP only").format(
+                    name=name, act=act
+                )
             )
         if self.heads % self.kv_heads:
             raise InputError(
-                f"model {name}: num_attention_heads {self.heads} is not a multiple of "
-                f"num_key_value_heads {self.kv_heads}"
+                _(
+                    "model {name}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+                ).format(name=name, heads=self.heads, kv_heads=self.kv_heads)
             )
         self.bias = bool(config.get("attention_bias", False))
         self.mlp_bias = bool(config.get("mlp_bias", False))
@@ -142,11 +146,15 @@ def rope_settings(config: dict[str, Any], model: str) -> tuple[float, float]:
     params = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or {}
     if not isinstance(params, dict) or not isinstance(scaling, dict):
-        raise InputError(f"model {model}: config.json rope_parameters must be an object")
+        raise InputError(
+            _("model {model}: config.json rope_parameters must be an object").format(model=model)
+        )
     kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
     if kind != "default":
         raise InputError(
-            f"model {model}: rope_type {kind!r}: qkv computes plain RoPE only (rope_type default)"
+            _(
+                "model {model}: rope_type {kind!r}: qkv computes plain RoPE only (rope_type default)"
+            ).format(model=model, kind=kind)
         )
     merged = {**config, **params}
     theta = setting(merged, "rope_theta", model, float) if "rope_theta" in merged else 10000.0

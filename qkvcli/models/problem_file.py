@@ -18,6 +18,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..errors import OptionError
+from ..i18n import _
 from ..load.document import FILE_SETTINGS
 from ..options import Options
 from ..problem import MATRICES, Problem
@@ -39,7 +40,11 @@ def check_kind(path: str, option: str) -> str:
     """``.json`` or ``.npz`` from the file name; `OptionError` for another."""
     kind = next((k for k in KINDS if path.lower().endswith(k)), None)
     if kind is None:
-        raise OptionError(f"{option} {path}: give a file name ending in .json or .npz")
+        raise OptionError(
+            _("{option} {path}: give a file name ending in .json or .npz").format(
+                option=option, path=path
+            )
+        )
     return kind
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import OptionError
+from ..i18n import _
 from ..options import Options
 from ..problem import Problem
 
@@ -99,10 +100,16 @@ def one_head(problem: Problem, options: Options, head: int) -> tuple[Problem, Op
     heads = options.heads or 1
     if options.alibi or options.qk_norm:
         raise OptionError(
-            f"--head {head}: one head alone of a layer with ALiBi or QK-norm is not cut yet"
+            _(
+                "--head {head}: one head alone of a layer with ALiBi or QK-norm is not cut yet"
+            ).format(head=head)
         )
     if not 1 <= head <= heads:
-        raise OptionError(f"--head {head}: {problem.origin} has {heads} heads (1…{heads})")
+        raise OptionError(
+            _("--head {head}: {origin} has {heads} heads (1…{heads})").format(
+                head=head, origin=problem.origin, heads=heads
+            )
+        )
     kv_heads = options.kv_heads or heads
     group = (head - 1) // (heads // kv_heads)
     out_in = options.weights_layout == "out-in"

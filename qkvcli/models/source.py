@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..i18n import _
 
 #: The files a model folder must hold (the weights are checked apart: one file or shards).
 NEEDED = ("config.json", "tokenizer.json")
@@ -60,9 +61,13 @@ class Folder:
         try:
             doc = json.loads(where.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{where}: cannot read the model's config: {e}") from None
+            raise InputError(
+                _("{where}: cannot read the model's config: {e}").format(where=where, e=e)
+            ) from None
         if not isinstance(doc, dict):
-            raise InputError(f"{where}: the model's config must be a JSON object")
+            raise InputError(
+                _("{where}: the model's config must be a JSON object").format(where=where)
+            )
         return doc
 
 
@@ -75,7 +80,9 @@ def find(spec: str) -> Folder:
         if path.suffix.lower() == GGUF:
             return Folder(path.resolve(), spec, f"file {spec}")
         raise InputError(
-            f"model {spec}: is a file but not a .gguf one; give the folder that holds config.json"
+            _(
+                "model {spec}: is a file but not a .gguf one; give the folder that holds config.json"
+            ).format(spec=spec)
         )
     if HUB_ID.match(spec):
         hub = cache_dir()
@@ -84,15 +91,17 @@ def find(spec: str) -> Folder:
             found = f"Hugging Face cache, snapshot {snapshot.name[:12]}"
             return checked(Folder(snapshot, spec, found))
         raise InputError(
-            f"model {spec}: no such folder, and not in the Hugging Face cache at {hub} "
-            "(qkv reads models offline: download it where there is a network, or give its folder)"
+            _(
+                "model {spec}: no such folder, and not in the Hugging Face cache at {hub} (qkv reads models offline: download it where there is a network, or give its folder)"
+            ).format(spec=spec, hub=hub)
         )
     folder = from_package(spec)
     if folder is not None:
         return folder if folder.gguf else checked(folder)
     raise InputError(
-        f"model {spec}: not a folder, a Hugging Face id (org/name) in the cache, "
-        "nor an installed Python package that ships a model"
+        _(
+            "model {spec}: not a folder, a Hugging Face id (org/name) in the cache, nor an installed Python package that ships a model"
+        ).format(spec=spec)
     )
 
 
@@ -102,12 +111,20 @@ def checked(folder: Folder) -> Folder:
     hint = f" (it has {', '.join(ggufs)}: give that file)" if ggufs else ""
     for name in NEEDED:
         if not (folder.path / name).is_file():
-            raise InputError(f"model {folder.name}: {folder.path} has no {name}{hint}")
+            raise InputError(
+                _("model {name}: {path} has no {name2}{hint}").format(
+                    name=folder.name, path=folder.path, name2=name, hint=hint
+                )
+            )
     if not (folder.path / WEIGHTS).is_file() and not (folder.path / INDEX).is_file():
         other = sorted(p.name for p in folder.path.glob("*.bin"))
         if other and not ggufs:
             hint = f" (it has {', '.join(other)}: qkv reads safetensors or GGUF)"
-        raise InputError(f"model {folder.name}: {folder.path} has no {WEIGHTS}{hint}")
+        raise InputError(
+            _("model {name}: {path} has no {weights}{hint}").format(
+                name=folder.name, path=folder.path, weights=WEIGHTS, hint=hint
+            )
+        )
     return folder
 
 
@@ -144,8 +161,9 @@ def cached(model_id: str, hub: Path) -> Path | None:
     if not found:
         return None
     raise InputError(
-        f"model {model_id}: the cache at {root} holds {len(found)} snapshots and no refs/main; "
-        f"give the folder of one, e.g. {found[0]}"
+        _(
+            "model {model_id}: the cache at {root} holds {n_found} snapshots and no refs/main; give the folder of one, e.g. {v}"
+        ).format(model_id=model_id, root=root, n_found=len(found), v=found[0])
     )
 
 
@@ -177,7 +195,9 @@ def from_package(name: str) -> Folder | None:
     if len(models) > 1:
         listed = ", ".join(str(m) for m in models)
         raise InputError(
-            f"model {name}: the package ships {len(models)} models ({listed}); give one of them"
+            _(
+                "model {name}: the package ships {n_models} models ({listed}); give one of them"
+            ).format(name=name, n_models=len(models), listed=listed)
         )
     inside = models[0].relative_to(Path(str(dist.locate_file(""))))
     return Folder(models[0].resolve(), name, f"package {name} {dist.version}, {inside.as_posix()}")

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..i18n import _
 from .source import Folder
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def tokenize(folder: Folder, sentence: str, limit: int | None) -> Tokens:
     ``limit``: the most tokens the model has positions for (None: no limit).
     """
     if not sentence.strip():
-        raise InputError("the sentence is empty: give the text to run the model on")
+        raise InputError(_("the sentence is empty: give the text to run the model on"))
     if folder.gguf:
         from .gguf_file import read
 
@@ -64,7 +65,9 @@ def tokenize(folder: Folder, sentence: str, limit: int | None) -> Tokens:
     tokens = Tokens(list(encoding.ids), list(encoding.tokens), list(encoding.type_ids), source)
     if limit is not None and tokens.n > limit:
         raise InputError(
-            f"the sentence has {tokens.n} tokens but model {folder.name} has positions for {limit}"
+            _("the sentence has {n} tokens but model {name} has positions for {limit}").format(
+                n=tokens.n, name=folder.name, limit=limit
+            )
         )
     return tokens
 
@@ -77,7 +80,9 @@ def from_json(folder: Folder) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises its own exception type
-        raise InputError(f"{path}: not a tokenizer qkv can read: {e}") from None
+        raise InputError(
+            _("{path}: not a tokenizer qkv can read: {e}").format(path=path, e=e)
+        ) from None
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
@@ -100,19 +105,23 @@ def gguf_tokenizer(gguf: GgufFile, model: str) -> Tokenizer:
     kind, pre = m.get("tokenizer.ggml.model"), m.get("tokenizer.ggml.pre", "default")
     if kind != "gpt2":
         raise InputError(
-            f"model {model}: tokenizer.ggml.model is {kind!r}; qkv builds byte-level BPE (gpt2) "
-            "tokenizers from a GGUF file only"
+            _(
+                "model {model}: tokenizer.ggml.model is {kind!r}; qkv builds byte-level BPE (gpt2) tokenizers from a GGUF file only"
+            ).format(model=model, kind=kind)
         )
     if pre not in GGUF_PRE_SPLITS:
         raise InputError(
-            f"model {model}: tokenizer.ggml.pre is {pre!r}; qkv builds the pre-tokenizers "
-            f"{', '.join(GGUF_PRE_SPLITS)}"
+            _(
+                "model {model}: tokenizer.ggml.pre is {pre!r}; qkv builds the pre-tokenizers {join}"
+            ).format(model=model, pre=pre, join=", ".join(GGUF_PRE_SPLITS))
         )
     tokens: list[str] = _strings(m, "tokenizer.ggml.tokens", model)
     merges = [tuple(pair.split(" ")) for pair in _strings(m, "tokenizer.ggml.merges", model)]
     if any(len(pair) != 2 for pair in merges):
         raise InputError(
-            f"model {model}: tokenizer.ggml.merges holds a merge that is not two tokens"
+            _("model {model}: tokenizer.ggml.merges holds a merge that is not two tokens").format(
+                model=model
+            )
         )
     vocab = {token: i for i, token in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab, merges))
@@ -143,5 +152,9 @@ def gguf_tokenizer(gguf: GgufFile, model: str) -> Tokenizer:
 def _strings(metadata: dict[str, Any], key: str, model: str) -> list[str]:
     value = metadata.get(key)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InputError(f"model {model}: the GGUF file has no list of strings {key}")
+        raise InputError(
+            _("model {model}: the GGUF file has no list of strings {key}").format(
+                model=model, key=key
+            )
+        )
     return value

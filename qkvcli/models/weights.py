@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..i18n import _
 from .source import INDEX, WEIGHTS, Folder
 
 if TYPE_CHECKING:
@@ -42,8 +43,9 @@ class Weights:
         prefix = strip_prefix(list(self.files), anchor)
         if prefix is None:
             raise InputError(
-                f"model {folder.name}: its weights have no tensor {anchor} "
-                "(not a checkpoint of the model type its config.json names)"
+                _(
+                    "model {name}: its weights have no tensor {anchor} (not a checkpoint of the model type its config.json names)"
+                ).format(name=folder.name, anchor=anchor)
             )
         self.prefix = prefix
         self._open: dict[Path, Any] = {}
@@ -57,14 +59,20 @@ class Weights:
         key = self.key(name)
         path = self.files.get(key)
         if path is None:
-            raise InputError(f"model {self.folder.name}: its weights have no tensor {key}")
+            raise InputError(
+                _("model {name}: its weights have no tensor {key}").format(
+                    name=self.folder.name, key=key
+                )
+            )
         if path not in self._open:
             from safetensors import safe_open
 
             try:
                 self._open[path] = safe_open(str(path), framework="numpy")
             except Exception as e:  # safetensors raises its own error types
-                raise InputError(f"{path}: not a safetensors file qkv can read: {e}") from None
+                raise InputError(
+                    _("{path}: not a safetensors file qkv can read: {e}").format(path=path, e=e)
+                ) from None
         return self._open[path]
 
     def tensor(self, name: str) -> np.ndarray:
@@ -83,8 +91,9 @@ class Weights:
             bad = [i for i in ids if not 0 <= i < count]
             if bad:
                 raise InputError(
-                    f"model {self.folder.name}: token id {bad[0]} is outside {self.key(name)} "
-                    f"({count} rows): the tokenizer does not fit the weights"
+                    _(
+                        "model {name}: token id {v} is outside {key} ({count} rows): the tokenizer does not fit the weights"
+                    ).format(name=self.folder.name, v=bad[0], key=self.key(name), count=count)
                 )
             return np.concatenate([part[i : i + 1] for i in ids], axis=0)
 
@@ -98,11 +107,15 @@ class Weights:
             raise
         except Exception as e:  # e.g. bfloat16, which numpy has no type for
             raise InputError(
-                f"model {self.folder.name}: cannot read {self.key(name)} with numpy: {e}"
+                _("model {name}: cannot read {key} with numpy: {e}").format(
+                    name=self.folder.name, key=self.key(name), e=e
+                )
             ) from None
         if a.dtype.name not in FLOATS:
             raise InputError(
-                f"model {self.folder.name}: {self.key(name)} holds {a.dtype} values, not floats"
+                _("model {name}: {key} holds {dtype} values, not floats").format(
+                    name=self.folder.name, key=self.key(name), dtype=a.dtype
+                )
             )
         return a
 
@@ -117,7 +130,9 @@ def _files(folder: Folder) -> dict[str, Path]:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         return {str(k): folder.path / str(v) for k, v in weight_map.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise InputError(f"{index}: not a safetensors index qkv can read ({e})") from None
+        raise InputError(
+            _("{index}: not a safetensors index qkv can read ({e})").format(index=index, e=e)
+        ) from None
 
 
 def _keys(path: Path) -> list[str]:
@@ -128,4 +143,6 @@ def _keys(path: Path) -> list[str]:
         with safe_open(str(path), framework="numpy") as f:
             return list(f.keys())
     except Exception as e:  # safetensors raises its own error types
-        raise InputError(f"{path}: not a safetensors file qkv can read: {e}") from None
+        raise InputError(
+            _("{path}: not a safetensors file qkv can read: {e}").format(path=path, e=e)
+        ) from None

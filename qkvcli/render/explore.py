@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .. import i18n
+from ..i18n import N_
 from ..trace import PER_HEAD, SQUARE
 from .text import fmt, fmt_row, header, scientific
 
@@ -296,15 +298,19 @@ def report_data(
             "views": [],
             "intro": list(intro),
             "notes": [
-                f"this run is {n}×{m}: the page explores grids of at most {MAX_TOKENS} tokens; "
-                "the drawing below is what the terminal showed"
+                i18n._(
+                    "this run is {n}×{m}: the page explores grids of at most {most} tokens; "
+                    "the drawing below is what the terminal showed"
+                ).format(n=n, m=m, most=MAX_TOKENS)
             ],
         }
     done = explanations(views, precision, selected[0])
     if not done.complete:
         notes.append(
-            f"the page holds the arithmetic of {len(done.texts)} weights (at most {MAX_EXPLAINED} "
-            "cells): for the others, save the problem and run qkv explain"
+            i18n._(
+                "the page holds the arithmetic of {n} weights (at most {most} cells): "
+                "for the others, save the problem and run qkv explain"
+            ).format(n=len(done.texts), most=MAX_EXPLAINED)
         )
     return {
         "intro": list(intro),
@@ -341,13 +347,44 @@ def page(
     """The report: rich's HTML of the drawing (``drawn``) with the explorer put in before it."""
     data = report_data(views, precision, selected, intro)
     blob = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
-    explorer = EXPLORER.replace("{data}", blob)
+    explorer = speak(EXPLORER).replace("{data}", blob)
     head, sep, body = drawn.partition("<body>")
     if not sep:  # not rich's page: put the explorer first
         return STYLE + explorer + drawn
     pre, close, rest = body.partition("</body>")
-    terminal = '<h2 class="qkv-h">As the terminal drew it</h2>' + pre
+    terminal = speak('<h2 class="qkv-h">As the terminal drew it</h2>') + pre
     return head.replace("</head>", STYLE + "</head>", 1) + sep + explorer + terminal + close + rest
+
+
+#: The words of the page around the data, each written in it as ``>words<`` or ``"words"``.
+WORDS = (
+    N_("qkv: explore the attention"),
+    N_("Every layer and head"),
+    N_(
+        "under each head: the mean entropy of its query rows in bits (0 = each query looks at "
+        "one key); click a head to open it"
+    ),
+    N_("Arithmetic of the cell"),
+    N_("hover or click a cell"),
+    N_("Token view"),
+    N_("As the terminal drew it"),
+)
+
+
+def speak(html: str) -> str:
+    """The page's own words (`WORDS`) in the language spoken; the data is translated where made.
+
+    >>> speak("<h2>Token view</h2>")
+    '<h2>Token view</h2>'
+    """
+    if i18n.language() == "en":
+        return html
+    import html as markup
+
+    for words in WORDS:
+        said = markup.escape(i18n._(words), quote=False)
+        html = html.replace(f">{words}<", f">{said}<").replace(f'"{words}"', json.dumps(said))
+    return html
 
 
 STYLE = """<style>

@@ -19,8 +19,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import i18n
 from ..errors import shape_str
-from ..trace import SQUARE
+from ..trace import SQUARE, titled
 from .text import fmt, matrices, scientific
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def legend(
     """Lines mapping each shade to its range of values, e.g. ``[▒▒] 0.4–0.6``, wrapped at ``width``."""
     from rich.text import Text
 
-    what = "weight" if stage.name == "weights" else stage.name
+    what = i18n._("weight") if stage.name == "weights" else stage.name
     entries: list[Text] = []
 
     def entry(level: int, label: str) -> None:
@@ -107,21 +108,25 @@ def legend(
     if math.isnan(shades.lo):
         pass  # no finite value to shade
     elif shades.hi <= shades.lo:
-        entry(len(RAMP) // 2, f"all {_edge(shades.lo, precision)}")
+        entry(len(RAMP) // 2, i18n._("all {value}").format(value=_edge(shades.lo, precision)))
     else:
         e = [_edge(v, precision) for v in shades.edges()]
         for i in range(len(RAMP)):
             entry(i, f"{e[i]}–{e[i + 1]}")
     if has_masked:
         entries.append(
-            Text(f"{MASKED} masked (weight 0)" if stage.name == "weights" else "−∞ masked")
+            Text(
+                i18n._("{masked} masked (weight 0)").format(masked=MASKED)
+                if stage.name == "weights"
+                else i18n._("−∞ masked")
+            )
         )
-    prefix = f"shade = {what}: "
+    prefix = i18n._("shade = {what}: ").format(what=what)
     lines = [Text(prefix)]
     fresh = True  # no entry on the last line yet
     for piece in entries:
         if not fresh and lines[-1].cell_len + 2 + piece.cell_len > width:
-            lines.append(Text(" " * len(prefix)))
+            lines.append(Text(" " * Text(prefix).cell_len))
             fresh = True
         lines[-1].append("" if fresh else "  ")
         lines[-1].append_text(piece)
@@ -293,8 +298,14 @@ def heatmap_lines(
     jumps = [k for k in range(len(keep) - 1) if near[keep[k + 1]] != near[keep[k]] + 1]
     gap_after = jumps[0] if jumps else None
     formula = stage.formula.split(" = ", 1)[-1]
-    title = Text(f"{stage.name} = {formula} ({shape_str(stage.shape)})", style="bold")
-    lines = [title, Text("rows: queries (who looks) · columns: keys (looked at)", style="dim")]
+    title = i18n._("{formula} ({shape})").format(
+        formula=f"{titled(stage.name)} = {formula}", shape=shape_str(stage.shape)
+    )
+    title = Text(title, style="bold")
+    lines = [
+        title,
+        Text(i18n._("rows: queries (who looks) · columns: keys (looked at)"), style="dim"),
+    ]
     blocks = []
     for (suffix, matrix), cells in zip(parts, texts):
         block = [Text(suffix, style="italic")] if suffix else []
@@ -326,7 +337,10 @@ def heatmap_lines(
     if len(real) < n or c_n < m:
         lines.append(
             Text(
-                f"{n}×{m}: showing {len(real)} of {n} rows and {c_n} of {m} columns (--full shows all)",
+                i18n._(
+                    "{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns "
+                    "(--full shows all)"
+                ).format(rows=n, cols=m, r_n=len(real), c_n=c_n),
                 style="dim",
             )
         )
@@ -350,8 +364,9 @@ def heatmap_stages(trace: Trace, names: list[str] | None, every: bool) -> list[S
     for s in chosen:
         if s.name not in GRID_STAGES:
             raise OptionError(
-                f"--heatmap draws {', '.join(GRID_STAGES)} (queries × keys); "
-                f"{s.name} is {s.rows} × {s.cols}"
+                i18n._("--heatmap draws {join} (queries × keys); {name} is {rows} × {cols}").format(
+                    join=", ".join(GRID_STAGES), name=s.name, rows=s.rows, cols=s.cols
+                )
             )
     return chosen
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from ..i18n import _
 from .heatmap import PALETTE, RAMP, Shades
-from .text import fmt
+from .text import fmt, pad
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,7 +105,7 @@ def entropy_table(
         head.append(" " + f"h{h + 1}".rjust(w + 1), style="bold")
     lines = [head]
     for label, row, e in zip(labels, cells, ent):
-        line = Text(label.ljust(label_w), style="bold")
+        line = Text(pad(label, label_w), style="bold")
         for text, bits in zip(row, e):
             level = focus_level(float(bits), keys)
             line.append(" " + text.rjust(w))
@@ -148,15 +149,17 @@ def overview_lines(
     n, m = first["weights"].shape[-2:]
     ent = [head_entropies(t) for _, t in runs]
     if any(e is None for e in ent):
-        return [Text("no entropy: sigmoid weights are not a distribution over the keys")]
+        return [Text(_("no entropy: sigmoid weights are not a distribution over the keys"))]
     per_layer = [e[0] for e in ent if e is not None]  # item 1 of each run
     labels = [label for label, _ in runs]
     most = math.log2(m) if m > 1 else 0.0
     lines = [
-        Text("mean entropy of each head's query rows, in bits", style="bold"),
+        Text(_("mean entropy of each head's query rows, in bits"), style="bold"),
         Text(
-            f"0 = each query looks at one key; {fmt(most, precision)} = log₂ {m}, spread evenly; "
-            f"glyph: {RAMP[-1]} focused … {RAMP[1]} spread",
+            _(
+                "0 = each query looks at one key; {most} = log₂ {m}, spread evenly; "
+                "glyph: {focused} focused … {spread} spread"
+            ).format(most=fmt(most, precision), m=m, focused=RAMP[-1], spread=RAMP[1]),
             style="dim",
         ),
     ]
@@ -164,21 +167,27 @@ def overview_lines(
     flat = [(float(e[h]), i, h) for i, e in enumerate(per_layer) for h in range(len(e))]
     bits, li, hi = min(flat)
     lines.append(Text())
-    line = f"most focused: {labels[li]} head {hi + 1} ({fmt(bits, precision)} bits)"
+    line = _("most focused: {label} head {head} ({bits} bits)").format(
+        label=labels[li], head=hi + 1, bits=fmt(bits, precision)
+    )
     if hint:
         line += "; " + hint.format(run=li + 1, head=hi + 1)
     lines.append(Text(line))
     if max(n, m) > THUMBNAIL_TOKENS:
         lines.append(
             Text(
-                f"(a grid per head needs at most {THUMBNAIL_TOKENS} tokens; this run has {max(n, m)})",
+                _("(a grid per head needs at most {most} tokens; this run has {n})").format(
+                    most=THUMBNAIL_TOKENS, n=max(n, m)
+                ),
                 style="dim",
             )
         )
         return lines
     lines += [
         Text(),
-        Text("weights of every head: rows = queries, columns = keys, in token order", style="bold"),
+        Text(
+            _("weights of every head: rows = queries, columns = keys, in token order"), style="bold"
+        ),
         Text(
             "shade = weight: "
             + "  ".join(f"{RAMP[k] or ' '} {k / 5:g}–{(k + 1) / 5:g}" for k in range(5)),

@@ -13,6 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .. import i18n
+from ..i18n import N_
+
+#: The bars' labels: a streamed run, and a run that holds every stage.
+BLOCKS, EVERY = N_("attention in blocks"), N_("attention, every stage")
 #: Multiply-adds per second this kind of machine sustains on the blocked products.
 RATE = 2e10
 #: Show a bar when the work is expected to take longer than this (seconds).
@@ -31,7 +36,7 @@ def seconds(r: Any, every_stage: bool = False) -> float:
 
 @contextmanager
 def progress(
-    r: Any, stream: Any = None, label: str = "attention in blocks", steps: bool = True
+    r: Any, stream: Any = None, label: str = BLOCKS, steps: bool = True
 ) -> Iterator[Callable[[int, int], None] | None]:
     """Yield a ``tick(done, total)`` that draws a rich bar, or None when no bar is wanted.
 
@@ -44,7 +49,7 @@ def progress(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn(label), BarColumn(), TimeElapsedColumn())
+    columns = (TextColumn(i18n._(label)), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(file=err), transient=True) as bar:
         task = bar.add_task("rows", total=r.B * r.heads * r.n if steps else None)
 
@@ -58,4 +63,4 @@ def bar(r: Any, streamed: bool) -> Any:
     """The bar for an evaluation: it counts rows when streamed, and pulses for the dense path."""
     if streamed:
         return progress(r)
-    return progress(r, label="attention, every stage", steps=False)
+    return progress(r, label=EVERY, steps=False)

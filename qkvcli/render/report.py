@@ -77,13 +77,17 @@ def picture_header(text: str, keys: dict[str, str]) -> list[str]:
     >>> picture_header("f.json: 3 queries; scale 1\\nread X ← X, W_Q ← w_query", {"X": "X", "W_Q": "w_query"})
     ['f.json: 3 queries', 'scale 1', 'read W_Q ← w_query']
     """
+    from .. import i18n
+    from .text import COMMA, READ, SEP
+
+    read, comma = i18n._(READ), i18n._(COMMA)
     out: list[str] = []
     for line in text.split("\n"):
-        if line.startswith("read "):
+        if line.startswith(read):
             renamed = [f"{canon} ← {key}" for canon, key in keys.items() if canon != key]
-            out += ["read " + ", ".join(renamed)] if renamed else []
+            out += [read + comma.join(renamed)] if renamed else []
         else:
-            out += line.split("; ")
+            out += line.split(i18n._(SEP))
     return out
 
 

@@ -6,6 +6,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import shape_str
+from ..i18n import _
+from ..trace import titled
 from .text import (
     EDGE_ROWS,
     MAX_ROWS,
@@ -17,6 +19,7 @@ from .text import (
     plain_table,
     scientific,
 )
+from .text import width as columns_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,10 +119,10 @@ def stage_table(
         shown_cols: list[int | None] = list(near)
         note = None
         if width is not None:
-            label_w = max((len(row_labels[i]) for i in real_rows), default=1)
+            label_w = max((columns_of(row_labels[i]) for i in real_rows), default=1)
             sums = [len(fmt(float(row(i).sum()), precision, sci)) for i in real_rows]
             sums = sums if weights else []
-            widths = [max(len(col_labels[j]), *(len(t) for t in text[j])) for j in near]
+            widths = [max(columns_of(col_labels[j]), *(len(t) for t in text[j])) for j in near]
             # Each column takes its text, a space either side and a border; the table a left border.
             picked = fit_columns(widths, width - 1 - (label_w + 3) - (max(sums) + 3 if sums else 0))
             shown_cols = [None if k is None else near[k] for k in picked]
@@ -127,7 +130,10 @@ def stage_table(
                 shown_cols = [*near[: len(near) // 2], None, *near[len(near) // 2 :]]
             if None in shown_rows or None in shown_cols:
                 r_n, c_n = len(real_rows), len([j for j in shown_cols if j is not None])
-                note = f"{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns (--full shows all)"
+                note = _(
+                    "{rows}×{cols}: showing {r_n} of {rows} rows and {c_n} of {cols} columns "
+                    "(--full shows all)"
+                ).format(rows=rows, cols=cols, r_n=r_n, c_n=c_n)
         return text, shown_cols, note
 
     # One notation for the cells shown: fixed decimals, unless a cell shown needs scientific.
@@ -176,10 +182,7 @@ def render(
     console.print(Text(header(trace)), soft_wrap=True)
     for stage in stages:
         for suffix, matrix in matrices(stage, trace):
-            label = stage.formula.split(" = ", 1)
-            name = stage.name + (f" [{suffix}]" if suffix else "")
-            formula = f"{name} = {label[1]}" if len(label) == 2 else f"{name}: {stage.formula}"
-            title = f"{formula} ({shape_str(stage.shape)})"
+            title = stage_title(stage, suffix)
             console.print()
             console.print(Text(title, style="italic"), soft_wrap=True)  # never wrapped or cut
             if full and matrix.size > PLAIN_CELLS:
@@ -192,6 +195,19 @@ def render(
             print_wide(console, table, need)
             if note:
                 console.print(Text(note, style="dim"), soft_wrap=True)
+
+
+def stage_title(stage: Stage, suffix: str = "") -> str:
+    """A table's title: the stage's name (in words too, in Chinese), its formula and its shape.
+
+    >>> from types import SimpleNamespace
+    >>> stage_title(SimpleNamespace(name="scores", formula="scores = Q·Kᵀ", shape=(3, 3)))
+    'scores = Q·Kᵀ (3×3)'
+    """
+    label = stage.formula.split(" = ", 1)
+    name = titled(stage.name) + (f" [{suffix}]" if suffix else "")
+    formula = f"{name} = {label[1]}" if len(label) == 2 else f"{name}: {stage.formula}"
+    return _("{formula} ({shape})").format(formula=formula, shape=shape_str(stage.shape))
 
 
 def print_wide(console: Console, renderable: Any, need: int) -> None:

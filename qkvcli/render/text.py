@@ -10,8 +10,10 @@ LaTeX, the homework reports).
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import TYPE_CHECKING
 
+from ..i18n import N_, _, ngettext
 from ..trace import NEG_INF
 
 if TYPE_CHECKING:
@@ -40,6 +42,113 @@ def fmt(v: float, precision: int, sci: bool | None = None) -> str:
         return f"{v + 0.0:.{precision}e}"  # + 0.0 turns −0.0 into 0.0
     text = f"{v:.{precision}f}"
     return "0." + "0" * precision if text.lstrip("-") == "0." + "0" * precision else text
+
+
+def width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: 2 for a wide (Chinese) character, 0 for a combining one.
+
+    >>> width("权重 x1"), width("weights")
+    (7, 7)
+    """
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def pad(text: str, cells: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``cells`` columns (on the left when ``right``-aligned).
+
+    >>> pad("键", 4) + "|", pad("1.5", 4, right=True)
+    ('键  |', ' 1.5')
+    """
+    fill = " " * max(0, cells - width(text))
+    return fill + text if right else text + fill
+
+
+#: Characters a line does not begin with (Chinese punctuation that closes), nor ends with (that opens).
+_NO_START, _NO_END = "，。、；：！？）》」』】…,.;:!?)", "（《「『【("
+
+
+def wrap(
+    text: str,
+    width_: int = 78,
+    initial_indent: str = "",
+    subsequent_indent: str = "",
+    preserve_paragraphs: bool = False,
+) -> str:
+    """click's ``wrap_text``, measured in terminal columns and breaking between Chinese characters.
+
+    Paragraphs are split by blank lines; one that starts with a ``\\b`` line
+    is kept as written (click's rule).
+
+    >>> print(wrap("计算注意力并显示每个阶段的表格。", 12))
+    计算注意力并
+    显示每个阶段
+    的表格。
+    """
+    text = text.expandtabs()
+    if not preserve_paragraphs:
+        return _fill(text, width_, initial_indent, subsequent_indent)
+    paragraphs: list[tuple[int, bool, list[str]]] = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line]
+        if not lines:
+            continue
+        first = lines[0]
+        indent = len(first) - len(first.lstrip())
+        if first.strip() == "\b":
+            paragraphs.append((indent, True, lines[1:]))
+        else:
+            paragraphs.append((indent, False, [line.strip() for line in lines]))
+    out = []
+    for indent, raw, lines in paragraphs:
+        first, rest = initial_indent + " " * indent, subsequent_indent + " " * indent
+        if raw:
+            out.append(
+                "\n".join((first if i == 0 else rest) + line for i, line in enumerate(lines))
+            )
+            continue
+        joined = lines[0]
+        for line in lines[1:]:
+            wide = width(joined[-1:]) == 2 and width(line[:1]) == 2
+            joined += ("" if wide else " ") + line
+        out.append(_fill(joined, width_, first, rest))
+    return "\n\n".join(out)
+
+
+def _fill(text: str, cells: int, first: str, rest: str) -> str:
+    """One paragraph filled greedily to ``cells`` columns (a word longer than a line stays whole)."""
+    units: list[str] = []  # words, spaces, and each wide character alone (a line may break there)
+    for c in text.strip():
+        kind = "s" if c.isspace() else "w" if width(c) == 2 else "a"
+        if (
+            units
+            and kind != "w"
+            and units[-1][-1:].isspace() == (kind == "s")
+            and width(units[-1][-1]) < 2
+        ):
+            units[-1] += c
+        else:
+            units.append(c)
+    merged: list[str] = []
+    for u in units:  # punctuation that closes sticks to what it closes; that opens, to what follows
+        if merged and (u[0] in _NO_START or (merged[-1][-1] in _NO_END and not u.isspace())):
+            merged[-1] += u
+        else:
+            merged.append(u)
+    lines, line, space = [], first, ""
+    for u in merged:
+        if u.isspace():
+            space = " "
+            continue
+        if line.strip() and width(line + space + u) > cells:
+            lines.append(line)
+            line, space = rest, ""
+        line += (space if line.strip() else "") + u
+        space = ""
+    lines.append(line)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def scientific(values: np.ndarray, precision: int) -> bool:
@@ -123,57 +232,77 @@ def matrices(stage: Stage, trace: Trace) -> list[tuple[str, np.ndarray]]:
     for idx in np.ndindex(*a.shape[:-2]):
         parts = []
         if trace.batched:
-            parts.append(f"item {idx[0] + 1}")
+            parts.append(_("item {i}").format(i=idx[0] + 1))
         if stage.per_head:
-            parts.append(f"head {idx[-1] + 1}/{trace.heads}")
+            parts.append(_("head {h}/{heads}").format(h=idx[-1] + 1, heads=trace.heads))
         out.append((", ".join(parts), a[idx]))
     return out
 
 
+#: How the header separates its parts, and the items of a part, in the language spoken.
+SEP, COMMA = N_("; "), N_(", ")
+
+
 def header(trace: Trace) -> str:
     """The line printed above the tables: input, sizes, layout, scale, keys read."""
+    from .. import i18n
+
+    sep, comma = i18n._(SEP), i18n._(COMMA)
     m = trace.meta
     nq, nk = m["n_queries"], m["n_keys"]
-    sizes = f"{nq} {'query' if nq == 1 else 'queries'} × {nk} {'key' if nk == 1 else 'keys'}"
+    sizes = ngettext("{n} query", "{n} queries", nq).format(n=nq) + " × "
+    sizes += ngettext("{n} key", "{n} keys", nk).format(n=nk)
     if m.get("past_length"):
-        sizes += f" ({m['past_length']} from the KV cache)"
+        sizes += _(" ({n} from the KV cache)").format(n=m["past_length"])
+    parts = [sizes]
     if m["d_model"]:
-        sizes += f", d_model {m['d_model']}"
-    sizes += f", d_k {m['d_k']}, d_v {m['d_v']}"
+        parts.append(f"d_model {m['d_model']}")
+    parts += [f"d_k {m['d_k']}", f"d_v {m['d_v']}"]
     if m["heads"] > 1:
-        sizes += f", {m['heads']} heads" + (
-            f" ({m['kv_heads']} K/V heads)" if m["kv_heads"] != m["heads"] else ""
-        )
-    layout = f"layout {m['layout']}"
+        heads = ngettext("{n} head", "{n} heads", m["heads"]).format(n=m["heads"])
+        if m["kv_heads"] != m["heads"]:
+            heads += _(" ({n} K/V heads)").format(n=m["kv_heads"])
+        parts.append(heads)
+    layout = _("layout {layout}").format(layout=m["layout"])
     if m["layout"] == "rows":
-        layout += f", weights {m['weights_layout']}"
-    scale = f"scale {m['scale_rule']} = {m['scale']:.6g}"
-    lines = [f"{m['input']}: {sizes}; {layout}; {scale}"]
+        layout += comma + _("weights {layout}").format(layout=m["weights_layout"])
+    rule = _("given") if m["scale_rule"] == "given" else m["scale_rule"]  # meta keeps "given"
+    scale = _("scale {rule} = {value}").format(rule=rule, value=f"{m['scale']:.6g}")
+    lines = [_("{input}: {sizes}").format(input=m["input"], sizes=comma.join(parts))]
+    lines[0] += sep + layout + sep + scale
     extras = []
     if m["similarity"] != "dot":
-        extras.append(f"similarity {m['similarity']}")
+        extras.append(_("similarity {similarity}").format(similarity=m["similarity"]))
     if m["normalize"] != "softmax":
-        extras.append(f"weights by {m['normalize']}")
+        extras.append(_("weights by {normalize}").format(normalize=m["normalize"]))
     if m["temperature"] != 1:
-        extras.append(f"temperature {m['temperature']:g}")
+        extras.append(_("temperature {t}").format(t=f"{m['temperature']:g}"))
     extras += variant_words(m)
     if m["mask"]:
-        words = {"sliding_window": f"sliding window {m.get('sliding_window')}",
-                 "attention_chunk_size": f"chunks of {m.get('attention_chunk_size')}"}  # fmt: skip
-        masks = f"masks: {', '.join(words.get(k, k) for k in m['mask'])}"
+        words = {
+            "sliding_window": _("sliding window {w}").format(w=m.get("sliding_window")),
+            "attention_chunk_size": _("chunks of {c}").format(c=m.get("attention_chunk_size")),
+        }
+        masks = _("masks: {masks}").format(masks=comma.join(words.get(k, k) for k in m["mask"]))
         if {"mask", "key_padding_mask"} & set(m["mask"]):
-            masks += f" (1 = {'blocked' if m['mask_polarity'] == 'block' else 'may attend'})"
+            masks += (
+                _(" (1 = blocked)") if m["mask_polarity"] == "block" else _(" (1 = may attend)")
+            )
         extras.append(masks)
     if m["empty_rows"] != "error":
-        extras.append(f"fully masked rows → {m['empty_rows']}")
+        extras.append(_("fully masked rows → {fill}").format(fill=m["empty_rows"]))
     if m["dtype"] != "float64":
         extras.append(m["dtype"])
     if extras:
-        lines.append("; ".join(extras))
+        lines.append(sep.join(extras))
     keys = [f"{canon} ← {key}" for canon, key in m["keys"].items()]
     if keys:
-        lines.append("read " + ", ".join(keys))
+        lines.append(i18n._(READ) + comma.join(keys))
     return "\n".join(lines)
+
+
+#: What the header's last line begins with: the keys the problem file was read under.
+READ = N_("read ")
 
 
 def variant_words(m: dict) -> list[str]:
@@ -183,27 +312,38 @@ def variant_words(m: dict) -> list[str]:
     ...                "position_offset": 3, "position_ids": None, "n_queries": 2})
     ['RoPE half (θ 10000, positions 3…4, 4 of 8 features)']
     """
+    from .. import i18n
+
+    comma = i18n._(COMMA)
     out = []
     if m.get("rope"):
         if m.get("position_ids") is not None:
             where = "position_ids"
         else:
             first, count = m["position_offset"], m["n_queries"]
-            where = f"positions {first}…{first + count - 1}" if count > 1 else f"position {first}"
-        part = f", {m['rotary_dim']} of {m['d_k']} features" if m["rotary_dim"] < m["d_k"] else ""
-        out.append(f"RoPE {m['rope']} (θ {m['rope_theta']:g}, {where}{part})")
+            where = (
+                _("positions {first}…{last}").format(first=first, last=first + count - 1)
+                if count > 1
+                else _("position {first}").format(first=first)
+            )
+        part = (
+            comma + _("{rotary} of {d} features").format(rotary=m["rotary_dim"], d=m["d_k"])
+            if m["rotary_dim"] < m["d_k"]
+            else ""
+        )
+        out.append(f"RoPE {m['rope']} (θ {m['rope_theta']:g}{comma}{where}{part})")
     if m.get("qk_norm"):
-        over = "per head" if m["qk_norm"] == "head" else "over all heads"
-        form = ", weights 1 + w" if m.get("rms_norm_unit_offset") else ""
+        over = _("per head") if m["qk_norm"] == "head" else _("over all heads")
+        form = comma + _("weights 1 + w") if m.get("rms_norm_unit_offset") else ""
         out.append(f"QK-norm {over} (eps {m['rms_norm_eps']:g}{form})")
     if m.get("attn_logit_softcapping") is not None:
-        out.append(f"soft-cap {m['attn_logit_softcapping']:g}")
+        out.append(_("soft-cap {c}").format(c=f"{m['attn_logit_softcapping']:g}"))
     if m.get("alibi"):
         slopes = m["alibi_slopes"]
         shown = ", ".join(f"{v:g}" for v in slopes[:3]) + (" …" if len(slopes) > 3 else "")
-        out.append(f"ALiBi (slopes {shown})")
+        out.append(_("ALiBi (slopes {shown})").format(shown=shown))
     if m.get("sinks") is not None:
-        out.append("sinks (weights sum to < 1)")
+        out.append(_("sinks (weights sum to < 1)"))
     return out
 
 
@@ -237,13 +377,13 @@ def plain_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) 
         head.append("Σ")
         for cells, row in zip(body, matrix):
             cells.append(fmt(float(row.sum()), precision, sci))
-    widths = [max(len(r[j]) for r in (head, *body)) for j in range(len(head))]
+    widths = [max(width(r[j]) for r in (head, *body)) for j in range(len(head))]
 
     def line(left: str, fill: str, mid: str, right: str) -> str:
         return left + mid.join(fill * (w + 2) for w in widths) + right
 
     def cells(r: list[str], bar: str) -> str:
-        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        parts = [pad(r[0], widths[0])] + [pad(c, w, True) for c, w in zip(r[1:], widths[1:])]
         return bar + bar.join(f" {p} " for p in parts) + bar
 
     out = [line("┏", "━", "┳", "┓"), cells(head, "┃"), line("┡", "━", "╇", "┩")]

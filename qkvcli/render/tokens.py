@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from ..i18n import _, ngettext
 from .text import fmt, matrices
 
 if TYPE_CHECKING:
@@ -65,30 +66,40 @@ def query_block(
     head.append(query, style="bold")
     head.pad_right(width - cell_len(query))
     if not order:
-        head.append("  no weights: every key is masked", style="dim")
+        head.append(_("  no weights: every key is masked"), style="dim")
         if sink:
-            head.append(" (the sink takes all of it)", style="dim")
+            head.append(_(" (the sink takes all of it)"), style="dim")
         return [head]
     if sink:
         total = float(row[order].sum())
         head.append(
-            f"  the sink takes {fmt(1 - total, precision)}; the keys {fmt(total, precision)}",
+            _("  the sink takes {sink}; the keys {keys}").format(
+                sink=fmt(1 - total, precision), keys=fmt(total, precision)
+            ),
             style="dim",
         )
     elif softmax:
         h = entropy_bits(row[order])
         most = math.log2(len(order))
         head.append(
-            f"  entropy {fmt(h, precision)} bits"
-            f" (uniform over {len(order)} key{'s' if len(order) > 1 else ''}: {fmt(most, precision)})",
+            ngettext(
+                "  entropy {bits} bits (uniform over {n} key: {most})",
+                "  entropy {bits} bits (uniform over {n} keys: {most})",
+                len(order),
+            ).format(bits=fmt(h, precision), n=len(order), most=fmt(most, precision)),
             style="dim",
         )
     else:
-        head.append("  entropy: none (sigmoid weights do not sum to 1)", style="dim")
+        head.append(_("  entropy: none (sigmoid weights do not sum to 1)"), style="dim")
     lines = [head]
     if filled:
         lines.append(
-            Text(f"  every key is masked: weights filled by --empty-rows {filled}", style="dim")
+            Text(
+                _("  every key is masked: weights filled by --empty-rows {filled}").format(
+                    filled=filled
+                ),
+                style="dim",
+            )
         )
     shown = order[:top]
     key_w = max(cell_len(k) for k in keys)
@@ -99,9 +110,9 @@ def query_block(
         line.append(bar(float(row[j])), style=BAR_STYLE)
         lines.append(line)
     if len(order) > len(shown):
-        lines.append(Text(f"  … {len(order) - len(shown)} more", style="dim"))
+        lines.append(Text(_("  … {n} more").format(n=len(order) - len(shown)), style="dim"))
     if masked:
-        lines.append(Text(f"  masked: {', '.join(masked)}", style="dim"))
+        lines.append(Text(_("  masked: {keys}").format(keys=", ".join(masked)), style="dim"))
     return lines
 
 
@@ -127,13 +138,17 @@ def token_view_lines(trace: Trace, top: int, precision: int, full: bool = False)
     width = max(cell_len(q) for q in queries)
     lines = [
         Text(
-            f"top {shown} key{'s' if shown > 1 else ''} per query (weights, heaviest first)",
+            ngettext(
+                "top {n} key per query (weights, heaviest first)",
+                "top {n} keys per query (weights, heaviest first)",
+                shown,
+            ).format(n=shown),
             style="bold",
         ),
         Text(
-            "with sinks a row's weights sum to less than 1: the sink takes the rest"
+            _("with sinks a row's weights sum to less than 1: the sink takes the rest")
             if sink
-            else "entropy in bits: 0 = all weight on one key; log₂(keys) = spread evenly",
+            else _("entropy in bits: 0 = all weight on one key; log₂(keys) = spread evenly"),
             style="dim",
         ),
     ]
@@ -160,7 +175,12 @@ def token_view_lines(trace: Trace, top: int, precision: int, full: bool = False)
             )
     if None in picked:
         count = len([i for i in picked if i is not None])
-        lines.append(Text(f"showing {count} of {n} queries (--full shows all)", style="dim"))
+        lines.append(
+            Text(
+                _("showing {count} of {n} queries (--full shows all)").format(count=count, n=n),
+                style="dim",
+            )
+        )
     return lines
 
 

@@ -78,12 +78,21 @@ class Written:
         return self.value == -math.inf or (self.form == "decimal" and self.value <= SENTINEL)
 
 
+#: A plain decimal without an exponent, short enough to be finite: `written`'s fast path.
+_PLAIN = re.compile(r"-?([0-9]{1,300})(?:\.([0-9]{0,300}))?")
+
+
 def written(text: str) -> Written:
     """Read one answer, keeping its text; ValueError for what is not an answer.
 
     >>> written("-inf").value, written("0.250").decimals, written("7/2").value
     (-inf, 2, 3.5)
     """
+    fast = _PLAIN.fullmatch(text)
+    if fast is not None:  # the common case, read as `_decimal` reads it (trailing zeros carry none)
+        whole, fraction = fast.groups("")
+        kept = fraction.rstrip("0") if whole.strip("0") or fraction.strip("0") else fraction
+        return Written(text, float(text), len(kept), "decimal")
     t = text.strip()
     plain = t.replace("−", "-").replace("\u2009", "").replace(" ", "")
     if plain.lower() in MASKED_WORDS or t.lower() in MASKED_WORDS:
@@ -409,11 +418,7 @@ def grid_of(nested: Any, origin: str, key: str) -> np.ndarray:
 
     shape = _shape(nested, origin, key)
     out = np.empty(shape, dtype=object)
-    for idx in np.ndindex(*shape):
-        v: Any = nested
-        for i in idx:
-            v = v[i]
-        out[idx] = v
+    out[...] = nested  # a regular nesting (`_shape`): leaf by leaf
     return out
 
 

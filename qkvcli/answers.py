@@ -349,6 +349,10 @@ def parse_answers(text: str, origin: str) -> Sheet:
 
 def _cells(value: Any, origin: str, key: str, path: tuple[int, ...]) -> Any:
     """Check the leaves of an answer are numbers, masked words or null."""
+    if isinstance(value, list) and all(
+        v is None or (type(v) is Written and v.form != "huge") for v in value
+    ):
+        return list(value)  # a row of numbers, as JSON's hooks read them: nothing to check
     where = ",".join(str(i + 1) for i in path)
     place = f"{origin}: {key}[{where}]" if path else f"{origin}: {key}"
     if isinstance(value, list):
@@ -427,6 +431,8 @@ def _shape(nested: Any, origin: str, key: str) -> tuple[int, ...]:
 
     if not isinstance(nested, list):
         return ()
+    if nested and not any(isinstance(v, list) for v in nested):
+        return (len(nested),)  # a row of leaves
     if not nested:
         raise InputError(f"{origin}: {key} is empty")
     shapes = [_shape(v, origin, key) for v in nested]

@@ -392,7 +392,7 @@ class _Marker:
         if ans.transposed:
             self.findings.append(_layout(self.truth, name, grid.shape))
         if wrong:
-            self._diagnose(name, grid, wrong, expected, exp_trace, fb)
+            self._diagnose(name, grid, wrong, expected, exp_trace, fb, (pairs, cells))
         if any(
             c.verdict == "wrong" or (c.verdict == "consistent" and not c.rounding) for c in mine
         ):
@@ -482,10 +482,11 @@ class _Marker:
         expected: np.ndarray,
         exp_trace: Trace,
         fb: tuple[np.ndarray, ...],
+        given: tuple[list[tuple[tuple[int, ...], Written]], Cells],
     ) -> None:
         finding = Finding(name)
         if self.diagnose:
-            _Diagnosis(self, name, grid, wrong, expected, exp_trace, fb).run(finding)
+            _Diagnosis(self, name, grid, wrong, expected, exp_trace, fb, given).run(finding)
         same = [f for f in self.findings
                 if f.mistake and f.mistake == finding.mistake and f.fit == finding.fit
                 and f.stage in ("Q", "K", "V") and name in ("K", "V")]  # fmt: skip
@@ -646,13 +647,13 @@ class _Diagnosis:
         expected: np.ndarray,
         exp_trace: Trace,
         fb: tuple[np.ndarray, ...],
+        given: tuple[list[tuple[tuple[int, ...], Written]], Cells],
     ) -> None:
         import numpy as np
 
         self.m, self.name, self.grid, self.wrong = m, name, grid, wrong
         self.expected, self.exp_trace, self.fb = expected, exp_trace, fb
-        self.given = _cells(grid)
-        self.cells = Cells.of(self.given, grid.ndim)
+        self.given, self.cells = given  # the grid's written cells (`_cells`), as arrays
         self.carried = _at(fb, self.cells)  # what earlier steps add, at each given cell
         position = {idx: k for k, (idx, _) in enumerate(self.given)}
         self.wrong_at = np.array([position[c.index] for c in wrong], dtype=np.intp)  # in given
@@ -753,13 +754,13 @@ class _Diagnosis:
                     fits.append((got, v, v.label))
                 continue
             near = self.near_many(got)  # (k,)
-            hit = near[self.wrong_at].tolist()
-            matched = [c for c, h in zip(self.wrong, hit) if h]
-            missed = [c for c, h in zip(self.wrong, hit) if not h]
+            hit = near[self.wrong_at]  # (wrong,)
+            matched = int(hit.sum())
             changed = bool((~near & ~self.as_wrong).any())  # a right cell the mistake changes
-            enough = len(matched) >= max(2, math.ceil(0.75 * len(self.wrong)))
-            if enough and not changed and len(matched) > best[0] and self.upstream_agrees(v, rv):
-                best = (len(matched), (got, v, missed))
+            enough = matched >= max(2, math.ceil(0.75 * len(self.wrong)))
+            if enough and not changed and matched > best[0] and self.upstream_agrees(v, rv):
+                missed = [c for c, h in zip(self.wrong, hit.tolist()) if not h]
+                best = (matched, (got, v, missed))
         if len(self.grid.shape) >= 2 and self.grid.shape[-1] == self.grid.shape[-2]:
             flipped = self.expected.swapaxes(-1, -2)
             if self.agrees_all(flipped):

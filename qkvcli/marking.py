@@ -189,18 +189,23 @@ class Cells:
         """From (index, written) pairs of a stage with ``ndim`` axes."""
         import numpy as np
 
-        units: dict[int | None, float] = {None: math.nan}
-        for _, w in cells:  # Python's own 10.0 ** -d, as `half` has it
-            if w.decimals not in units:
-                units[w.decimals] = 0.5 * 10.0**-w.decimals
+        from .answers import SENTINEL
+
+        ws = [w for _, w in cells]
+        places = [w.decimals for w in ws]
+        # Python's own 10.0 ** -d, as `half` has it
+        units = {d: math.nan if d is None else 0.5 * 10.0**-d for d in set(places)}
         index = np.array([i for i, _ in cells], dtype=np.intp)
         index = index.reshape(len(cells), ndim)  # (k, ndim)
+        value = np.array([w.value for w in ws], dtype=float)  # (k,)
+        forms = [w.form for w in ws]
+        decimal = np.array([f == "decimal" for f in forms], dtype=bool)  # (k,)
         return cls(
             tuple(index.T),
-            np.array([w.value for _, w in cells], dtype=float),
-            np.array([units[w.decimals] for _, w in cells], dtype=float),
-            np.array([w.form == "nan" for _, w in cells], dtype=bool),
-            np.array([w.sentinel for _, w in cells], dtype=bool),
+            value,
+            np.array([units[d] for d in places], dtype=float),
+            np.array([f == "nan" for f in forms], dtype=bool),
+            (value == -math.inf) | (decimal & (value <= SENTINEL)),  # as `Written.sentinel`
         )
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Callable
@@ -56,6 +55,8 @@ def parse_csv(
         raise InputError(f"{origin}: holds no numbers ({name} is empty)")
     first = lines[0][1]
     delim = next((d for d in ("\t", ";", ",") if d in first), None)
+    import csv
+
     rows: list[tuple[int, list[str]]] = []
     for lineno, line in lines:
         if delim is None:

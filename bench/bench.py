@@ -13,7 +13,8 @@ Sections, each measured in child processes so that a peak is its own:
              ``python -c "import numpy"``.
 * pictures — ``qkv compute --heatmap`` at n = 256 and ``--heatmap --svg`` at
              n = 128 (time, and the SVG's size), against ``import numpy``.
-* check    — ``qkv check`` of a 64-token problem with every stage answered.
+* check    — ``qkv check`` of a 64-token problem with every stage answered: all
+             right, and with a mistake (no scaling) and a slip (a sign) to diagnose.
 * default  — the default path at n = 2048 (no ``--stream``) against
              ``--stream``: time and peak memory of the whole process.
 * kernel   — the streamed kernel (``qkvcli.stream.run``, Q K V given, one head,
@@ -49,7 +50,6 @@ SAMPLE = ROOT / "samples" / "worked_example.json"
 ANSWERS = ROOT / "samples" / "homework" / "worked" / "right.json"
 D = 64
 MiB = 2**20
-BLOCK_ROWS, BLOCK_KEYS = 256, 1024  # the streamed kernel's block (qkvcli.stream.blocks)
 
 
 # ---------------------------------------------------------------- helpers run in children
@@ -81,8 +81,10 @@ def limit_kernel(q, k, v):
     import numpy as np
 
     from qkvcli.blas import single_threaded
+    from qkvcli.stream import BLOCK_BYTES, blocks
 
     n, m = q.shape[0], k.shape[0]
+    BLOCK_ROWS, BLOCK_KEYS = blocks(n, m, BLOCK_BYTES // q.dtype.itemsize)  # the kernel's blocks
     va = np.empty((m, v.shape[1] + 1), dtype=v.dtype)
     va[:, :-1], va[:, -1] = v, 1.0
     out = np.empty((n, v.shape[1] + 1), dtype=v.dtype)
@@ -319,9 +321,20 @@ def section_check(args, tmp: Path) -> None:
         doc.pop("meta")
         json.dump(doc, fh)
     cells = sum(len(json.dumps(v).split(",")) for v in doc.values())
+    done = subprocess.run(
+        [*qkv, "compute", str(problem), "--trace", "-f", "json", "--scale", "none"],
+        stdout=subprocess.PIPE,
+        check=True,
+    )
+    unscaled = json.loads(done.stdout)
+    wrong = dict(doc, **{s: unscaled[s] for s in ("scaled", "weights", "output")})
+    wrong["scores"][3][5] = -wrong["scores"][3][5] or 7  # a slip in one cell
+    mistake = tmp / "mistake.json"
+    mistake.write_text(json.dumps(wrong))
     cmds = {
         'python -c "import numpy"': [sys.executable, "-c", "import numpy"],
         f"qkv check n={n} ({cells} cells)": [*qkv, "check", str(problem), str(key)],
+        "  … with a mistake and a slip": [*qkv, "check", str(problem), str(mistake)],
     }
     t = medians(cmds, max(3, args.runs // 4))
     base = t['python -c "import numpy"']

@@ -137,12 +137,21 @@ class Written:
         return self.value == -math.inf or (self.form == "decimal" and self.value <= SENTINEL)
 
 
+#: A plain decimal without an exponent, short enough to be finite: `written`'s fast path.
+_PLAIN = re.compile(r"-?([0-9]{1,300})(?:\.([0-9]{0,300}))?")
+
+
 def written(text: str) -> Written:
     """Read one answer, keeping its text; ValueError for what is not an answer.
 
     >>> written("-inf").value, written("0.250").decimals, written("7/2").value
     (-inf, 2, 3.5)
     """
+    fast = _PLAIN.fullmatch(text)
+    if fast is not None:  # the common case, read as `_decimal` reads it (trailing zeros carry none)
+        whole, fraction = fast.groups("")
+        kept = fraction.rstrip("0") if whole.strip("0") or fraction.strip("0") else fraction
+        return Written(text, float(text), len(kept), "decimal")
     t = text.strip()
     plain = halfwidth(t).replace("−", "-").replace("\u2009", "").replace(" ", "")
     if plain.lower() in MASKED_WORDS or t.lower() in MASKED_WORDS:  # −∞, -inf, 负无穷
@@ -414,6 +423,10 @@ def parse_answers(text: str, origin: str) -> Sheet:
 
 def _cells(value: Any, origin: str, key: str, path: tuple[int, ...]) -> Any:
     """Check the leaves of an answer are numbers, masked words or null."""
+    if isinstance(value, list) and all(
+        v is None or (type(v) is Written and v.form != "huge") for v in value
+    ):
+        return list(value)  # a row of numbers, as JSON's hooks read them: nothing to check
     where = ",".join(str(i + 1) for i in path)
     place = f"{origin}: {key}[{where}]" if path else f"{origin}: {key}"
     if isinstance(value, list):
@@ -497,11 +510,7 @@ def grid_of(nested: Any, origin: str, key: str) -> np.ndarray:
 
     shape = _shape(nested, origin, key)
     out = np.empty(shape, dtype=object)
-    for idx in np.ndindex(*shape):
-        v: Any = nested
-        for i in idx:
-            v = v[i]
-        out[idx] = v
+    out[...] = nested  # a regular nesting (`_shape`): leaf by leaf
     return out
 
 
@@ -510,6 +519,8 @@ def _shape(nested: Any, origin: str, key: str) -> tuple[int, ...]:
 
     if not isinstance(nested, list):
         return ()
+    if nested and not any(isinstance(v, list) for v in nested):
+        return (len(nested),)  # a row of leaves
     if not nested:
         raise InputError(_("{origin}: {key} is empty").format(origin=origin, key=key))
     shapes = [_shape(v, origin, key) for v in nested]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -176,6 +175,8 @@ def atomic_file(path: str, option: str, binary: bool = False) -> Iterator[IO[Any
                 )
             ) from None
         return
+    import tempfile
+
     folder = os.path.dirname(where) or "."
     tmp = None
     try:

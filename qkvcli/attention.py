@@ -534,6 +534,7 @@ def run(
     given: dict[str, np.ndarray] | None = None,
     steps: Steps = STEPS,
     rows: np.ndarray | None = None,
+    square_only: bool = False,
 ) -> Trace:
     """Every stage of attention for a resolved problem, on whole matrices.
 
@@ -541,17 +542,22 @@ def run(
     per-head stages: (B, h, n, m)) that replace the computed ones, so later
     stages follow from them (``check`` follows a student's own values through).
     ``rows`` (query indices) computes the per-query stages for those rows only
-    — what a summarised table shows — in O(rows · m) memory.
+    — what a summarised table shows — in O(rows · m) memory; ``square_only`` stops
+    after the weights (an n×n stage written by blocks of rows needs no more).
     Overflow is never a warning: it is reported as a `ComputeError` naming the stage.
     """
     import numpy as np
 
     with np.errstate(all="ignore"):
-        return build(r, _stages(r, given or {}, steps, rows), rows)
+        return build(r, _stages(r, given or {}, steps, rows, square_only), rows)
 
 
 def _stages(
-    r: Resolved, given: dict[str, np.ndarray], steps: Steps, rows: np.ndarray | None = None
+    r: Resolved,
+    given: dict[str, np.ndarray],
+    steps: Steps,
+    rows: np.ndarray | None = None,
+    square_only: bool = False,
 ) -> dict[str, np.ndarray]:
     import numpy as np
 
@@ -593,6 +599,8 @@ def _stages(
     if r.masked:
         logits = stage("masked", steps.mask(logits, allowed))  # (B, h, n, m)
     weights = stage("weights", steps.weights(real(logits), r))  # (B, h, n, m)
+    if square_only:
+        return shown
     heads_out = stage("head_outputs", steps.mix(weights, v))  # (B, h, n, dv)
     concat = stage("concat", steps.merge(heads_out))  # (B, n, h·dv)
     output = steps.out(concat, a)  # (B, n, d_out)

@@ -31,7 +31,16 @@ from .answers import Sheet, Written, grid_of, halfwidth, load_answers, parse_ans
 from .errors import InputError, QkvError, shape_str
 from .i18n import N_, _, ngettext
 from .i18n import _ as tr
-from .marking import Precision, agrees, bounds, half, window
+from .marking import (
+    Cells,
+    Precision,
+    agrees,
+    agrees_many,
+    bounds,
+    halves_many,
+    window,
+    windows,
+)
 from .trace import to_internal, to_public
 
 if TYPE_CHECKING:
@@ -379,16 +388,20 @@ class _Marker:
         fb = tuple(to_public(r, name, t) for t in follow[name])
         start = len(self.cells)
         pending: list[int] = []
-        for idx in np.ndindex(*grid.shape):
-            w = grid[idx]
-            if w is None:
-                self.blank += 1
-                continue
-            t, e = float(truth[idx]), float(expected[idx])
-            if agrees(w, t, self.window_at(w, t, tb, idx)):
+        pairs = _cells(grid)
+        self.blank += grid.size - len(pairs)
+        cells = Cells.of(pairs, grid.ndim)
+        p = self.precision
+        t_all, e_all = truth[cells.index], expected[cells.index]  # (k,) each
+        right = agrees_many(cells, t_all, windows(cells, t_all, p, _at(tb, cells)))
+        follows = agrees_many(cells, e_all, windows(cells, e_all, p, _at(fb, cells)))
+        basis, rounding = self._basis(name) if (follows & ~right).any() else ("", False)
+        for (idx, w), t, e, ok, cons in zip(
+            pairs, t_all.tolist(), e_all.tolist(), right.tolist(), follows.tolist()
+        ):
+            if ok:
                 self.cells.append(Cell(name, idx, w, t, e, "right"))
-            elif agrees(w, e, self.window_at(w, e, fb, idx)):
-                basis, rounding = self._basis(name)
+            elif cons:
                 self.cells.append(Cell(name, idx, w, t, e, "consistent", basis, rounding))
             else:
                 pending.append(len(self.cells))
@@ -403,7 +416,7 @@ class _Marker:
         if ans.transposed:
             self.findings.append(_layout(self.truth, name, grid.shape))
         if wrong:
-            self._diagnose(name, grid, wrong, expected, exp_trace, fb)
+            self._diagnose(name, grid, wrong, expected, exp_trace, fb, (pairs, cells))
         if any(
             c.verdict == "wrong" or (c.verdict == "consistent" and not c.rounding) for c in mine
         ):
@@ -411,14 +424,14 @@ class _Marker:
         carried = expected.copy()
         where = np.zeros(grid.shape, dtype=bool)
         halves = np.zeros(grid.shape)
-        for c in mine:
-            v = c.written.value
-            if c.written.sentinel and math.isinf(c.correct):
-                v = -math.inf  # −1e9 written for a masked cell stands for −∞
-            carried[c.index] = v
-            where[c.index] = True
-            exact = _same(v, c.correct) or (_same(v, float(np.round(v))) and _same(v, c.expected))
-            halves[c.index] = 0.0 if exact else half(c.written, c.correct, self.precision)
+        correct = np.array([c.correct for c in mine], dtype=float)  # (k,)
+        follows_e = np.array([c.expected for c in mine], dtype=float)  # (k,) after any inference
+        # −1e9 written for a masked cell stands for −∞
+        v = np.where(cells.sentinel & np.isinf(correct), -np.inf, cells.value)  # (k,)
+        carried[cells.index] = v
+        where[cells.index] = True
+        exact = _same_many(v, correct) | (_same_many(v, np.round(v)) & _same_many(v, follows_e))
+        halves[cells.index] = np.where(exact, 0.0, halves_many(cells, correct, p))
         self.grids[name] = grid
         self.windows[name] = fb
         self.basis[name] = to_internal(r, name, carried)
@@ -462,6 +475,8 @@ class _Marker:
         from .mistakes import roundings
 
         ups = upstream(name)
+        cells: Cells | None = None
+        carried: tuple[np.ndarray, ...] = ()
         for ro in roundings():
             if ro.at:  # a factor worked out and rounded: it must act by this stage
                 if not any(a in ups | {name} and a in self.truth.stages for a in ro.at):
@@ -473,9 +488,11 @@ class _Marker:
             if t is None:
                 continue
             got = np.asarray(t[name], dtype=float)
-            if all(agrees(c.written, float(got[c.index]),
-                          self.window_at(c.written, float(got[c.index]), fb, c.index))
-                   for c in pending):  # fmt: skip
+            if cells is None:
+                cells = Cells.of([(c.index, c.written) for c in pending], got.ndim)
+                carried = _at(fb, cells)
+            value = got[cells.index]  # (k,)
+            if agrees_many(cells, value, windows(cells, value, self.precision, carried)).all():
                 for c in pending:
                     c.verdict, c.basis, c.rounding = "consistent", ro.words, True
                     c.expected = float(got[c.index])
@@ -497,10 +514,11 @@ class _Marker:
         expected: np.ndarray,
         exp_trace: Trace,
         fb: tuple[np.ndarray, ...],
+        given: tuple[list[tuple[tuple[int, ...], Written]], Cells],
     ) -> None:
         finding = Finding(name)
         if self.diagnose:
-            _Diagnosis(self, name, grid, wrong, expected, exp_trace, fb).run(finding)
+            _Diagnosis(self, name, grid, wrong, expected, exp_trace, fb, given).run(finding)
         same = [f for f in self.findings
                 if f.mistake and f.mistake == finding.mistake and f.fit == finding.fit
                 and f.stage in ("Q", "K", "V") and name in ("K", "V")]  # fmt: skip
@@ -551,9 +569,17 @@ class _Marker:
         raise _misfit_error(sheet, self.truth, name, grid.shape)
 
 
-def _same(a: float, b: float) -> bool:
+def _same_many(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Equal but for float noise: a value carried exactly (a whole number, an exact truth)."""
-    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-12 * max(1.0, abs(b))
+    import numpy as np
+
+    scale = np.where(np.abs(b) > 1.0, np.abs(b), 1.0)  # max(1, |b|)
+    return np.isfinite(a) & np.isfinite(b) & (np.abs(a - b) <= 1e-12 * scale)
+
+
+def _at(b: tuple[np.ndarray, ...], cells: Cells) -> tuple[np.ndarray, ...]:
+    """What earlier steps add (`bounds`), at each of ``cells``."""
+    return tuple(t[cells.index] for t in b)
 
 
 def _stage_of(t: Trace, name: str) -> np.ndarray | None:
@@ -655,28 +681,44 @@ class _Diagnosis:
         expected: np.ndarray,
         exp_trace: Trace,
         fb: tuple[np.ndarray, ...],
+        given: tuple[list[tuple[tuple[int, ...], Written]], Cells],
     ) -> None:
+        import numpy as np
+
         self.m, self.name, self.grid, self.wrong = m, name, grid, wrong
         self.expected, self.exp_trace, self.fb = expected, exp_trace, fb
-        self.given = [(idx, w) for idx, w in _cells(grid)]
+        self.given, self.cells = given  # the grid's written cells (`_cells`), as arrays
+        self.carried = _at(fb, self.cells)  # what earlier steps add, at each given cell
+        position = {idx: k for k, (idx, _) in enumerate(self.given)}
+        self.wrong_at = np.array([position[c.index] for c in wrong], dtype=np.intp)  # in given
+        writtens = {c.written for c in wrong}
+        self.as_wrong = np.array([w in writtens for _, w in self.given], dtype=bool)
+        self._stage_cells: dict[str, tuple[Cells, tuple[np.ndarray, ...]]] = {}
+
+    def near_many(self, got: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+        """`near` for every given cell at once: ``got`` and ``extra`` in the stage's shape."""
+        value = got[self.cells.index]  # (k,)
+        width = windows(self.cells, value, self.m.precision, self.carried)
+        width = width + (0.0 if extra is None else extra[self.cells.index])
+        return agrees_many(self.cells, value, width)
 
     def agrees_all(self, got: np.ndarray, extra: np.ndarray | None = None) -> bool:
-        return all(self.near(w, float(got[idx]), idx, 0.0 if extra is None else float(extra[idx]))
-                   for idx, w in self.given)  # fmt: skip
+        return bool(self.near_many(got, extra).all())
 
     def close(self, got: np.ndarray) -> bool:
         """Within a few percent everywhere: worth asking how far rounding could move it."""
-        for idx, w in self.given:
-            value = float(got[idx])
-            if not math.isfinite(value) or not math.isfinite(w.value):
-                if not agrees(w, value, 0.0):
-                    return False
-                continue
-            if abs(w.value - value) > max(
-                0.05 * abs(value), 100 * self.m.window_at(w, value, self.fb, idx)
-            ):
-                return False
-        return True
+        import numpy as np
+
+        c = self.cells
+        value = got[c.index]  # (k,)
+        finite = np.isfinite(value) & np.isfinite(c.value)
+        if not agrees_many(c, value, np.zeros(value.shape))[~finite].all():
+            return False
+        width = windows(c, value, self.m.precision, self.carried)
+        with np.errstate(all="ignore"):
+            a, b = 0.05 * np.abs(value), 100 * width
+            far = np.abs(c.value - value) > np.where(b > a, b, a)  # max(a, b), as Python's max
+        return not far[finite].any()
 
     def near(self, w: Written, value: float, idx: tuple, extra: float = 0.0) -> bool:
         return agrees(w, value, self.m.window_at(w, value, self.fb, idx) + extra)
@@ -745,15 +787,14 @@ class _Diagnosis:
                 if self.upstream_agrees(v, rv):
                     fits.append((got, v, v.label))
                 continue
-            matched = [c for c in self.wrong if self.near(c.written, float(got[c.index]), c.index)]
-            missed = [c for c in self.wrong if c not in matched]
-            changed = [
-                (idx, w) for idx, w in self.given
-                if not self.near(w, float(got[idx]), idx) and w not in [c.written for c in self.wrong]
-            ]  # fmt: skip
-            enough = len(matched) >= max(2, math.ceil(0.75 * len(self.wrong)))
-            if enough and not changed and len(matched) > best[0] and self.upstream_agrees(v, rv):
-                best = (len(matched), (got, v, missed))
+            near = self.near_many(got)  # (k,)
+            hit = near[self.wrong_at]  # (wrong,)
+            matched = int(hit.sum())
+            changed = bool((~near & ~self.as_wrong).any())  # a right cell the mistake changes
+            enough = matched >= max(2, math.ceil(0.75 * len(self.wrong)))
+            if enough and not changed and matched > best[0] and self.upstream_agrees(v, rv):
+                missed = [c for c, h in zip(self.wrong, hit.tolist()) if not h]
+                best = (matched, (got, v, missed))
         if len(self.grid.shape) >= 2 and self.grid.shape[-1] == self.grid.shape[-2]:
             flipped = self.expected.swapaxes(-1, -2)
             if self.agrees_all(flipped):
@@ -785,14 +826,16 @@ class _Diagnosis:
             if stage is None or stage.array.shape != grid.shape:
                 return False
             got = np.asarray(stage.array, dtype=float)
-            fb = m.windows[s]
-            for c in m.cells:
-                if c.stage != s or c.verdict == "wrong":
-                    continue
-                value = float(got[c.index])
-                width = window(c.written, value, m.precision, tuple(float(b[c.index]) for b in fb))
-                if not agrees(c.written, value, width):
-                    return False
+            if s not in self._stage_cells:  # the stage's cells not marked wrong
+                kept = [
+                    (c.index, c.written) for c in m.cells if c.stage == s and c.verdict != "wrong"
+                ]
+                cells = Cells.of(kept, grid.ndim)
+                self._stage_cells[s] = (cells, _at(m.windows[s], cells))
+            cells, carried = self._stage_cells[s]
+            value = got[cells.index]  # (k,)
+            if not agrees_many(cells, value, windows(cells, value, m.precision, carried)).all():
+                return False
         return True
 
     def _astray(self, v: Variant | None) -> str:
@@ -1079,6 +1122,10 @@ def _digit_swap(w: Written, true: float) -> str | None:
 
 
 def _cells(grid: np.ndarray) -> list[tuple[tuple[int, ...], Written]]:
+    """The written cells of a grid and their indices, in row-major order (blanks left out)."""
     import numpy as np
 
-    return [(idx, w) for idx, w in np.ndenumerate(grid) if w is not None]
+    flat = grid.ravel().tolist()
+    keep = [i for i, w in enumerate(flat) if w is not None]
+    where = zip(*(a.tolist() for a in np.unravel_index(keep, grid.shape)))  # index tuples
+    return [(idx, flat[i]) for idx, i in zip(where, keep)]

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
     from .problem import Resolved
 
-__all__ = ["Precision", "agrees", "bounds", "parse_precision", "window", "written"]
+__all__ = ["Cells", "Precision", "agrees", "agrees_many", "bounds", "halves_many",
+           "parse_precision", "window", "windows", "written"]  # fmt: skip
 
 #: How coarsely values not written are assumed carried, at most: 3 decimals (1/√3 as 0.577).
 #: Hand work carried more coarsely is "consistent with rounding", with a note, not "right".
@@ -173,6 +174,113 @@ def agrees(w: Written, true: float, width: float) -> bool:
     if not math.isfinite(w.value):
         return False
     return abs(w.value - true) <= width
+
+
+# ---------------------------------------------------------------- many cells at once
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Written cells as arrays, to be marked at once (`windows`, `agrees_many`).
+
+    ``index`` selects them from a stage (``a[cells.index]``); ``unit`` is
+    half a unit in each one's last written place (NaN for an exact form).
+
+    >>> c = Cells.of([((0, 1), written("0.43")), ((1, 0), written("-inf"))], 2)
+    >>> c.index[1].tolist(), c.unit.tolist()
+    ([1, 0], [0.005, 0.5])
+    """
+
+    index: tuple[np.ndarray, ...]
+    value: np.ndarray  # (k,) the values as written
+    unit: np.ndarray  # (k,) 0.5·10^-decimals, NaN for an exact form
+    nan: np.ndarray  # (k,) written as NaN
+    sentinel: np.ndarray  # (k,) −∞, or a large negative number standing for it
+
+    @classmethod
+    def of(cls, cells: list[tuple[tuple[int, ...], Written]], ndim: int) -> Cells:
+        """From (index, written) pairs of a stage with ``ndim`` axes."""
+        import numpy as np
+
+        from .answers import SENTINEL
+
+        ws = [w for _, w in cells]
+        places = [w.decimals for w in ws]
+        # Python's own 10.0 ** -d, as `half` has it
+        units = {d: math.nan if d is None else 0.5 * 10.0**-d for d in set(places)}
+        index = np.array([i for i, _ in cells], dtype=np.intp)
+        index = index.reshape(len(cells), ndim)  # (k, ndim)
+        value = np.array([w.value for w in ws], dtype=float)  # (k,)
+        forms = [w.form for w in ws]
+        decimal = np.array([f == "decimal" for f in forms], dtype=bool)  # (k,)
+        return cls(
+            tuple(index.T),
+            value,
+            np.array([units[d] for d in places], dtype=float),
+            np.array([f == "nan" for f in forms], dtype=bool),
+            (value == -math.inf) | (decimal & (value <= SENTINEL)),  # as `Written.sentinel`
+        )
+
+
+def windows(
+    cells: Cells, true: np.ndarray, p: Precision, carried: tuple[np.ndarray, ...] = ()
+) -> np.ndarray:
+    """`window` of every cell at once, to the last bit: ``true`` and ``carried`` are per cell.
+
+    >>> c = Cells.of([((0,), written("0.43"))], 1)
+    >>> windows(c, [0.4319], Precision()).tolist() == [window(written("0.43"), 0.4319, Precision())]
+    True
+    """
+    import numpy as np
+
+    true = np.asarray(true, dtype=float)  # (k,)
+    if p.tolerance is not None:
+        return np.full(true.shape, p.tolerance)
+    with np.errstate(all="ignore"):
+        h = halves_many(cells, true, p)
+        zero = np.zeros(true.shape)
+        u, c, a, o = (*carried, zero)[:4] if len(carried) == 3 else (carried or (zero,) * 4)
+        width = h + (u + c) * np.where(h > CARRY, CARRY, h) + a + o * h
+        abs_true = np.abs(true)
+        return width * (1 + 1e-9) + 1e-12 * np.where(abs_true > 1.0, abs_true, 1.0)
+
+
+def halves_many(cells: Cells, true: np.ndarray, p: Precision) -> np.ndarray:
+    """`half` of every cell at once.
+
+    >>> halves_many(Cells.of([((0,), written("0.4")), ((1,), written("7/2"))], 1), [0.4, 3.5], Precision()).tolist()
+    [0.005, 0.0]
+    """
+    import numpy as np
+
+    true = np.asarray(true, dtype=float)  # (k,)
+    if p.tolerance is not None:
+        return np.full(true.shape, p.tolerance)
+    with np.errstate(all="ignore"):
+        if p.sig_figs is not None:
+            floor = np.array([p.floor(t) for t in true.tolist()], dtype=float)
+        elif p.rel_tol is not None:
+            floor = p.rel_tol * np.abs(true)
+        else:
+            floor = np.full(true.shape, p.floor(0.0))
+    h = np.where(floor < cells.unit, floor, cells.unit)  # min(unit, floor), as Python's min
+    return np.where(np.isnan(cells.unit), 0.0, h)  # an exact form: no half-unit
+
+
+def agrees_many(cells: Cells, true: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """`agrees` for every cell at once: a boolean per cell.
+
+    >>> c = Cells.of([((0,), written("0.43")), ((1,), written("masked"))], 1)
+    >>> agrees_many(c, [0.4319, -math.inf], [0.005, 0.0]).tolist()
+    [True, True]
+    """
+    import numpy as np
+
+    true = np.asarray(true, dtype=float)  # (k,)
+    with np.errstate(all="ignore"):
+        ok = (np.abs(cells.value - true) <= width) & np.isfinite(cells.value)
+    ok = np.where(np.isinf(true), np.where(true < 0, cells.sentinel, cells.value == true), ok)
+    return np.where(np.isnan(true), cells.nan, ok)
 
 
 # ---------------------------------------------------------------- carried rounding

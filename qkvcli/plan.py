@@ -190,7 +190,7 @@ def evaluate(
         trace = run_streaming(r, progress=tick)
     if how.later:
         trace.later = tuple(s for s in stage_names(r) if s in SQUARE)
-        trace.rows_of = lambda rows: run(r, rows=rows)
+        trace.rows_of = lambda rows: run(r, rows=rows, square_only=True)
     if how.rows is None:
         return trace
     import numpy as np

@@ -62,9 +62,12 @@ if TYPE_CHECKING:
     from .problem import Resolved
     from .trace import Trace
 
-#: Elements in one block of logits (2 MiB in float64): big enough for fast
-#: matrix products, small enough to stay in cache and keep memory O(n·d).
-BLOCK = 2**18
+#: Bytes in one block of logits, per thread (1 MiB: 128 × 1024 in float64, 256 × 1024 in
+#: float32): big enough for fast matrix products, small enough for a core's cache, and
+#: memory O(n·d). Twice as much was no faster here and cost 2 MiB more at the peak.
+BLOCK_BYTES = 2**20
+#: Elements in one block of logits in float32 (`blocks`' default).
+BLOCK = BLOCK_BYTES // 4
 #: Keys per block; longer key sequences are folded in block by block.
 KEY_BLOCK = 1024
 
@@ -81,14 +84,16 @@ def blocks(n: int, m: int, block: int = BLOCK) -> tuple[int, int]:
     return max(1, min(n, block // bk)), bk
 
 
-def run(r: Resolved, block: int = BLOCK, progress: Progress | None = None) -> Trace:
+def run(r: Resolved, block: int | None = None, progress: Progress | None = None) -> Trace:
     """The non-n×n stages of attention for ``r``, computed in blocks.
 
+    ``block``: elements in a block of logits (default: as many as fill `BLOCK_BYTES`).
     ``progress(done, total)`` is called after each block of query rows.
     """
     import numpy as np
 
     o = r.options
+    block = block or BLOCK_BYTES // np.dtype(o.dtype).itemsize
     if o.exact:
         raise OptionError(_("exact arithmetic is not computed in blocks: drop --exact or --stream"))
     h, g = r.heads, r.kv_heads
@@ -252,15 +257,19 @@ class Kernel:
         self.shift, self.mode, self.sink = shift, mode, sink
         self.cap = r.options.attn_logit_softcapping
         self.fold = mode == "bound" and self.cap is None  # the shift as an extra column
+        self.kv: tuple[Any, Any] | None = None  # [k | 1] and [v | 1] of the key block, reused
 
     def keys(self, cols: slice) -> None:
         """Ready keys ``cols``: [k | 1] (the shift's column) and [v | 1] (so p·[v | 1] also sums p)."""
         import numpy as np
 
         k, v, dk, dv = self.k[cols], self.v[cols], self.k.shape[1], self.v.shape[1]
-        self.kb = np.empty((k.shape[0], dk + 1), dtype=k.dtype)  # (bk, dk + 1)
+        count = k.shape[0]
+        if self.kv is None or self.kv[0].shape[0] < count:
+            self.kv = (np.empty((count, dk + 1), dtype=k.dtype),  # (bk, dk + 1)
+                       np.empty((count, dv + 1), dtype=v.dtype))  # (bk, dv + 1)  # fmt: skip
+        self.kb, self.vb = self.kv[0][:count], self.kv[1][:count]  # reused from block to block
         self.kb[:, :dk], self.kb[:, dk] = k, 1.0
-        self.vb = np.empty((v.shape[0], dv + 1), dtype=v.dtype)  # (bk, dv + 1)
         self.vb[:, :dv], self.vb[:, dv] = v, 1.0
         self.cols = cols
 
@@ -403,7 +412,7 @@ def _check_overflow(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> None
     import numpy as np
 
     h, g = r.heads, r.kv_heads
-    bq, bk = blocks(r.n, r.m)
+    bq, bk = blocks(r.n, r.m, BLOCK_BYTES // q.dtype.itemsize)
     checks = [("scores", "Q·Kᵀ"), ("scaled", "scores × scale")]
     if r.rules.biased:
         checks.append((logit_stage(r), biased_words(r)))

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Callable
@@ -62,6 +61,8 @@ def parse_csv(
     if delim is None:  # a Chinese keyboard's semicolon or comma: ；，
         delim = next((d for d, wide in ((";", "；"), (",", "，")) if wide in first), None)
     wide = {";": "；", ",": "，"}.get(delim or "")
+    import csv
+
     rows: list[tuple[int, list[str]]] = []
     for lineno, line in lines:
         if delim is None:

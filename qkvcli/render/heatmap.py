@@ -162,9 +162,17 @@ def grid(
     (its cells are ``⋮`` / ``…`` too). Each line is one `Text` with style spans,
     built in one pass (appending cell by cell costs seconds for big grids).
     """
+    import numpy as np
     from rich.cells import cell_len
     from rich.text import Span, Text
 
+    values = np.asarray(values, dtype=float)  # (rows, cols)
+    finite = np.isfinite(values)
+    levels = np.full(values.shape, len(RAMP) // 2)  # (rows, cols): each cell's shade
+    if shades.hi > shades.lo:  # bisect_right over the inner edges, as `Shades.level`
+        levels[finite] = np.searchsorted(shades.edges()[1:-1], values[finite], side="right")
+    swatches = [f"{colour} on {colour}" for colour in PALETTE]
+    inks = [f"{INK[k]} on {colour}" for k, colour in enumerate(PALETTE)]
     cell_w = max([width + 2 * PAD] + [cell_len(c) for c in cols])
     label_w = max(cell_len(r) for r in rows)
     head = " " * (label_w + 1) + " ".join(_center(c, cell_w) for c in cols)
@@ -174,26 +182,26 @@ def grid(
         parts = [r, " " * (label_w - cell_len(r) + 1)]
         spans = [Span(0, len(r), "bold")]
         pos = len(parts[0]) + len(parts[1])
+        shown, levels_i = finite[i].tolist(), levels[i].tolist()
         for j, text in enumerate(cells[i]):
             if j:
                 parts.append(" ")
                 pos += 1
-            v = float(values[i, j]) if text not in GAPS else math.nan
-            if text == MASKED or not math.isfinite(v):
+            if text == MASKED or text in GAPS or not shown[j]:
                 piece = _center(text, cell_w)
                 parts.append(piece)
                 spans.append(Span(pos, pos + len(piece), "dim"))
                 pos += len(piece)
                 continue
-            level = shades.level(v)
-            glyph, colour = RAMP[level], PALETTE[level]
+            level = levels_i[j]
+            glyph = RAMP[level]
             left = glyph * (cell_w - PAD - cell_len(text))
             right = glyph * PAD
             parts += [left, text, right]
-            swatch = f"{colour} on {colour}"
+            swatch = swatches[level]
             spans.append(Span(pos, pos + len(left), swatch))
             pos += len(left)
-            spans.append(Span(pos, pos + len(text), f"{INK[level]} on {colour}"))
+            spans.append(Span(pos, pos + len(text), inks[level]))
             pos += len(text)
             spans.append(Span(pos, pos + len(right), swatch))
             pos += len(right)

@@ -284,11 +284,10 @@ def test_every_chinese_entry_keeps_the_placeholders_of_its_english():
     for po in sorted(PO_DIR.glob("*.po")):
         for msgid, msgstr in po_entries(po).items():
             if msgstr:
-                assert sorted(set(fields.findall(msgid))) == sorted(set(fields.findall(msgstr))), (
-                    po.name,
-                    msgid,
-                    msgstr,
-                )
+                english, chinese = set(fields.findall(msgid)), set(fields.findall(msgstr))
+                # Chinese has no plural ending: only an English "s" glued to a word may go (head{v}).
+                ending = {"{v}"} if re.search(r"[a-z]\{v\}", msgid) else set()
+                assert chinese <= english and english - chinese <= ending, (po.name, msgid, msgstr)
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "tsv"])

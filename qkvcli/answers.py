@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .i18n import _
-from .trace import STAGES
+from .load.values import ascii_forms
+from .trace import ALIASES, STAGES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,42 +54,8 @@ STAGE_ALIASES = {
     "concatenated": "concat",
     "out": "output",
     "attention_output": "output",
-    # Chinese, in the articles' words (see /work/GLOSSARY-zh.md): the stage, its matrix, its vectors.
-    **{
-        zh: stage
-        for stage, words in {
-            "Q": ("查询", "查询矩阵", "查询向量", "q矩阵"),
-            "K": ("键", "键矩阵", "键向量", "k矩阵"),
-            "V": ("值", "值矩阵", "值向量", "v矩阵"),
-            "Q_normed": ("归一化后的查询", "归一化查询"),
-            "K_normed": ("归一化后的键", "归一化键"),
-            "Q_rotated": ("旋转后的查询", "旋转查询"),
-            "K_rotated": ("旋转后的键", "旋转键"),
-            "scores": ("分数", "注意力分数", "得分", "注意力得分", "相似度分数", "点积"),
-            "scaled": ("缩放", "缩放后的分数", "缩放分数", "缩放后分数", "缩放后的得分"),
-            "capped": ("软上限", "软上限后的分数", "截断后的分数"),
-            "masked": ("掩码后的分数", "掩码分数", "掩码后分数"),
-            "weights": ("权重", "注意力权重", "权值", "注意力权值", "权重矩阵", "注意力矩阵"),
-            "head_outputs": ("各头输出", "每个头的输出", "头输出"),
-            "concat": ("拼接", "拼接后", "拼接结果"),
-            "output": ("输出", "注意力输出", "输出矩阵", "结果"),
-        }.items()
-        for zh in words
-    },
+    **ALIASES,  # the Chinese names (trace.CHINESE)
 }
-#: Full-width forms (a Chinese keyboard's ０-９, ，, ［］, －, ．) → ASCII; the ideographic space → a space.
-FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: " "}
-#: In a cell reference, also the ideographic comma 、 and the brackets 【】 (a Chinese keyboard's [ ]).
-CELL_MARKS = FULLWIDTH | {ord("、"): ",", ord("【"): "[", ord("】"): "]"}
-
-
-def halfwidth(text: str, cell: bool = False) -> str:
-    """``text`` with full-width digits, letters and punctuation as ASCII (``cell``: 、【】 too).
-
-    >>> halfwidth("－０.５"), halfwidth("权重【１、２】", cell=True)
-    ('-0.5', '权重[1,2]')
-    """
-    return text.translate(CELL_MARKS if cell else FULLWIDTH)
 
 
 def stage_hint(typed: str, names: list[str] | tuple[str, ...]) -> str:
@@ -153,7 +120,7 @@ def written(text: str) -> Written:
         kept = fraction.rstrip("0") if whole.strip("0") or fraction.strip("0") else fraction
         return Written(text, float(text), len(kept), "decimal")
     t = text.strip()
-    plain = halfwidth(t).replace("−", "-").replace("\u2009", "").replace(" ", "")
+    plain = ascii_forms(t).replace("−", "-").replace("\u2009", "").replace(" ", "")
     if plain.lower() in MASKED_WORDS or t.lower() in MASKED_WORDS:  # −∞, -inf, 负无穷
         return Written(t, -math.inf, 0, "masked")
     if plain.lower() in ("nan", "n/a"):
@@ -351,7 +318,7 @@ def stage_key(key: str) -> str | None:
     >>> stage_key("Weights"), stage_key("head outputs"), stage_key("q_rotated"), stage_key("权重")
     ('weights', 'head_outputs', 'Q_rotated', 'weights')
     """
-    k = re.sub(r"[\s\-.]+", "_", halfwidth(key).strip()).lower()
+    k = re.sub(r"[\s\-.]+", "_", ascii_forms(key).strip()).lower()
     if k in STAGE_ALIASES:  # Chinese names first: 值 is V, never a near miss
         return STAGE_ALIASES[k]
     for stage in STAGES:
@@ -392,7 +359,7 @@ def parse_answers(text: str, origin: str) -> Sheet:
             return Written(t, math.inf, 0, "huge")
 
     hooks = {"parse_float": number, "parse_int": number, "parse_constant": constant}
-    doc = decode_json(halfwidth(text), origin, **hooks)  # ［１，２］ typed on a Chinese keyboard
+    doc = decode_json(ascii_forms(text), origin, **hooks)  # ［１，２］ typed on a Chinese keyboard
     if not isinstance(doc, dict):
         raise InputError(
             _("{origin}: the top level must be an object keyed by stage names").format(
@@ -476,7 +443,7 @@ def parse_stage_csv(text: str, origin: str, stage: str = "answers") -> list[list
     """
     from .load import parse_csv
 
-    cells, _labels = parse_csv(halfwidth(text), origin, stage, read=_csv_cell)  # ，and ０-９ too
+    cells, _labels = parse_csv(ascii_forms(text), origin, stage, read=_csv_cell)  # ，and ０-９ too
     return cells.tolist()
 
 

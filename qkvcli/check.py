@@ -27,10 +27,11 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .answers import Sheet, Written, grid_of, halfwidth, load_answers, parse_answers, written
+from .answers import Sheet, Written, grid_of, load_answers, parse_answers, written
 from .errors import InputError, QkvError, shape_str
 from .i18n import N_, _, ngettext
 from .i18n import _ as tr
+from .load.values import ascii_forms
 from .marking import (
     Cells,
     Precision,
@@ -1101,7 +1102,7 @@ def _digit_swap(w: Written, true: float) -> str | None:
     """The correct value's text when ``w`` is it with two neighbouring digits swapped."""
     if w.form != "decimal" or not math.isfinite(true) or "e" in w.text.lower():
         return None
-    text = halfwidth(w.text).strip().replace("−", "-").lstrip("+")
+    text = ascii_forms(w.text).strip().replace("−", "-").lstrip("+")
     places = len(text.split(".", 1)[1]) if "." in text else 0
     unit = 10.0**-places
     if places > 17 or not math.isfinite(true / unit):

@@ -46,9 +46,10 @@ def parse_cell(text: str) -> tuple[str, int, int]:
     >>> parse_cell("权重［１，２］"), parse_cell("注意力分数【2、3】")
     (('weights', 0, 1), ('scores', 1, 2))
     """
-    from .answers import halfwidth, stage_key
+    from .answers import stage_key
+    from .load.values import ascii_forms
 
-    m = _CELL.match(halfwidth(text, cell=True))
+    m = _CELL.match(ascii_forms(text, cell=True))
     if not m or not m[2].isascii() or not m[3].isascii():
         shown = text if len(text) <= 40 else text[:37] + "…"
         raise OptionError(

@@ -66,12 +66,26 @@ WORDS = {
 }
 
 
-#: Stage names as the Chinese articles write them (see GLOSSARY): read as the stage they name.
-ALIASES = {
-    "查询": "Q", "键": "K", "值": "V", "分数": "scores", "注意力分数": "scores",
-    "缩放": "scaled", "缩放后的分数": "scaled", "掩码": "masked", "权重": "weights",
-    "注意力权重": "weights", "输出": "output",
-}  # fmt: skip
+#: Each stage's Chinese names, in the articles' words (the stage, its matrix, its vectors).
+CHINESE = {
+    "Q": ("查询", "查询矩阵", "查询向量", "q矩阵"),
+    "K": ("键", "键矩阵", "键向量", "k矩阵"),
+    "V": ("值", "值矩阵", "值向量", "v矩阵"),
+    "Q_normed": ("归一化后的查询", "归一化查询"),
+    "K_normed": ("归一化后的键", "归一化键"),
+    "Q_rotated": ("旋转后的查询", "旋转查询"),
+    "K_rotated": ("旋转后的键", "旋转键"),
+    "scores": ("分数", "注意力分数", "得分", "注意力得分", "相似度分数", "点积"),
+    "scaled": ("缩放", "缩放后的分数", "缩放分数", "缩放后分数", "缩放后的得分"),
+    "capped": ("软上限", "软上限后的分数", "截断后的分数"),
+    "masked": ("掩码", "掩码后的分数", "掩码分数", "掩码后分数"),
+    "weights": ("权重", "注意力权重", "权值", "注意力权值", "权重矩阵", "注意力矩阵"),
+    "head_outputs": ("各头输出", "每个头的输出", "头输出"),
+    "concat": ("拼接", "拼接后", "拼接结果"),
+    "output": ("输出", "注意力输出", "输出矩阵", "结果"),
+}
+#: A Chinese name → the stage it names (``--stage``, answer keys, explain's cells).
+ALIASES = {word: stage for stage, words in CHINESE.items() for word in words}
 
 
 def canonical(name: str) -> str:

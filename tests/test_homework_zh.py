@@ -15,11 +15,12 @@ from test_i18n import PO_DIR, po_entries
 from typer.testing import CliRunner
 
 from qkvcli import i18n
-from qkvcli.answers import STAGE_ALIASES, halfwidth, parse_answers, stage_key, written
+from qkvcli.answers import STAGE_ALIASES, parse_answers, stage_key, written
 from qkvcli.check import grade
 from qkvcli.cli import app
 from qkvcli.explain import explain, parse_cell
 from qkvcli.load import load
+from qkvcli.load.values import ascii_forms
 from qkvcli.options import Options
 from qkvcli.trace import STAGES
 
@@ -112,7 +113,7 @@ def test_an_answer_file_typed_full_width_is_read(tmp_path):
 def test_full_width_csv_of_a_stage_is_read(tmp_path):
     plain = Path(f"{HW}/worked/weights.csv").read_text(encoding="utf-8")
     wide = plain.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789,."})
-    assert wide != plain and halfwidth(wide) == plain
+    assert wide != plain and ascii_forms(wide) == plain
     path = tmp_path / "权重.csv"
     path.write_text(wide, encoding="utf-8")
     r = qkv("check", WORKED, "--stage-file", f"权重={path}")

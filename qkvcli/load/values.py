@@ -18,22 +18,24 @@ if TYPE_CHECKING:
 
 #: Full-width forms (U+FF01…U+FF5E) and the ideographic space, as a Chinese keyboard types them.
 FULL_WIDTH = "[\uff01-\uff5e\u3000]"
+#: Each of them → its ASCII form (what NFKC makes of it): ０-９ ， ［］ － ． and the space.
+ASCII = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: " "}
+#: In a cell reference, also the ideographic comma 、 and the brackets 【】 (a Chinese keyboard's [ ]).
+CELL_MARKS = ASCII | {ord("、"): ",", ord("【"): "[", ord("】"): "]"}
 
 
-def ascii_forms(text: str) -> str:
-    """Full-width digits, signs, points, commas and brackets as their ASCII forms (NFKC, these only).
+def ascii_forms(text: str, cell: bool = False) -> str:
+    """Full-width digits, signs, points, commas and brackets as their ASCII forms (``cell``: 、【】 too).
 
-    For numbers only: a Chinese keyboard's ``－１２．５`` is ``-12.5``. Labels are never passed here.
+    For numbers, keys and cell references: a Chinese keyboard's ``－１２．５`` is ``-12.5``.
+    Labels are never passed here.
 
     >>> ascii_forms("－１２．５，［３］（４）"), ascii_forms("1.5")
     ('-12.5,[3](4)', '1.5')
+    >>> ascii_forms("权重【１、２】", cell=True)
+    '权重[1,2]'
     """
-    if text.isascii():
-        return text
-    import re
-    import unicodedata
-
-    return re.sub(FULL_WIDTH, lambda m: unicodedata.normalize("NFKC", m.group()), text)
+    return text if text.isascii() else text.translate(CELL_MARKS if cell else ASCII)
 
 
 def ascii_outside_strings(text: str) -> str:

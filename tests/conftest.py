@@ -15,6 +15,24 @@ SAMPLES = ROOT / "samples"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def _build_once() -> None:
+    """typer's CliRunner builds the app's click command once per process, as ``qkv`` does per run.
+
+    Building it (typer reading every command's signature) is three quarters of
+    a small run's time; tests run hundreds. Help and messages are translated
+    when written, not when built, so one command serves every language.
+    """
+    import functools
+
+    import typer.testing
+
+    assert callable(typer.testing._get_command), "typer's CliRunner changed: see conftest"
+    typer.testing._get_command = functools.lru_cache(maxsize=None)(typer.testing._get_command)
+
+
+_build_once()
+
+
 @pytest.fixture
 def samples() -> Path:
     return SAMPLES
@@ -43,6 +61,15 @@ def _english(monkeypatch):
     i18n.choose()
     yield
     speak_click(i18n.choose("en"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Property tests try 200 examples each in CI; the fast subset (``-m "not slow"``) tries 20."""
+    from hypothesis import settings
+
+    settings.register_profile("full", max_examples=200, deadline=None)
+    settings.register_profile("fast", max_examples=20, deadline=None)
+    settings.load_profile("fast" if "not slow" in (config.getoption("markexpr") or "") else "full")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

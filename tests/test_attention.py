@@ -88,7 +88,7 @@ def problems(draw):
     return q, k, v
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)
 @given(problems())
 def test_pipeline_matches_slow_reference(qkv):
     q, k, v = qkv
@@ -99,7 +99,7 @@ def test_pipeline_matches_slow_reference(qkv):
     np.testing.assert_allclose(t["output"], ref["output"], rtol=1e-12, atol=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**32 - 1))
 def test_projection_matches_slow_reference(n, d_model, dk, seed):
     rng = np.random.default_rng(seed)
@@ -113,7 +113,7 @@ def test_projection_matches_slow_reference(n, d_model, dk, seed):
     np.testing.assert_allclose(t["output"], ref["output"], rtol=1e-12, atol=1e-12)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(problems())
 def test_weights_rows_sum_to_one(qkv):
     t = compute(Q=qkv[0], K=qkv[1], V=qkv[2])
@@ -121,13 +121,13 @@ def test_weights_rows_sum_to_one(qkv):
     assert np.all(t["weights"] >= 0)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 6)), elements=finite), finite)
 def test_softmax_ignores_a_constant_added_to_a_row(scores, c):
     np.testing.assert_allclose(softmax(scores + c), softmax(scores), atol=1e-12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(problems(), st.randoms(use_true_random=False))
 def test_permuting_tokens_permutes_output_rows(qkv, rnd):
     q, k, v = qkv

@@ -20,8 +20,6 @@ import fuzzing
 import numpy as np
 import pytest
 import reference
-import typer.main
-import typer.testing
 from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -216,10 +214,8 @@ PROCESSES = int(os.environ.get("QKV_FUZZ_PROCESSES", "200"))
 SEED = int(os.environ.get("QKV_FUZZ_SEED", "0"))
 
 
-def test_mutation_fuzz_in_process(tmp_path, monkeypatch):
+def test_mutation_fuzz_in_process(tmp_path):
     """10,000 mutated runs of compute, check and explain; plain runs also checked against the reference."""
-    command = typer.main.get_command(app)
-    monkeypatch.setattr(typer.testing, "_get_command", lambda _app: command)  # build it once
     broken, codes = [], Counter()
     for n, case in enumerate(fuzzing.cases(SEED, CASES)):
         why = fuzzing.run_in_process(runner, app, case, tmp_path)

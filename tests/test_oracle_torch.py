@@ -15,6 +15,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the torch oracle: importing torch alone takes seconds
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 

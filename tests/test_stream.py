@@ -224,6 +224,7 @@ def test_plan_refuses_a_square_stage_that_does_not_fit():
         plan(tiny_problem(8), ["weights"], stream=True)
 
 
+@pytest.mark.slow  # torch: seconds to import
 def test_streamed_matches_torch_sdpa_with_gqa_and_causal_mask():
     torch = pytest.importorskip("torch")
     B, h, g, n, d = 2, 4, 2, 33, 8

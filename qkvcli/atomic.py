@@ -115,9 +115,9 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> N
         for source in inputs:
             if here is not None and source is not None and _identity(source) == here:
                 name = (
-                    "the file read on stdin"
+                    _("the file read on stdin")
                     if source == "-"
-                    else f"the input file {display(source)}"
+                    else _("the input file {path}").format(path=display(source))
                 )
                 raise OutputError(
                     _(

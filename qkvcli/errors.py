@@ -139,4 +139,5 @@ def did_you_mean(typed: str, choices: list[str] | tuple[str, ...]) -> str:
 
 #: The words `counted` counts, as the catalogue holds them (``{n} label`` / ``{n} labels``).
 COUNTED = (("label", "labels"), ("query", "queries"), ("key", "keys"), ("value", "values"),
-           ("column", "columns"), ("row", "rows"), ("head", "heads"))  # fmt: skip
+           ("column", "columns"), ("row", "rows"), ("head", "heads"), ("matrix", "matrices"),
+           ("item", "items"), ("entry", "entries"))  # fmt: skip

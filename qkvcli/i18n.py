@@ -157,3 +157,28 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def N_(message: str) -> str:
     """Marks a message for the catalogue where it is defined; `_` translates it where shown."""
     return message
+
+
+class Spoken(str):
+    """A phrase kept in English as data (JSON, CSV, files) and said in the language spoken
+    wherever it is formatted into a message (``"{}".format``, f-strings).
+
+    The template is marked with `N_` where it is written, so the catalogue holds it.
+
+    >>> where = Spoken(N_("{path} (first column)"), path="x.csv")
+    >>> str(where), f"read {where}"
+    ('x.csv (first column)', 'read x.csv (first column)')
+    """
+
+    template: str
+    fields: dict[str, Any]
+
+    def __new__(cls, template: str, **fields: Any) -> Spoken:
+        self = super().__new__(cls, template.format(**{k: str(v) for k, v in fields.items()}))
+        self.template, self.fields = template, fields
+        return self
+
+    def __format__(self, spec: str) -> str:
+        if language() == "en":
+            return format(str(self), spec)
+        return format(catalogue().gettext(self.template).format(**self.fields), spec)

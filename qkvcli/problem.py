@@ -371,11 +371,11 @@ def _resolve(p: Problem, o: Options) -> Resolved:
         n for n, by in (("X", "QKV"), ("X_kv", "KV")) if n in mats and all(c in mats for c in by)
     ]
     if unused:
-        given = "Q, K and V are" if "X" in unused else "K and V are"
+        given = _("Q, K and V are") if "X" in unused else _("K and V are")
         note(
             _(
                 "{origin}: {join} not used: {given} given directly (drop {join}, or give the weights instead)"
-            ).format(origin=p.origin, join=" and ".join(unused), given=given)
+            ).format(origin=p.origin, join=_(" and ").join(unused), given=given)
         )
     B = max(a[0] for a in (q, k, v))
     for name, a in (("Q", q), ("K", k), ("V", v)):

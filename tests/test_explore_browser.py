@@ -14,6 +14,7 @@ from browser import Browser, chromium
 from conftest import SAMPLES
 from typer.testing import CliRunner
 
+from qkvcli import i18n
 from qkvcli.cli import app
 from qkvcli.explain import explain
 from qkvcli.load import load
@@ -117,3 +118,23 @@ def test_a_models_report_switches_layers_and_heads(tmp_path, browser):
     assert browser.text("#qkv-explain") == "\n".join(
         explain(six.problem, six.options, "weights[1,9]", 12)
     )
+
+
+def test_the_chinese_report_speaks_chinese_in_its_script_too(tmp_path, browser):
+    """--lang zh: the page's own words and what its script writes on a click are Chinese."""
+    page = tmp_path / "report.html"
+    r = qkv("--lang", "zh", "compute", TWO_HEADS, "--html", str(page))
+    assert r.exit_code == 0, r.output
+    problem, settings = load(TWO_HEADS)
+    options = Options().merged(settings)
+    browser.open(page.as_uri())
+    assert browser.text("#qkv-cell") == "把鼠标移到或点击一个单元格"
+    press(browser, "头", "2")
+    browser.click(cell(2, 0))
+    assert browser.text("#qkv-cell") == "weights[3,1] = 0.1017（已固定：再点一次取消固定）"
+    assert browser.text("#qkv-tokens").startswith("第 3 个查询（sat）：熵 0.7533 比特")
+    assert "被掩码的：down" in browser.text("#qkv-tokens")
+    assert browser.text("#qkv-title").endswith("— 第 2 个头（共 2 个）")
+    assert "深浅 = weights：" in browser.text("#qkv-legend")
+    i18n.choose("zh")  # the fixture speaks English again afterwards
+    assert browser.text("#qkv-explain") == "\n".join(explain(problem, options, "weights[3,1]", 2))

@@ -169,3 +169,12 @@ def test_the_english_path_never_opens_a_catalogue():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_counted_word_has_its_chinese_entry():
+    """`errors.counted` counts these words in the catalogue's ``{n} row`` / ``{n} rows``."""
+    from qkvcli.errors import COUNTED
+
+    have = catalogue()
+    missing = [f"{{n}} {one}" for one, _many in COUNTED if not have.get(f"{{n}} {one}")]
+    assert not missing, missing

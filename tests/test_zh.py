@@ -13,8 +13,8 @@ from qkvcli.cli import app
 from qkvcli.render.text import width
 
 
-def run(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(app, list(args), env=env)
+def run(*args: str, env: dict[str, str] | None = None, input: str | None = None):
+    return CliRunner().invoke(app, list(args), env=env, input=input)
 
 
 @pytest.mark.parametrize("command", ["compute", "check", "explain", "new", "model"])
@@ -297,3 +297,44 @@ def test_machine_formats_are_the_same_in_chinese(fmt):
     english, chinese = run(*args), run("--lang", "zh", *args)
     assert english.exit_code == chinese.exit_code == 0, chinese.stderr
     assert chinese.stdout == english.stdout
+
+
+def test_machine_formats_of_csv_input_are_the_same_in_chinese_and_its_header_is_chinese():
+    csv = [f"--{k}=samples/csv/{f}.csv" for k, f in
+           (("x", "X"), ("wq", "W_Q"), ("wk", "W_K"), ("wv", "W_V"))]  # fmt: skip
+    english, chinese = (
+        run("compute", *csv, "-f", "json"),
+        run("--lang", "zh", "compute", *csv, "-f", "json"),
+    )
+    assert chinese.stdout == english.stdout
+    meta = json.loads(chinese.stdout)["meta"]
+    assert (
+        meta["input"] == "CSV input"
+        and meta["keys"]["tokens"] == "samples/csv/X.csv (first column)"
+    )
+    table = run("--lang", "zh", "compute", *csv).stdout.splitlines()
+    assert table[0].startswith("CSV 输入：3 个查询 × 3 个键")
+    assert "tokens ← samples/csv/X.csv（第一列）" in table[1]
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("[[1,2],[3", "<stdin>：第 1 行第 10 列的 JSON 无效：这里应有逗号 ','"),
+        ('{"X": 1,}', "<stdin>：第 1 行第 9 列的 JSON 无效：这里应有一个用双引号括起来的键名"),
+        ('{"X": [[1, 2], [3]]}', "<stdin>：X 第 2 行有 1 个值，但第 1 行有 2 个"),
+        (
+            '{"X": [[[1, 2]], [[3]]]}',
+            "<stdin>：X 第 2 个矩阵，第 1 行有 1 个值，但第 1 个矩阵，第 1 行有 2 个",
+        ),
+        (
+            '{"X": [1, 2]}',
+            "<stdin>：X 必须是 矩阵（由行组成的列表）或矩阵的列表，而不是 一列数（一维列表）",
+        ),
+        ('{"X": [[1, "a"]]}', '<stdin>：X 第 1 行，第 2 列："a" 不是一个数'),
+    ],
+)
+def test_what_is_wrong_in_a_json_file_and_where_is_said_in_chinese(text, said):
+    result = run("--lang", "zh", "compute", "-", input=text)
+    assert result.exit_code == 2
+    assert result.stderr == f"qkv: error: {said}\n"

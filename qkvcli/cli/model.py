@@ -360,14 +360,19 @@ def preamble(
 
 def describe(found: Model, shown: Run, layer: int, head: int | None) -> str:
     """The description a saved problem file carries."""
-    where = f"layer {layer} of {found.family.layers}" + (f", head {head} alone" if head else "")
-    text = " ".join(shown.tokens.labels)
-    rerun = " --dtype float32" if shown.dtype == "float32" else ""
-    x = shown.layers[layer - 1].problem.sources["X"]
-    return (
-        f"{found.name} ({found.family.kind}), {where}, on the tokens: {text}. "
-        f"X = {x}; computed by qkv model in {shown.dtype}: "
-        f"qkv compute FILE{rerun} gives the same numbers"
+    where = _("layer {layer} of {layers}").format(layer=layer, layers=found.family.layers)
+    if head:
+        where = _("{where}, head {head} alone").format(where=where, head=head)
+    return _(
+        "{name} ({kind}), {where}, on the tokens: {tokens}. X = {x}; computed by qkv model in {dtype}: qkv compute FILE{rerun} gives the same numbers"
+    ).format(
+        name=found.name,
+        kind=found.family.kind,
+        where=where,
+        tokens=" ".join(shown.tokens.labels),
+        x=shown.layers[layer - 1].problem.sources["X"],
+        dtype=shown.dtype,
+        rerun=" --dtype float32" if shown.dtype == "float32" else "",
     )
 
 

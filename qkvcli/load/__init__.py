@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InputError
-from ..i18n import _
+from ..i18n import N_, Spoken, _
 from ..problem import Problem
 from .delimited import load_csv, parse_csv
 from .document import load_json, parse_doc, parse_json
@@ -53,7 +53,7 @@ def load(
     if len(stdin_users) > 1:
         raise InputError(
             _("only one input can be read from stdin (-), not {join}").format(
-                join=" and ".join(stdin_users)
+                join=_(" and ").join(stdin_users)
             )
         )
     if path is None and not files:
@@ -83,7 +83,7 @@ def load(
         problem, settings = load_json(path)
     else:
         problem, settings = (
-            Problem(matrices={}, origin="CSV input"),
+            Problem(matrices={}, origin=Spoken(N_("CSV input"))),
             {},
         )
     for canon, csv_path in files.items():
@@ -106,7 +106,7 @@ def load(
         for who, attr in (("X", "tokens"), ("X_kv", "kv_tokens")):
             if canon == who and row_labels and getattr(problem, attr) is None:
                 setattr(problem, attr, row_labels)
-                problem.sources[attr] = f"{display(csv_path)} (first column)"
+                problem.sources[attr] = Spoken(N_("{path} (first column)"), path=display(csv_path))
     for name, value in (inline or {}).items():
         if value is None:
             continue

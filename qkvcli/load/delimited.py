@@ -111,7 +111,9 @@ def parse_csv(
                 v = value(cell)
             except ValueError:
                 shown = cell if len(cell) <= 40 else cell[:37] + "…"
-                hint = " (a header row holds labels only)" if mixed and lineno == rows[0][0] else ""
+                hint = (
+                    _(" (a header row holds labels only)") if mixed and lineno == rows[0][0] else ""
+                )
                 raise InputError(
                     _(
                         "{origin}: line {lineno}, column {col}: {shown!r} is not a number{hint}"

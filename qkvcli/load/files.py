@@ -93,7 +93,7 @@ def decode_json(text: str, origin: str, **hooks: Any) -> Any:
     except json.JSONDecodeError as e:
         raise InputError(
             _("{origin}: invalid JSON at line {lineno}, column {colno}: {msg}").format(
-                origin=origin, lineno=e.lineno, colno=e.colno, msg=e.msg
+                origin=origin, lineno=e.lineno, colno=e.colno, msg=json_message(e.msg)
             )
         ) from None
     except RecursionError:
@@ -104,6 +104,36 @@ def decode_json(text: str, origin: str, **hooks: Any) -> Any:
         raise InputError(placed(origin, i18n._(_TOO_DEEP).format(depth=MAX_DEPTH)))
     return doc
 
+
+def json_message(msg: str) -> str:
+    """What Python's JSON decoder said, in the language spoken (as it is when unknown).
+
+    >>> json_message("Expecting ',' delimiter")
+    "Expecting ',' delimiter"
+    """
+    if i18n.language() == "en":
+        return msg
+    return i18n._(_JSON_ERRORS[msg]) if msg in _JSON_ERRORS else msg
+
+
+#: The decoder's messages (json.decoder, json.scanner; 3.13 adds the trailing commas).
+_JSON_ERRORS = {
+    "Expecting value": N_("Expecting value"),
+    "Expecting property name enclosed in double quotes": N_(
+        "Expecting property name enclosed in double quotes"
+    ),
+    "Expecting ':' delimiter": N_("Expecting ':' delimiter"),
+    "Expecting ',' delimiter": N_("Expecting ',' delimiter"),
+    "Extra data": N_("Extra data"),
+    "Unterminated string starting at": N_("Unterminated string starting at"),
+    "Invalid control character at": N_("Invalid control character at"),
+    "Invalid \\escape": N_("Invalid \\escape"),
+    "Invalid \\uXXXX escape": N_("Invalid \\uXXXX escape"),
+    "Illegal trailing comma before end of object": N_(
+        "Illegal trailing comma before end of object"
+    ),
+    "Illegal trailing comma before end of array": N_("Illegal trailing comma before end of array"),
+}
 
 MAX_DEPTH = 32  # lists and objects inside each other; a problem needs 5
 _TOO_DEEP = N_("JSON nested too deeply (qkv reads at most {depth} levels)")

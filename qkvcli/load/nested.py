@@ -11,8 +11,9 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
-from ..i18n import _
+from .. import i18n
+from ..errors import InputError, counted, placed
+from ..i18n import N_, _
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +27,7 @@ NEG_INF_WORDS = ("-inf", "-infinity", "−∞", "-∞")
 
 def _where(name: str, origin: str, path: tuple[int, ...], depth: int) -> str:
     """``origin: W_Q row 2, column 3`` from an index path into a ``depth``-D nested list."""
-    return f"{origin}: {name} {position(path, depth)}"
+    return placed(origin, f"{name} {position(path, depth)}")
 
 
 def position(path: tuple[int, ...], depth: int) -> str:
@@ -36,19 +37,23 @@ def position(path: tuple[int, ...], depth: int) -> str:
     ('row 2, column 3', 'matrix 1, row 2, column 3')
     """
     words = _AXIS_WORDS.get(depth, ("index",) * depth)[: len(path)]
-    return ", ".join(f"{w} {i + 1}" for w, i in zip(words, path))
+    return i18n._(", ").join(i18n._(_AXES[w]).format(i=i + 1) for w, i in zip(words, path))
 
 
 _AXIS_WORDS = {1: ("value",), 2: ("row", "column"), 3: ("matrix", "row", "column"),
                4: ("item", "head", "row", "column")}  # fmt: skip
+#: Each axis's place in words: ``row 2`` (第 2 行).
+_AXES = {"value": N_("value {i}"), "row": N_("row {i}"), "column": N_("column {i}"),
+         "matrix": N_("matrix {i}"), "item": N_("item {i}"), "head": N_("head {i}"),
+         "index": N_("index {i}")}  # fmt: skip
 
 
 def bad_cell(cell: Any) -> str:
     if isinstance(cell, int) and not isinstance(cell, bool) and cell.bit_length() > 10_000:
-        return "a whole number of thousands of digits"  # str() refuses past 4,300 digits
+        return _("a whole number of thousands of digits")  # str() refuses past 4,300 digits
     text = json.dumps(cell) if not isinstance(cell, float) else repr(cell)
     if isinstance(cell, int) and len(text) > 40:
-        return f"{text[:12]}… ({len(text.lstrip('-'))} digits)"
+        return _("{start}… ({n} digits)").format(start=text[:12], n=len(text.lstrip("-")))
     return text if len(text) <= 40 else text[:37] + "…"
 
 
@@ -97,9 +102,11 @@ def _width(value: list) -> int:
     return len(first) if isinstance(first, list) else 1
 
 
-_DIM_WORDS = {0: "a number", 1: "a list of numbers", 2: "a matrix (a list of rows)",
-              3: "a list of matrices", 4: "a 4-D nested list"}  # fmt: skip
-_PLURAL = {"row": "rows", "matrix": "matrices", "head": "heads", "item": "items"}
+_DIM_WORDS = {0: N_("a number"), 1: N_("a list of numbers"), 2: N_("a matrix (a list of rows)"),
+              3: N_("a list of matrices"), 4: N_("a 4-D nested list")}  # fmt: skip
+#: An axis's word in the plural, as `counted` counts it.
+_PLURAL = {"value": "values", "row": "rows", "matrix": "matrices", "head": "heads",
+           "item": "items", "entry": "entries"}  # fmt: skip
 
 
 def _numbers(value: Any, neg_inf: bool) -> Any:
@@ -120,8 +127,8 @@ class _Walk:
         self.ndims = ndims
 
     def dims_error(self, depth: int) -> InputError:
-        want = " or ".join(_DIM_WORDS[d] for d in self.ndims)
-        got = _DIM_WORDS.get(depth, f"{depth}-D")
+        want = i18n._(" or ").join(i18n._(_DIM_WORDS[d]) for d in self.ndims)
+        got = i18n._(_DIM_WORDS[depth]) if depth in _DIM_WORDS else f"{depth}-D"
         return InputError(
             _("{origin}: {key} must be {want}, not {got}").format(
                 origin=self.origin, key=self.key, want=want, got=got
@@ -135,7 +142,7 @@ class _Walk:
             if len(path) >= max(self.ndims):  # deeper than any entry may be: stop before recursing
                 raise self.dims_error(len(path) + _depth(value))
             if not value:
-                where = _where(key, origin, path, len(path) + 1) if path else f"{origin}: {key}"
+                where = _where(key, origin, path, len(path) + 1) if path else placed(origin, key)
                 raise InputError(_("{where} is empty").format(where=where))
             shapes = [self.shape(v, (*path, i)) for i, v in enumerate(value)]
             first = shapes[0]
@@ -144,7 +151,7 @@ class _Walk:
                     _("{origin}: {key} mixes numbers and lists at {v}").format(
                         origin=origin,
                         key=key,
-                        v="/".join(str(i + 1) for i in path) or "the top level",
+                        v="/".join(str(i + 1) for i in path) or _("the top level"),
                     )
                 )
             for i, s in enumerate(shapes):
@@ -154,15 +161,14 @@ class _Walk:
                     here, there = (*path, i, *(0,) * axis), (*path, 0, *(0,) * axis)
                     n = s[axis]
                     if axis == len(first) - 1:
-                        what = "value" if n == 1 else "values"
+                        one = "value"
                     else:
                         word = _AXIS_WORDS.get(depth, ())[len(here) : len(here) + 1] or ("entry",)
-                        what = _PLURAL.get(word[0], "entries")
+                        one = word[0]
                     raise InputError(
-                        _("{where} has {n} {what} but {position} has {v}").format(
+                        _("{where} has {count} but {position} has {v}").format(
                             where=_where(key, origin, here, depth),
-                            n=n,
-                            what=what,
+                            count=counted(n, one, _PLURAL[one]),
                             position=position(there, depth),
                             v=first[axis],
                         )

@@ -154,8 +154,12 @@ def check_labels(labels: list[str], where: str, error: type[Exception] = InputEr
     for i, label in enumerate(labels, 1):
         if one_line(label) != label:
             bad = next(c for c in label if one_line(c) != c)
-            what = "a lone surrogate" if 0xD800 <= ord(bad) <= 0xDFFF else "a control character"
+            what = (
+                _("a lone surrogate") if 0xD800 <= ord(bad) <= 0xDFFF else _("a control character")
+            )
             raise error(
-                f"{where}: label {i} ('{one_line(label)}') holds {what}: a label must be printable text on one line"
+                _(
+                    "{where}: label {i} ('{label}') holds {what}: a label must be printable text on one line"
+                ).format(where=where, i=i, label=one_line(label), what=what)
             )
     return labels

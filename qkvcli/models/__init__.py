@@ -58,7 +58,7 @@ def require() -> None:
     if missing:
         raise QkvError(
             _("qkv model needs {join}: pip install 'qkv[models]'").format(
-                join=" and ".join(missing)
+                join=_(" and ").join(missing)
             )
         )
 

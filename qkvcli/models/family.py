@@ -79,7 +79,7 @@ def setting(config: dict[str, Any], key: str, model: str, kind: type = int) -> A
             _("model {model}: config.json {key} must be {v}, not {value!r}").format(
                 model=model,
                 key=key,
-                v="a number" if kind is float else "a whole number",
+                v=_("a number") if kind is float else _("a whole number"),
                 value=value,
             )
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import OptionError
-from ..i18n import _
+from ..i18n import N_, Spoken, _
 from ..options import Options
 from ..problem import Problem
 
@@ -60,7 +60,9 @@ def layer_problem(
     name: str, family: Family, att: LayerAttention, layer: int, tokens: Tokens, dtype: str
 ) -> tuple[Problem, Options]:
     """A layer's attention as the problem and options ``qkv compute`` would read."""
-    origin = f"{name} layer {layer + 1} of {family.layers}"
+    origin = Spoken(
+        N_("{name} layer {layer} of {layers}"), name=name, layer=layer + 1, layers=family.layers
+    )
     sources = att.sources | {"tokens": tokens.source}
     problem = Problem(
         dict(att.matrices),
@@ -130,7 +132,9 @@ def one_head(problem: Problem, options: Options, head: int) -> tuple[Problem, Op
         cut = slice((head - 1) * width["V"], head * width["V"])
         mats["W_O"] = m["W_O"][:, cut] if out_in else m["W_O"][cut]
         sources["W_O"] = _cut(problem.sources["W_O"], cut, not out_in)
-    origin = f"{problem.origin}, head {head} of {heads}"
+    origin = Spoken(
+        N_("{origin}, head {head} of {heads}"), origin=problem.origin, head=head, heads=heads
+    )
     single = Problem(
         mats, tokens=problem.tokens, sources=sources, origin=origin, mask_kind=problem.mask_kind
     )

@@ -78,7 +78,7 @@ def find(spec: str) -> Folder:
         return checked(Folder(path.resolve(), spec, f"folder {spec}"))
     if path.exists():
         if path.suffix.lower() == GGUF:
-            return Folder(path.resolve(), spec, f"file {spec}")
+            return Folder(path.resolve(), spec, _("file {spec}").format(spec=spec))
         raise InputError(
             _(
                 "model {spec}: is a file but not a .gguf one; give the folder that holds config.json"
@@ -88,7 +88,7 @@ def find(spec: str) -> Folder:
         hub = cache_dir()
         snapshot = cached(spec, hub)
         if snapshot is not None:
-            found = f"Hugging Face cache, snapshot {snapshot.name[:12]}"
+            found = _("Hugging Face cache, snapshot {id}").format(id=snapshot.name[:12])
             return checked(Folder(snapshot, spec, found))
         raise InputError(
             _(
@@ -108,7 +108,7 @@ def find(spec: str) -> Folder:
 def checked(folder: Folder) -> Folder:
     """``folder`` when it holds a model's files; else `InputError` naming the one missing."""
     ggufs = sorted(p.name for p in folder.path.glob("*.gguf"))
-    hint = f" (it has {', '.join(ggufs)}: give that file)" if ggufs else ""
+    hint = _(" (it has {files}: give that file)").format(files=", ".join(ggufs)) if ggufs else ""
     for name in NEEDED:
         if not (folder.path / name).is_file():
             raise InputError(
@@ -119,7 +119,9 @@ def checked(folder: Folder) -> Folder:
     if not (folder.path / WEIGHTS).is_file() and not (folder.path / INDEX).is_file():
         other = sorted(p.name for p in folder.path.glob("*.bin"))
         if other and not ggufs:
-            hint = f" (it has {', '.join(other)}: qkv reads safetensors or GGUF)"
+            hint = _(" (it has {files}: qkv reads safetensors or GGUF)").format(
+                files=", ".join(other)
+            )
         raise InputError(
             _("model {name}: {path} has no {weights}{hint}").format(
                 name=folder.name, path=folder.path, weights=WEIGHTS, hint=hint
@@ -200,4 +202,7 @@ def from_package(name: str) -> Folder | None:
             ).format(name=name, n_models=len(models), listed=listed)
         )
     inside = models[0].relative_to(Path(str(dist.locate_file(""))))
-    return Folder(models[0].resolve(), name, f"package {name} {dist.version}, {inside.as_posix()}")
+    found = _("package {name} {version}, {inside}").format(
+        name=name, version=dist.version, inside=inside.as_posix()
+    )
+    return Folder(models[0].resolve(), name, found)

@@ -321,6 +321,7 @@ def report_data(
         "selected": {"view": selected[0], "head": selected[1]},
         "views": [view_data(v, precision, d) for v, d in zip(views, done.drawn)],
         "explain": shared_lines(done.texts),
+        **script_words(),
     }
 
 
@@ -369,6 +370,28 @@ WORDS = (
     N_("Token view"),
     N_("As the terminal drew it"),
 )
+
+
+#: The words the page's script writes (``tr("head {h} of {n}", …)`` in it), placeholders kept.
+SCRIPT_WORDS = (
+    N_("layer"), N_("head"), N_("item"), N_("stage"), N_("heads"), N_("head {h}"),
+    N_(": mean entropy {e} bits"), N_("head {h} of {n}"), N_("shade = {stage}:"),
+    N_("(the arithmetic of weights[{i},{j}], which passes through this cell)"),
+    N_("no arithmetic kept for this cell in the page: run qkv explain on the problem"),
+    N_(" (pinned: click again to unpin)"), N_("pick a cell of a query × key stage"),
+    N_("query {i} ({token})"), N_(": entropy {e} bits"), N_("masked: {keys}"),
+)  # fmt: skip
+
+
+def script_words() -> dict[str, Any]:
+    """``{"words": {English: translation}}`` for the page's script; nothing in English.
+
+    >>> script_words()
+    {}
+    """
+    if i18n.language() == "en":
+        return {}
+    return {"words": {w: i18n._(w) for w in SCRIPT_WORDS}}
 
 
 def speak(html: str) -> str:
@@ -443,6 +466,8 @@ const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => { const e = document.createElement(tag);
   if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 const S = { view: 0, head: 0, item: 0, stage: "weights", cell: null, pinned: false };
+const tr = (k, a) => ((D.words || {})[k] || k).replace(/\\{(\\w+)\\}/g,
+  (m, n) => (a && n in a ? String(a[n]) : m));
 function lines(box, texts, cls) { box.replaceChildren(...texts.map((t) => el("div", cls, t))); }
 lines($("qkv-intro"), D.intro || [], "intro");
 for (const n of D.notes || []) { $("qkv-intro").appendChild(el("div", "note", n)); }
@@ -459,13 +484,13 @@ function controls() {
   const box = $("qkv-controls"); box.replaceChildren();
   const row = (name, items) => { const r = el("div", "bar"); r.appendChild(el("b", "", name));
     items.forEach((i) => r.appendChild(i)); box.appendChild(r); };
-  if (D.views.length > 1) row("layer", D.views.map((v, k) =>
+  if (D.views.length > 1) row(tr("layer"), D.views.map((v, k) =>
     button(v.label, k === S.view, () => { S.view = k; S.cell = null; draw(); })));
-  if (V().heads > 1) row("head", [...Array(V().heads).keys()].map((h) =>
+  if (V().heads > 1) row(tr("head"), [...Array(V().heads).keys()].map((h) =>
     button(String(h + 1), h === S.head, () => { S.head = h; draw(); })));
-  if (V().items > 1) row("item", [...Array(V().items).keys()].map((b) =>
+  if (V().items > 1) row(tr("item"), [...Array(V().items).keys()].map((b) =>
     button(String(b + 1), b === S.item, () => { S.item = b; draw(); })));
-  row("stage", V().stages.map((s) => button(s.name, s.name === S.stage, () => {
+  row(tr("stage"), V().stages.map((s) => button(s.name, s.name === S.stage, () => {
     S.stage = s.name; S.cell = null; draw(); })));
 }
 function overview() {
@@ -473,7 +498,7 @@ function overview() {
   if (D.views.length === 1 && heads === 1) { $("qkv-overview-box").hidden = true; return; }
   box.style.gridTemplateColumns = "auto repeat(" + heads + ", auto)"; box.replaceChildren();
   D.views.forEach((v, k) => {
-    box.appendChild(el("div", "lab", v.label || "heads"));
+    box.appendChild(el("div", "lab", v.label || tr("heads")));
     const w = v.stages.find((s) => s.name === "weights");
     for (let h = 0; h < v.heads; h++) {
       const m = w.matrices.find((x) => x.item === S.item && (x.head === null || x.head === h));
@@ -485,12 +510,12 @@ function overview() {
         const l = m.levels[i * c + j]; g.fillStyle = l === "x" ? "#111" : D.palette[+l];
         g.fillRect(j, i, 1, 1); }
       if (k === S.view && h === S.head) cv.className = "on";
-      cv.title = (v.label ? v.label + ", " : "") + "head " + (h + 1);
+      cv.title = (v.label ? v.label + ", " : "") + tr("head {h}", { h: h + 1 });
       cv.dataset.view = k; cv.dataset.head = h;
       cv.onclick = () => { S.view = k; S.head = h; S.stage = "weights"; S.cell = null; draw(); };
       const cell = el("div"); cell.appendChild(cv);
       const e = v.entropy2 ? " " + v.entropy2[S.item][h] : "";
-      if (v.entropy) cv.title += ": mean entropy " + v.entropy[S.item][h] + " bits";
+      if (v.entropy) cv.title += tr(": mean entropy {e} bits", { e: v.entropy[S.item][h] });
       cell.appendChild(el("div", "cap", "h" + (h + 1) + e)); box.appendChild(cell);
     }
   });
@@ -499,7 +524,7 @@ function grid() {
   const st = stageOf(S.stage) || stageOf("weights"); S.stage = st.name;
   const m = matrixOf(st), t = $("qkv-grid"), n = st.rows.length, c = st.cols.length;
   const where = (V().label ? V().label + ", " : "") + (st.per_head && V().heads > 1 ?
-    "head " + (S.head + 1) + " of " + V().heads : "");
+    tr("head {h} of {n}", { h: S.head + 1, n: V().heads }) : "");
   $("qkv-title").textContent = st.formula + " (" + n + "×" + c + ")" + (where ? " — " + where : "");
   t.replaceChildren(); const hr = el("tr"); hr.appendChild(el("th"));
   st.cols.forEach((k, j) => { const th = el("th", "", k); th.dataset.j = j; hr.appendChild(th); });
@@ -518,7 +543,7 @@ function grid() {
     t.appendChild(tr);
   }
   const lg = $("qkv-legend"); lg.replaceChildren();
-  if (st.legend) { lg.appendChild(el("span", "", "shade = " + st.name + ":"));
+  if (st.legend) { lg.appendChild(el("span", "", tr("shade = {stage}:", { stage: st.name })));
     st.legend.forEach((txt, k) => { const s = el("span", "", txt);
       s.style.background = D.palette[k]; s.style.color = D.ink[k]; lg.appendChild(s); }); }
   if (S.cell) pick(S.cell[0], S.cell[1]);
@@ -533,9 +558,10 @@ function explanation(st, i, j) {
   if (st.square) {
     const w = said([S.view, "weights", S.item, st.per_head ? S.head : "-", i, j].join("|"));
     if (w !== undefined)
-      return [w, "(the arithmetic of weights[" + (i + 1) + "," + (j + 1) + "], which passes through this cell)"];
+      return [w, tr("(the arithmetic of weights[{i},{j}], which passes through this cell)",
+        { i: i + 1, j: j + 1 })];
   }
-  return ["", "no arithmetic kept for this cell in the page: run qkv explain on the problem"];
+  return ["", tr("no arithmetic kept for this cell in the page: run qkv explain on the problem")];
 }
 function pick(i, j) {
   const st = stageOf(S.stage); S.cell = [i, j];
@@ -546,23 +572,23 @@ function pick(i, j) {
   const [text, note] = explanation(st, i, j);
   const name = st.name + "[" + (i + 1) + "," + (j + 1) + "]";
   $("qkv-cell").textContent = name + " = " + matrixOf(st).cells[i * st.cols.length + j] +
-    (S.pinned ? " (pinned: click again to unpin)" : "") + (note ? " " + note : "");
+    (S.pinned ? tr(" (pinned: click again to unpin)") : "") + (note ? " " + note : "");
   $("qkv-explain").textContent = text;
   tokens(st.square ? i : null);
 }
 function tokens(i) {
   const box = $("qkv-tokens"); box.replaceChildren();
-  if (i === null) { box.appendChild(el("div", "intro", "pick a cell of a query × key stage")); return; }
+  if (i === null) { box.appendChild(el("div", "intro", tr("pick a cell of a query × key stage"))); return; }
   const tv = V().tokens.find((x) => x.item === S.item && (x.head === null || x.head === S.head));
   const w = stageOf("weights"), row = tv.rows[i];
-  box.appendChild(el("div", "intro", "query " + (i + 1) + " (" + w.rows[i] + ")" +
-    (row.entropy !== null ? ": entropy " + row.entropy + " bits" : "")));
+  box.appendChild(el("div", "intro", tr("query {i} ({token})", { i: i + 1, token: w.rows[i] }) +
+    (row.entropy !== null ? tr(": entropy {e} bits", { e: row.entropy }) : "")));
   row.ranked.forEach(([j, text, v], r) => { const d = el("div", "row");
     d.appendChild(el("span", "", String(r + 1).padStart(3) + ". " + w.cols[j].padEnd(10) + " " + text));
     const b = el("span", "w"); b.style.width = Math.round(Math.max(0, Math.min(1, v)) * 200) + "px";
     d.appendChild(b); box.appendChild(d); });
   if (row.masked.length) box.appendChild(el("div", "intro",
-    "masked: " + row.masked.map((j) => w.cols[j]).join(", ")));
+    tr("masked: {keys}", { keys: row.masked.map((j) => w.cols[j]).join(", ") })));
 }
 function draw() {
   if (S.head >= V().heads) S.head = 0;

@@ -20,8 +20,17 @@ if TYPE_CHECKING:
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+")
 
 _TOKEN = re.compile(r"[A-Za-z]+(?:_[A-Za-z0-9]+)*|√\d+|−∞|\d+(?:\.\d+)?|\S")
+#: Each symbol qkv writes, in LaTeX math (in text, it goes between dollars).
 _SYMBOLS = {"·": r"\cdot", "ᵀ": r"^{\top}", "×": r"\times", "…": r"\ldots", "−": "-",
-            "Σ": r"\Sigma", "∞": r"\infty"}  # fmt: skip
+            "Σ": r"\Sigma", "∞": r"\infty", "√": r"\surd", "←": r"\leftarrow",
+            "→": r"\rightarrow", "≤": r"\leq", "≥": r"\geq", "≈": r"\approx", "≠": r"\neq",
+            "±": r"\pm", "÷": r"\div", "⌊": r"\lfloor", "⌋": r"\rfloor", "‖": r"\|",
+            "⊙": r"\odot", "⋮": r"\vdots", "∂": r"\partial", "½": r"\tfrac{1}{2}",
+            "θ": r"\theta", "δ": r"\delta", "π": r"\pi", "ρ": r"\rho", "σ": r"\sigma",
+            "Φ": r"\Phi", "ε": r"\varepsilon", "²": "^{2}", "ᵢ": "_{i}", "ⱼ": "_{j}", "ₖ": "_{k}",
+            **{chr(0x2080 + d): f"_{{{d}}}" for d in range(10)}}  # fmt: skip
+#: Dashes, in text only.
+_DASHES = {"—": "---", "–": "--"}
 
 
 def tex_formula(formula: str) -> str:
@@ -104,11 +113,14 @@ def _tex_text(text: str) -> str:
     """Plain text for a LaTeX paragraph: specials escaped, symbols in math."""
     specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}"}  # fmt: skip
-    out = "".join(specials.get(ch, ch) for ch in text)
-    for sym, tex in (("×", r"$\times$"), ("√", r"$\surd$"), ("←", r"$\leftarrow$"),
-                     ("·", r"$\cdot$"), ("ᵀ", r"$^\top$"), ("−", "-"), ("∞", r"$\infty$")):  # fmt: skip
-        out = out.replace(sym, tex)
-    return out
+
+    def one(ch: str) -> str:
+        if ch in specials or ch in _DASHES:
+            return specials.get(ch) or _DASHES[ch]
+        tex = _SYMBOLS.get(ch)
+        return ch if tex is None else "-" if ch == "−" else f"${tex}$"
+
+    return "".join(one(ch) for ch in text)
 
 
 def to_latex(trace: Trace, stages: list[Stage], precision: int = 4) -> str:

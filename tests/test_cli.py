@@ -506,7 +506,7 @@ def run_python(code: str) -> str:
 def test_fast_paths_import_neither_numpy_nor_rich(args):
     code = (
         "import sys\nfrom qkvcli.cli import main\nsys.argv = ['qkv', *" + repr(args) + "]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.modules['qkvcli.cli'].leave = lambda code: None  # stay: what did the run load?\nmain()\n"
         "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'rich'}))"
     )
     assert run_python(code).splitlines()[-1] == "LOADED []"
@@ -619,3 +619,33 @@ def test_a_stage_typo_on_a_long_input_lists_every_stage(tmp_path):
         "qkv: error: --stage weight: no such stage (did you mean weights?); "
         "this run's stages: Q, K, V, scores, scaled, weights, output\n"
     )
+
+
+@pytest.mark.slow
+def test_a_whole_process_flushes_all_it_wrote_and_keeps_its_exit_code(tmp_path):
+    """``main`` skips the interpreter's teardown (`leave`): nothing printed may be lost."""
+    SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "worked_example.json"
+    rng = np.random.default_rng(3)
+    n = 400
+    doc = {"X": rng.normal(size=(n, 4)).tolist()} | {
+        w: rng.normal(size=(4, 4)).tolist() for w in ("W_Q", "W_K", "W_V")
+    }
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(doc))
+
+    def qkv(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "qkvcli", *args], capture_output=True, text=True, cwd=tmp_path
+        )
+
+    done = qkv("compute", str(path), "--stage", "weights", "-f", "csv")  # 400 rows, 2.5 MB
+    assert done.returncode == 0, done.stderr
+    rows = [list(map(float, line.split(","))) for line in done.stdout.splitlines()]
+    assert len(rows) == n and all(len(r) == n for r in rows)
+    assert abs(sum(rows[-1]) - 1) < 1e-12
+    wrong = tmp_path / "answers.json"
+    wrong.write_text(json.dumps({"weights": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}))
+    done = qkv("check", str(SAMPLE), str(wrong))
+    assert done.returncode == 1 and "weights" in done.stdout and done.stdout.endswith("\n")
+    done = qkv("compute", str(tmp_path / "missing.json"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "missing.json" in done.stderr

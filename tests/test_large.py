@@ -34,7 +34,7 @@ def loaded_modules(*argv):
         "import sys\n"
         f"sys.argv = ['qkv', *{list(argv)!r}]\n"
         "from qkvcli.cli import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.modules['qkvcli.cli'].leave = lambda code: None  # stay: what did the run load?\nmain()\n"
         "print(sorted(m for m in ('numpy', 'rich', 'pydantic') if m in sys.modules), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

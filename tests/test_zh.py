@@ -145,12 +145,14 @@ def cells_of(line: str) -> list[str]:
 def test_plain_box_tables_align_with_chinese_labels():
     import numpy as np
 
-    from qkvcli.render.text import plain_table
+    from qkvcli.render.tables import stage_grid
+    from qkvcli.render.text import box
     from qkvcli.trace import Trace
 
     t = Trace({}, {}, tokens=["我", "喜欢", "注意力机制"], kv_tokens=["键", "值向量", "x"])
-    stage = SimpleNamespace(rows="queries", cols="keys", name="weights")
-    text = plain_table(t, stage, np.array([[0.5, 0.25, 0.25], [0.1, 0.2, 0.7], [1, 0, 0]]), 3)
+    stage = SimpleNamespace(rows="queries", cols="keys", name="weights", index=None)
+    grid = stage_grid(t, stage, np.array([[0.5, 0.25, 0.25], [0.1, 0.2, 0.7], [1, 0, 0]]), 3)
+    text = box(grid.head, grid.rows)
     lines = text.splitlines()
     assert len({width(line) for line in lines}) == 1, text
     assert lines[1] == "┃            ┃    键 ┃ 值向量 ┃     x ┃     Σ ┃"

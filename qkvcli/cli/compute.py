@@ -700,11 +700,10 @@ def _emit(
 
             out.write(to_json(result, result.select(stage)))
             return
-        from ..render.tables import make_console, render
+        from ..render.tables import write_tables
 
         defaults = [] if trace else [n for n in ("weights", "output") if n in result.stages]
-        console = make_console(None if output is None else out)
-        render(result, result.select(stage or defaults), console, digits, full=full)
+        write_tables(result, result.select(stage or defaults), out, digits, full=full)
 
 
 @contextmanager

@@ -170,14 +170,14 @@ def check(
 
         sys.stdout.write(gradebook_csv(reports))
     else:
-        from ..render.homework import render_gradebook, render_report
-        from ..render.tables import make_console
+        from ..render.homework import render_gradebook, write_report
 
-        console = make_console()
         if len(reports) == 1:
-            render_report(reports[0], console, precision, full)
+            write_report(reports[0], None, precision, full)
         else:
-            render_gradebook(reports, console)
+            from ..render.tables import make_console
+
+            render_gradebook(reports, make_console())
     bad = [r for r in reports if r.error is not None]
     if bad:
         sys.stdout.flush()

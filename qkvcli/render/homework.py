@@ -23,6 +23,7 @@ from ..check import cell_name, joined
 from ..i18n import _
 from ..i18n import _ as tr
 from ..trace import STAGES
+from .tables import Grid
 
 
 def _value(v: float, precision: int) -> str:
@@ -151,82 +152,85 @@ MAX_CELLS = 100
 MAX_LISTED = 40
 
 
-def render_report(report: Report, console: Console, precision: int = 4, full: bool = False) -> None:
-    """The summary, the marking model, a table of the given cells beside the correct values,
-    the diagnosis and the notes.
+def report_parts(report: Report, precision: int = 4, full: bool = False) -> list[str | Grid]:
+    """What `render_report` prints, in order: lines of text ("" a blank line) and tables.
 
-    A long sheet (more than `MAX_CELLS` cells) shows a count per stage and the
-    cells that are not right, at most `MAX_LISTED` of them, unless ``full``.
+    The summary, the marking model, a table of the given cells beside the correct values,
+    the diagnosis and the notes. A long sheet (more than `MAX_CELLS` cells) shows a count
+    per stage and the cells that are not right, at most `MAX_LISTED` of them, unless ``full``.
     """
-    from rich.table import Table
-    from rich.text import Text
-
-    console.print(Text(summary(report)), soft_wrap=True)
-    console.print(Text(report.precision.describe()), soft_wrap=True)
+    parts: list[str | Grid] = [summary(report), report.precision.describe()]
     cells = report.cells
     short = not full and len(cells) > MAX_CELLS
     if short:
-        console.print()
-        _print(console, stage_counts(report))
+        parts += ["", stage_counts(report)]
         cells = [c for c in cells if c.verdict != "right"]
     listed = cells[:MAX_LISTED] if short else cells
     if listed:
-        table = Table(header_style="bold")
-        for title, justify in ((_("stage"), "left"), (_("cell"), "left"), (_("yours"), "right"),
-                               (_("correct"), "right"), (_("verdict"), "left")):  # fmt: skip
-            table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        for c in listed:
-            mark = {"right": "✓ ", "wrong": "✗ ", "consistent": "~ "}[c.verdict]
-            table.add_row(
-                c.stage,
-                _where(report, c),
-                c.written.text,
-                _value(c.correct, precision),
-                Text(mark + verdict_text(c)),
-            )
-        console.print()
-        _print(console, table)
+        marks = {"right": "✓ ", "wrong": "✗ ", "consistent": "~ "}
+        rows = [[c.stage, _where(report, c), c.written.text, _value(c.correct, precision),
+                 marks[c.verdict] + verdict_text(c)] for c in listed]  # fmt: skip
+        head = [_("stage"), _("cell"), _("yours"), _("correct"), _("verdict")]
+        parts += ["", Grid(head, rows, justify=["left", "left", "right", "right", "left"])]
     if short:
         what = (
             _("the others are right")
             if len(listed) == len(cells)
             else _("{n} more not right are left out").format(n=len(cells) - len(listed))
         )
-        console.print(
-            Text(
-                _("{n} of {total} cells listed: {what} (--full lists every cell)").format(
-                    n=len(listed), total=len(report.cells), what=what
-                )
-            ),
-            soft_wrap=True,
+        parts.append(
+            _("{n} of {total} cells listed: {what} (--full lists every cell)").format(
+                n=len(listed), total=len(report.cells), what=what
+            )
         )
     lines = finding_lines(report)
     if lines:
-        console.print()
-        console.print(Text(_("Diagnosis:")))
-        for line in lines:
-            console.print(Text(line), soft_wrap=True)
+        parts += ["", _("Diagnosis:"), *lines]
     if report.notes:
-        console.print()
-        for note in report.notes:
-            console.print(Text(_("Note: {note}.").format(note=note)), soft_wrap=True)
+        parts += ["", *(_("Note: {note}.").format(note=note) for note in report.notes)]
+    return parts
 
 
-def stage_counts(report: Report) -> Any:
-    """A table: per stage answered, how many cells are right, consistent, wrong, blank."""
-    from rich.table import Table
+def render_report(report: Report, console: Console, precision: int = 4, full: bool = False) -> None:
+    """`report_parts` printed by rich."""
+    from rich.text import Text
 
-    table = Table(header_style="bold")
-    for title, justify in ((_("stage"), "left"), (_("right"), "right"),
-                           (_("consistent"), "right"), (_("wrong"), "right")):  # fmt: skip
-        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    from .tables import grid_table
+
+    for part in report_parts(report, precision, full):
+        if isinstance(part, str):
+            console.print(Text(part), soft_wrap=True)
+        else:
+            _print(console, grid_table(part))
+
+
+def write_report(report: Report, file: Any = None, precision: int = 4, full: bool = False) -> None:
+    """`render_report` to ``file`` (stdout); as plain text, without loading rich, where rich
+    would print no styles and every cell's width is sure (`tables.plain`)."""
+    import sys
+
+    from .tables import make_console, plain
+    from .text import box
+
+    out = file or sys.stdout
+    parts = report_parts(report, precision, full)
+    cells = [c for p in parts if isinstance(p, Grid) for row in (p.head, *p.rows) for c in row]
+    if not plain(out, cells):
+        render_report(report, make_console(file), precision, full)
+        return
+    lines = [p if isinstance(p, str) else box(p.head, p.rows, p.justify) for p in parts]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def stage_counts(report: Report) -> Grid:
+    """A table: per stage answered, how many cells are right, consistent, wrong."""
     order: dict[str, list[int]] = {}
     for c in report.cells:
         counts = order.setdefault(c.stage, [0, 0, 0])
         counts[("right", "consistent", "wrong").index(c.verdict)] += 1
-    for stage, counts in order.items():
-        table.add_row(stage, *(str(k) for k in counts))
-    return table
+    head = [_("stage"), _("right"), _("consistent"), _("wrong")]
+    return Grid(head, [[stage, *(str(k) for k in counts)] for stage, counts in order.items()])
 
 
 def _diagnosis_short(report: Report, labels: bool = False) -> str:

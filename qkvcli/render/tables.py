@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import shape_str
@@ -12,11 +13,12 @@ from .text import (
     EDGE_ROWS,
     MAX_ROWS,
     PLAIN_CELLS,
+    box,
     fmt,
+    fmt_row,
     header,
     matrices,
     pick,
-    plain_table,
     scientific,
 )
 from .text import width as columns_of
@@ -70,21 +72,47 @@ def fit_columns(widths: list[int], room: int, sep: int = 3) -> list[int | None]:
     return [*left, None, *reversed(right)]
 
 
-def stage_table(
+@dataclass
+class Grid:
+    """A stage's table as text: the column titles (the row labels' first), the rows of cells,
+    and what a summary left out. ``values`` are the weights behind their cells (for shading)."""
+
+    head: list[str]
+    rows: list[list[str]]
+    values: list[list[float]] | None = None
+    note: str | None = None
+    justify: list[str] | None = None  # "left" or "right" per column; default: labels left
+
+
+def grid_table(grid: Grid) -> Table:
+    """A grid as a plain rich table: bold titles, each column justified as the grid says."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(header_style="bold")
+    justify = grid.justify or ["left", *["right"] * (len(grid.head) - 1)]
+    for title, side in zip(grid.head, justify):
+        table.add_column(Text(title), justify=side, no_wrap=True)  # type: ignore[arg-type]
+    for cells in grid.rows:
+        table.add_row(*(Text(c) for c in cells))
+    return table
+
+
+def stage_grid(
     trace: Trace,
     stage: Stage,
     matrix: np.ndarray,
     precision: int,
     width: int | None = None,
-) -> tuple[Table, str | None]:
-    """One matrix of a stage as a table; weights get a heatmap and a Σ column.
+) -> Grid:
+    """One matrix of a stage as a grid of texts; weights get a Σ column.
 
     With ``width`` a big matrix is summarised to its corners (rows beyond
-    `MAX_ROWS`, columns beyond what fits in ``width``); the second value then
-    says what is shown. Without it every cell is drawn.
+    `MAX_ROWS`, columns beyond what fits in ``width``, a ⋮ row and a …
+    column where they were), and the note says what is shown. Without it
+    every cell is there.
     """
-    from rich.table import Table
-    from rich.text import Text
+    import numpy as np
 
     from ..exact import is_exact
     from ..exact import text as exact_text
@@ -98,6 +126,7 @@ def stage_table(
     row_labels = trace.labels(stage.rows, rows)
     col_labels = trace.labels(stage.cols, cols)
     weights = stage.name == "weights"
+    exact = matrix.dtype == object and any(is_exact(v) for v in matrix.flat)
     shown_rows: list[int | None] = list(range(rows))
     if width is not None:
         shown_rows = pick(rows, 2 * EDGE_ROWS) if rows > MAX_ROWS else shown_rows
@@ -107,15 +136,16 @@ def stage_table(
     if width is not None and cols > width // 2:
         near = [*range(width // 4), *range(cols - width // 4, cols)]
 
-    import numpy as np
-
     def layout(sci: bool) -> tuple[dict[int, list[str]], list[int | None], str | None]:
         """The cells' texts in one notation, and the columns that fit (None: the … gap)."""
-
-        def cell(v: Any) -> str:
-            return exact_text(v) if is_exact(v) else fmt(float(v), precision, sci)
-
-        text = {j: [cell(row(i)[j]) for i in real_rows] for j in near}
+        if exact:
+            text = {j: [exact_text(row(i)[j]) if is_exact(row(i)[j])
+                        else fmt(float(row(i)[j]), precision, sci) for i in real_rows]
+                    for j in near}  # fmt: skip
+        else:
+            by_row = [fmt_row(np.asarray(row(i), dtype=float)[near], precision, sci)
+                      for i in real_rows]  # fmt: skip
+            text = {j: [r[k] for r in by_row] for k, j in enumerate(near)}
         shown_cols: list[int | None] = list(near)
         note = None
         if width is not None:
@@ -143,30 +173,44 @@ def stage_table(
     sci = scientific(shown, precision)
     if sci:
         text, shown_cols, note = layout(True)
-    table = Table(header_style="bold")
-    table.add_column("", style="bold", no_wrap=True)
-    for j in shown_cols:
-        table.add_column(Text("…" if j is None else col_labels[j]), justify="right", no_wrap=True)
-    if weights:
-        table.add_column("Σ", justify="right", style="dim", no_wrap=True)
+    head = ["", *("…" if j is None else col_labels[j] for j in shown_cols)]
+    head += ["Σ"] if weights else []
     position = {i: k for k, i in enumerate(real_rows)}
+    body: list[list[str]] = []
+    values: list[list[float]] | None = [] if weights else None
     for i in shown_rows:
         if i is None:
-            table.add_row(
-                Text("⋮"), *(Text("⋮") for _ in shown_cols), *([Text("⋮")] if weights else [])
-            )
+            body.append(["⋮"] * len(head))
+            if values is not None:
+                values.append([math.nan] * len(head))
             continue
-        cells: list[Any] = []
-        for j in shown_cols:
-            if j is None:
-                cells.append(Text("…"))
-                continue
-            v = float(row(i)[j])
-            cells.append(Text(text[j][position[i]], style=_shade(v) if weights else ""))
-        if weights:
-            cells.append(Text(fmt(float(row(i).sum()), precision, sci)))
-        table.add_row(Text(row_labels[i]), *cells)
-    return table, note
+        k = position[i]
+        body.append([row_labels[i], *("…" if j is None else text[j][k] for j in shown_cols)])
+        if values is not None:
+            r = row(i)
+            values.append([math.nan, *(math.nan if j is None else float(r[j]) for j in shown_cols)])
+            body[-1].append(fmt(float(r.sum()), precision, sci))
+            values[-1].append(math.nan)
+    return Grid(head, body, values, note)
+
+
+def stage_table(grid: Grid) -> Table:
+    """A grid as a rich table: bold labels, numbers right-aligned, weights shaded white to blue."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(header_style="bold")
+    table.add_column("", style="bold", no_wrap=True)
+    sums = grid.values is not None  # the weights' Σ column, dim
+    for title in grid.head[1 : len(grid.head) - sums]:
+        table.add_column(Text(title), justify="right", no_wrap=True)
+    if sums:
+        table.add_column(grid.head[-1], justify="right", style="dim", no_wrap=True)
+    for r, cells in enumerate(grid.rows):
+        shades = grid.values[r] if grid.values is not None else [math.nan] * len(cells)
+        table.add_row(*(Text(c, style=_shade(v) if sums and c != "⋮" else "")
+                        for c, v in zip(cells, shades)))  # fmt: skip
+    return table
 
 
 def render(
@@ -185,16 +229,97 @@ def render(
             title = stage_title(stage, suffix)
             console.print()
             console.print(Text(title, style="italic"), soft_wrap=True)  # never wrapped or cut
+            grid = stage_grid(trace, stage, matrix, precision, None if full else console.width)
             if full and matrix.size > PLAIN_CELLS:
-                console.file.write(plain_table(trace, stage, matrix, precision) + "\n")
+                console.file.write(box(grid.head, grid.rows) + "\n")
                 continue
-            width = None if full else console.width
-            table, note = stage_table(trace, stage, matrix, precision, width)
+            table = stage_table(grid)
             wide = console.options.update(max_width=10**6)  # the natural width, not clamped
             need = Measurement.get(console, wide, table).maximum
             print_wide(console, table, need)
-            if note:
-                console.print(Text(note, style="dim"), soft_wrap=True)
+            if grid.note:
+                console.print(Text(grid.note, style="dim"), soft_wrap=True)
+
+
+def write_tables(
+    trace: Trace, stages: list[Stage], file: Any = None, precision: int = 4, full: bool = False
+) -> None:
+    """`render` to ``file`` (stdout); where rich would print no styles (a pipe, a file) and every
+    label's width is sure, the same text is written without loading rich (start-up time)."""
+    import sys
+
+    out = file or sys.stdout
+    pairs = [(s, suffix, m) for s in stages for suffix, m in matrices(s, trace)]
+    if not plain(out, [*(trace.tokens or []), *(trace.kv_tokens or [])]):
+        render(trace, stages, make_console(file), precision, full)
+        return
+    width = None if full else screen_width()
+    parts = [header(trace)]
+    for stage, suffix, matrix in pairs:
+        grid = stage_grid(trace, stage, matrix, precision, width)
+        parts += ["", stage_title(stage, suffix), box(grid.head, grid.rows)]
+        parts += [grid.note] if grid.note else []
+    out.write("\n".join(parts) + "\n")
+    out.flush()
+
+
+def styled(file: Any) -> bool:
+    """Whether rich would style its output to ``file``: a terminal, or one forced by the
+    environment (TTY_COMPATIBLE, FORCE_COLOR, as rich reads them)."""
+    import os
+
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None:
+        return force != ""
+    try:
+        return bool(file.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def screen_width() -> int:
+    """The width rich gives a console that is not a terminal: COLUMNS, else the terminal of
+    stdin, stdout or stderr, else 80."""
+    import os
+
+    found = None
+    for fd in (0, 1, 2):
+        try:
+            found = os.get_terminal_size(fd).columns
+            break
+        except (AttributeError, ValueError, OSError):
+            pass
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and columns.isdigit():
+        found = int(columns)
+    return found or 80
+
+
+def plain(file: Any, texts: list[str]) -> bool:
+    """Whether tables of ``texts`` go to ``file`` as plain text: rich would print no styles
+    there (`styled`), and each text's width is one qkv and rich agree on: ASCII, Latin
+    letters, Chinese (emoji and combining marks are measured by rich alone).
+
+    >>> import io
+    >>> plain(io.StringIO(), ["猫", "café"]), plain(io.StringIO(), ["👍🏽"])
+    (True, False)
+    """
+    return not styled(file) and all(_sure(c) for text in texts for c in text)
+
+
+def _sure(c: str) -> bool:
+    o = ord(c)
+    return (
+        0x20 <= o < 0x7F
+        or 0xA0 <= o < 0x300
+        or 0x3000 <= o <= 0x303F  # CJK punctuation
+        or 0x3400 <= o <= 0x4DBF
+        or 0x4E00 <= o <= 0x9FFF  # CJK ideographs
+        or 0xFF01 <= o <= 0xFF5E  # full-width forms
+    )
 
 
 def stage_title(stage: Stage, suffix: str = "") -> str:

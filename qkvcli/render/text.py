@@ -351,42 +351,31 @@ def variant_words(m: dict) -> list[str]:
 PLAIN_CELLS = 4000
 
 
-def plain_table(trace: Trace, stage: Stage, matrix: np.ndarray, precision: int) -> str:
-    """Every cell of a matrix, in the same box lines as the rich tables, without styles.
+def box(head: list[str], rows: list[list[str]], justify: list[str] | None = None) -> str:
+    """A table in the box lines rich draws (its HEAVY_HEAD box, a space either side of a cell),
+    each column ``justify``'d "left" or "right" (default: the row labels left, the rest right).
 
-    >>> from types import SimpleNamespace
-    >>> from ..trace import Trace
-    >>> t = Trace({}, {})
-    >>> s = SimpleNamespace(rows="queries", cols="features", name="output")
-    >>> import numpy as np
-    >>> print(plain_table(t, s, np.array([[1.0, -2.5]]), 2))
+    >>> print(box(["", "1", "2"], [["1", "1.00", "-2.50"]]))
     ┏━━━┳━━━━━━┳━━━━━━━┓
     ┃   ┃    1 ┃     2 ┃
     ┡━━━╇━━━━━━╇━━━━━━━┩
     │ 1 │ 1.00 │ -2.50 │
     └───┴──────┴───────┘
     """
-    rows, cols = matrix.shape
-    sci = scientific(matrix, precision)  # one notation for the whole table
-    head = ["", *trace.labels(stage.cols, cols)]
-    body = [
-        [label, *fmt_row(row, precision, sci)]
-        for label, row in zip(trace.labels(stage.rows, rows), matrix)
-    ]
-    if stage.name == "weights":
-        head.append("Σ")
-        for cells, row in zip(body, matrix):
-            cells.append(fmt(float(row.sum()), precision, sci))
-    widths = [max(width(r[j]) for r in (head, *body)) for j in range(len(head))]
+    widths = [max(width(r[j]) for r in (head, *rows)) for j in range(len(head))]
 
     def line(left: str, fill: str, mid: str, right: str) -> str:
         return left + mid.join(fill * (w + 2) for w in widths) + right
 
+    right = (
+        [j > 0 for j in range(len(head))] if justify is None else [j == "right" for j in justify]
+    )
+
     def cells(r: list[str], bar: str) -> str:
-        parts = [pad(r[0], widths[0])] + [pad(c, w, True) for c, w in zip(r[1:], widths[1:])]
+        parts = [pad(c, w, r_) for c, w, r_ in zip(r, widths, right)]
         return bar + bar.join(f" {p} " for p in parts) + bar
 
     out = [line("┏", "━", "┳", "┓"), cells(head, "┃"), line("┡", "━", "╇", "┩")]
-    out += [cells(r, "│") for r in body]
+    out += [cells(r, "│") for r in rows]
     out.append(line("└", "─", "┴", "┘"))
     return "\n".join(out)

@@ -681,12 +681,14 @@ def _emit(
         names = [s for s in STAGES if s in have and (not stage or s in stage)]
         to_npz(result, names, output or "")
         return
+    from ..render.text import write_out
+
     with _opened(output) as out:
         if format in ("markdown", "latex"):
             from ..render import writeup
 
             write = writeup.to_markdown if format == "markdown" else writeup.to_latex
-            out.write(write(result, result.select(stage), digits))
+            write_out(out, write(result, result.select(stage), digits))
             return
         if format in ("csv", "tsv"):
             names = stage or ["output"]
@@ -698,7 +700,7 @@ def _emit(
         if format == "json":
             from ..render.machine import to_json
 
-            out.write(to_json(result, result.select(stage)))
+            write_out(out, to_json(result, result.select(stage)))
             return
         from ..render.tables import write_tables
 

@@ -163,12 +163,14 @@ def check(
                 reports.append(Report(path, prob.origin, [], [], 0, None, model, error=str(e)))
     if format == "json":
         from ..render.homework import reports_json
+        from ..render.text import write_out
 
-        sys.stdout.write(reports_json(prob.origin, reports))
+        write_out(sys.stdout, reports_json(prob.origin, reports))
     elif format == "csv":
         from ..render.homework import gradebook_csv
+        from ..render.text import write_out
 
-        sys.stdout.write(gradebook_csv(reports))
+        write_out(sys.stdout, gradebook_csv(reports))
     else:
         from ..render.homework import render_gradebook, write_report
 
@@ -367,7 +369,9 @@ def new(
 def _write(path: str | None, text: str, option: str) -> None:
     """Text to stdout, or to ``path`` whole or not at all (the writer of ``compute -o``)."""
     if path is None or path == "-":
-        sys.stdout.write(text)
+        from ..render.text import write_out
+
+        write_out(sys.stdout, text)
         return
     from ..atomic import write_atomic
 

@@ -210,7 +210,7 @@ def write_report(report: Report, file: Any = None, precision: int = 4, full: boo
     import sys
 
     from .tables import make_console, plain
-    from .text import box
+    from .text import box, write_out
 
     out = file or sys.stdout
     parts = report_parts(report, precision, full)
@@ -219,8 +219,7 @@ def write_report(report: Report, file: Any = None, precision: int = 4, full: boo
         render_report(report, make_console(file), precision, full)
         return
     lines = [p if isinstance(p, str) else box(p.head, p.rows, p.justify) for p in parts]
-    out.write("\n".join(lines) + "\n")
-    out.flush()
+    write_out(out, "\n".join(lines) + "\n")
 
 
 def stage_counts(report: Report) -> Grid:

@@ -55,6 +55,8 @@ def write_delimited(out: Any, array: Any, sep: str, precision: int | None = None
     """
     import numpy as np
 
+    from .text import write_out
+
     text = repr if precision is None else (lambda v: f"{v:.{precision}f}")
     a = np.asarray(array)
     lead = a.shape[:-2]
@@ -63,7 +65,7 @@ def write_delimited(out: Any, array: Any, sep: str, precision: int | None = None
         rows = a[idx]
         for start in range(0, rows.shape[0], 1024):
             block = rows[start : start + 1024].astype(np.float64).tolist()
-            out.write("".join(prefix + sep.join(map(text, row)) + "\n" for row in block))
+            write_out(out, "".join(prefix + sep.join(map(text, row)) + "\n" for row in block))
 
 
 def to_npz(trace: Trace, stages: list[str], path: str) -> None:

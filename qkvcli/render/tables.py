@@ -20,6 +20,7 @@ from .text import (
     matrices,
     pick,
     scientific,
+    write_out,
 )
 from .text import width as columns_of
 
@@ -231,7 +232,7 @@ def render(
             console.print(Text(title, style="italic"), soft_wrap=True)  # never wrapped or cut
             grid = stage_grid(trace, stage, matrix, precision, None if full else console.width)
             if full and matrix.size > PLAIN_CELLS:
-                console.file.write(box(grid.head, grid.rows) + "\n")
+                write_out(console.file, box(grid.head, grid.rows) + "\n")
                 continue
             table = stage_table(grid)
             wide = console.options.update(max_width=10**6)  # the natural width, not clamped
@@ -259,8 +260,7 @@ def write_tables(
         grid = stage_grid(trace, stage, matrix, precision, width)
         parts += ["", stage_title(stage, suffix), box(grid.head, grid.rows)]
         parts += [grid.note] if grid.note else []
-    out.write("\n".join(parts) + "\n")
-    out.flush()
+    write_out(out, "\n".join(parts) + "\n")
 
 
 def styled(file: Any) -> bool:

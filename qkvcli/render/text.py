@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from ..i18n import N_, _, ngettext
 from ..trace import NEG_INF
@@ -349,6 +349,19 @@ def variant_words(m: dict) -> list[str]:
 
 #: ``--full`` tables with more cells than this are drawn as plain text (rich takes seconds).
 PLAIN_CELLS = 4000
+
+
+def write_out(out: TextIO, text: str) -> None:
+    """``text`` to ``out`` in pieces of 64 KiB, then flushed.
+
+    One write of megabytes into a pipe whose reader has gone can end without
+    an error (the kernel takes part, Python drops the rest); in pieces, the
+    next one fails, and the run ends as a closed pipe should (exit 141).
+    """
+    step = 1 << 16
+    for i in range(0, len(text), step):
+        out.write(text[i : i + step])
+    out.flush()
 
 
 def box(head: list[str], rows: list[list[str]], justify: list[str] | None = None) -> str:

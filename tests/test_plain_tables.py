@@ -153,3 +153,30 @@ def test_a_long_sheet_with_odd_answers_is_rich_s_text(monkeypatch, tmp_path, ful
     assert plain.exit_code == rich.exit_code == 1, plain.output
     assert plain.stdout == rich.stdout
     assert "１/２" in plain.stdout or "1/2" in plain.stdout
+
+
+def test_every_width_the_plain_writer_trusts_is_rich_s():
+    """`tables.sure_width` lets a character into plain tables only where rich measures it alike."""
+    from rich.cells import cell_len
+
+    from qkvcli.render.text import width
+
+    trusted = [chr(o) for o in range(0x20, 0x10000) if tables.sure_width(chr(o))]
+    assert len(trusted) > 20000
+    differ = [c for c in trusted if cell_len(c) != width(c)]
+    assert not differ, differ[:10]
+
+
+def test_a_check_report_with_marks_is_written_without_rich(tmp_path):
+    """✓ and ✗ are trusted: a report to a pipe does not load rich (start-up)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport qkvcli.cli as c\nc.leave = lambda code: None\n"
+        "sys.argv = ['qkv', 'check', 'samples/worked_example.json', "
+        "'samples/homework/worked/argmax.json']\nc.main()\n"
+        "print('RICH', 'rich' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "✗ wrong" in done.stdout and done.stderr.strip().endswith("RICH False"), done.stderr

@@ -307,12 +307,21 @@ def plain(file: Any, texts: list[str]) -> bool:
     >>> plain(io.StringIO(), ["猫", "café"]), plain(io.StringIO(), ["👍🏽"])
     (True, False)
     """
-    return not styled(file) and all(_sure(c) for text in texts for c in text)
+    return not styled(file) and all(sure_width(c) for text in texts for c in text)
 
 
-def _sure(c: str) -> bool:
+#: Symbols qkv's tables hold (marks, gaps, exact values) whose width rich measures as qkv does.
+SYMBOLS = frozenset("✓✗…⋮Σ−∞√·×½⅓¼ᵀθπ≈≤≥⌊⌋←→₂²")
+
+
+def sure_width(c: str) -> bool:
+    """Whether qkv (`text.width`) and rich measure ``c`` alike (tests/test_plain_tables.py).
+
+    >>> sure_width("键"), sure_width("✓"), sure_width("\u0301")
+    (True, True, False)
+    """
     o = ord(c)
-    return (
+    return c in SYMBOLS or (
         0x20 <= o < 0x7F
         or 0xA0 <= o < 0x300
         or 0x3000 <= o <= 0x303F  # CJK punctuation

@@ -60,13 +60,19 @@ def press(b: Browser, row: str, label: str) -> None:
     b.click(f"#qkv-controls .bar:nth-child({index + 1}) button:nth-of-type({k + 1})")
 
 
-def test_clicking_a_cell_shows_its_arithmetic(tmp_path, browser):
+def open_two_heads(tmp_path, browser, *lang: str) -> tuple:
+    """The report of the two-head sample (in ``lang``, e.g. ``--lang zh``), open in the browser;
+    the problem and options it was made from."""
     page = tmp_path / "report.html"
-    r = qkv("compute", TWO_HEADS, "--html", str(page))
+    r = qkv(*lang, "compute", TWO_HEADS, "--html", str(page))
     assert r.exit_code == 0, r.output
     problem, settings = load(TWO_HEADS)
-    options = Options().merged(settings)
     browser.open(page.as_uri())
+    return problem, Options().merged(settings)
+
+
+def test_clicking_a_cell_shows_its_arithmetic(tmp_path, browser):
+    problem, options = open_two_heads(tmp_path, browser)
     assert browser.text("#qkv-cell") == "hover or click a cell"
     press(browser, "head", "2")
     browser.click(cell(2, 0))
@@ -122,12 +128,7 @@ def test_a_models_report_switches_layers_and_heads(tmp_path, browser):
 
 def test_the_chinese_report_speaks_chinese_in_its_script_too(tmp_path, browser):
     """--lang zh: the page's own words and what its script writes on a click are Chinese."""
-    page = tmp_path / "report.html"
-    r = qkv("--lang", "zh", "compute", TWO_HEADS, "--html", str(page))
-    assert r.exit_code == 0, r.output
-    problem, settings = load(TWO_HEADS)
-    options = Options().merged(settings)
-    browser.open(page.as_uri())
+    problem, options = open_two_heads(tmp_path, browser, "--lang", "zh")
     assert browser.text("#qkv-cell") == "把鼠标移到或点击一个单元格"
     press(browser, "头", "2")
     browser.click(cell(2, 0))

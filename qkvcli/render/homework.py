@@ -193,11 +193,15 @@ def report_parts(report: Report, precision: int = 4, full: bool = False) -> list
 
 def render_report(report: Report, console: Console, precision: int = 4, full: bool = False) -> None:
     """`report_parts` printed by rich."""
+    _draw(report_parts(report, precision, full), console)
+
+
+def _draw(parts: list[str | Grid], console: Console) -> None:
     from rich.text import Text
 
     from .tables import grid_table
 
-    for part in report_parts(report, precision, full):
+    for part in parts:
         if isinstance(part, str):
             console.print(Text(part), soft_wrap=True)
         else:
@@ -216,7 +220,7 @@ def write_report(report: Report, file: Any = None, precision: int = 4, full: boo
     parts = report_parts(report, precision, full)
     cells = [c for p in parts if isinstance(p, Grid) for row in (p.head, *p.rows) for c in row]
     if not plain(out, cells):
-        render_report(report, make_console(file), precision, full)
+        _draw(parts, make_console(file))
         return
     lines = [p if isinstance(p, str) else box(p.head, p.rows, p.justify) for p in parts]
     write_out(out, "\n".join(lines) + "\n")

@@ -209,8 +209,7 @@ def stage_table(grid: Grid) -> Table:
         table.add_column(grid.head[-1], justify="right", style="dim", no_wrap=True)
     for r, cells in enumerate(grid.rows):
         shades = grid.values[r] if grid.values is not None else [math.nan] * len(cells)
-        table.add_row(*(Text(c, style=_shade(v) if sums and c != "⋮" else "")
-                        for c, v in zip(cells, shades)))  # fmt: skip
+        table.add_row(*(Text(c, style=_shade(v)) for c, v in zip(cells, shades)))  # NaN: none
     return table
 
 

@@ -114,13 +114,10 @@ def _tex_text(text: str) -> str:
     specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}"}  # fmt: skip
 
-    def one(ch: str) -> str:
-        if ch in specials or ch in _DASHES:
-            return specials.get(ch) or _DASHES[ch]
-        tex = _SYMBOLS.get(ch)
-        return ch if tex is None else "-" if ch == "−" else f"${tex}$"
-
-    return "".join(one(ch) for ch in text)
+    plain = specials | _DASHES | {"−": "-"}  # in text as they are; other symbols in math
+    return "".join(
+        plain[ch] if ch in plain else f"${_SYMBOLS[ch]}$" if ch in _SYMBOLS else ch for ch in text
+    )
 
 
 def to_latex(trace: Trace, stages: list[Stage], precision: int = 4) -> str:

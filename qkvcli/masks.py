@@ -14,8 +14,10 @@ length in a decode step, else 0), as Hugging Face's masks count positions.
 >>> rules = Rules(B=1, h=1, n=3, m=3, causal=0)
 >>> rules.allowed().astype(int)[0, 0].tolist()
 [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
->>> rules.allowed(rows=slice(1, 3), cols=slice(0, 2), b=0, hh=0).astype(int).tolist()
-[[1, 1], [1, 1]]
+>>> rules.allowed(rows=slice(0, 2), cols=slice(0, 2), b=0, hh=0).astype(int).tolist()
+[[1, 0], [1, 1]]
+>>> rules.allowed(rows=slice(1, 3), cols=slice(0, 2), b=0, hh=0) is None  # every pair open
+True
 >>> Rules(B=1, h=1, n=4, m=4, window=2).allowed()[0, 0].astype(int).tolist()
 [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
 >>> Rules(B=1, h=1, n=4, m=4, chunk=2).allowed()[0, 0].astype(int).tolist()
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ShapeError, shape_str
 from .i18n import _
@@ -92,36 +94,87 @@ class Rules:
     ) -> np.ndarray | None:
         """Which pairs of this block may attend (True), from the masks; None = every pair.
 
-        With ``b`` and ``hh`` the block is (rows, cols); without, it keeps
+        With ``b`` and ``hh`` the block is (rows, cols) — or, when no pair of it
+        may attend, a (1, 1) False that broadcasts; without, it keeps
         broadcastable batch and head axes: (B|1, h|1, rows, cols). −∞ in the
         bias is not included here: see `open`.
         """
         import numpy as np
 
+        if not self.masked_by_rule:
+            return None
+        if b is not None:
+            return self._block(rows, cols, b, hh)
         parts = []
         i = np.arange(self.n)[rows][:, None]  # (rows, 1)
         j = np.arange(self.m)[cols][None, :]  # (1, cols)
-        lead = b is None
-        if self.causal is not None:
-            c = j <= i + self.causal  # (rows, cols)
-            parts.append(c[None, None] if lead else c)
         at = i + self.q0  # (rows, 1): each query's index among the keys
+        if self.causal is not None:
+            parts.append((j <= i + self.causal)[None, None])  # (1, 1, rows, cols)
         if self.window is not None:
-            c = (j <= at) & (j > at - self.window)  # (rows, cols)
-            parts.append(c[None, None] if lead else c)
+            parts.append(((j <= at) & (j > at - self.window))[None, None])
         if self.chunk is not None:
-            c = (j // self.chunk) == (at // self.chunk)  # (rows, cols)
-            parts.append(c[None, None] if lead else c)
+            parts.append(((j // self.chunk) == (at // self.chunk))[None, None])
         if self.lens is not None:
-            lens = self.lens[:, rows] if lead else _item(self.lens, b)[rows]
-            c = j < lens[..., None]  # (B|1, rows, cols) or (rows, cols)
-            parts.append(c[:, None] if lead else c)
+            parts.append((j < self.lens[:, rows][..., None])[:, None])  # (B|1, 1, rows, cols)
         if self.padding is not None:
-            pad = self.padding[:, cols] if lead else _item(self.padding, b)[cols]
-            parts.append(pad[:, None, None, :] if lead else pad[None, :])
+            parts.append(self.padding[:, cols][:, None, None, :])  # (B|1, 1, 1, cols)
         if self.grid is not None:
-            g = self.grid if lead else _item(_item(self.grid, b), hh)
-            parts.append(g[..., rows, :][..., cols])
+            parts.append(self.grid[..., rows, :][..., cols])  # (B|1, h|1, rows, cols)
+        out = parts[0]
+        for part in parts[1:]:
+            out = out & part
+        return out
+
+    def spans(self, rows: slice | np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The keys [lo, hi) each query row of batch item ``b`` may see under the masks that
+        are intervals (causal, window, chunk, lengths); None when there are none.
+
+        >>> [a.tolist() for a in Rules(B=1, h=1, n=4, m=4, causal=0, window=2).spans(slice(1, 3), 0)]
+        [[0, 1], [2, 3]]
+        """
+        import numpy as np
+
+        i = np.arange(self.n)[rows]  # (rows,)
+        at = i + self.q0  # (rows,): each query's index among the keys
+        lo, hi = np.zeros_like(i), np.full_like(i, self.m)
+        if self.causal is None and self.window is None and self.chunk is None and self.lens is None:
+            return None
+        if self.causal is not None:
+            hi = np.minimum(hi, i + self.causal + 1)
+        if self.window is not None:
+            lo, hi = np.maximum(lo, at - self.window + 1), np.minimum(hi, at + 1)
+        if self.chunk is not None:
+            start = at // self.chunk * self.chunk
+            lo, hi = np.maximum(lo, start), np.minimum(hi, start + self.chunk)
+        if self.lens is not None:
+            lens = np.ceil(_item(self.lens, b)[rows]).astype(i.dtype)  # j < len ⇔ j < ⌈len⌉
+            hi = np.minimum(hi, lens)
+        return lo, hi
+
+    def _block(self, rows: slice | np.ndarray, cols: slice, b: int, hh: int | None) -> Any:
+        """`allowed` for one block: None when every pair may attend, (1, 1) False when none."""
+        import numpy as np
+
+        j0, j1, _ = cols.indices(self.m)
+        shut = np.zeros((1, 1), dtype=bool)
+        parts = []
+        spans = self.spans(rows, b)
+        if spans is not None:
+            lo, hi = spans
+            if not np.any((lo < j1) & (hi > j0) & (lo < hi)):
+                return shut  # every row's keys lie outside the block
+            j = np.arange(j0, j1)[None, :]  # (1, cols)
+            if lo.max() > j0:
+                parts.append(j >= lo[:, None])  # (rows, cols)
+            if hi.min() < j1:
+                parts.append(j < hi[:, None])  # (rows, cols)
+        if self.padding is not None:
+            pad = _item(self.padding, b)[cols]  # (cols,)
+            if not pad.all():
+                parts.append(pad[None, :])
+        if self.grid is not None:
+            parts.append(_item(_item(self.grid, b), hh)[rows][:, cols])
         if not parts:
             return None
         out = parts[0]

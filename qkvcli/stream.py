@@ -172,8 +172,10 @@ def attend_head(
     output is a few blocks. Softmax rows are shifted by a bound on their
     largest logit: ‖c·qᵢ‖·maxⱼ‖kⱼ‖ (Cauchy–Schwarz; for a negative scale c
     too), at most the soft-cap, plus what ALiBi can add to the row, and at
-    least the row's sink. Without a soft-cap the shift is folded into the
-    product as an extra column. A row whose shifted sum is too small to trust
+    least the row's sink — unless every row's bound is small enough for
+    e^logit to be summed as it is (`unshifted`), the usual case; then c
+    scales the keys. Otherwise, without a soft-cap, the shift is folded into
+    the product as an extra column. A row whose shifted sum is too small to trust
     is done again with its exact running maximum, as are all rows when an
     attn_bias grid is added. Sigmoid rows are not normalised: their value is NaN.
     """
@@ -196,6 +198,8 @@ def attend_head(
     mode = "sigmoid" if r.options.normalize == "sigmoid" else "bound"
     if mode == "bound" and r.rules.bias is not None:
         mode = "exact"  # an attn_bias grid can lift a logit above the bound
+    if mode == "bound" and unshifted(shift, v, m):
+        shift = np.zeros_like(shift)  # e^logit neither overflows nor underflows more than shifted
     sums = Sums(out, np.zeros(n, dtype=dt), np.full(n, -np.inf, dtype=dt))  # (n, dv), (n,), (n,)
     if mode == "exact" and sink is not None:
         sums.top[:], sums.total[:] = sink, 1.0  # the sink: e^(sink − sink) in the sum, no value
@@ -256,11 +260,13 @@ class Kernel:
         self.r, self.b, self.hh, self.q, self.k, self.v, self.c = r, b, hh, q, k, v, c
         self.shift, self.mode, self.sink = shift, mode, sink
         self.cap = r.options.attn_logit_softcapping
-        self.fold = mode == "bound" and self.cap is None  # the shift as an extra column
+        unshifted = not shift.any()  # `unshifted`: e^logit summed as it is
+        self.fold = mode == "bound" and self.cap is None and not unshifted  # −shift as a column
+        self.scaled_keys = not self.fold  # c·k in the key block (else c·q in each row block)
         self.kv: tuple[Any, Any] | None = None  # [k | 1] and [v | 1] of the key block, reused
 
     def keys(self, cols: slice) -> None:
-        """Ready keys ``cols``: [k | 1] (the shift's column) and [v | 1] (so p·[v | 1] also sums p)."""
+        """Ready keys ``cols``: [k | 1] (the shift's column) or c·k, and [v | 1] (p·[v | 1] sums p)."""
         import numpy as np
 
         k, v, dk, dv = self.k[cols], self.v[cols], self.k.shape[1], self.v.shape[1]
@@ -269,7 +275,10 @@ class Kernel:
             self.kv = (np.empty((count, dk + 1), dtype=k.dtype),  # (bk, dk + 1)
                        np.empty((count, dv + 1), dtype=v.dtype))  # (bk, dv + 1)  # fmt: skip
         self.kb, self.vb = self.kv[0][:count], self.kv[1][:count]  # reused from block to block
-        self.kb[:, :dk], self.kb[:, dk] = k, 1.0
+        if self.scaled_keys:
+            np.multiply(k, self.c, out=self.kb[:, :dk])  # c·q·k = q·(c·k)
+        else:
+            self.kb[:, :dk], self.kb[:, dk] = k, 1.0
         self.vb[:, :dv], self.vb[:, dv] = v, 1.0
         self.cols = cols
 
@@ -292,15 +301,18 @@ class Kernel:
         q = self.q[rows]  # (bq, dk)
         count, dk, width = q.shape[0], q.shape[1], cols.stop - cols.start
         fold = self.fold and mode == "bound"
-        qb = buf.q[:count] if fold else buf.q[:count, :dk]  # (bq, dk [+ 1])
-        np.multiply(q, self.c, out=qb[:, :dk])  # c·q·k = c·(q·k): the scale, applied to q
+        if self.scaled_keys:
+            qb = q  # the scale is in the keys
+        else:
+            qb = buf.q[:count] if fold else buf.q[:count, :dk]  # (bq, dk [+ 1])
+            np.multiply(q, self.c, out=qb[:, :dk])  # c·q·k = c·(q·k): the scale, applied to q
         if fold:
             qb[:, dk] = -self.shift[rows]
         kb = self.kb if fold else self.kb[:, :dk]
         s = dot_scores(qb, kb, out=buf.logits[:count, :width])  # (bq, bk) logits [− shift]
         if self.cap is not None:
             softcap(s, self.cap, out=s)
-            if mode == "bound":
+            if mode == "bound" and self.shift.any():
                 s -= self.shift[rows][:, None]
         bias = rules.added(rows, cols, self.b, self.hh)
         if bias is not None:
@@ -308,7 +320,8 @@ class Kernel:
             if rules.bias is not None:
                 open_ = bias != -np.inf  # −∞ in the bias blocks
                 allowed = open_ if allowed is None else (allowed & open_)
-        mask(s, allowed, out=s)
+        if mode == "exact":
+            mask(s, allowed, out=s)  # −∞: the running maximum is of the open pairs
         out, total, top = sums.out[rows], sums.total[rows], sums.top[rows]
         if mode == "sigmoid":
             sigmoid_terms(s, out=s)
@@ -322,6 +335,8 @@ class Kernel:
             softmax_terms(s, shift[:, None], out=s)
         else:
             softmax_terms(s, None, out=s)  # the shift is already in the product
+        if mode != "exact" and allowed is not None:
+            np.copyto(s, 0.0, where=~allowed)  # masked after exp: e^−∞ is numpy's slow path
         pv = np.matmul(s, self.vb, out=buf.pv[:count])  # (bq, dv + 1): p·[v | 1]
         out += pv[:, :-1]
         total += pv[:, -1]
@@ -375,6 +390,32 @@ def row_norms(a: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...i,...i->...", a, a))
 
 
+def unshifted(shift: np.ndarray, v: np.ndarray, m: int) -> bool:
+    """True when rows whose logits are bounded by ``shift`` (n,) need no shift at all.
+
+    Every bound between 0 and `PLAIN` (e^PLAIN·m·max|v| far from overflow):
+    then e^logit ≤ e^shift cannot overflow, and a term shifted by a bound ≥ 0
+    is smaller than the term itself, so nothing underflows that would not.
+
+    >>> import numpy as np
+    >>> unshifted(np.array([3.0, 12.0]), np.ones((4, 2)), 4), unshifted(np.array([900.0]), np.ones((4, 2)), 4)
+    (True, False)
+    """
+    import numpy as np
+
+    dt = shift.dtype
+    if not len(shift) or not bool(np.all((shift >= 0) & (shift <= PLAIN[dt.name]))):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        vmax = max(
+            1.0, float(np.max(v, initial=0.0)), -float(np.min(v, initial=0.0))
+        )  # no |v| copy
+    room = np.log(float(np.finfo(dt).max)) - 4.0  # e^-4: room for rounding
+    return bool(np.isfinite(vmax) and float(shift.max()) + np.log(m) + np.log(vmax) < room)
+
+
+#: The largest row bound summed without a shift: e^±PLAIN is far inside the dtype's range.
+PLAIN = {"float64": 500.0, "float32": 60.0}
 #: Shifted row sums below this are redone with the exact maximum (their terms may underflow).
 TINY = {"float64": 1e-200, "float32": 1e-20}
 

@@ -150,6 +150,31 @@ def test_rows_whose_shifted_sum_is_tiny_are_redone_exactly(monkeypatch):
     assert_same(full, streamed)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e290, 1e306])
+def test_huge_values_are_summed_shifted_so_nothing_overflows(monkeypatch, scale):
+    """e^logit·v for v near the float64 limit would overflow unshifted: those heads are shifted."""
+    qk = rand(N, 4)  # logits up to ‖q‖² ≈ 16: e^16·v overflows for v ≈ 1e306
+    v = scale * (1.0 + rand(N, 3) ** 2)  # all positive: no cancellation
+    chosen = []
+    real = stream.unshifted
+    monkeypatch.setattr(stream, "unshifted", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    mats = {"Q": qk, "K": qk, "V": v}
+    full, streamed, _ = both(mats, Options(scale="none"), monkeypatch=monkeypatch)
+    assert chosen and set(chosen) == {scale < 1e300}
+    assert np.isfinite(streamed["output"]).all()
+    np.testing.assert_allclose(streamed["output"], full["output"], rtol=1e-12, atol=0)
+
+
+def test_unshifted_only_for_bounds_between_zero_and_the_limit():
+    ones = np.ones((4, 2))
+    assert stream.unshifted(np.array([0.0, 499.0]), ones, 4)
+    assert not stream.unshifted(np.array([0.0, 501.0]), ones, 4)  # e^501 and up: shifted
+    assert not stream.unshifted(np.array([-1.0, 3.0]), ones, 4)  # ALiBi lowered a row: shifted
+    assert not stream.unshifted(np.array([np.nan]), ones, 4)
+    assert stream.unshifted(np.array([59.0], dtype=np.float32), ones.astype(np.float32), 4)
+    assert not stream.unshifted(np.array([61.0], dtype=np.float32), ones.astype(np.float32), 4)
+
+
 def test_float32_streams_in_float32(monkeypatch):
     full, streamed, _ = both(SELF, Options(dtype="float32"), monkeypatch=monkeypatch)
     assert streamed["output"].dtype == np.float32
@@ -339,11 +364,15 @@ def random_case(rng):
     return mats, Options(**kw)
 
 
+@pytest.mark.parametrize("shifted", [False, True], ids=["unshifted-where-safe", "always-shifted"])
 @pytest.mark.parametrize("cases", [pytest.param(80), pytest.param(1500, marks=pytest.mark.slow)])
-def test_every_variant_streams_to_the_dense_numbers(monkeypatch, cases):
-    """Random configurations of every variant: the two evaluators agree to 1e-12, errors alike."""
+def test_every_variant_streams_to_the_dense_numbers(monkeypatch, cases, shifted):
+    """Random configurations of every variant: the two evaluators agree to 1e-12, errors alike
+    — summing e^logit as it is where that is safe, and with every row shifted by its bound."""
     rng = np.random.default_rng(2026 + cases)
     monkeypatch.setattr(stream, "KEY_BLOCK", 5)
+    if shifted:
+        monkeypatch.setattr(stream, "PLAIN", {"float64": -1.0, "float32": -1.0})
     for case in range(cases):
         mats, options = random_case(rng)
         r = resolve(Problem({k: np.asarray(v, dtype=float) for k, v in mats.items()}), options)
@@ -397,3 +426,43 @@ def test_openblas_runs_single_threaded_inside_the_block_and_is_restored():
         assert ok is True
         assert threads() == 1
     assert threads() == before
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_each_block_of_the_masks_is_the_dense_masks_piece(seed):
+    """Blocks judged from intervals (open: None, shut: a (1, 1) False) match the dense grid."""
+    from qkvcli.masks import Rules
+
+    rng = np.random.default_rng(seed)
+    B, h, n, m = 2, 2, int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    kw = {}
+    if rng.random() < 0.6:
+        kw["causal"] = int(rng.integers(-5, 6))
+    if rng.random() < 0.4:
+        kw["window"] = int(rng.integers(1, 9))
+    if rng.random() < 0.3:
+        kw["chunk"] = int(rng.integers(1, 9))
+    if rng.random() < 0.3:
+        kw["lens"] = rng.integers(0, m + 1, size=(B, n)).astype(float)
+    if rng.random() < 0.3:
+        kw["padding"] = rng.random((B, m)) > 0.2
+    if rng.random() < 0.2:
+        kw["grid"] = rng.random((B, h, n, m)) > 0.3
+    rules = Rules(B=B, h=h, n=n, m=m, q0=int(rng.integers(0, 4)), **kw)
+    dense = rules.allowed()
+    dense = np.ones((B, h, n, m), bool) if dense is None else np.broadcast_to(dense, (B, h, n, m))
+    for _ in range(30):
+        i0, j0 = int(rng.integers(0, n)), int(rng.integers(0, m))
+        rows = slice(i0, int(rng.integers(i0 + 1, n + 1)))
+        cols = slice(j0, int(rng.integers(j0 + 1, m + 1)))
+        b, hh = int(rng.integers(0, B)), int(rng.integers(0, h))
+        want = dense[b, hh, rows, cols]
+        got = rules.allowed(rows, cols, b, hh)
+        if got is None:
+            assert want.all()
+        else:
+            np.testing.assert_array_equal(np.broadcast_to(got, want.shape), want)
+        fancy = np.arange(n)[rows][::-1]  # the rows of a redo
+        got = rules.allowed(fancy, cols, b, hh)
+        want = dense[b, hh][fancy][:, cols]
+        assert want.all() if got is None else (np.broadcast_to(got, want.shape) == want).all()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -142,6 +143,49 @@ def child(method: str, n: int, dtype: str, repeat: int) -> dict:
         times.append(time.perf_counter() - t)
         del out
     return {"seconds": min(times), "peak": peak_memory()}
+
+
+def parts_child(lib: str, dtype: str) -> dict:
+    """One thread's speed at the kernel's own pieces: q·kᵀ and p·v of one block, and exp."""
+    import numpy as np
+
+    from qkvcli.stream import BLOCK_BYTES, blocks
+
+    bq, bk = blocks(1 << 20, 1 << 20, BLOCK_BYTES // np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((rows, D)).astype(dtype) for rows in (bq, bk, bk))
+    logits = (rng.standard_normal((bq, bk)) - 10).astype(dtype)  # shifted logits: exp's fast path
+    s, out = np.empty((bq, bk), dtype=dtype), np.empty((bq, D), dtype=dtype)
+    if lib == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+        q, k, v, logits, s, out = map(torch.from_numpy, (q, k, v, logits, s, out))
+        steps = {
+            "qk": lambda: torch.mm(q, k.t(), out=s),
+            "pv": lambda: torch.mm(s, v, out=out),
+            "exp": lambda: torch.exp(logits, out=s),
+        }
+    else:
+        from qkvcli.blas import single_threaded
+
+        stack = single_threaded()
+        stack.__enter__()
+        steps = {
+            "qk": lambda: np.matmul(q, k.T, out=s),
+            "pv": lambda: np.matmul(s, v, out=out),
+            "exp": lambda: np.exp(logits, out=s),
+        }
+    flops, seen = 2 * bq * bk * D, {}
+    for name, step in steps.items():
+        best = math.inf
+        for _ in range(7):
+            t = time.perf_counter()
+            for _ in range(20):
+                step()
+            best = min(best, (time.perf_counter() - t) / 20)
+        seen[name] = bq * bk / best if name == "exp" else flops / best
+    return seen
 
 
 def savez_child(n: int, path: str) -> dict:
@@ -396,6 +440,22 @@ def section_kernel(args, tmp: Path) -> None:
                 f"  {dtype:7s} {n:6d}  {t(ours):>7s} {t(theirs):>7s} {t(floor):>7s}  {r(ours, theirs):>9s} {r(floor, ours):>9s}  {mem(ours):>8s} {mem(theirs):>10s}",
                 flush=True,
             )
+    if not torch:
+        return
+    print("  the kernel's pieces on one thread, one block (numpy's BLAS and exp : torch's):")
+    for dtype in ("float64", "float32"):
+        ours, theirs = in_child("parts", "numpy", dtype), in_child("parts", "torch", dtype)
+        if ours and theirs:
+            g = lambda x: f"{x / 1e9:.0f}"  # noqa: E731
+            print(
+                f"  {dtype:7s}  q·kᵀ {g(ours['qk'])} : {g(theirs['qk'])} GFLOP/s"
+                f"   p·v {g(ours['pv'])} : {g(theirs['pv'])} GFLOP/s"
+                f"   exp {1e9 / ours['exp']:.2f} : {1e9 / theirs['exp']:.2f} ns a value"
+                "   torch's "
+                + " / ".join(f"{theirs[x] / ours[x]:.2f}×" for x in ours)
+                + " as fast",
+                flush=True,
+            )
 
 
 def section_memory(args, tmp: Path) -> None:
@@ -448,6 +508,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         if sys.argv[2] == "savez":
             print(json.dumps(savez_child(int(sys.argv[3]), sys.argv[4])))
+            return
+        if sys.argv[2] == "parts":
+            print(json.dumps(parts_child(sys.argv[3], sys.argv[4])))
             return
         method, n, dtype, repeat = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
         print(json.dumps(child(method, n, dtype, repeat)))

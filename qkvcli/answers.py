@@ -304,7 +304,7 @@ class _Parser:
 # ---------------------------------------------------------------- answer sheets
 
 
-@dataclass
+@dataclass(eq=False)
 class Sheet:
     """A student's answers: stage name → nested lists of `Written` or None (blank)."""
 

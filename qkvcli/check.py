@@ -105,7 +105,7 @@ def joined(items: list[str], sep: str = ", ") -> str:
     return (_(", ") if sep == ", " else _(" or ")).join(items)
 
 
-@dataclass
+@dataclass(eq=False)
 class Cell:
     """One given answer cell and its verdict. ``index`` is 0-based in the stage's public shape."""
 
@@ -119,7 +119,7 @@ class Cell:
     rounding: bool = False  # consistent because of rounding carried forward (not a mistake)
 
 
-@dataclass
+@dataclass(eq=False)
 class Slip:
     """A slip in one cell (``index``) or one row of weights (``index`` ends at the row)."""
 
@@ -128,7 +128,7 @@ class Slip:
     text: str
 
 
-@dataclass
+@dataclass(eq=False)
 class Finding:
     """The diagnosis of a stage with wrong cells.
 
@@ -151,7 +151,7 @@ class Finding:
     detail: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Report:
     """The marking of one answer sheet (``error`` set when it could not be read or marked)."""
 
@@ -205,7 +205,7 @@ def axes_words(trace: Trace, name: str) -> str:
     return " × ".join([*words, tr(AXIS_WORDS[s.rows]), tr(AXIS_WORDS[s.cols])])
 
 
-@dataclass
+@dataclass(eq=False)
 class Answered:
     """One answered stage: its cells in the stage's shape, or in another shape (``misfit``)."""
 

@@ -17,6 +17,7 @@ ValueError: Input should be a valid integer, unable to parse string as an intege
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, get_args, get_origin
 
@@ -97,13 +98,14 @@ def coercer(annotation: Any, info: Any) -> Any:
     return None
 
 
-def install(command: Any) -> None:
-    """Give each simple parameter of ``command`` a light coercer (typer with pydantic only)."""
+@functools.cache
+def light_param() -> Any:
+    """typer's RuntimeParam with a plain coercer (made once); None for a typer without it."""
     try:
         from typer._click.exceptions import BadParameter
         from typer._coercion import RuntimeParam
     except ImportError:
-        return  # a typer that coerces through click: nothing heavy to avoid
+        return None  # a typer that coerces through click: nothing heavy to avoid
 
     @dataclass(frozen=True)
     class Light(RuntimeParam):
@@ -116,6 +118,15 @@ def install(command: Any) -> None:
                 return self.fn(value)
             except ValueError as e:
                 raise BadParameter(str(e), ctx=ctx, param=param) from None
+
+    return Light
+
+
+def install(command: Any) -> None:
+    """Give each simple parameter of ``command`` a light coercer (typer with pydantic only)."""
+    Light = light_param()
+    if Light is None:
+        return
 
     def light(param: Any) -> None:
         desc = getattr(param, "type_descriptor", None)

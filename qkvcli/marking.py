@@ -179,7 +179,7 @@ def agrees(w: Written, true: float, width: float) -> bool:
 # ---------------------------------------------------------------- many cells at once
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cells:
     """Written cells as arrays, to be marked at once (`windows`, `agrees_many`).
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 ALL = slice(None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compared by identity
 class Rules:
     """The masks and bias of a run, each kept in the form it was given.
 

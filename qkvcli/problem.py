@@ -45,7 +45,7 @@ MATRICES = (
 )  # fmt: skip
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compared by identity
 class Problem:
     """The matrices as the user gave them, with where each one came from.
 
@@ -65,7 +65,7 @@ class Problem:
     setting_names: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compared by identity
 class Resolved:
     """A problem in canonical form, shapes checked. Arrays carry (batch, …) axes."""
 

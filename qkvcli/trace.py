@@ -134,7 +134,7 @@ AXES = {
 }
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compared by identity
 class Stage:
     """One step of the computation.
 
@@ -161,7 +161,7 @@ class Stage:
         return (rows if self.index is None else self.total, cols)
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compared by identity
 class Trace:
     """Every stage of a run, in pipeline order, with the settings that produced it."""
 

@@ -5,8 +5,6 @@ stderr with exit code 2. numpy and rich are imported only inside commands,
 so ``qkv --version`` and ``qkv --help`` stay fast.
 """
 
-from __future__ import annotations
-
 import sys
 import warnings
 from collections.abc import Iterator

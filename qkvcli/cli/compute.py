@@ -1,7 +1,5 @@
 """``qkv compute``: read a problem, evaluate it, write its stages as tables, pictures or data."""
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager

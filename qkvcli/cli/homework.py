@@ -4,8 +4,6 @@ Each parses its options, calls one core function (``check``, ``explain``,
 ``generate``) and renders the result.
 """
 
-from __future__ import annotations
-
 import sys
 from typing import Annotated, Any
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .attention import (
     add_bias,
     biased_words,
+    bounded,
     check_output,
     check_projections,
     dot_scores,
@@ -43,6 +44,7 @@ from .attention import (
     overflow_error,
     prepare,
     project,
+    row_norms,
     scale,
     sigmoid_terms,
     softcap,
@@ -115,7 +117,7 @@ def run(r: Resolved, block: int | None = None, progress: Progress | None = None)
     v = split_heads(V, g)  # (B|1, g, m, dv)
     q, k = prepare(q, k, o)
     c = factor(r)
-    if not _bounded(r, q, k, c):
+    if not bounded(r, q, k, c):
         _check_overflow(r, q, k, c)
     B, n, dv = r.B, r.n, r.dv_head
     heads_out = np.empty((B, h, n, dv), dtype=o.dtype)  # (B, h, n, dv)
@@ -378,18 +380,6 @@ class Kernel:
                 self.add(fix[i0 : i0 + bq], cols, buf, sums, "exact")
 
 
-def row_norms(a: np.ndarray) -> np.ndarray:
-    """‖row‖ of every row, (…, rows, d) → (…, rows), without an array of squares as big as ``a``.
-
-    >>> import numpy as np
-    >>> row_norms(np.array([[3.0, 4.0], [0.0, 1.0]])).tolist()
-    [5.0, 1.0]
-    """
-    import numpy as np
-
-    return np.sqrt(np.einsum("...i,...i->...", a, a))
-
-
 def unshifted(shift: np.ndarray, v: np.ndarray, m: int) -> bool:
     """True when rows whose logits are bounded by ``shift`` (n,) need no shift at all.
 
@@ -426,22 +416,6 @@ def _workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-def _bounded(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> bool:
-    """True when no score, scaled score or biased score can overflow (Cauchy–Schwarz)."""
-    import numpy as np
-
-    bias, slopes = r.rules.bias, r.rules.slopes
-    with np.errstate(over="ignore", invalid="ignore"):
-        qn = float(np.max(row_norms(q), initial=0.0))
-        kn = float(np.max(row_norms(k), initial=0.0))
-        bound = qn * kn * max(1.0, abs(c))
-        if bias is not None:
-            bound += float(np.max(np.abs(bias[np.isfinite(bias)]), initial=0.0))
-        if slopes is not None:
-            bound += float(np.max(slopes)) * (r.n + r.m)
-    return bool(np.isfinite(bound) and bound < float(np.finfo(q.dtype).max) / 4)
 
 
 def _check_overflow(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> None:

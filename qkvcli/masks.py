@@ -135,11 +135,11 @@ class Rules:
         """
         import numpy as np
 
+        if self.causal is None and self.window is None and self.chunk is None and self.lens is None:
+            return None
         i = np.arange(self.n)[rows]  # (rows,)
         at = i + self.q0  # (rows,): each query's index among the keys
         lo, hi = np.zeros_like(i), np.full_like(i, self.m)
-        if self.causal is None and self.window is None and self.chunk is None and self.lens is None:
-            return None
         if self.causal is not None:
             hi = np.minimum(hi, i + self.causal + 1)
         if self.window is not None:

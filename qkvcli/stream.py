@@ -262,8 +262,8 @@ class Kernel:
         self.r, self.b, self.hh, self.q, self.k, self.v, self.c = r, b, hh, q, k, v, c
         self.shift, self.mode, self.sink = shift, mode, sink
         self.cap = r.options.attn_logit_softcapping
-        unshifted = not shift.any()  # `unshifted`: e^logit summed as it is
-        self.fold = mode == "bound" and self.cap is None and not unshifted  # −shift as a column
+        self.unshifted = not shift.any()  # `unshifted`: e^logit summed as it is
+        self.fold = mode == "bound" and self.cap is None and not self.unshifted  # −shift, a column
         self.scaled_keys = not self.fold  # c·k in the key block (else c·q in each row block)
         self.kv: tuple[Any, Any] | None = None  # [k | 1] and [v | 1] of the key block, reused
 
@@ -314,7 +314,7 @@ class Kernel:
         s = dot_scores(qb, kb, out=buf.logits[:count, :width])  # (bq, bk) logits [− shift]
         if self.cap is not None:
             softcap(s, self.cap, out=s)
-            if mode == "bound" and self.shift.any():
+            if mode == "bound" and not self.unshifted:
                 s -= self.shift[rows][:, None]
         bias = rules.added(rows, cols, self.b, self.hh)
         if bias is not None:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .describe import build, factor
+from .describe import build, factor, row_stat
 from .errors import ComputeError
 from .i18n import _
 
@@ -357,6 +357,7 @@ def softmax(
     empty: str = "error",
     where: Callable[..., str] | None = None,
     sinks: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
 ) -> np.ndarray:
     """Softmax over the last axis, max-subtracted, masked (−∞) entries excluded.
 
@@ -364,7 +365,14 @@ def softmax(
     ``error`` raises (naming the row by ``where(b, h, i)``), ``nan`` /
     ``zero`` / ``uniform`` fill the row. ``sinks`` (broadcast to (…, n, 1),
     gpt-oss): one more logit per row in the denominator, whose weight is
-    dropped, so rows sum to less than 1 (and no row is empty).
+    dropped, so rows sum to less than 1 (and no row is empty). ``lse``
+    (shape (…, n)), when given, receives each row's log Σⱼ e^logit (with the
+    sink's e^sink), −∞ for a row with no key: the streamed path's ``row_logsumexp``.
+
+    >>> import numpy as np
+    >>> out = np.empty(1)
+    >>> softmax(np.log([[1.0, 3.0]]), lse=out).tolist(), np.exp(out).round(12).tolist()
+    ([[0.25, 0.75]], [4.0])
     """
     import numpy as np
 
@@ -378,20 +386,30 @@ def softmax(
     total = e.sum(axis=-1, keepdims=True)  # (…, n, 1)
     if sinks is not None:
         total = total + np.exp(sinks - top)  # (…, n, 1)
+    if lse is not None:
+        lse[...] = np.where(live, top + np.log(np.where(live, total, 1.0)), -np.inf)[..., 0]
     w = np.divide(e, np.where(live, total, 1.0), out=e)  # (…, n, m): e is this call's own
     if not live.all():
         w = np.where(live, w, fill_value(empty, logits.shape[-1]))
     return w
 
 
-def normalise(logits: np.ndarray, r: Resolved) -> np.ndarray:
-    """weights: softmax of each row of logits, or the sigmoid of each entry."""
+def normalise(
+    logits: np.ndarray,
+    r: Resolved,
+    where: Callable[..., str] | None = None,
+    lse: np.ndarray | None = None,
+) -> np.ndarray:
+    """weights: softmax of each row of logits, or the sigmoid of each entry.
+
+    ``where(b, h, i)`` names an empty row (default ``r.where_row``); ``lse``: see `softmax`.
+    """
     if r.options.normalize == "sigmoid":
         return sigmoid_terms(logits)  # (B, h, n, m): rows need not sum to 1
     sinks = r.arrays.get("sinks")
     if sinks is not None:
         sinks = sinks.astype(logits.dtype)[None, :, None, None]  # (1, h, 1, 1)
-    return softmax(logits, r.options.empty_rows, r.where_row, sinks)  # (B, h, n, m)
+    return softmax(logits, r.options.empty_rows, where or r.where_row, sinks, lse)  # (B, h, n, m)
 
 
 def mix(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -425,13 +443,17 @@ def real(x: np.ndarray) -> np.ndarray:
     return floats(x)
 
 
-def finite(x: np.ndarray, name: str, what: str) -> None:
-    """Raise `ComputeError` at the first infinite or NaN cell of a stage (internal shape)."""
+def finite(x: np.ndarray, name: str, what: str, rows: np.ndarray | None = None) -> None:
+    """Raise `ComputeError` at the first infinite or NaN cell of a stage (internal shape).
+
+    ``rows``: the query rows ``x`` holds (a block of them), so the message names the row itself.
+    """
     import numpy as np
 
     bad = ~np.isfinite(real(x))
     if bad.any():
-        raise overflow_error(name, what, tuple(int(v) for v in np.argwhere(bad)[0]))
+        *lead, i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise overflow_error(name, what, (*lead, i if rows is None else int(rows[i]), j))
 
 
 def overflow_error(name: str, what: str, index: tuple[int, ...]) -> ComputeError:
@@ -502,14 +524,14 @@ def biased_words(r: Resolved) -> str:
     return " + ".join(parts)
 
 
-def check_output(output: np.ndarray, o: Options) -> None:
+def check_output(output: np.ndarray, o: Options, rows: np.ndarray | None = None) -> None:
     """The output must be finite; NaN rows asked for with ``--empty-rows nan`` are not errors."""
     import numpy as np
 
     out = real(output)
     if o.empty_rows == "nan":
         out = np.nan_to_num(out, nan=0.0, posinf=np.inf, neginf=-np.inf)
-    finite(out, "output", _("the output"))
+    finite(out, "output", _("the output"), rows)
 
 
 def empty_row_error(where: str) -> ComputeError:
@@ -584,7 +606,11 @@ def run(
     import numpy as np
 
     with np.errstate(all="ignore"):
-        return build(r, _stages(r, given or {}, steps, rows, square_only), rows)
+        arrays = _stages(r, given or {}, steps, rows, square_only)
+    trace = build(r, arrays, rows)
+    if "row_logsumexp" in arrays:  # a block of rows: its softmax normalisers, as streamed runs give
+        trace.stats = {"row_logsumexp": row_stat(r, arrays["row_logsumexp"])}
+    return trace
 
 
 def _stages(
@@ -614,14 +640,15 @@ def _stages(
     q, k = prepare(q, k, o)
     sel = slice(None) if rows is None else rows
     q = q[:, :, sel]  # (B, h, n | rows, dk): the query rows asked for
+    at = None if rows is None else np.asarray(rows)  # messages name a block's rows as the user's
     # A correct run on inputs too small to overflow anywhere skips the passes that look.
     sure = steps is STEPS and not given and q.dtype != object and bounded(r, q, k, factor(r))
     scores = stage("scores", steps.scores(q, k))  # (B, h, n, m)
     if not sure:
-        finite(scores, "scores", "Q·Kᵀ")
+        finite(scores, "scores", "Q·Kᵀ", at)
     logits = steps.scale(scores, factor(r))  # (B, h, n, m)
     if not sure:
-        finite(logits, "scaled", "scores × scale")
+        finite(logits, "scaled", "scores × scale", at)
     name = logit_stage(r)
     if name == "capped":
         logits = steps.cap(stage("scaled", logits), o.attn_logit_softcapping)  # (B, h, n, m)
@@ -632,17 +659,24 @@ def _stages(
         open_ = bias != -np.inf  # −∞ in the bias blocks
         logits = steps.bias(logits, bias)  # (B, h, n, m)
         if not sure:
-            finite(np.where(open_, real(logits), 0.0), name, biased_words(r))
+            finite(np.where(open_, real(logits), 0.0), name, biased_words(r), at)
         if rules.bias is not None:
             allowed = open_ if allowed is None else (allowed & open_)
     logits = stage(name, logits)
     if r.masked:
         logits = stage("masked", steps.mask(logits, allowed))  # (B, h, n, m)
-    weights = stage("weights", steps.weights(real(logits), r))  # (B, h, n, m)
+    if at is None or steps.weights is not normalise:
+        weights = stage("weights", steps.weights(real(logits), r))  # (B, h, n, m)
+    else:  # a block of rows: an empty one named as the user counts, and the softmax normalisers
+        lse = np.empty(logits.shape[:-1], dtype=logits.dtype)  # (B, h, rows)
+        if o.normalize == "softmax":
+            shown["row_logsumexp"] = lse
+        where = lambda b, h, i: r.where_row(b, h, int(at[i]))  # noqa: E731
+        weights = stage("weights", normalise(real(logits), r, where, lse))  # (B, h, rows, m)
     if square_only:
         return shown
     heads_out = stage("head_outputs", steps.mix(weights, v))  # (B, h, n, dv)
     concat = stage("concat", steps.merge(heads_out))  # (B, n, h·dv)
     output = steps.out(concat, a)  # (B, n, d_out)
-    check_output(output, o)
+    check_output(output, o, at)
     return shown | {"output": output}

@@ -51,6 +51,16 @@ def _openblas() -> tuple[Any, Any] | None:
     return None
 
 
+def cores() -> int:
+    """Threads for blocks of rows: the cores this process may use."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def threads() -> int | None:
     """OpenBLAS's thread count now, or None when no OpenBLAS could be found."""
     found = _openblas()

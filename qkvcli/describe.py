@@ -199,6 +199,20 @@ def build(
     )
 
 
+def row_stat(r: Resolved, a: np.ndarray) -> np.ndarray:
+    """A per-row statistic (B, h, n) in public shape: [batch,] [head,] rows.
+
+    >>> import numpy as np
+    >>> from .problem import Problem, Options, resolve
+    >>> r = resolve(Problem({"Q": np.eye(2), "K": np.eye(2), "V": np.eye(2)}), Options())
+    >>> row_stat(r, np.zeros((1, 1, 2))).shape
+    (2,)
+    """
+    if not r.multihead:
+        a = a[:, 0]  # (B, n)
+    return a if r.batched else a[0]
+
+
 def variant_meta(r: Resolved) -> dict[str, Any]:
     """The variants of today's models, under their Hugging Face names (None / false = off)."""
     from .options import RMS_NORM_EPS, ROPE_THETA

@@ -143,7 +143,9 @@ def plan(
         # Only some rows are shown: stream every row, and the n×n stages of the shown ones.
         return Plan(stream=True, rows=tuple(rows) if square or asked is None else None)
     if square and by_rows and square_bytes(r) > LARGE:
-        return Plan(stream=True, later=True)
+        # Written a block of rows at a time; the blocks give row_logsumexp, so a streamed
+        # pass is needed only for the other stages asked for.
+        return Plan(stream=not set(asked or []) <= set(SQUARE), later=True)
     if square:
         need = square_bytes(r) * FULL_COPIES
         free = available_memory() if available is None else available
@@ -181,13 +183,18 @@ def evaluate(
     bar = progress(r, how.stream) if progress is not None else nullcontext(None)
     from .attention import run
 
-    if not how.stream:
+    if not how.stream and not how.later:
         with bar:
             return run(r)
-    from .stream import run as run_streaming
+    if how.stream:
+        from .stream import run as run_streaming
 
-    with bar as tick:
-        trace = run_streaming(r, progress=tick)
+        with bar as tick:
+            trace = run_streaming(r, progress=tick)
+    else:  # every stage asked for is written later, a block of rows at a time
+        from .describe import build
+
+        trace = build(r, {})
     if how.later:
         trace.later = tuple(s for s in stage_names(r) if s in SQUARE)
         trace.rows_of = lambda rows: run(r, rows=rows, square_only=True)

@@ -20,7 +20,6 @@ per query row, the log of the softmax normaliser, log Σⱼ exp(logitᵢⱼ)
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -53,8 +52,8 @@ from .attention import (
     transform_rows,
     with_cache,
 )
-from .blas import single_threaded
-from .describe import build, factor
+from .blas import cores, single_threaded
+from .describe import build, factor, row_stat
 from .errors import OptionError
 from .i18n import _
 
@@ -131,7 +130,7 @@ def run(r: Resolved, block: int | None = None, progress: Progress | None = None)
             if progress is not None:
                 progress(done, total)
 
-    with single_threaded() as ok, ThreadPoolExecutor(_workers() if ok else 1) as pool:
+    with single_threaded() as ok, ThreadPoolExecutor(cores() if ok else 1) as pool:
         for b in range(B):
             for hh in range(h):
                 kv = hh // (h // g)  # GQA: query heads share key/value heads
@@ -149,7 +148,7 @@ def run(r: Resolved, block: int | None = None, progress: Progress | None = None)
     arrays = {"Q": Q, "K": K, "V": V, **rows, "head_outputs": heads_out, "concat": concat}
     trace = build(r, arrays | {"output": output})
     if o.normalize == "softmax":
-        trace.stats = {"row_logsumexp": _row_stat(r, lse)}
+        trace.stats = {"row_logsumexp": row_stat(r, lse)}
     return trace
 
 
@@ -410,14 +409,6 @@ PLAIN = {"float64": 500.0, "float32": 60.0}
 TINY = {"float64": 1e-200, "float32": 1e-20}
 
 
-def _workers() -> int:
-    """Threads for blocks of rows: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _check_overflow(r: Resolved, q: np.ndarray, k: np.ndarray, c: float) -> None:
     """With huge inputs: find the first overflowing score exactly as `attention.run` reports it.
 
@@ -471,10 +462,3 @@ def _empty_rows(
     if r.options.empty_rows == "error":
         raise empty_row_error(r.where_row(b, hh, int(np.argmax(dead))))
     out[dead] = fill_value(r.options.empty_rows, r.m) * v.sum(axis=0)  # each weight is the fill
-
-
-def _row_stat(r: Resolved, a: np.ndarray) -> np.ndarray:
-    """A per-row statistic (B, h, n) in public shape: [batch,] [head,] rows."""
-    if not r.multihead:
-        a = a[:, 0]
-    return a if r.batched else a[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -466,3 +467,92 @@ def test_each_block_of_the_masks_is_the_dense_masks_piece(seed):
         got = rules.allowed(fancy, cols, b, hh)
         want = dense[b, hh][fancy][:, cols]
         assert want.all() if got is None else (np.broadcast_to(got, want.shape) == want).all()
+
+
+def written_by_rows(r, path, stages=("weights",), monkeypatch=None):
+    """``--stage … -f npz`` of a big problem: the n×n stages written a block of a few rows at a time."""
+    from qkvcli import plan as plan_module
+    from qkvcli.plan import evaluate
+    from qkvcli.render import machine
+
+    monkeypatch.setattr(plan_module, "LARGE", 0)  # every n×n stage counts as big
+    monkeypatch.setattr(machine, "ROW_BLOCK", 40)  # blocks of a few rows
+    how = plan(r, list(stages), by_rows=True)
+    assert how.later and how.stream == (
+        not set(stages) <= {"scores", "scaled", "masked", "weights"}
+    )
+    machine.to_npz(evaluate(r, how), list(stages), str(path))
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+@pytest.mark.parametrize("cases", [pytest.param(60), pytest.param(600, marks=pytest.mark.slow)])
+def test_every_variant_written_by_blocks_of_rows_gives_the_dense_weights(
+    tmp_path, monkeypatch, cases
+):
+    """Random configurations: the weights written a block of rows at a time are the dense ones,
+    row_logsumexp is the streamed one, and an error names the same kind of cell or row."""
+    rng = np.random.default_rng(17 + cases)
+    for case in range(cases):
+        mats, options = random_case(rng)
+        r = resolve(Problem({k: np.asarray(v, dtype=float) for k, v in mats.items()}), options)
+        path = tmp_path / f"{case}.npz"
+        try:
+            full = attention.run(r)
+        except ComputeError as e:
+            with pytest.raises(ComputeError) as blocked:
+                written_by_rows(r, path, monkeypatch=monkeypatch)
+            single = r.B * r.heads == 1  # else the first bad cell found may be another matrix's
+            said = str(blocked.value)
+            assert said == str(e) if single else said.split(" at ")[0] == str(e).split(" at ")[0]
+            assert not path.exists() and not list(tmp_path.glob(".qkv-*")), case
+            continue
+        z = written_by_rows(r, path, monkeypatch=monkeypatch)
+        np.testing.assert_allclose(z["weights"], full["weights"], rtol=1e-12, atol=1e-12)
+        if options.normalize == "softmax":
+            lse = stream.run(r, block=12).stats["row_logsumexp"]
+            np.testing.assert_allclose(z["row_logsumexp"], lse, rtol=1e-12, atol=1e-12)
+        else:
+            assert "row_logsumexp" not in z
+        assert json.loads(str(z["meta"]))["shapes"]["weights"] == list(full["weights"].shape)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_row_logsumexp_of_blocks_counts_the_sink_and_marks_empty_rows(tmp_path, monkeypatch, dtype):
+    h, n, m = 2, 9, 5
+    mats = {"Q": rand(n, h * 3), "K": rand(m, h * 3), "V": rand(m, h * 2), "sinks": rand(h)}
+    r = resolve(Problem(mats), Options(heads=h, dtype=dtype))
+    z = written_by_rows(r, tmp_path / "s.npz", monkeypatch=monkeypatch)
+    full = attention.run(r)
+    sinks = mats["sinks"][:, None, None]  # (h, 1, 1)
+    by_hand = np.log(np.exp(full["scaled"]).sum(axis=-1) + np.exp(sinks[..., 0]))  # (h, n)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(z["row_logsumexp"], by_hand, rtol=tol, atol=tol)
+    assert z["row_logsumexp"].dtype == np.dtype(dtype)
+    # A lower-right causal mask over fewer keys than queries leaves the first rows with no key.
+    cross = {"Q": rand(n, 3), "K": rand(m, 3), "V": rand(m, 2)}
+    for empty in ("nan", "zero", "uniform"):
+        r = resolve(Problem(cross), Options(mask="causal-lower-right", empty_rows=empty))
+        z = written_by_rows(r, tmp_path / f"{empty}.npz", ("masked", "weights"), monkeypatch)
+        np.testing.assert_array_equal(z["row_logsumexp"][: n - m], -np.inf)
+        np.testing.assert_allclose(z["row_logsumexp"], logsumexp(attention.run(r)), rtol=1e-12)
+        np.testing.assert_allclose(z["weights"], attention.run(r)["weights"], rtol=1e-12)
+
+
+def test_an_error_in_a_later_block_of_rows_names_the_users_row(tmp_path, monkeypatch):
+    """Blocks of rows count rows from their own start; messages must not."""
+    n = 30
+    q = rand(n, 3)
+    q[25] = 1e300  # its scores overflow, and only its
+    mats = {"Q": q, "K": rand(n, 3) * 1e10, "V": rand(n, 2)}
+    r = resolve(Problem(mats), Options())
+    with pytest.raises(ComputeError, match=r"at scores\[26,1\]"):
+        written_by_rows(r, tmp_path / "o.npz", monkeypatch=monkeypatch)
+    keep = np.ones((n, n))
+    keep[27] = 0  # row 28 sees no key
+    r = resolve(
+        Problem({"Q": rand(n, 3), "K": rand(n, 3), "V": rand(n, 2), "mask": keep}), Options()
+    )
+    with pytest.raises(ComputeError, match=r"every key is masked for query row 28:"):
+        written_by_rows(r, tmp_path / "o.npz", monkeypatch=monkeypatch)
+    assert not list(tmp_path.iterdir())  # nothing half-written is left

@@ -9,7 +9,9 @@ exactly; masked (−∞) and undefined (NaN) cells are ``null`` in JSON.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -85,9 +87,12 @@ def to_npz(trace: Trace, stages: list[str], path: str) -> None:
     from ..atomic import atomic_file
 
     meta = trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
+    stats = dict(trace.stats)  # row_logsumexp: from the streamed run, or from the blocks written
     if trace.later:
         meta["stages"] = [s for s in (*trace.stages, *trace.later) if s in stages or not stages]
-    extra = [*trace.stats.items(), ("meta", np.array(json.dumps(meta, ensure_ascii=False)))]
+        meta["shapes"] = meta["shapes"] | {
+            s: later_shape(trace) for s in trace.later if s in stages
+        }
     with (
         atomic_file(path, "--output", binary=True) as fh,
         zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
@@ -99,7 +104,9 @@ def to_npz(trace: Trace, stages: list[str], path: str) -> None:
                     a = np.asarray(trace.stages[name].array, dtype=np.float64)
                     write_npy(out, a)
                 else:
-                    write_rows(out, trace, name)
+                    got = write_rows(out, trace, name)
+                    stats = stats or got
+        extra = [*stats.items(), ("meta", np.array(json.dumps(meta, ensure_ascii=False)))]
         for name, a in extra:
             with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
                 np.lib.format.write_array(out, np.asarray(a), allow_pickle=False)
@@ -128,35 +135,63 @@ def _raw(a: np.ndarray) -> memoryview:
 ROW_BLOCK = 2**22
 
 
-def write_rows(out: Any, trace: Trace, name: str) -> None:
+def later_shape(trace: Trace) -> list[int]:
+    """The public shape of an n×n stage written by blocks of rows: [batch,] [head,] n, m."""
+    meta = trace.meta
+    lead = [meta["batch"]] * trace.batched + [trace.heads] * (trace.heads > 1)
+    return [*lead, meta["n_queries"], meta["n_keys"]]
+
+
+def write_rows(out: Any, trace: Trace, name: str) -> dict[str, np.ndarray]:
     """An n×n stage as ``.npy`` bytes, computed a block of query rows at a time (``trace.rows_of``).
 
-    With batch or head axes the rows of each matrix are not next to each
-    other in the file, so blocks go to their places in a temporary file first.
+    Worker threads compute the next blocks (one per core, OpenBLAS on one
+    thread each) while this one is written. With batch or head axes the rows
+    of each matrix are not next to each other in the file, so blocks go to
+    their places in a temporary file first. Returns the blocks' per-row
+    statistics (``row_logsumexp``), joined.
     """
     import tempfile
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
-    meta = trace.meta
-    n, m = meta["n_queries"], meta["n_keys"]
-    lead = [meta["batch"]] * trace.batched + [trace.heads] * (trace.heads > 1)
+    from ..blas import cores, single_threaded
+
+    *lead, n, m = later_shape(trace)
     count = max(1, ROW_BLOCK // (m * max(1, int(np.prod(lead)))))
-    header = {"descr": "<f8", "fortran_order": False, "shape": (*lead, n, m)}
-    np.lib.format.write_array_header_2_0(out, header)
-    if not lead:
+    stats: dict[str, list[np.ndarray]] = {}
+
+    def block(i0: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        part = trace.rows_of(np.arange(i0, min(n, i0 + count)))  # type: ignore[misc]
+        return np.ascontiguousarray(part[name], dtype=np.float64), part.stats  # (*lead, rows, m)
+
+    np.lib.format.write_array_header_2_0(
+        out, {"descr": "<f8", "fortran_order": False, "shape": (*lead, n, m)}
+    )
+    with (
+        single_threaded() as ok,
+        ThreadPoolExecutor(workers := cores() if ok else 1) as pool,
+        tempfile.TemporaryFile() if lead else contextlib.nullcontext() as tmp,
+    ):
+        if tmp is not None:
+            tmp.truncate(int(np.prod(lead)) * n * m * 8)
+        starts = iter(range(0, n, count))
+        ahead = deque(pool.submit(block, i0) for i0 in itertools.islice(starts, workers))
         for i0 in range(0, n, count):
-            block = trace.rows_of(np.arange(i0, min(n, i0 + count)))[name]  # (rows, m)
-            out.write(_raw(np.ascontiguousarray(block, dtype=np.float64)))
-        return
-    with tempfile.TemporaryFile() as tmp:
-        tmp.truncate(int(np.prod(lead)) * n * m * 8)
-        for i0 in range(0, n, count):
-            block = trace.rows_of(np.arange(i0, min(n, i0 + count)))[name]  # (*lead, rows, m)
+            rows, got = ahead.popleft().result()  # (*lead, rows, m)
+            ahead.extend(pool.submit(block, i) for i in itertools.islice(starts, 1))
+            for key, a in got.items():
+                stats.setdefault(key, []).append(a)  # (*lead, rows)
+            if tmp is None:
+                out.write(_raw(rows))
+                continue
             for idx in np.ndindex(*lead):
-                start = (np.ravel_multi_index(idx, lead) * n + i0) * m * 8
-                tmp.seek(start)
-                tmp.write(_raw(np.ascontiguousarray(block[idx], dtype=np.float64)))
-        tmp.seek(0)
-        while chunk := tmp.read(2**24):
-            out.write(chunk)
+                tmp.seek((np.ravel_multi_index(idx, lead) * n + i0) * m * 8)
+                tmp.write(_raw(np.ascontiguousarray(rows[idx])))
+        if tmp is not None:
+            tmp.seek(0)
+            while chunk := tmp.read(2**24):
+                out.write(chunk)
+    return {key: np.concatenate(parts, axis=-1) for key, parts in stats.items()}

@@ -182,9 +182,10 @@ def atomic_file(path: str, option: str, binary: bool = False) -> Iterator[IO[Any
     try:
         fd, tmp = tempfile.mkstemp(prefix=".qkv-", suffix=".tmp", dir=folder)
         with os.fdopen(fd, mode, **text) as f:
-            yield f
+            with writeback(fd):
+                yield f
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # little is left: `writeback` sent most of it on the way
         with signals_held():  # a signal now waits until the new file is in place
             _copy_mode(where, tmp)
             os.replace(tmp, where)
@@ -199,6 +200,41 @@ def atomic_file(path: str, option: str, binary: bool = False) -> Iterator[IO[Any
         if tmp is not None:
             with signals_held(), contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+#: Bytes a file grows by before `writeback` sends them to the disk (64 MiB).
+WRITEBACK = 2**26
+
+
+@contextlib.contextmanager
+def writeback(fd: int, every: float = 0.05) -> Iterator[None]:
+    """While the block writes the file ``fd``, a thread sends what was written to the disk.
+
+    A big file (an n×n stage) is then mostly on disk when the block ends, so
+    the fsync that makes it safe waits for the last part only, not for all of
+    it after the work. The thread looks every ``every`` seconds and syncs when
+    the file has grown by `WRITEBACK` bytes; a small file is never synced twice.
+    """
+    import threading
+
+    done = threading.Event()
+
+    def sync() -> None:
+        synced = 0
+        while not done.wait(every):
+            with contextlib.suppress(OSError):  # the writer meets the same error, and reports it
+                size = os.fstat(fd).st_size
+                if size - synced >= WRITEBACK:
+                    os.fdatasync(fd)
+                    synced = size
+
+    thread = threading.Thread(target=sync, name="qkv-writeback", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def write_atomic(path: str, text: str, option: str) -> None:

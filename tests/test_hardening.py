@@ -201,6 +201,34 @@ def test_a_failed_output_write_keeps_the_old_file(tmp_path, monkeypatch, fmt):
     assert os.listdir(tmp_path) == ["out.txt"]
 
 
+def test_a_big_output_is_sent_to_the_disk_while_it_is_written(tmp_path, monkeypatch):
+    """`writeback` syncs as the file grows, so the last fsync has only the rest to wait for."""
+    import threading
+
+    import qkvcli.atomic
+
+    synced, seen = [], threading.Event()
+
+    def fdatasync(fd):
+        synced.append(os.fstat(fd).st_size)
+        seen.set()
+
+    monkeypatch.setattr(qkvcli.atomic, "WRITEBACK", 1000)
+    monkeypatch.setattr(qkvcli.atomic.os, "fdatasync", fdatasync)
+    target = tmp_path / "big.bin"
+    with qkvcli.atomic.atomic_file(str(target), "--output", binary=True) as f:
+        f.write(b"x" * 5000)
+        f.flush()
+        assert seen.wait(10)  # the thread looks every 50 ms
+    assert synced and synced[0] >= 1000
+    assert target.read_bytes() == b"x" * 5000
+    synced.clear()
+    with qkvcli.atomic.atomic_file(str(tmp_path / "small.txt"), "--output") as f:
+        f.write("small")
+    assert synced == []  # a small file: only the final fsync
+    assert sorted(os.listdir(tmp_path)) == ["big.bin", "small.txt"]
+
+
 def test_output_into_a_read_only_directory(tmp_path, monkeypatch):
     import qkvcli.atomic
 

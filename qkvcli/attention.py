@@ -286,9 +286,12 @@ def dot_scores(q: np.ndarray, k: np.ndarray, out: np.ndarray | None = None) -> n
     return np.matmul(q, k.swapaxes(-1, -2), out=out)  # (…, n, m)
 
 
-def scale(x: np.ndarray, c: Any) -> np.ndarray:
-    """x × c: the scores times scale / temperature (the streamed path scales q, the same thing)."""
-    return x * c
+def scale(x: np.ndarray, c: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """x × c: the scores times scale / temperature (the streamed path scales q, the same thing);
+    into ``out`` when given."""
+    import numpy as np
+
+    return x * c if out is None else np.multiply(x, c, out=out)
 
 
 def softcap(x: np.ndarray, cap: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -358,6 +361,7 @@ def softmax(
     where: Callable[..., str] | None = None,
     sinks: np.ndarray | None = None,
     lse: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Softmax over the last axis, max-subtracted, masked (−∞) entries excluded.
 
@@ -368,6 +372,7 @@ def softmax(
     dropped, so rows sum to less than 1 (and no row is empty). ``lse``
     (shape (…, n)), when given, receives each row's log Σⱼ e^logit (with the
     sink's e^sink), −∞ for a row with no key: the streamed path's ``row_logsumexp``.
+    ``out``: where the weights go (``logits`` itself, when no one needs it after).
 
     >>> import numpy as np
     >>> out = np.empty(1)
@@ -382,13 +387,13 @@ def softmax(
     live = top > -np.inf  # (…, n, 1): rows with some key
     if not live.all() and empty == "error":
         raise empty_row_error((where or _place)(*(int(v) for v in np.argwhere(~live[..., 0])[0])))
-    e = softmax_terms(logits, np.where(live, top, 0.0))  # (…, n, m)
+    e = softmax_terms(logits, np.where(live, top, 0.0), out)  # (…, n, m)
     total = e.sum(axis=-1, keepdims=True)  # (…, n, 1)
     if sinks is not None:
         total = total + np.exp(sinks - top)  # (…, n, 1)
     if lse is not None:
         lse[...] = np.where(live, top + np.log(np.where(live, total, 1.0)), -np.inf)[..., 0]
-    w = np.divide(e, np.where(live, total, 1.0), out=e)  # (…, n, m): e is this call's own
+    w = np.divide(e, np.where(live, total, 1.0), out=e)  # (…, n, m): e is this call's (or out)
     if not live.all():
         w = np.where(live, w, fill_value(empty, logits.shape[-1]))
     return w
@@ -399,17 +404,20 @@ def normalise(
     r: Resolved,
     where: Callable[..., str] | None = None,
     lse: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """weights: softmax of each row of logits, or the sigmoid of each entry.
 
-    ``where(b, h, i)`` names an empty row (default ``r.where_row``); ``lse``: see `softmax`.
+    ``where(b, h, i)`` names an empty row (default ``r.where_row``); ``lse``, ``out``: see `softmax`.
     """
     if r.options.normalize == "sigmoid":
-        return sigmoid_terms(logits)  # (B, h, n, m): rows need not sum to 1
+        return sigmoid_terms(logits, out)  # (B, h, n, m): rows need not sum to 1
     sinks = r.arrays.get("sinks")
     if sinks is not None:
         sinks = sinks.astype(logits.dtype)[None, :, None, None]  # (1, h, 1, 1)
-    return softmax(logits, r.options.empty_rows, where or r.where_row, sinks, lse)  # (B, h, n, m)
+    return softmax(
+        logits, r.options.empty_rows, where or r.where_row, sinks, lse, out
+    )  # (B, h, n, m)
 
 
 def mix(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -591,7 +599,7 @@ def run(
     given: dict[str, np.ndarray] | None = None,
     steps: Steps = STEPS,
     rows: np.ndarray | None = None,
-    square_only: bool = False,
+    keep: tuple[str, ...] | None = None,
 ) -> Trace:
     """Every stage of attention for a resolved problem, on whole matrices.
 
@@ -599,14 +607,16 @@ def run(
     per-head stages: (B, h, n, m)) that replace the computed ones, so later
     stages follow from them (``check`` follows a student's own values through).
     ``rows`` (query indices) computes the per-query stages for those rows only
-    — what a summarised table shows — in O(rows · m) memory; ``square_only`` stops
-    after the weights (an n×n stage written by blocks of rows needs no more).
+    — what a summarised table shows — in O(rows · m) memory. ``keep`` (a
+    correct run of a block of rows, for n×n stages written a block at a time)
+    stops after the weights and gives only the n×n stages named, with the
+    rows' ``row_logsumexp``: the others are overwritten by the step after them.
     Overflow is never a warning: it is reported as a `ComputeError` naming the stage.
     """
     import numpy as np
 
     with np.errstate(all="ignore"):
-        arrays = _stages(r, given or {}, steps, rows, square_only)
+        arrays = _stages(r, given or {}, steps, rows, keep)
     trace = build(r, arrays, rows)
     if "row_logsumexp" in arrays:  # a block of rows: its softmax normalisers, as streamed runs give
         trace.stats = {"row_logsumexp": row_stat(r, arrays["row_logsumexp"])}
@@ -618,17 +628,26 @@ def _stages(
     given: dict[str, np.ndarray],
     steps: Steps,
     rows: np.ndarray | None = None,
-    square_only: bool = False,
+    keep: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     import numpy as np
 
     o = r.options
     shown: dict[str, np.ndarray] = {}
+    mine = keep is not None and steps is STEPS  # the n×n stages not kept are overwritten
 
     def stage(name: str, x: np.ndarray) -> np.ndarray:
         """Record a stage (or its given replacement) and return what flows on from it."""
         shown[name] = x = given.get(name, x)
         return x if steps.keep is None or name in given else steps.keep(name, x)
+
+    def into(name: str | None, x: np.ndarray, *operands: np.ndarray | None) -> np.ndarray | None:
+        """Where the next step may put its result: over ``x`` (stage ``name``'s array, or a
+        temporary when None) when no one keeps it and the result has its shape."""
+        if not mine or name in (keep or ()):
+            return None
+        shapes = [x.shape, *(a.shape for a in operands if a is not None)]
+        return x if np.broadcast_shapes(*shapes) == x.shape else None
 
     a = inputs(r)
     Q = stage("Q", steps.project(a, "Q"))  # (B, n, h·dk)
@@ -646,25 +665,34 @@ def _stages(
     scores = stage("scores", steps.scores(q, k))  # (B, h, n, m)
     if not sure:
         finite(scores, "scores", "Q·Kᵀ", at)
-    logits = steps.scale(scores, factor(r))  # (B, h, n, m)
+    c = factor(r)
+    logits = scale(scores, c, into("scores", scores)) if mine else steps.scale(scores, c)
     if not sure:
         finite(logits, "scaled", "scores × scale", at)
     name = logit_stage(r)
     if name == "capped":
-        logits = steps.cap(stage("scaled", logits), o.attn_logit_softcapping)  # (B, h, n, m)
+        cap = o.attn_logit_softcapping
+        logits = stage("scaled", logits)  # (B, h, n, m)
+        logits = softcap(logits, cap, into("scaled", logits)) if mine else steps.cap(logits, cap)
     rules = r.rules
     allowed = rules.allowed(rows=sel)  # (B|1, h|1, n, m) or None
     if rules.biased:
         bias = rules.added(rows=sel)  # (B|1, h|1, n, m)
         open_ = bias != -np.inf  # −∞ in the bias blocks
-        logits = steps.bias(logits, bias)  # (B, h, n, m)
+        # (B, h, n, m): a new array, or (kept or not) the one scale or softcap just made
+        logits = (
+            add_bias(logits, bias, into(None, logits, bias)) if mine else steps.bias(logits, bias)
+        )
         if not sure:
             finite(np.where(open_, real(logits), 0.0), name, biased_words(r), at)
         if rules.bias is not None:
             allowed = open_ if allowed is None else (allowed & open_)
     logits = stage(name, logits)
     if r.masked:
-        logits = stage("masked", steps.mask(logits, allowed))  # (B, h, n, m)
+        into_ = into(name, logits, allowed)
+        logits = stage(
+            "masked", mask(logits, allowed, into_) if mine else steps.mask(logits, allowed)
+        )
     if at is None or steps.weights is not normalise:
         weights = stage("weights", steps.weights(real(logits), r))  # (B, h, n, m)
     else:  # a block of rows: an empty one named as the user counts, and the softmax normalisers
@@ -672,9 +700,10 @@ def _stages(
         if o.normalize == "softmax":
             shown["row_logsumexp"] = lse
         where = lambda b, h, i: r.where_row(b, h, int(at[i]))  # noqa: E731
-        weights = stage("weights", normalise(real(logits), r, where, lse))  # (B, h, rows, m)
-    if square_only:
-        return shown
+        out = into("masked" if r.masked else name, logits)
+        weights = stage("weights", normalise(real(logits), r, where, lse, out))  # (B, h, rows, m)
+    if keep is not None:
+        return {s: x for s, x in shown.items() if s in keep or s == "row_logsumexp"}
     heads_out = stage("head_outputs", steps.mix(weights, v))  # (B, h, n, dv)
     concat = stage("concat", steps.merge(heads_out))  # (B, n, h·dv)
     output = steps.out(concat, a)  # (B, n, d_out)

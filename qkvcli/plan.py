@@ -48,7 +48,7 @@ class Plan:
     stream: bool
     note: str | None = None
     rows: tuple[int, ...] | None = None
-    later: bool = False  # the n×n stages are written a block of rows at a time
+    later: tuple[str, ...] = ()  # n×n stages written a block of rows at a time
 
 
 def square_bytes(r: Resolved) -> int:
@@ -145,7 +145,8 @@ def plan(
     if square and by_rows and square_bytes(r) > LARGE:
         # Written a block of rows at a time; the blocks give row_logsumexp, so a streamed
         # pass is needed only for the other stages asked for.
-        return Plan(stream=not set(asked or []) <= set(SQUARE), later=True)
+        later = tuple(s for s in stage_names(r) if s in square)
+        return Plan(stream=not set(asked or []) <= set(SQUARE), later=later)
     if square:
         need = square_bytes(r) * FULL_COPIES
         free = available_memory() if available is None else available
@@ -196,8 +197,8 @@ def evaluate(
 
         trace = build(r, {})
     if how.later:
-        trace.later = tuple(s for s in stage_names(r) if s in SQUARE)
-        trace.rows_of = lambda rows: run(r, rows=rows, square_only=True)
+        trace.later = how.later
+        trace.rows_of = lambda rows: run(r, rows=rows, keep=how.later)
     if how.rows is None:
         return trace
     import numpy as np

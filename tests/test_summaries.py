@@ -117,3 +117,31 @@ def test_a_big_stage_is_written_to_npz_a_block_of_rows_at_a_time(tmp_path, monke
         assert z[name].shape == full[name].shape
         np.testing.assert_allclose(z[name], full[name], rtol=1e-12, atol=1e-12)
     assert json.loads(str(z["meta"]))["stages"] == ["masked", "weights"]
+
+
+def test_rows_written_by_blocks_are_counted_for_a_progress_bar(tmp_path, monkeypatch):
+    import io
+    import sys
+    from types import SimpleNamespace
+
+    from qkvcli import plan as plan_module
+    from qkvcli.render import machine
+    from qkvcli.render.progress import writing
+
+    monkeypatch.setattr(plan_module, "LARGE", 1000)
+    monkeypatch.setattr(machine, "ROW_BLOCK", 200)
+    r = resolve(problem(37), Options(mask="causal"))
+    t = evaluate(r, plan(r, ["masked", "weights"], by_rows=True))
+    seen = []
+    machine.to_npz(t, ["masked", "weights"], str(tmp_path / "o.npz"), lambda *a: seen.append(a))
+    assert len(seen) > 4 and seen == sorted(seen) and seen[-1] == (2 * 37, 2 * 37)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    meta = {"batch": None, "heads": 1, "n_queries": 40000, "n_keys": 40000, "d_k": 64, "d_v": 64}
+    with writing(SimpleNamespace(meta=meta, later=("weights",))) as tick:
+        tick(10, 40000)
+    assert "attention, written a block of rows at a time" in sys.stderr.getvalue()

@@ -677,7 +677,10 @@ def _emit(
         result.select(stage)  # every name must be a stage of this run
         have = {*result.stages, *result.later}
         names = [s for s in STAGES if s in have and (not stage or s in stage)]
-        to_npz(result, names, output or "")
+        from ..render.progress import writing
+
+        with writing(result) as tick:
+            to_npz(result, names, output or "", tick)
         return
     from ..render.text import write_out
 

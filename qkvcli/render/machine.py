@@ -17,6 +17,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from ..trace import Stage, Trace
@@ -70,14 +72,17 @@ def write_delimited(out: Any, array: Any, sep: str, precision: int | None = None
             write_out(out, "".join(prefix + sep.join(map(text, row)) + "\n" for row in block))
 
 
-def to_npz(trace: Trace, stages: list[str], path: str) -> None:
+def to_npz(
+    trace: Trace, stages: list[str], path: str, tick: Callable[[int, int], None] | None = None
+) -> None:
     """Write the chosen stages to an ``.npz`` file, each under its stage name.
 
-    Streamed runs add ``row_logsumexp`` (per query row); ``meta`` holds the
+    Streamed runs, and n×n stages written by rows, add ``row_logsumexp`` (per query row); ``meta`` holds the
     run's settings as JSON text (no pickles: ``np.load`` reads it with
     ``allow_pickle=False``). An n×n stage the run did not hold (``trace.later``)
     is computed and written a block of query rows at a time, so memory stays
-    at one block whatever its size. The layout is ``np.savez``'s: one
+    at one block whatever its size (``tick(done, total)`` counts its rows, for a progress
+    bar). The layout is ``np.savez``'s: one
     ``NAME.npy`` per array in a stored (uncompressed) zip.
     """
     import zipfile
@@ -88,6 +93,8 @@ def to_npz(trace: Trace, stages: list[str], path: str) -> None:
 
     meta = trace.meta | {"tokens": trace.tokens, "kv_tokens": trace.kv_tokens}
     stats = dict(trace.stats)  # row_logsumexp: from the streamed run, or from the blocks written
+    later = [s for s in stages if s not in trace.stages]
+    n = trace.meta["n_queries"]
     if trace.later:
         meta["stages"] = [s for s in (*trace.stages, *trace.later) if s in stages or not stages]
         meta["shapes"] = meta["shapes"] | {
@@ -104,7 +111,13 @@ def to_npz(trace: Trace, stages: list[str], path: str) -> None:
                     a = np.asarray(trace.stages[name].array, dtype=np.float64)
                     write_npy(out, a)
                 else:
-                    got = write_rows(out, trace, name)
+                    k = later.index(name)  # the k-th pass over the rows
+                    step = (
+                        None
+                        if tick is None
+                        else lambda done, k=k: tick(k * n + done, len(later) * n)
+                    )
+                    got = write_rows(out, trace, name, step)
                     stats = stats or got
         extra = [*stats.items(), ("meta", np.array(json.dumps(meta, ensure_ascii=False)))]
         for name, a in extra:
@@ -142,14 +155,16 @@ def later_shape(trace: Trace) -> list[int]:
     return [*lead, meta["n_queries"], meta["n_keys"]]
 
 
-def write_rows(out: Any, trace: Trace, name: str) -> dict[str, np.ndarray]:
+def write_rows(
+    out: Any, trace: Trace, name: str, tick: Callable[[int], None] | None = None
+) -> dict[str, np.ndarray]:
     """An n×n stage as ``.npy`` bytes, computed a block of query rows at a time (``trace.rows_of``).
 
     Worker threads compute the next blocks (one per core, OpenBLAS on one
     thread each) while this one is written. With batch or head axes the rows
     of each matrix are not next to each other in the file, so blocks go to
     their places in a temporary file first. Returns the blocks' per-row
-    statistics (``row_logsumexp``), joined.
+    statistics (``row_logsumexp``), joined. ``tick(rows)`` is told the rows written so far.
     """
     import tempfile
     from collections import deque
@@ -186,10 +201,12 @@ def write_rows(out: Any, trace: Trace, name: str) -> dict[str, np.ndarray]:
                 stats.setdefault(key, []).append(a)  # (*lead, rows)
             if tmp is None:
                 out.write(_raw(rows))
-                continue
-            for idx in np.ndindex(*lead):
-                tmp.seek((np.ravel_multi_index(idx, lead) * n + i0) * m * 8)
-                tmp.write(_raw(np.ascontiguousarray(rows[idx])))
+            else:
+                for idx in np.ndindex(*lead):
+                    tmp.seek((np.ravel_multi_index(idx, lead) * n + i0) * m * 8)
+                    tmp.write(_raw(np.ascontiguousarray(rows[idx])))
+            if tick is not None:
+                tick(min(n, i0 + count))
         if tmp is not None:
             tmp.seek(0)
             while chunk := tmp.read(2**24):

@@ -16,8 +16,9 @@ from typing import Any
 from .. import i18n
 from ..i18n import N_
 
-#: The bars' labels: a streamed run, and a run that holds every stage.
+#: The bars' labels: a streamed run, a run that holds every stage, and n×n stages written by rows.
 BLOCKS, EVERY = N_("attention in blocks"), N_("attention, every stage")
+WRITING = N_("attention, written a block of rows at a time")
 #: Multiply-adds per second this kind of machine sustains on the blocked products.
 RATE = 2e10
 #: Show a bar when the work is expected to take longer than this (seconds).
@@ -64,3 +65,27 @@ def bar(r: Any, streamed: bool) -> Any:
     if streamed:
         return progress(r)
     return progress(r, label=EVERY, steps=False)
+
+
+def writing(trace: Any) -> Any:
+    """The bar for the n×n stages a trace writes a block of query rows at a time: it counts rows.
+
+    >>> from types import SimpleNamespace
+    >>> meta = {"batch": None, "heads": 1, "n_queries": 4, "n_keys": 4, "d_k": 2, "d_v": 2}
+    >>> with writing(SimpleNamespace(meta=meta, later=("weights",))) as tick:
+    ...     tick is None
+    True
+    """
+    from types import SimpleNamespace
+
+    meta = trace.meta
+    size = SimpleNamespace(
+        B=meta["batch"] or 1,
+        heads=meta["heads"]
+        * max(1, len(trace.later)),  # each stage written is a pass over the rows
+        n=meta["n_queries"],
+        m=meta["n_keys"],
+        d_head=meta["d_k"],
+        dv_head=meta["d_v"],
+    )
+    return progress(size, label=WRITING)

@@ -103,6 +103,7 @@ def plan(
     why: dict[str, str] | None = None,
     rows: list[int] | None = None,
     by_rows: bool = False,
+    in_place: bool = False,
 ) -> Plan:
     """How to evaluate ``r`` given the stages named on the command line (None = the defaults).
 
@@ -110,7 +111,9 @@ def plan(
     "--tokens-view"}``; default ``--stage NAME``). ``rows``: the query rows the
     display shows (a summarised table), when not every row. ``by_rows``: the
     writer takes the n×n stages a block of query rows at a time (NPZ), so big
-    ones are not held whole. Raises `OptionError` when
+    ones are not held whole; ``in_place``: it writes to a pipe or a device, not
+    a file replaced whole, so every error must be found before its first
+    byte (a streamed pass runs first). Raises `OptionError` when
     an n×n stage is asked for with ``stream``, or would not fit in
     ``available`` bytes (default: what the system has free), or when exact
     arithmetic meets streaming or a problem too big to work out in fractions.
@@ -144,9 +147,9 @@ def plan(
         return Plan(stream=True, rows=tuple(rows) if square or asked is None else None)
     if square and by_rows and square_bytes(r) > LARGE:
         # Written a block of rows at a time; the blocks give row_logsumexp, so a streamed
-        # pass is needed only for the other stages asked for.
+        # pass is needed only for the other stages asked for, or to find errors first.
         later = tuple(s for s in stage_names(r) if s in square)
-        return Plan(stream=not set(asked or []) <= set(SQUARE), later=later)
+        return Plan(stream=in_place or not set(asked or []) <= set(SQUARE), later=later)
     if square:
         need = square_bytes(r) * FULL_COPIES
         free = available_memory() if available is None else available

@@ -145,3 +145,55 @@ def test_rows_written_by_blocks_are_counted_for_a_progress_bar(tmp_path, monkeyp
     with writing(SimpleNamespace(meta=meta, later=("weights",))) as tick:
         tick(10, 40000)
     assert "attention, written a block of rows at a time" in sys.stderr.getvalue()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+def test_npz_into_a_pipe_finds_every_error_before_its_first_byte(tmp_path, monkeypatch):
+    """A file is replaced only when whole; a pipe cannot take bytes back, so the streamed pass
+    finds an overflow in a late block of rows before anything is written to it."""
+    import io
+    import os
+    import threading
+
+    from qkvcli import plan as plan_module
+    from qkvcli.render import machine
+
+    monkeypatch.setattr(plan_module, "LARGE", 1000)
+    monkeypatch.setattr(machine, "ROW_BLOCK", 200)
+    rng = np.random.default_rng(3)
+    mats = {"Q": rng.standard_normal((40, 3)), "K": rng.standard_normal((40, 3)) * 1e10}
+    mats["V"] = rng.standard_normal((40, 2))
+
+    def through_pipe(mats):
+        src, fifo = tmp_path / "in.npz", tmp_path / "pipe"
+        np.savez(src, **mats)
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo)
+        got = bytearray()
+
+        def read():
+            with open(fifo, "rb") as fh:
+                got.extend(fh.read())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        args = ["compute", str(src), "--stage", "weights", "-f", "npz", "-o", str(fifo)]
+        result = runner.invoke(app, args)
+        reader.join(2)
+        if reader.is_alive():  # qkv never opened the pipe: let the reader see its end
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+        assert not reader.is_alive()
+        return result, bytes(got)
+
+    result, got = through_pipe(mats)
+    assert result.exit_code == 0, result.output
+    z = np.load(io.BytesIO(got), allow_pickle=False)
+    r = resolve(Problem(mats), Options())
+    np.testing.assert_allclose(z["weights"], attention.run(r)["weights"], rtol=1e-12)
+    assert z.files == ["weights", "row_logsumexp", "meta"]
+    mats["Q"][33] = 1e300  # overflows in a late block of rows
+    result, got = through_pipe(mats)
+    assert result.exit_code == 2
+    assert "overflows the float range" in result.stderr and "[34," in result.stderr
+    assert got == b""

@@ -584,7 +584,7 @@ def present(
     why = {"weights": picture} if picture else None  # pictures need the weights
     # Tables and pictures summarise long stages (the --html report explores every cell).
     shown = format == "table" and not full and not drawing[4]
-    result = _evaluate(resolve(problem, options), format, stage, trace, stream, why, shown)
+    result = _evaluate(resolve(problem, options), format, stage, trace, stream, why, shown, output)
     if any(drawing):
         from ..render.explore import View, page
         from ..render.report import Pictures, show  # only when drawing: it costs start-up
@@ -633,6 +633,7 @@ def _evaluate(
     stream: bool,
     why: dict[str, str] | None = None,
     summarised: bool = False,
+    output: str | None = None,
 ) -> Any:
     """Plan the run (every stage, or in blocks when the n×n stages are large and not asked for) and run it.
 
@@ -649,7 +650,10 @@ def _evaluate(
     if why:
         asked = [*(asked or ["weights", "output"]), *why]
     rows = summary_rows(resolved.n) if summarised else None
-    how = plan(resolved, asked, stream, why=why, rows=rows, by_rows=format == "npz")
+    by_rows = format == "npz"  # a big n×n stage is written a block of rows at a time
+    # An error in a late block must not follow bytes already sent down a pipe or to a device.
+    in_place = by_rows and output is not None and not _replaced_whole(output)
+    how = plan(resolved, asked, stream, why=why, rows=rows, by_rows=by_rows, in_place=in_place)
     result = evaluate(resolved, how, bar)
     if how.note:
         from ..notes import note
@@ -707,6 +711,13 @@ def _emit(
 
         defaults = [] if trace else [n for n in ("weights", "output") if n in result.stages]
         write_tables(result, result.select(stage or defaults), out, digits, full=full)
+
+
+def _replaced_whole(path: str) -> bool:
+    """True when ``path`` is a file written beside and renamed into place (not a FIFO, a device)."""
+    from ..atomic import target
+
+    return target(path, "--output")[1]
 
 
 @contextmanager

@@ -666,33 +666,34 @@ def _stages(
     if not sure:
         finite(scores, "scores", "Q·Kᵀ", at)
     c = factor(r)
-    logits = scale(scores, c, into("scores", scores)) if mine else steps.scale(scores, c)
+    # `into` is None unless a block of rows may overwrite the array before: then in place.
+    out = into("scores", scores)
+    logits = steps.scale(scores, c) if out is None else scale(scores, c, out)
     if not sure:
         finite(logits, "scaled", "scores × scale", at)
     name = logit_stage(r)
     if name == "capped":
         cap = o.attn_logit_softcapping
         logits = stage("scaled", logits)  # (B, h, n, m)
-        logits = softcap(logits, cap, into("scaled", logits)) if mine else steps.cap(logits, cap)
+        out = into("scaled", logits)
+        logits = steps.cap(logits, cap) if out is None else softcap(logits, cap, out)
     rules = r.rules
     allowed = rules.allowed(rows=sel)  # (B|1, h|1, n, m) or None
     if rules.biased:
         bias = rules.added(rows=sel)  # (B|1, h|1, n, m)
         open_ = bias != -np.inf  # −∞ in the bias blocks
         # (B, h, n, m): a new array, or (kept or not) the one scale or softcap just made
-        logits = (
-            add_bias(logits, bias, into(None, logits, bias)) if mine else steps.bias(logits, bias)
-        )
+        out = into(None, logits, bias)
+        logits = steps.bias(logits, bias) if out is None else add_bias(logits, bias, out)
         if not sure:
             finite(np.where(open_, real(logits), 0.0), name, biased_words(r), at)
         if rules.bias is not None:
             allowed = open_ if allowed is None else (allowed & open_)
     logits = stage(name, logits)
     if r.masked:
-        into_ = into(name, logits, allowed)
-        logits = stage(
-            "masked", mask(logits, allowed, into_) if mine else steps.mask(logits, allowed)
-        )
+        out = into(name, logits, allowed)
+        masked = steps.mask(logits, allowed) if out is None else mask(logits, allowed, out)
+        logits = stage("masked", masked)  # (B, h, n, m)
     if at is None or steps.weights is not normalise:
         weights = stage("weights", steps.weights(real(logits), r))  # (B, h, n, m)
     else:  # a block of rows: an empty one named as the user counts, and the softmax normalisers
